@@ -1,0 +1,1 @@
+"""Datasets: bundled digits, synthetic data, CIFAR-10, STL-10, CelebA, class subsets, fixtures."""

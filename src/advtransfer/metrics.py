@@ -1,0 +1,385 @@
+"""Adversarial transferability: alpha1, alpha2 and their combination (DESIGN.md §2).
+
+For an attacker A and a victim B, with delta_A = delta_{f_A,eps}(x) the attack crafted on A,
+
+    Delta_{A->B}(x) = f_B(x + delta_A(x)) - f_B(x),   u_{A->B} = Delta_{A->B} / ||Delta_{A->B}||
+
+    alpha1^{A->B}(x) = ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)||     (per sample; mean reported)
+    alpha2^{A->B}    = || E_x[ u_{A->A}(x) u_{A->B}(x)^T ] ||_F             (in [0, 1])
+    combined^{A->B}  = || E_x[ alpha1^{A->B}(x) u_{A->A}(x) u_{A->B}(x)^T ] ||_F
+
+With ``squared=True`` the per-sample alpha1 is the ratio of l_adv values (the square of the
+ratio above, the paper's statement), alpha2 and combined are squared Frobenius norms (the
+authors' image code) and combined uses the squared per-sample alpha1. PGD is approximate, so
+alpha1 may exceed 1: values are never clipped, and their count is reported.
+
+Both directions use the same two attacks (on S and on T), so one measurement returns both; in a
+matrix of N models each model is attacked once per sample (N attacks, not N^2).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advtransfer.attacks import (
+    AttackConfig,
+    Bounds,
+    GeneratorLike,
+    Norm,
+    Objective,
+    Solver,
+    as_generator,
+    check_bounds,
+    clip_to_bounds,
+    norms,
+    per_sample_eps,
+    random_on_sphere,
+    run_attack,
+)
+from advtransfer.data.batches import DataLike, iter_inputs
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.models.adapters import forward, frozen, model_device
+from advtransfer.progress import track
+
+# Above this many entries of E[u_A u_B^T] the accumulator keeps the unit vectors instead and
+# computes the Frobenius norm from Gram matrices: ||E[a b^T]||_F^2 = mean_{x,x'} <a,a'><b,b'>.
+_MAX_OUTER_ENTRIES = 1 << 22
+
+
+@dataclass(frozen=True)
+class AttackStats:
+    """What the attack on A did, seen from victim B (means over samples).
+
+    ``mean_delta_norm`` is mean ||delta_A||_p; ``mean_deviation`` mean ||Delta_{A->B}||_2;
+    ``mean_victim_self_deviation`` mean ||Delta_{B->B}||_2 (B's own attack);
+    ``mean_random_deviation`` mean ||f_B(x + n) - f_B(x)||_2 for random noise n of norm eps, the
+    baseline an attack that transfers must beat.
+    """
+
+    mean_delta_norm: float
+    mean_deviation: float
+    mean_victim_self_deviation: float
+    mean_random_deviation: float
+
+
+@dataclass(frozen=True)
+class DirectionResult:
+    """alpha1, alpha2 and combined for attacks crafted on ``attacker`` and applied to ``victim``."""
+
+    attacker: str
+    victim: str
+    alpha1: float
+    alpha1_per_sample: np.ndarray = field(repr=False)
+    alpha2: float
+    combined: float
+    n_alpha1_above_one: int
+    n_samples: int
+    squared: bool
+    stats: AttackStats
+
+    def alpha1_quantiles(self, q: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)) -> dict:
+        """Quantiles of the per-sample alpha1 distribution, keyed by q."""
+        values = np.nanquantile(self.alpha1_per_sample, list(q))
+        return {float(k): float(v) for k, v in zip(q, values, strict=True)}
+
+    def to_dict(self, *, per_sample: bool = False) -> dict[str, Any]:
+        """A JSON-ready dictionary (per-sample values only when asked)."""
+        out = {k: v for k, v in asdict(self).items() if k != "alpha1_per_sample"}
+        out["alpha1_quantiles"] = self.alpha1_quantiles()
+        if per_sample:
+            out["alpha1_per_sample"] = self.alpha1_per_sample.tolist()
+        return out
+
+
+@dataclass(frozen=True)
+class TransferabilityResult:
+    """Both directions of one source/target measurement."""
+
+    source_to_target: DirectionResult
+    target_to_source: DirectionResult
+    config: dict[str, Any]
+
+    def to_dict(self, *, per_sample: bool = False) -> dict[str, Any]:
+        return {"source_to_target": self.source_to_target.to_dict(per_sample=per_sample),
+                "target_to_source": self.target_to_source.to_dict(per_sample=per_sample),
+                "config": self.config}
+
+
+@dataclass(frozen=True)
+class TransferMatrixResult:
+    """N x N matrices; entry [i, j] is the transferability of attacks on model i to model j.
+
+    The diagonal is each model with itself: alpha1 = 1 and alpha2 = ||E[u u^T]||_F."""
+
+    names: tuple[str, ...]
+    alpha1: np.ndarray
+    alpha2: np.ndarray
+    combined: np.ndarray
+    n_alpha1_above_one: np.ndarray
+    directions: dict[tuple[int, int], DirectionResult] = field(repr=False)
+    config: dict[str, Any]
+
+    def direction(self, attacker: int | str, victim: int | str) -> DirectionResult:
+        index = {n: i for i, n in enumerate(self.names)}
+        i = index[attacker] if isinstance(attacker, str) else attacker
+        j = index[victim] if isinstance(victim, str) else victim
+        return self.directions[(i, j)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "alpha1": self.alpha1.tolist(),
+                "alpha2": self.alpha2.tolist(), "combined": self.combined.tolist(),
+                "n_alpha1_above_one": self.n_alpha1_above_one.tolist(), "config": self.config}
+
+
+def _unit_rows(d: torch.Tensor) -> torch.Tensor:
+    n = d.norm(dim=1, keepdim=True)
+    return torch.where(n > 0, d / n.clamp_min(torch.finfo(d.dtype).tiny), torch.zeros_like(d))
+
+
+class DirectionAccumulator:
+    """Streaming alpha1/alpha2/combined for one direction A -> B: ``update`` per batch, then
+    ``compute``. Sums are kept in float64, so batching does not change the result beyond
+    floating-point summation order.
+
+    ``update`` takes Delta_{A->A} (batch, m_A), Delta_{A->B} (batch, m_B) and Delta_{B->B}
+    (batch, m_B), plus ||delta_A||_p and B's deviation under random noise for the statistics.
+    """
+
+    def __init__(self, attacker: str = "A", victim: str = "B", *, squared: bool = False) -> None:
+        self.attacker, self.victim, self.squared = attacker, victim, squared
+        self._alpha1: list[np.ndarray] = []
+        self._outer: torch.Tensor | None = None
+        self._weighted: torch.Tensor | None = None
+        self._units: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._sums = np.zeros(4)
+        self._n = 0
+
+    def update(self, dev_aa: torch.Tensor, dev_ab: torch.Tensor, dev_bb: torch.Tensor,
+               delta_norm: torch.Tensor | None = None,
+               random_dev: torch.Tensor | None = None) -> None:
+        dev_aa, dev_ab, dev_bb = (t.detach().to(torch.float64) for t in (dev_aa, dev_ab, dev_bb))
+        n_ab, n_bb = dev_ab.norm(dim=1), dev_bb.norm(dim=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (n_ab / n_bb).cpu().numpy()
+        ratio = np.where(n_bb.cpu().numpy() > 0, ratio, np.nan)
+        a1 = ratio**2 if self.squared else ratio
+        self._alpha1.append(a1)
+        u_a, u_b = _unit_rows(dev_aa), _unit_rows(dev_ab)
+        w = torch.as_tensor(np.nan_to_num(a1), dtype=torch.float64, device=u_a.device)
+        if u_a.shape[1] * u_b.shape[1] <= _MAX_OUTER_ENTRIES:
+            outer = u_a.T @ u_b
+            weighted = (u_a * w[:, None]).T @ u_b
+            self._outer = outer if self._outer is None else self._outer + outer
+            self._weighted = weighted if self._weighted is None else self._weighted + weighted
+        else:
+            self._units.append((u_a.cpu(), u_b.cpu(), w.cpu()))
+        zeros = torch.zeros_like(n_ab)
+        stats = (delta_norm if delta_norm is not None else zeros, n_ab, n_bb,
+                 random_dev if random_dev is not None else zeros)
+        self._sums += np.array([float(t.double().sum()) for t in stats])
+        self._n += dev_ab.shape[0]
+
+    def _frobenius(self) -> tuple[float, float]:
+        if self._outer is not None:
+            return float(self._outer.norm()), float(self._weighted.norm())
+        u_a = torch.cat([u[0] for u in self._units])
+        u_b = torch.cat([u[1] for u in self._units])
+        w = torch.cat([u[2] for u in self._units])
+        gram = (u_a @ u_a.T) * (u_b @ u_b.T)
+        return (math.sqrt(max(float(gram.sum()), 0.0)),
+                math.sqrt(max(float((w[:, None] * gram * w[None, :]).sum()), 0.0)))
+
+    def compute(self) -> DirectionResult:
+        if self._n == 0:
+            raise AdvTransferError("no samples were accumulated; call update() first")
+        a1 = np.concatenate(self._alpha1)
+        if np.isnan(a1).any():
+            warnings.warn(f"{int(np.isnan(a1).sum())} samples where {self.victim} does not move "
+                          "under its own attack have an undefined alpha1 (NaN); they are left out "
+                          "of the mean", RuntimeWarning, stacklevel=2)
+        outer, weighted = self._frobenius()
+        alpha2, combined = outer / self._n, weighted / self._n
+        if self.squared:
+            alpha2, combined = alpha2**2, combined**2
+        s = self._sums / self._n
+        mean = float(np.nanmean(a1)) if not np.isnan(a1).all() else math.nan
+        return DirectionResult(
+            attacker=self.attacker, victim=self.victim, alpha1=mean, alpha1_per_sample=a1,
+            alpha2=alpha2, combined=combined,
+            n_alpha1_above_one=int((a1 > 1).sum()), n_samples=self._n, squared=self.squared,
+            stats=AttackStats(float(s[0]), float(s[1]), float(s[2]), float(s[3])),
+        )
+
+
+def resolve_device(models: Sequence[nn.Module], device: str | torch.device) -> torch.device:
+    """The device to run on. ``"auto"`` is the models' device (models are never moved), or CUDA
+    when present for parameter-free models; an explicit device must match the models'."""
+    devices = {d for d in (model_device(m) for m in models) if d is not None}
+    if len(devices) > 1:
+        raise AdvTransferError(f"the models are on different devices {sorted(map(str, devices))}; "
+                               "move them to one device with model.to(device)")
+    if device == "auto":
+        if devices:
+            return devices.pop()
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise AdvTransferError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; "
+                               f"got {device!r}") from None
+    for d in devices:
+        if d.type != target.type or (target.index is not None and d != target):
+            raise AdvTransferError(f"device={device!r} but the models are on {d}; advtransfer "
+                                   "never moves models: call model.to(device) first")
+    return target
+
+
+def measure_matrix(
+    models: Sequence[nn.Module],
+    names: Sequence[str],
+    data: DataLike,
+    config: AttackConfig,
+    *,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    squared: bool = False,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    generator: GeneratorLike = None,
+    progress: bool = False,
+) -> dict[tuple[int, int], DirectionResult]:
+    """The engine behind :func:`transferability` and :func:`transfer_matrix`: every model is
+    attacked once per sample and each perturbation is reused for every victim.
+
+    Returns the direction results for ``pairs`` (default: all ordered pairs, diagonal included).
+    """
+    n = len(models)
+    if n == 0:
+        raise AdvTransferError("models must hold at least one model")
+    pairs = [(i, j) for i in range(n) for j in range(n)] if pairs is None else list(pairs)
+    run_on = resolve_device(models, device)
+    gen = as_generator(generator)
+    accs = {(i, j): DirectionAccumulator(names[i], names[j], squared=squared) for i, j in pairs}
+    attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
+    with frozen(*models):
+        batches = iter_inputs(data, batch_size=batch_size)
+        for x in track(batches, description="attacking", enabled=progress):
+            if not x.is_floating_point():
+                raise AdvTransferTypeError(f"data must hold floating-point inputs; got {x.dtype}")
+            x = x.to(run_on)
+            if not torch.isfinite(x).all():
+                raise AdvTransferError("data contains NaN or inf; inputs must be finite")
+            check_bounds(x, config.bounds)
+            eps = per_sample_eps(config.eps, x)
+            with torch.no_grad():
+                clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
+            deltas = {i: run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
+                      for i in attackers}
+            noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
+            with torch.no_grad():
+                dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
+                       for i in attackers for j in attackers if (i, j) in accs or i == j}
+                rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
+                       for j in attackers}
+            for (i, j), acc in accs.items():
+                acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
+                           norms(deltas[i], config.norm), rnd[j])
+    return {key: acc.compute() for key, acc in accs.items()}
+
+
+def _config_dict(config: AttackConfig, **extra: Any) -> dict[str, Any]:
+    eps = config.eps
+    out = asdict(config)
+    out["eps"] = eps.tolist() if isinstance(eps, torch.Tensor) else eps
+    out.update(extra)
+    return out
+
+
+def transferability(
+    source: nn.Module,
+    target: nn.Module,
+    data: DataLike,
+    *,
+    eps: float | torch.Tensor,
+    norm: Norm = "l2",
+    objective: Objective = "deviation",
+    solver: Solver = "pgd",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    bounds: Bounds = (0.0, 1.0),
+    squared: bool = False,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    generator: GeneratorLike = None,
+    progress: bool = False,
+) -> TransferabilityResult:
+    """alpha1, alpha2 and combined in both directions between ``source`` (f_S) and ``target``
+    (f_T), from one attack on each model per sample.
+
+    ``data`` is a tensor of inputs, a Dataset or a DataLoader yielding x or (x, y); the attack
+    arguments are those of :func:`advtransfer.attack`. ``result.source_to_target`` holds attacks
+    crafted on S applied to T (alpha^{S->T}); ``result.target_to_source`` the reverse, which is
+    the direction the authors' image experiments report.
+
+    Example:
+        >>> import torch
+        >>> s, t = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+        >>> r = transferability(s, t, torch.rand(16, 5), eps=0.05, solver="first_order",
+        ...                     steps=30, generator=0)
+        >>> 0.0 <= r.source_to_target.alpha2 <= 1.0
+        True
+    """
+    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+                          step_size=step_size, random_start=random_start, bounds=bounds)
+    out = measure_matrix([source, target], ["source", "target"], data, config,
+                         pairs=[(0, 1), (1, 0)], squared=squared, batch_size=batch_size,
+                         device=device, generator=generator, progress=progress)
+    return TransferabilityResult(out[(0, 1)], out[(1, 0)],
+                                 _config_dict(config, squared=squared))
+
+
+def transfer_matrix(
+    models: Sequence[nn.Module] | Mapping[str, nn.Module],
+    data: DataLike,
+    *,
+    eps: float | torch.Tensor,
+    norm: Norm = "l2",
+    objective: Objective = "deviation",
+    solver: Solver = "pgd",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    bounds: Bounds = (0.0, 1.0),
+    squared: bool = False,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    generator: GeneratorLike = None,
+    progress: bool = False,
+) -> TransferMatrixResult:
+    """N x N alpha1/alpha2/combined between every ordered pair of ``models`` (a list, or a mapping
+    from names to models), attacking each model once per sample (N attacks, not N^2)."""
+    if isinstance(models, Mapping):
+        names, mods = [str(k) for k in models], list(models.values())
+    else:
+        mods = list(models)
+        names = [f"model_{i}" for i in range(len(mods))]
+    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+                          step_size=step_size, random_start=random_start, bounds=bounds)
+    out = measure_matrix(mods, names, data, config, squared=squared, batch_size=batch_size,
+                         device=device, generator=generator, progress=progress)
+    n = len(mods)
+
+    def grid(attr: str) -> np.ndarray:
+        return np.array([[getattr(out[(i, j)], attr) for j in range(n)] for i in range(n)])
+
+    return TransferMatrixResult(tuple(names), grid("alpha1"), grid("alpha2"), grid("combined"),
+                                grid("n_alpha1_above_one"), out,
+                                _config_dict(config, squared=squared))

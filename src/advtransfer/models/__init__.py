@@ -1,0 +1,1 @@
+"""Model architectures, output adapters, normalisation wrapper and safe checkpoint I/O."""

@@ -1,0 +1,112 @@
+"""Calling user models safely: output adapters, error wrapping, and state preservation.
+
+Every model call in advtransfer goes through :func:`forward`, which turns whatever the model
+returns (a tensor, a tuple, a dict, a torchvision/timm output object) into one tensor of shape
+``(batch, k)`` (outputs are flattened per sample), and turns a model's exception or a non-finite
+output into an :class:`~advtransfer.errors.AdvTransferError` that names the model.
+
+:func:`frozen` puts a model in eval mode with its parameters' ``requires_grad`` switched off for
+the duration of an attack or a measurement and restores the train/eval mode of every submodule,
+every ``requires_grad`` flag and every ``.grad`` afterwards, even when the body raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+
+_OUTPUT_KEYS = ("logits", "out", "output", "features", "last_hidden_state")
+
+
+def as_output(out: object, *, name: str = "model") -> torch.Tensor:
+    """Return the one tensor in a model's output: tensors as they are, the first element of a
+    tuple/list, the ``logits``/``out``/``output``/``features`` entry of a mapping or an object."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, Mapping):
+        for key in _OUTPUT_KEYS:
+            if isinstance(out.get(key), torch.Tensor):
+                return out[key]
+        tensors = [v for v in out.values() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return tensors[0]
+    for key in _OUTPUT_KEYS:
+        value = getattr(out, key, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise AdvTransferTypeError(
+        f"{name} returned {type(out).__name__}; expected a tensor, a tuple whose first element is "
+        f"a tensor, or a mapping/object with one of the keys {list(_OUTPUT_KEYS)}"
+    )
+
+
+def forward(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torch.Tensor:
+    """``model(x)`` flattened to ``(batch, k)``, with clear errors for failing models.
+
+    Raises :class:`AdvTransferError` when the model raises, returns a batch of a different size
+    than ``x``, or returns NaN/inf.
+    """
+    try:
+        out = model(x)
+    except AdvTransferError:
+        raise
+    except Exception as exc:  # a user model failing is reported as such, with its cause chained
+        raise AdvTransferError(
+            f"{name} raised {type(exc).__name__} on an input of shape {tuple(x.shape)} "
+            f"({x.dtype}, {x.device}): {exc}"
+        ) from exc
+    y = as_output(out, name=name)
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
+        raise AdvTransferError(
+            f"{name} returned an output of shape {tuple(y.shape)} for a batch of {x.shape[0]} "
+            "inputs; the first dimension of the output must be the batch size"
+        )
+    y = y.reshape(y.shape[0], -1)
+    if not torch.isfinite(y.detach()).all():
+        raise AdvTransferError(f"{name} returned NaN or inf for an input of shape "
+                               f"{tuple(x.shape)}; outputs must be finite")
+    return y
+
+
+@contextlib.contextmanager
+def frozen(*models: nn.Module) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` on every parameter inside the block; the mode of
+    every submodule, every ``requires_grad`` flag and every ``.grad`` are restored on exit."""
+    saved = []
+    for model in models:
+        if not isinstance(model, nn.Module):
+            raise AdvTransferTypeError(
+                f"models must be torch.nn.Module instances; got {type(model).__name__}"
+            )
+        modes = [(m, m.training) for m in model.modules()]
+        params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+        saved.append((modes, params))
+    try:
+        for model in models:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+        yield
+    finally:
+        for modes, params in saved:
+            for m, training in modes:
+                m.training = training
+            for p, requires_grad, grad in params:
+                p.requires_grad_(requires_grad)
+                p.grad = grad
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer, or None for a stateless model."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
