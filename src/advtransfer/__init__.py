@@ -6,8 +6,17 @@ Implements Liang et al., *Does Adversarial Transferability Indicate Knowledge Tr
 
 from __future__ import annotations
 
+from advtransfer.attacks import attack
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.metrics import transfer_matrix, transferability
 
 __version__ = "0.1.0"
 
-__all__ = ["AdvTransferError", "AdvTransferTypeError", "__version__"]
+__all__ = [
+    "AdvTransferError",
+    "AdvTransferTypeError",
+    "__version__",
+    "attack",
+    "transfer_matrix",
+    "transferability",
+]

@@ -237,16 +237,21 @@ def top_singular_direction(model: nn.Module, x: torch.Tensor, *, iterations: int
 
     J v is a Jacobian-vector product obtained by differentiating the vector-Jacobian product
     J^T u with respect to u (the double-backward trick), so a single forward pass serves every
-    iteration. The model must already be frozen (see :func:`frozen`).
+    iteration. The iteration starts from J^T 1 (random only where that is 0), so a sample's
+    result does not depend on the rest of its batch. The model must already be frozen.
     """
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
         y = forward(model, xg, name=name)
         u = torch.zeros_like(y, requires_grad=True)
         (jt_u,) = torch.autograd.grad(y, xg, u, create_graph=True)
-    v = _unit(_randn(x.shape, x, generator))
     if not jt_u.requires_grad:  # the output does not depend on the input: J = 0
-        return v
+        return _unit(_randn(x.shape, x, generator))
+    # Deterministic start J^T 1 (so a sample's direction does not depend on its batch), random
+    # where that vanishes.
+    (start,) = torch.autograd.grad(y, xg, torch.ones_like(y), retain_graph=True)
+    v = torch.where(_bcast(norms(start, "l2") > 0, x), _unit(start),
+                    _unit(_randn(x.shape, x, generator)))
     for _ in range(iterations):
         (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)
         (w,) = torch.autograd.grad(y, xg, jv, retain_graph=True, allow_unused=True)

@@ -1,0 +1,288 @@
+"""The theory's quantities, computed exactly from per-sample Jacobians (DESIGN.md §2).
+
+First-order regime (eps -> 0, p = 2): the attack on f is delta_f(x) = eps * v1(J_f(x)), so every
+deviation is linear in the Jacobians, Delta_{A->B}(x) = eps * J_B(x) v1(J_A(x)), and eps cancels
+from alpha1, alpha2, combined, tau1 and tau2.
+
+* :func:`first_order_transferability` — alpha1/alpha2/combined from the Jacobians' SVD.
+* :func:`gradient_matching_distance` — D(f_S, f_T) = min_A sqrt(E_x ||J_T - A J_S||_F^2),
+  A* = E[J_T J_S^T] (E[J_S J_S^T])^+.
+* :func:`tau1_tau2` — the paper's first (2020) formulation:
+  tau1(x) = <delta_S, delta_T>^2 / (||delta_S||^2 ||delta_T||^2), tau1 = E_x tau1(x);
+  tau2 = 1 - ||Delta_{S->T} - A Delta_{S->S}||_D^2 / ||Delta_{S->T}||_D^2 with A = B C^+
+  (B = E[Delta_{S->T} Delta_{S->S}^T], C = E[Delta_{S->S} Delta_{S->S}^T]) projected to spectral
+  norm <= r = ||Delta_{S->T}||_D / ||Delta_{S->S}||_D.
+* :func:`theorem_bounds` — both sides of Theorems 1-3 of that formulation, with g(z) = A z + b.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from advtransfer.attacks import AttackConfig, validate_inputs
+from advtransfer.errors import AdvTransferError
+from advtransfer.metrics import DirectionAccumulator, TransferabilityResult, _config_dict
+from advtransfer.models.adapters import forward, frozen
+
+_SIGMOID_SECOND_DERIVATIVE_MAX = 1.0 / (6.0 * math.sqrt(3.0))
+
+
+def jacobians(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torch.Tensor:
+    """Per-sample Jacobians J_f(x), shape (batch, k, n) with n = the flattened input size, in
+    float64 (x is cast to the model's dtype for the forward pass).
+
+    One backward pass per output coordinate; the model must treat samples independently.
+    The model's mode, flags and gradients are left as they were.
+    """
+    x = validate_inputs(x, None).to(_dtype(model))
+    with frozen(model):
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = forward(model, xg, name=name)
+            rows = []
+            for j in range(y.shape[1]):
+                (g,) = torch.autograd.grad(y[:, j].sum(), xg, retain_graph=True,
+                                           allow_unused=True)
+                rows.append(torch.zeros_like(xg) if g is None else g)
+    return torch.stack([r.reshape(x.shape[0], -1) for r in rows], dim=1).detach().double()
+
+
+def _top_right_singular(j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v1 (batch, n), singular values (batch, min(k, n))) of each Jacobian."""
+    _, s, vh = torch.linalg.svd(j, full_matrices=False)
+    return vh[:, 0, :], s
+
+
+def first_order_transferability(source: nn.Module, target: nn.Module, x: torch.Tensor, *,
+                                squared: bool = False) -> TransferabilityResult:
+    """alpha1, alpha2 and combined in both directions in the first-order regime, exactly.
+
+    Deviations per unit eps: Delta_{A->B}(x) = J_B(x) v1(J_A(x)). The attack statistics are per
+    unit eps too: ||delta|| = 1, and the random-noise deviation is the root mean square
+    sqrt(E_n ||J_B n||^2) = ||J_B||_F / sqrt(n) over unit directions n.
+    """
+    j_s, j_t = jacobians(source, x, name="source"), jacobians(target, x, name="target")
+    v_s, _ = _top_right_singular(j_s)
+    v_t, _ = _top_right_singular(j_t)
+    dev = {("s", "s"): _apply(j_s, v_s), ("s", "t"): _apply(j_t, v_s),
+           ("t", "t"): _apply(j_t, v_t), ("t", "s"): _apply(j_s, v_t)}
+    n_in = j_s.shape[2]
+    one = torch.ones(x.shape[0], dtype=j_s.dtype)
+    rnd = {"s": j_s.flatten(1).norm(dim=1) / math.sqrt(n_in),
+           "t": j_t.flatten(1).norm(dim=1) / math.sqrt(n_in)}
+    results = {}
+    for a, b, names in (("s", "t", ("source", "target")), ("t", "s", ("target", "source"))):
+        acc = DirectionAccumulator(*names, squared=squared)
+        acc.update(dev[(a, a)], dev[(a, b)], dev[(b, b)], one, rnd[b])
+        results[(a, b)] = acc.compute()
+    config = _config_dict(AttackConfig(eps=1.0, solver="first_order", bounds=None),
+                          squared=squared, exact=True)
+    return TransferabilityResult(results[("s", "t")], results[("t", "s")], config)
+
+
+def _apply(j: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bkn,bn->bk", j, v)
+
+
+@dataclass(frozen=True)
+class GradientMatching:
+    """D(f_S, f_T), D relative to sqrt(E||J_T||_F^2), and the optimal map A* (d x m)."""
+
+    distance: float
+    relative_distance: float
+    A: np.ndarray = field(repr=False)
+
+
+def _optimal_map(j_s: torch.Tensor, j_t: torch.Tensor) -> torch.Tensor:
+    cross = torch.einsum("bdn,bmn->dm", j_t, j_s) / j_s.shape[0]
+    gram = torch.einsum("bmn,bpn->mp", j_s, j_s) / j_s.shape[0]
+    return cross @ torch.linalg.pinv(gram, hermitian=True)
+
+
+def gradient_matching_distance(source: nn.Module, target: nn.Module,
+                               x: torch.Tensor) -> GradientMatching:
+    """D(f_S, f_T) = min_A sqrt(E_x ||J_T(x) - A J_S(x)||_F^2), attained at
+    A* = E[J_T J_S^T] (E[J_S J_S^T])^+ (normal equations of the least-squares problem)."""
+    j_s = jacobians(source, x, name="source").double()
+    j_t = jacobians(target, x, name="target").double()
+    a = _optimal_map(j_s, j_t)
+    d2 = (j_t - torch.einsum("dm,bmn->bdn", a, j_s)).pow(2).sum(dim=(1, 2)).mean()
+    ref = j_t.pow(2).sum(dim=(1, 2)).mean()
+    d = math.sqrt(max(float(d2), 0.0))
+    return GradientMatching(d, d / math.sqrt(float(ref)) if ref > 0 else math.nan, a.numpy())
+
+
+@dataclass(frozen=True)
+class TauResult:
+    """tau1 (mean and per sample), tau2 (S -> T) and the map A it uses, with its radius r."""
+
+    tau1: float
+    tau1_per_sample: np.ndarray = field(repr=False)
+    tau2: float
+    A: np.ndarray = field(repr=False)
+    radius: float
+
+
+def _spectral_clip(a: torch.Tensor, r: float) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    return u @ torch.diag(s.clamp(max=r)) @ vh
+
+
+def _tau(j_s: torch.Tensor, j_t: torch.Tensor,
+         a: torch.Tensor | None) -> tuple[TauResult, torch.Tensor]:
+    v_s, _ = _top_right_singular(j_s)
+    v_t, _ = _top_right_singular(j_t)
+    tau1_x = (v_s * v_t).sum(dim=1).pow(2)
+    d_st, d_ss = _apply(j_t, v_s), _apply(j_s, v_s)
+    n = j_s.shape[0]
+    norm_st2, norm_ss2 = d_st.pow(2).sum() / n, d_ss.pow(2).sum() / n
+    r = math.sqrt(float(norm_st2 / norm_ss2)) if norm_ss2 > 0 else 0.0
+    if a is None:
+        b = d_st.T @ d_ss / n
+        c = d_ss.T @ d_ss / n
+        a = _spectral_clip(b @ torch.linalg.pinv(c, hermitian=True), r)
+    resid = (d_st - d_ss @ a.T).pow(2).sum() / n
+    tau2 = 1.0 - float(resid / norm_st2) if norm_st2 > 0 else math.nan
+    return TauResult(float(tau1_x.mean()), tau1_x.numpy(), tau2, a.numpy(), r), tau1_x
+
+
+def tau1_tau2(source: nn.Module, target: nn.Module, x: torch.Tensor, *,
+              A: np.ndarray | torch.Tensor | None = None) -> TauResult:
+    """tau1 and tau2 (S -> T) of the paper's 2020 formulation, exactly (first order).
+
+    ``A`` overrides the projected least-squares map (Theorem 1 holds for every A)."""
+    j_s = jacobians(source, x, name="source").double()
+    j_t = jacobians(target, x, name="target").double()
+    a = None if A is None else torch.as_tensor(np.asarray(A), dtype=torch.float64).reshape(
+        j_t.shape[1], j_s.shape[1])
+    return _tau(j_s, j_t, a)[0]
+
+
+@dataclass(frozen=True)
+class TheoremCheck:
+    """One theorem evaluated on data: ``lhs <= bound`` is the claim (when it applies)."""
+
+    theorem: str
+    applies: bool
+    lhs: float = math.nan
+    bound: float = math.nan
+    note: str = ""
+
+    @property
+    def holds(self) -> bool | None:
+        return None if not self.applies else bool(self.lhs <= self.bound * (1 + 1e-9) + 1e-12)
+
+
+@dataclass(frozen=True)
+class TheoremBounds:
+    """Theorems 1-3 evaluated with g(z) = A z + b, A from :func:`tau1_tau2`."""
+
+    tau: TauResult
+    theorem1: TheoremCheck
+    theorem2: TheoremCheck
+    theorem3: TheoremCheck
+    identity_rhs: float  # E[(1 - tau1(x) tau2) ||grad f_T(x)||^2], Theorem 1's exact value
+
+
+def smoothness_bound(model: nn.Module) -> float | None:
+    """beta for a one-hidden-layer sigmoid network f(x) = W2 sigmoid(W1 x + b1) + b2:
+    ||W1||_2^2 ||W2||_2 / (6 sqrt 3) (|sigmoid''| <= 1/(6 sqrt 3)); None for other models."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    if [type(m) for m in leaves] != [nn.Linear, nn.Sigmoid, nn.Linear]:
+        return None
+    w1, w2 = leaves[0].weight.detach().double(), leaves[2].weight.detach().double()
+    s1, s2 = torch.linalg.matrix_norm(w1, ord=2), torch.linalg.matrix_norm(w2, ord=2)
+    return float(s1**2 * s2) * _SIGMOID_SECOND_DERIVATIVE_MAX
+
+
+def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,
+                   y: torch.Tensor | None = None, *, lipschitz: float | None = None,
+                   beta: float | None = None) -> TheoremBounds:
+    """Both sides of Theorems 1-3 (the paper's 2020 formulation) on data x.
+
+    g(z) = A z + b with A from :func:`tau1_tau2`; gradient terms use Frobenius norms,
+    ||grad f_T - grad(g o f_S)||_D^2 = E_x ||J_T - A J_S||_F^2.
+
+    * Theorem 1 (scalar outputs): lhs = ||grad f_T - A grad f_S||_D^2,
+      bound = (1 - tau1 tau2) L^2; ``identity_rhs`` = E[(1 - tau1(x) tau2) ||grad f_T||^2]
+      equals lhs exactly in the first-order regime.
+    * Theorem 2 (any outputs): bound = ((1 - tau1 tau2) + (1 - tau1)(1 - tau2) lambda_T^2
+      + (lambda_T + lambda_S)^2) 5 L^2 with lambda_f = E_x sigma_2(J_f) / sigma_1(J_f).
+    * Theorem 3 (needs ||x|| <= 1 and beta-smooth models): b is set so g(f_S(0)) = f_T(0);
+      lhs = ||g o f_S - y||_D^2, bound = (||f_T - y||_D + ||grad f_T - grad(g o f_S)||_D
+      + (1 + ||grad f_T||_{D,2} / ||grad f_S||_{D,2}) beta)^2. ``y`` defaults to f_T(x).
+
+    ``lipschitz`` is L of f_T; by default the largest ||J_T(x)||_2 on the data (the bound is
+    then local to the data). ``beta`` defaults to :func:`smoothness_bound` of both models
+    (the larger), and Theorem 3 is reported as not applicable when it is unknown.
+    """
+    x = validate_inputs(x, None).double()
+    j_s = jacobians(source, x, name="source").double()
+    j_t = jacobians(target, x, name="target").double()
+    tau, tau1_x = _tau(j_s, j_t, None)
+    a = torch.as_tensor(tau.A)
+    sv_t = torch.linalg.svdvals(j_t)
+    sv_s = torch.linalg.svdvals(j_s)
+    lip = float(sv_t[:, 0].max()) if lipschitz is None else float(lipschitz)
+    if lip <= 0 or not math.isfinite(lip):
+        raise AdvTransferError(f"lipschitz must be a finite number > 0; got {lip}")
+    resid = (j_t - torch.einsum("dm,bmn->bdn", a, j_s)).pow(2).sum(dim=(1, 2))
+    grad_gap2 = float(resid.mean())
+    gt2 = j_t.pow(2).sum(dim=(1, 2))
+    identity_rhs = float(((1 - tau1_x * tau.tau2) * gt2).mean())
+    scalar = j_s.shape[1] == 1 and j_t.shape[1] == 1
+    t1 = (TheoremCheck("1", True, grad_gap2, (1 - tau.tau1 * tau.tau2) * lip**2)
+          if scalar else TheoremCheck("1", False, note="needs scalar outputs (k = 1)"))
+
+    def lam(sv: torch.Tensor) -> float:
+        if sv.shape[1] < 2:
+            return 0.0
+        return float((sv[:, 1] / sv[:, 0].clamp_min(1e-300)).mean())
+
+    lam_t, lam_s = lam(sv_t), lam(sv_s)
+    b2 = ((1 - tau.tau1 * tau.tau2) + (1 - tau.tau1) * (1 - tau.tau2) * lam_t**2
+          + (lam_t + lam_s) ** 2) * 5 * lip**2
+    t2 = TheoremCheck("2", True, grad_gap2, b2)
+
+    t3 = _theorem3(source, target, x, y, a, grad_gap2, sv_s, sv_t, beta)
+    return TheoremBounds(tau, t1, t2, t3, identity_rhs)
+
+
+def _theorem3(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+              a: torch.Tensor, grad_gap2: float, sv_s: torch.Tensor, sv_t: torch.Tensor,
+              beta: float | None) -> TheoremCheck:
+    max_norm = float(x.flatten(1).norm(dim=1).max())
+    if max_norm > 1 + 1e-9:
+        return TheoremCheck("3", False, note=f"needs ||x|| <= 1; the data reaches {max_norm:.3g} "
+                                             "(rescale the inputs)")
+    if beta is None:
+        betas = [smoothness_bound(source), smoothness_bound(target)]
+        if None in betas:
+            return TheoremCheck("3", False, note="needs beta (smoothness) of both models; pass "
+                                                 "beta= (known for one-hidden-layer sigmoid nets)")
+        beta = max(betas)
+    with frozen(source, target), torch.no_grad():
+        f_s = forward(source, x.to(_dtype(source)), name="source").double()
+        f_t = forward(target, x.to(_dtype(target)), name="target").double()
+        zero = torch.zeros_like(x[:1])
+        f_s0 = forward(source, zero.to(_dtype(source)), name="source").double()
+        f_t0 = forward(target, zero.to(_dtype(target)), name="target").double()
+    y = f_t if y is None else torch.as_tensor(y, dtype=torch.float64).reshape(f_t.shape)
+    b = f_t0[0] - a @ f_s0[0]
+    g = f_s @ a.T + b
+    lhs = float((g - y).pow(2).sum(dim=1).mean())
+    ft_gap = math.sqrt(float((f_t - y).pow(2).sum(dim=1).mean()))
+    ratio = math.sqrt(float(sv_t[:, 0].pow(2).mean() / sv_s[:, 0].pow(2).mean()))
+    bound = (ft_gap + math.sqrt(grad_gap2) + (1 + ratio) * beta) ** 2
+    return TheoremCheck("3", True, lhs, bound, note=f"beta={beta:.4g}")
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        return p.dtype
+    return torch.float64

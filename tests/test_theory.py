@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from advtransfer import theory
+
+from .conftest import two_layer
+
+
+def test_jacobians_match_torch_func(x64):
+    model = two_layer(0)
+    expected = torch.func.vmap(torch.func.jacrev(model))(x64)
+    torch.testing.assert_close(theory.jacobians(model, x64), expected)
+
+
+def test_gradient_matching_zero_for_linear_image_and_positive_otherwise(x64):
+    s = two_layer(1)
+    a = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    class Mapped(nn.Module):
+        def forward(self, x):
+            return s(x) @ a.T
+
+    res = theory.gradient_matching_distance(s, Mapped(), x64)
+    assert res.distance < 1e-10
+    np.testing.assert_allclose(res.A, a.numpy(), atol=1e-8)
+    other = theory.gradient_matching_distance(s, two_layer(2), x64)
+    assert other.distance > 1e-3 and 0 < other.relative_distance <= 1 + 1e-12
+
+
+@pytest.mark.parametrize("slope", [-1.3, 0.0, 0.4, 2.5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_theorem1_is_an_exact_identity_for_every_scalar_slope(seed, slope, x64):
+    s, t = two_layer(10 + seed, k=1), two_layer(20 + seed, k=1)
+    tau = theory.tau1_tau2(s, t, x64, A=np.array([[slope]]))
+    j_s = theory.jacobians(s, x64)[:, 0, :]
+    j_t = theory.jacobians(t, x64)[:, 0, :]
+    lhs = (j_t - slope * j_s).pow(2).sum(dim=1).mean().item()
+    rhs = ((1 - torch.as_tensor(tau.tau1_per_sample) * tau.tau2)
+           * j_t.pow(2).sum(dim=1)).mean().item()
+    assert lhs == pytest.approx(rhs, abs=1e-6, rel=1e-6)
+    # and through the public checker with the projected least-squares slope
+    tb = theory.theorem_bounds(s, t, x64)
+    assert tb.theorem1.lhs == pytest.approx(tb.identity_rhs, rel=1e-6, abs=1e-6)
+    assert tb.theorem1.holds
+
+
+def test_tau_values_are_in_range_and_tau1_hand_checked(x64):
+    s, t = two_layer(3), two_layer(4)
+    tau = theory.tau1_tau2(s, t, x64)
+    assert 0 <= tau.tau1 <= 1 and tau.tau2 <= 1
+    j_s, j_t = theory.jacobians(s, x64), theory.jacobians(t, x64)
+    v_s = torch.linalg.svd(j_s)[2][:, 0, :]
+    v_t = torch.linalg.svd(j_t)[2][:, 0, :]
+    cos2 = ((v_s * v_t).sum(1) ** 2).numpy()
+    np.testing.assert_allclose(tau.tau1_per_sample, cos2, rtol=1e-10)
+    assert np.linalg.norm(tau.A, 2) <= tau.radius + 1e-10
+    same = theory.tau1_tau2(s, s, x64)
+    assert same.tau1 == pytest.approx(1.0) and same.tau2 == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_theorems_2_and_3_hold_on_random_smooth_networks(seed):
+    x = torch.rand(32, 6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True).max()  # Theorem 3 needs ||x|| <= 1
+    s, t = two_layer(30 + seed), two_layer(40 + seed)
+    tb = theory.theorem_bounds(s, t, x)
+    assert not tb.theorem1.applies
+    assert tb.theorem2.applies and tb.theorem2.holds, tb.theorem2
+    assert tb.theorem3.applies and tb.theorem3.holds, tb.theorem3
+    y = t(x).detach() + 0.1
+    assert theory.theorem_bounds(s, t, x, y).theorem3.holds
+
+
+def test_theorem3_not_applicable_reasons(x64):
+    s = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    t = two_layer(1, k=2)
+    tb = theory.theorem_bounds(s, t, x64 / 10)
+    assert not tb.theorem3.applies and "beta" in tb.theorem3.note
+    tb = theory.theorem_bounds(two_layer(0), t.double(), x64 * 10)
+    assert not tb.theorem3.applies and "||x|| <= 1" in tb.theorem3.note
+    assert theory.theorem_bounds(s, t, x64 / 10, beta=1.0).theorem3.applies
+
+
+def test_smoothness_bound_upper_bounds_finite_differences():
+    model = two_layer(7)
+    beta = theory.smoothness_bound(model)
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(50):
+        a = torch.randn(1, 6, generator=g, dtype=torch.float64)
+        b = a + 0.01 * torch.randn(1, 6, generator=g, dtype=torch.float64)
+        ja, jb = theory.jacobians(model, a)[0], theory.jacobians(model, b)[0]
+        worst = max(worst, (torch.linalg.matrix_norm(ja - jb, 2) / (a - b).norm()).item())
+    assert 0 < worst <= beta
