@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from advtransfer.attacks import attack
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transfer_matrix, transferability
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "AdvTransferTypeError",
     "__version__",
     "attack",
+    "knowledge_transfer",
     "transfer_matrix",
     "transferability",
 ]
