@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from advtransfer.attacks import AttackConfig, validate_inputs
-from advtransfer.errors import AdvTransferError
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.metrics import DirectionAccumulator, TransferabilityResult, _config_dict
 from advtransfer.models.adapters import forward, frozen
-
-_SIGMOID_SECOND_DERIVATIVE_MAX = 1.0 / (6.0 * math.sqrt(3.0))
+from advtransfer.models.architectures import sigmoid_net_smoothness
 
 
 def jacobians(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torch.Tensor:
@@ -191,13 +190,12 @@ class TheoremBounds:
 
 def smoothness_bound(model: nn.Module) -> float | None:
     """beta for a one-hidden-layer sigmoid network f(x) = W2 sigmoid(W1 x + b1) + b2:
-    ||W1||_2^2 ||W2||_2 / (6 sqrt 3) (|sigmoid''| <= 1/(6 sqrt 3)); None for other models."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    if [type(m) for m in leaves] != [nn.Linear, nn.Sigmoid, nn.Linear]:
+    ||W1||_2^2 ||W2||_2 / (6 sqrt 3) (see
+    :func:`advtransfer.models.architectures.sigmoid_net_smoothness`); None for other models."""
+    try:
+        return sigmoid_net_smoothness(model)
+    except AdvTransferTypeError:
         return None
-    w1, w2 = leaves[0].weight.detach().double(), leaves[2].weight.detach().double()
-    s1, s2 = torch.linalg.matrix_norm(w1, ord=2), torch.linalg.matrix_norm(w2, ord=2)
-    return float(s1**2 * s2) * _SIGMOID_SECOND_DERIVATIVE_MAX
 
 
 def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,

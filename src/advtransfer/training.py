@@ -8,13 +8,14 @@ authors' fine-tuning setting) or Adam, on cross-entropy (classification) or mean
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from advtransfer.data.batches import labelled
 from advtransfer.errors import AdvTransferError
@@ -34,16 +35,40 @@ class Evaluation:
     n: int
 
 
+class TensorBatches:
+    """Batches (x[idx], y[idx]) sliced straight from tensors: the fast path for in-memory data
+    (no per-sample indexing and collation). Shuffled with its own seeded generator per epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, shuffle: bool,
+                 seed: int = 0) -> None:
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self._gen) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
 def labelled_loader(data: LabelledData, *, batch_size: int, shuffle: bool,
-                    seed: int = 0, name: str = "data") -> DataLoader:
-    """A DataLoader over (x, y) tensors, a Dataset of (x, y) or a DataLoader (used as it is)."""
+                    seed: int = 0, name: str = "data") -> DataLoader | TensorBatches:
+    """Batches of (x, y) from a pair of tensors (sliced directly), a Dataset of (x, y) or a
+    DataLoader (used as it is)."""
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
         if len(x) != len(y):
             raise AdvTransferError(f"{name}: x has {len(x)} samples but y has {len(y)}")
-        data = TensorDataset(x, torch.as_tensor(y))
+        if len(x) == 0:
+            raise AdvTransferError(f"{name} is empty; pass at least one labelled sample")
+        return TensorBatches(x, torch.as_tensor(y), batch_size=batch_size, shuffle=shuffle,
+                             seed=seed)
     if not isinstance(data, Dataset):
         raise AdvTransferError(f"{name} must be a pair (x, y) of tensors, a Dataset or a "
                                f"DataLoader; got {type(data).__name__}")

@@ -1,0 +1,269 @@
+"""The ``advtransfer`` command line (typer)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import advtransfer
+from advtransfer.attacks import AttackConfig
+from advtransfer.errors import AdvTransferError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adversarial transferability as a predictor of knowledge "
+                       "transferability (Liang et al., ICML 2021).")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"advtransfer {advtransfer.__version__} (torch {torch.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """advtransfer: which pretrained model will transfer best to my task?"""
+
+
+def parse_bounds(text: str) -> tuple[float, float] | None:
+    """'0,1' -> (0.0, 1.0); 'none' -> None."""
+    if text.strip().lower() in ("none", "off", ""):
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise AdvTransferError(f"--bounds must be 'LOW,HIGH' (e.g. '0,1') or 'none'; "
+                               f"got {text!r}") from None
+    return lo, hi
+
+
+def resolve_device_option(device: str) -> str:
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise AdvTransferError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AdvTransferError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def load_cli_model(spec: str, weights: Path | None, *, seed: int,
+                   quiet: bool) -> nn.Module:
+    """A model from a built-in name, 'module:factory' (+ weights), an architecture name with
+    weights, or a torchvision / 'timm:' name (weights from a local file or the cache)."""
+    from advtransfer.models.architectures import ARCHITECTURES
+    from advtransfer.models.builtin import BUILTIN, builtin_model
+    from advtransfer.models.checkpoint import load_into, load_model
+    from advtransfer.models.zoo import from_name
+
+    if spec in BUILTIN:
+        model = builtin_model(spec, seed=seed, train=weights is None, progress=not quiet)
+        if weights is not None:
+            load_into(model, weights)
+    elif ":" in spec and not spec.startswith("timm:"):
+        model = load_model(spec, weights)
+    elif spec in ARCHITECTURES:
+        model = load_model(spec, weights)
+    else:
+        model = from_name(spec, weights=str(weights) if weights else None)
+    return model.eval()
+
+
+def load_cli_data(spec: str, n_samples: int) -> torch.Tensor:
+    """'digits' (the bundled test split) or a .safetensors file holding a tensor 'x'."""
+    if n_samples < 1:
+        raise AdvTransferError(f"--n-samples must be >= 1; got {n_samples}")
+    if spec == "digits":
+        from advtransfer.data.digits import digits
+
+        return digits(seed=0).x_test[:n_samples]
+    path = Path(spec)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if "x" not in tensors:
+            raise AdvTransferError(f"--data {spec}: the file has tensors {sorted(tensors)}; "
+                                   "expected one named 'x' (inputs, batch first)")
+        return tensors["x"][:n_samples]
+    raise AdvTransferError(f"--data must be 'digits' or an existing .safetensors file with a "
+                           f"tensor 'x'; got {spec!r}")
+
+
+def _direction_rows(table: Table, result: Any) -> None:
+    for label, r in (("S->T", result.source_to_target), ("T->S", result.target_to_source)):
+        table.add_row(label, f"{r.alpha1:.4f}", f"{r.alpha2:.4f}", f"{r.combined:.4f}",
+                      f"{r.n_alpha1_above_one}/{r.n_samples}", f"{r.stats.mean_delta_norm:.4g}",
+                      f"{r.stats.mean_deviation:.4g}", f"{r.stats.mean_random_deviation:.4g}")
+
+
+def _fail(exc: AdvTransferError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+Eps = Annotated[float, typer.Option(help="Attack budget ||delta||_p <= eps, in input space.")]
+NormOpt = Annotated[str, typer.Option(help="Attack norm: l2 or linf.")]
+ObjectiveOpt = Annotated[str, typer.Option(help="deviation (||f(x+d)-f(x)||^2) or ce.")]
+SolverOpt = Annotated[str, typer.Option(help="pgd or first_order.")]
+StepsOpt = Annotated[int, typer.Option(help="PGD steps (1 = FGSM) or power iterations.")]
+BoundsOpt = Annotated[str, typer.Option(help="Input domain 'LOW,HIGH', or 'none'.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+def measure(
+    source: Annotated[str, typer.Option(help="Built-in model (digits-mlp, digits-cnn, "
+                                             "digits-linear), an architecture name, "
+                                             "'module:factory', or a torchvision/'timm:' name."
+                                        )] = "digits-mlp",
+    target: Annotated[str, typer.Option(help="The target (reference) model; as --source."
+                                        )] = "digits-cnn",
+    source_weights: Annotated[Path | None, typer.Option(
+        help="Weights for --source (.safetensors, or .pt/.pth loaded with weights_only).")] = None,
+    target_weights: Annotated[Path | None, typer.Option(help="Weights for --target.")] = None,
+    data: Annotated[str, typer.Option(help="'digits' or a .safetensors file with tensor 'x'."
+                                      )] = "digits",
+    n_samples: Annotated[int, typer.Option(help="Number of inputs to attack.")] = 256,
+    eps: Eps = 1.0,
+    norm: NormOpt = "l2",
+    objective: ObjectiveOpt = "deviation",
+    solver: SolverOpt = "pgd",
+    steps: StepsOpt = 10,
+    step_size: Annotated[float | None, typer.Option(help="PGD step size (default: see "
+                                                             "docs).")] = None,
+    random_start: Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")] = True,
+    bounds: BoundsOpt = "0,1",
+    squared: Annotated[bool, typer.Option(help="Report squared alpha values (paper form).")
+                       ] = False,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 128,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
+    try:
+        run_on = resolve_device_option(device)
+        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
+                              steps=steps, step_size=step_size, random_start=random_start,
+                              bounds=parse_bounds(bounds))  # fail fast, before loading models
+        start = time.perf_counter()
+        s = load_cli_model(source, source_weights, seed=seed, quiet=quiet).to(run_on)
+        t = load_cli_model(target, target_weights, seed=seed + 1, quiet=quiet).to(run_on)
+        x = load_cli_data(data, n_samples)
+        result = advtransfer.transferability(
+            s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+            step_size=step_size, random_start=random_start, bounds=config.bounds,
+            squared=squared, batch_size=batch_size, device=run_on, generator=seed,
+            progress=not quiet)
+    except AdvTransferError as exc:
+        _fail(exc)
+    table = Table(title=f"adversarial transferability: {source} vs {target} "
+                        f"({len(x)} samples, {norm} eps={eps}, {solver})")
+    for col in ("dir", "alpha1", "alpha2", "combined", "a1>1", "|delta|", "dev", "rand dev"):
+        table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
+    _direction_rows(table, result)
+    console.print(table)
+    console.print("S->T: attacks crafted on the source, applied to the target. a1>1: samples "
+                  "with alpha1 above 1; |delta|: mean perturbation norm; dev / rand dev: the "
+                  "victim's mean output deviation under the attack / under random noise of norm "
+                  "eps.", style="dim")
+    if out is not None:
+        from advtransfer.fileio import write_json
+
+        payload = {"source": source, "target": target, "data": data, "n_samples": len(x),
+                   "seed": seed, "device": run_on, "advtransfer": advtransfer.__version__,
+                   "torch": torch.__version__, "wall_time_s": time.perf_counter() - start,
+                   **result.to_dict()}
+        write_json(out, payload)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def matrix(
+    models: Annotated[list[str], typer.Argument(help="Two or more models (as --source of "
+                                                     "measure); NAME=PATH gives weights.")],
+    data: Annotated[str, typer.Option(help="'digits' or a .safetensors file with tensor 'x'."
+                                      )] = "digits",
+    n_samples: Annotated[int, typer.Option(help="Number of inputs to attack.")] = 256,
+    eps: Eps = 1.0,
+    norm: NormOpt = "l2",
+    objective: ObjectiveOpt = "deviation",
+    solver: SolverOpt = "pgd",
+    steps: StepsOpt = 10,
+    bounds: BoundsOpt = "0,1",
+    squared: Annotated[bool, typer.Option(help="Report squared alpha values.")] = False,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the matrices as JSON here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """N x N adversarial transferability between models, attacking each model once."""
+    try:
+        if len(models) < 2:
+            raise AdvTransferError("matrix needs at least two models")
+        run_on = resolve_device_option(device)
+        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+                     bounds=parse_bounds(bounds))  # fail fast, before loading models
+        mods: dict[str, nn.Module] = {}
+        for i, item in enumerate(models):
+            spec, _, weights = item.partition("=")
+            name = spec if spec not in mods else f"{spec}#{i}"
+            mods[name] = load_cli_model(spec, Path(weights) if weights else None, seed=seed + i,
+                                        quiet=quiet).to(run_on)
+        x = load_cli_data(data, n_samples)
+        result = advtransfer.transfer_matrix(
+            mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+            bounds=parse_bounds(bounds), squared=squared, device=run_on, generator=seed,
+            progress=not quiet)
+    except AdvTransferError as exc:
+        _fail(exc)
+    for metric in ("alpha1", "alpha2", "combined"):
+        table = Table(title=f"{metric} [attacker row -> victim column]")
+        table.add_column("attacker")
+        for name in result.names:
+            table.add_column(name, justify="right")
+        for i, name in enumerate(result.names):
+            table.add_row(name, *(f"{v:.4f}" for v in getattr(result, metric)[i]))
+        console.print(table)
+    if out is not None:
+        from advtransfer.fileio import write_json
+
+        write_json(out, {"data": data, "seed": seed, "device": run_on, **result.to_dict()})
+        console.print(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the embedded default: two built-in digits models, measured both ways."""
+    measure(source="digits-mlp", target="digits-cnn", source_weights=None, target_weights=None,
+            data="digits", n_samples=256, eps=1.0, norm="l2", objective="deviation",
+            solver="pgd", steps=10, step_size=None, random_start=True, bounds="0,1",
+            squared=False, batch_size=128, device="auto", seed=0, out=out, quiet=quiet)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

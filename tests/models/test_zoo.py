@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.models import zoo
+from advtransfer.models.checkpoint import save_model
+from advtransfer.models.zoo import cache_dir, from_name, weight_candidates
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("ADVTRANSFER_HOME", str(home))
+    return home
+
+
+def _state_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_random_torchvision_model() -> None:
+    model = from_name("resnet18", weights="random")
+    assert isinstance(model, torchvision.models.ResNet)
+    assert model.fc.out_features == 1000
+    small = from_name("resnet18", weights="random", num_classes=10).eval()
+    with torch.no_grad():
+        assert small(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_missing_weights_error_names_searched_paths(_isolated_home: Path) -> None:
+    with pytest.raises(AdvTransferError) as info:
+        from_name("resnet18")
+    message = str(info.value)
+    expected_dir = _isolated_home / "weights"
+    for suffix in (".safetensors", ".pth", ".pt"):
+        assert str(expected_dir / f"resnet18{suffix}") in message
+    assert "weights=" in message and "'random'" in message and "never downloads" in message
+
+
+def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("ADVTRANSFER_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / ".cache" / "advtransfer" / "weights"
+    assert weight_candidates("timm:vit_tiny")[0] == (
+        tmp_path / ".cache" / "advtransfer" / "weights" / "timm" / "vit_tiny.safetensors"
+    )
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+def test_weights_from_cache_directory(kind: str) -> None:
+    torch.manual_seed(0)
+    source = from_name("squeezenet1_1", weights="random", num_classes=5)
+    target = cache_dir() / f"squeezenet1_1.{kind}"
+    target.parent.mkdir(parents=True)
+    if kind == "safetensors":
+        save_model(source, target)
+    else:
+        torch.save(source.state_dict(), target)
+    loaded = from_name("squeezenet1_1", num_classes=5)
+    assert _state_equal(loaded, source)
+
+
+def test_weights_from_explicit_path(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = from_name("squeezenet1_1", weights="random", num_classes=3)
+    path = save_model(source, tmp_path / "w.safetensors")
+    assert _state_equal(from_name("squeezenet1_1", weights=path, num_classes=3), source)
+    assert _state_equal(from_name("squeezenet1_1", weights=str(path), num_classes=3), source)
+    # Weights for 3 classes do not fit the default 1000-class model: clear shape error.
+    with pytest.raises(AdvTransferError, match="shape mismatches"):
+        from_name("squeezenet1_1", weights=path)
+    with pytest.raises(AdvTransferError, match="not found"):
+        from_name("squeezenet1_1", weights=tmp_path / "missing.pth")
+
+
+def test_unknown_name_lists_close_matches() -> None:
+    with pytest.raises(AdvTransferError, match="resnet18") as info:
+        from_name("resnet19", weights="random")
+    assert "unknown model name" in str(info.value)
+    # The name is checked before the weights are looked up.
+    with pytest.raises(AdvTransferError, match="unknown model name"):
+        from_name("resnet19")
+
+
+def test_argument_type_errors() -> None:
+    with pytest.raises(AdvTransferTypeError):
+        from_name("resnet18", weights=3)  # type: ignore[arg-type]
+    with pytest.raises(AdvTransferTypeError):
+        from_name("resnet18", weights="random", num_classes=0)
+    with pytest.raises(AdvTransferTypeError):
+        from_name("", weights="random")
+
+
+def test_pretrained_backbones_are_never_requested() -> None:
+    kwargs = zoo._torchvision_kwargs("fasterrcnn_resnet50_fpn", None)
+    assert kwargs["weights"] is None and kwargs["weights_backbone"] is None
+    assert zoo._torchvision_kwargs("resnet18", 10) == {"weights": None, "num_classes": 10}
+
+
+def test_timm_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
+    with pytest.raises(AdvTransferError, match="pip install timm"):
+        from_name("timm:resnet18", weights="random")
+
+
+class _FakeTimm(types.ModuleType):
+    def __init__(self) -> None:
+        super().__init__("timm")
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def is_model(self, name: str) -> bool:
+        return name == "tiny_net"
+
+    def list_models(self) -> list[str]:
+        return ["tiny_net", "resnet50"]
+
+    def create_model(self, name: str, **kwargs: Any) -> nn.Module:
+        self.calls.append((name, kwargs))
+        torch.manual_seed(0)
+        return nn.Linear(4, kwargs.get("num_classes", 1000))
+
+
+def test_timm_models_via_optional_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeTimm()
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    model = from_name("timm:tiny_net", weights="random", num_classes=3)
+    assert isinstance(model, nn.Linear) and model.out_features == 3
+    assert fake.calls == [("tiny_net", {"pretrained": False, "num_classes": 3})]
+
+    # Weights from the cache's timm/ subdirectory.
+    target = cache_dir() / "timm" / "tiny_net.safetensors"
+    target.parent.mkdir(parents=True)
+    save_model(model, target)
+    assert _state_equal(from_name("timm:tiny_net", num_classes=3), model)
+
+    with pytest.raises(AdvTransferError, match="timm:tiny_net"):
+        from_name("timm:tiny_nett", weights="random")
+    with pytest.raises(AdvTransferError, match="hf-hub"):
+        from_name("timm:hf-hub:org/model", weights="random")
+    assert len(fake.calls) == 2  # the rejected names never reached create_model
