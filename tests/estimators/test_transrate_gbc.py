@@ -1,0 +1,118 @@
+"""TransRate and GBC: direct formula checks and known limits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from advtransfer.estimators import gbc, transrate
+
+
+def _transrate_direct(z: np.ndarray, y: np.ndarray, eps: float = 1e-4) -> float:
+    """The reference formula with d x d log-determinants (Huang et al. 2022, authors' code)."""
+
+    def rate(m: np.ndarray) -> float:
+        n, d = m.shape
+        sign, logdet = np.linalg.slogdet(np.eye(d) + m.T @ m / (n * eps))
+        assert sign > 0
+        return 0.5 * logdet
+
+    z = z - z.mean(axis=0)
+    classes = np.unique(y)
+    return rate(z) - sum(rate(z[y == c]) for c in classes) / len(classes)
+
+
+def test_transrate_matches_direct_log_determinant_formula() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=50)
+    z = rng.normal(size=(50, 6)) + y[:, None]
+    assert transrate(z, y) == pytest.approx(_transrate_direct(z, y), rel=1e-9)
+    assert transrate(z, y, eps=0.5) == pytest.approx(_transrate_direct(z, y, eps=0.5), rel=1e-9)
+
+
+def test_transrate_single_dimension_by_hand() -> None:
+    # d = 1, two classes {(-1, 1), (3, 5)}: centred values -3, -1, 1, 3 (sum of squares 20);
+    # class 0 -> -3, -1 (sum of squares 10, n=2), class 1 -> 1, 3 (10, n=2).
+    z = np.array([[-1.0], [1.0], [3.0], [5.0]])
+    y = np.array([0, 0, 1, 1])
+    eps = 0.1
+    expected = 0.5 * math.log(1 + 20 / (4 * eps)) - 0.5 * (
+        0.5 * math.log(1 + 10 / (2 * eps)) + 0.5 * math.log(1 + 10 / (2 * eps))
+    )
+    assert transrate(z, y, eps=eps) == pytest.approx(expected, rel=1e-12)
+
+
+def test_transrate_informative_beats_noise() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, size=400)
+    noise = rng.normal(size=(400, 8))
+    informative = noise + 3.0 * np.eye(4)[y] @ rng.normal(size=(4, 8))
+    assert transrate(informative, y) > transrate(noise, y) + 0.5
+
+
+def _gbc_by_hand(f: np.ndarray, y: np.ndarray) -> float:
+    classes = sorted(set(y.tolist()))
+    stats = {}
+    for c in classes:
+        rows = f[y == c]
+        mean = [sum(r[k] for r in rows) / len(rows) for k in range(f.shape[1])]
+        var = [
+            max(sum((r[k] - mean[k]) ** 2 for r in rows) / len(rows), 1e-4)
+            for k in range(f.shape[1])
+        ]
+        stats[c] = (mean, var)
+    total = 0.0
+    for a in classes:
+        for b in classes:
+            if a == b:
+                continue
+            (m1, v1), (m2, v2) = stats[a], stats[b]
+            det1 = math.prod(v1)
+            det2 = math.prod(v2)
+            avg = [(p + q) / 2 for p, q in zip(v1, v2, strict=True)]
+            d_b = sum((p - q) ** 2 / s for p, q, s in zip(m1, m2, avg, strict=True)) / 8
+            d_b += 0.5 * math.log(math.prod(avg) / math.sqrt(det1 * det2))
+            total += math.exp(-d_b)
+    return -total
+
+
+def test_gbc_matches_loop_implementation() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, size=30)
+    f = rng.normal(size=(30, 4)) * np.array([1.0, 0.5, 2.0, 1.0]) + 0.7 * y[:, None]
+    assert gbc(f, y) == pytest.approx(_gbc_by_hand(f, y), rel=1e-10)
+
+
+def test_gbc_two_classes_by_hand() -> None:
+    # 1-D, class means 0 and 2, both with variance 1: D_B = (2^2 / 1) / 8 = 0.5, two ordered pairs.
+    f = np.array([[-1.0], [1.0], [1.0], [3.0]])
+    y = np.array([0, 0, 1, 1])
+    assert gbc(f, y) == pytest.approx(-2 * math.exp(-0.5), rel=1e-12)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_gbc_bounds_and_limits(n_classes: int) -> None:
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(n_classes), 40)
+    lower = -n_classes * (n_classes - 1)
+
+    separated = rng.normal(size=(y.size, 4)) + 100.0 * y[:, None]
+    identical_points = np.tile(rng.normal(size=(40, 4)), (n_classes, 1))
+    same_distribution = rng.normal(size=(y.size, 4))
+
+    for f in (separated, identical_points, same_distribution):
+        assert lower - 1e-9 <= gbc(f, y) <= 0.0
+    assert gbc(separated, y) > -1e-6
+    assert gbc(identical_points, y) == pytest.approx(lower, rel=1e-12)
+    assert gbc(same_distribution, y) < 0.9 * lower
+
+
+def test_gbc_variance_floor_keeps_single_sample_classes_finite() -> None:
+    f = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 5.0]])
+    y = np.array([0, 1, 2])
+    value = gbc(f, y)
+    assert math.isfinite(value)
+    # Classes 0 and 1 coincide (BC = 1 both ways); class 2 is far away from both.
+    assert value == pytest.approx(-2.0, abs=1e-9)
