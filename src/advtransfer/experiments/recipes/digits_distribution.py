@@ -1,0 +1,160 @@
+"""``digits-distribution``: the paper's data-distribution experiment on the bundled digits.
+
+The digit classes are split into the target's group (default {0, 1, 2, 3}) and another group
+(default {5, 6, 7, 8}). For each share s in ``shares`` a source task is built from
+round(s * k) classes of the target's group and the rest from the other group (k = number of
+target classes), mirroring the authors' CIFAR-10 proportions experiment (0%, 25%, ... animal
+classes). A small CNN is trained on each source task (``repeats`` seeds per share), a reference
+model on the target task, then for every source:
+
+* knowledge transfer: its last layer is re-fitted on the target task (``finetune="head"`` on the
+  penultimate features, or ``"full"``): test accuracy and loss;
+* adversarial transferability between the source and the reference (both directions) on the
+  target's test inputs;
+
+and the report correlates the two. The paper predicts higher alpha with higher transfer accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from advtransfer.data.digits import digits
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments.registry import RunContext, register
+from advtransfer.experiments.stages import (
+    ALPHA_LABELS,
+    accuracy,
+    adversarial,
+    trained_classifier,
+    transfer,
+)
+from advtransfer.models.architectures import build
+
+
+@dataclass
+class DigitsDistributionConfig:
+    seed: int = 0
+    target_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    other_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
+    shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    repeats: int = 2
+    architecture: str = "digits-cnn"
+    reference_architecture: str = "digits-cnn"
+    test_fraction: float = 0.3
+    epochs: int = 30
+    lr: float = 0.01
+    finetune: str = "head"
+    finetune_epochs: int = 30
+    finetune_lr: float = 0.1
+    eps: float = 1.0
+    norm: str = "l2"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    squared: bool = False
+    correct_only: bool = False
+
+
+def quick(config: DigitsDistributionConfig) -> DigitsDistributionConfig:
+    return replace(config, repeats=1, epochs=3, finetune_epochs=3, steps=2)
+
+
+def source_classes(target: list[int], other: list[int], share: float) -> list[int]:
+    """round(share * k) classes of the target's group, the rest from the other group."""
+    k = len(target)
+    n_target = round(share * k)
+    if len(other) < k - n_target:
+        raise AdvTransferError(f"other_classes needs at least {k - n_target} classes for "
+                               f"share {share}; got {other}")
+    return list(target[:n_target]) + list(other[: k - n_target])
+
+
+def _validate(c: DigitsDistributionConfig) -> None:
+    if not c.target_classes or len(set(c.target_classes) | set(c.other_classes)) != len(
+            c.target_classes) + len(c.other_classes):
+        raise AdvTransferError("target_classes and other_classes must be non-empty and disjoint")
+    if not all(0 <= v <= 9 for v in c.target_classes + c.other_classes):
+        raise AdvTransferError("digit classes must lie in 0..9")
+    if not c.shares or not all(0.0 <= s <= 1.0 for s in c.shares):
+        raise AdvTransferError(f"shares must be values in [0, 1]; got {c.shares}")
+    if c.repeats < 1:
+        raise AdvTransferError(f"repeats must be >= 1; got {c.repeats}")
+    if c.finetune not in ("head", "full"):
+        raise AdvTransferError(f"finetune must be 'head' or 'full'; got {c.finetune!r}")
+
+
+@register("digits-distribution", DigitsDistributionConfig,
+          "Embedded default: sources trained on digit tasks sharing 0-100% of the target's "
+          "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick)
+def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
+    _validate(c)
+    split = digits(test_fraction=c.test_fraction, seed=c.seed)
+    target = split.subset(c.target_classes)
+    n_cls = len(c.target_classes)
+    reference, ref_key = trained_classifier(
+        ctx, "reference", {"arch": c.reference_architecture, "classes": c.target_classes,
+                           "seed": c.seed, "split": [c.test_fraction, c.seed]},
+        lambda: build(c.reference_architecture, num_classes=n_cls),
+        (target.x_train, target.y_train), epochs=c.epochs, lr=c.lr)
+    ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test))
+    x_attack = target.x_test
+    if c.correct_only:  # the authors' protocol: inputs the reference classifies correctly
+        with torch.no_grad():
+            pred = reference(x_attack.to(ctx.device)).argmax(1).cpu()
+        x_attack = x_attack[pred == target.y_test]
+    attack = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
+              "steps": c.steps, "squared": c.squared}
+    records = []
+    for share in c.shares:
+        classes = source_classes(c.target_classes, c.other_classes, share)
+        task = split.subset(classes)
+        n_src = len(classes)
+        for rep in range(c.repeats):
+            name = f"{round(100 * share)}%" + (f"#{rep}" if c.repeats > 1 else "")
+            model, key = trained_classifier(
+                ctx, "source", {"arch": c.architecture, "classes": classes, "repeat": rep,
+                                "seed": c.seed, "split": [c.test_fraction, c.seed]},
+                lambda n_src=n_src: build(c.architecture, num_classes=n_src),
+                (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
+            kt = transfer(ctx, key, model, (target.x_train, target.y_train),
+                          (target.x_test, target.y_test), task="classification",
+                          features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,
+                          lr=c.finetune_lr)
+            adv = adversarial(ctx, key, ref_key, model, reference, x_attack, **attack)
+            records.append({
+                "source": name, "share": share, "repeat": rep, "classes": str(classes),
+                "source_accuracy": accuracy(ctx, key, model, (task.x_test, task.y_test)),
+                "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+                **adv,
+            })
+    metrics = ["alpha1_t2s", "alpha2_t2s", "combined_t2s",
+               "alpha1_s2t", "alpha2_s2t", "combined_s2t"]
+    return {
+        "records": records,
+        "reference": {"accuracy": ref_acc, "classes": c.target_classes},
+        "report": {
+            "title": "digits-distribution: does adversarial transferability indicate knowledge "
+                     "transferability?",
+            "description": (
+                f"Sources: {c.architecture} trained on 4-class digit tasks whose share of the "
+                f"target's classes {c.target_classes} runs over {c.shares} ({c.repeats} seed(s) "
+                f"each). Reference: {c.reference_architecture} trained on the target task "
+                f"(test accuracy {ref_acc:.3f}). Knowledge transfer: {c.finetune} fine-tuning "
+                f"on the target task. Adversarial transferability: {c.solver} {c.norm} "
+                f"eps={c.eps}, {c.objective} objective, {c.steps} steps, on "
+                f"{len(x_attack)} target test inputs. The paper predicts positive correlations "
+                "of every alpha with transfer accuracy and negative ones with transfer loss."),
+            "metrics": metrics,
+            "outcomes": ["transfer_accuracy", "transfer_loss"],
+            "sweep": "share",
+            "labels": {**ALPHA_LABELS, "share": "share of target classes",
+                       "transfer_accuracy": "transfer accuracy",
+                       "transfer_loss": "transfer loss (cross-entropy)"},
+            "columns": ["source", "share", "source_accuracy", "transfer_accuracy",
+                        "transfer_loss", *metrics],
+        },
+    }

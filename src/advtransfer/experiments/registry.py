@@ -1,0 +1,80 @@
+"""The recipe registry and the context a recipe runs in.
+
+A recipe is a typed configuration (a dataclass whose fields all have defaults, loadable from
+TOML and overridable from the CLI) plus a run function built from stages that go through the
+results store, so every finished unit of work is reused by a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from advtransfer.errors import AdvTransferError
+from advtransfer.store import Store
+
+
+@dataclass
+class RunContext:
+    """What a running recipe gets besides its configuration."""
+
+    store: Store
+    device: torch.device
+    progress: bool
+
+    def seed_for(self, *parts: Any) -> int:
+        """A seed derived from a unit's identity (not from a global RNG stream), so a resumed
+        run draws exactly the numbers an uninterrupted run would."""
+        digest = hashlib.sha256(repr(parts).encode()).hexdigest()
+        return int(digest[:8], 16)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    config: type
+    run: Callable[[Any, RunContext], dict]
+    description: str
+    quick: Callable[[Any], Any] | None = None  # the --quick reduction of a configuration
+
+
+REGISTRY: dict[str, Recipe] = {}
+
+
+def register(name: str, config: type, description: str,
+             quick: Callable[[Any], Any] | None = None) -> Callable:
+    """Decorator registering ``run(config, ctx) -> results`` as recipe ``name``."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError("a recipe configuration must be a dataclass")
+
+    def wrap(run: Callable[[Any, RunContext], dict]) -> Callable[[Any, RunContext], dict]:
+        REGISTRY[name] = Recipe(name, config, run, description, quick)
+        return run
+
+    return wrap
+
+
+def get_recipe(name: str) -> Recipe:
+    _load_builtin_recipes()
+    if name not in REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise AdvTransferError(f"unknown recipe {name!r}; recipes are {sorted(REGISTRY)}.{hint} "
+                               "(or pass a CONFIG.toml path)")
+    return REGISTRY[name]
+
+
+def all_recipes() -> list[Recipe]:
+    _load_builtin_recipes()
+    return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+def _load_builtin_recipes() -> None:
+    from advtransfer.experiments import recipes  # noqa: F401  (registers on import)
