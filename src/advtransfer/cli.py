@@ -247,16 +247,121 @@ def matrix(
         console.print(f"wrote {out}")
 
 
+def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str,
+                    seed: int | None, quick: bool, quiet: bool) -> None:
+    from advtransfer.experiments import run as run_recipe
+
+    start = time.perf_counter()
+    try:
+        results = run_recipe(recipe, out, overrides=overrides, device=device, seed=seed,
+                             quick=quick, progress=not quiet)
+    except AdvTransferError as exc:
+        _fail(exc)
+    _print_summary(results)
+    console.print(f"finished in {time.perf_counter() - start:.1f} s "
+                  f"({results['units']['computed']} units computed, "
+                  f"{results['units']['reused']} reused)")
+    console.print(f"report: {out / 'report.md'} (also report.html, results.json, results.csv, "
+                  f"figures/)")
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    rep = results.get("report", {})
+    columns = rep.get("columns") or sorted({k for r in results["records"] for k in r})
+    table = Table(title=rep.get("title", results.get("recipe", "")))
+    for col in columns:
+        table.add_column(col, justify="left" if col == "source" else "right", no_wrap=True)
+    for record in results["records"]:
+        table.add_row(*(_cell(record.get(col)) for col in columns))
+    console.print(table)
+    corr = Table(title="correlations (Pearson r, Spearman rho; p-values)")
+    for col in ("metric", "outcome", "n", "r", "p", "rho", "p(rho)"):
+        corr.add_column(col, justify="left" if col in ("metric", "outcome") else "right")
+    for row in results.get("correlations", []):
+        corr.add_row(row["metric"], row["outcome"], str(row.get("n")), _cell(row.get("pearson_r")),
+                     _cell(row.get("pearson_p")), _cell(row.get("spearman_rho")),
+                     _cell(row.get("spearman_p")))
+    console.print(corr)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (results, report, "
+                                                          "stored units; a rerun resumes).")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override a configuration field: "
+                                                         "key=value (repeatable).")]
+
+
+@app.command("list")
+def list_recipes() -> None:
+    """List the recipes."""
+    from advtransfer.experiments import all_recipes
+
+    table = Table(title="recipes (advtransfer run NAME --out DIR)")
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("description")
+    for recipe in all_recipes():
+        table.add_row(recipe.name, recipe.description)
+    console.print(table)
+
+
 @app.command()
-def demo(
-    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+def run(
+    recipe: Annotated[str, typer.Argument(help="A recipe name (see `advtransfer list`) or a "
+                                               "CONFIG.toml file.")],
+    out: OutOpt,
+    set_: SetOpt = [],  # noqa: B006 - typer reads the default, it is never mutated
+    device: DeviceOpt = "auto",
+    seed: Annotated[int | None, typer.Option(help="Override the configuration's seed.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A size-limited run that exercises "
+                                                        "every stage.")] = False,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset directory (recipes on real "
+                                                        "data).")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Download missing datasets "
+                                                              "(torchvision).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Check dataset files against the "
+                                                          "official checksums.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the embedded default: two built-in digits models, measured both ways."""
-    measure(source="digits-mlp", target="digits-cnn", source_weights=None, target_weights=None,
-            data="digits", n_samples=256, eps=1.0, norm="l2", objective="deviation",
-            solver="pgd", steps=10, step_size=None, random_start=True, bounds="0,1",
-            squared=False, batch_size=128, device="auto", seed=0, out=out, quiet=quiet)
+    """Run a recipe into --out, reusing every finished unit found there, and write the report."""
+    extra = [f'data_root="{data_root}"'] if data_root is not None else []
+    extra += ["download=true"] if download else []
+    extra += ["verify=true"] if verify else []
+    _run_and_report(recipe, out, overrides=[*set_, *extra], device=device, seed=seed,
+                    quick=quick, quiet=quiet)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path(
+        "runs/digits-distribution"),
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the embedded default (recipe digits-distribution on the bundled digits)."""
+    _run_and_report("digits-distribution", out, overrides=[], device=device, seed=None,
+                    quick=False, quiet=quiet)
+
+
+@app.command()
+def report(
+    directory: Annotated[Path, typer.Argument(help="A run directory with results.json.")],
+) -> None:
+    """Rewrite the report (Markdown, HTML, CSV, figures) of a finished run."""
+    from advtransfer.experiments import report as write
+
+    try:
+        results = write(directory)
+    except AdvTransferError as exc:
+        _fail(exc)
+    _print_summary(results)
+    console.print(f"report: {directory / 'report.md'}")
 
 
 def main() -> None:
