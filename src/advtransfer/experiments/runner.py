@@ -19,7 +19,7 @@ import advtransfer
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
-from advtransfer.fileio import write_json
+from advtransfer.fileio import to_jsonable, write_json
 from advtransfer.store import Store
 
 
@@ -85,8 +85,22 @@ def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[st
         "units": {"computed": store.misses, "reused": store.hits},
         **body,
     }
+    previous = _finished(out)
+    if (store.misses == 0 and previous is not None
+            and previous.get("records") == json.loads(json.dumps(to_jsonable(body["records"])))):
+        # a finished run: nothing recomputed, and its report is already there
+        return {**previous, "units": {"computed": 0, "reused": store.hits}}
     write_json(out / "results.json", results)
     return report(out)
+
+
+def _finished(out: Path) -> dict[str, Any] | None:
+    """The results of a finished run in ``out`` (results.json with correlations and a report)."""
+    path = out / "results.json"
+    if not (path.exists() and (out / "report.md").exists() and (out / "report.html").exists()):
+        return None
+    results = json.loads(path.read_text())
+    return results if "correlations" in results else None
 
 
 def report(out: str | Path) -> dict[str, Any]:

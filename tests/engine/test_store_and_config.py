@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from advtransfer import AdvTransferError
+from advtransfer.experiments.config import apply, parse_override
+from advtransfer.experiments.runner import resolve
+from advtransfer.store import Store, unit_key
+
+
+@dataclass
+class Cfg:
+    seed: int = 0
+    lr: float = 0.1
+    name: str = "a"
+    flag: bool = False
+    shares: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+
+def test_apply_checks_types_and_keys():
+    c = apply(Cfg(), {"lr": 1, "shares": [0, 0.5], "flag": True}, source="t")
+    assert c.lr == 1.0 and isinstance(c.lr, float) and c.shares == [0.0, 0.5] and c.flag
+    with pytest.raises(AdvTransferError, match=r"unknown configuration key\(s\) \['lrr'\].*lr"):
+        apply(Cfg(), {"lrr": 1}, source="t")
+    with pytest.raises(AdvTransferError, match="seed must be an integer"):
+        apply(Cfg(), {"seed": "x"}, source="t")
+    with pytest.raises(AdvTransferError, match="flag must be true or false"):
+        apply(Cfg(), {"flag": 1}, source="t")
+    with pytest.raises(AdvTransferError, match=r"shares\[1\] must be a number"):
+        apply(Cfg(), {"shares": [0, "x"]}, source="t")
+
+
+def test_parse_override():
+    assert parse_override("epochs=3") == ("epochs", 3)
+    assert parse_override("shares=[0, 0.5]") == ("shares", [0, 0.5])
+    assert parse_override("name=resnet") == ("name", "resnet")
+    assert parse_override('name="a b"') == ("name", "a b")
+    with pytest.raises(AdvTransferError, match="key=value"):
+        parse_override("novalue")
+
+
+def test_resolve_toml_and_errors(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('recipe = "digits-distribution"\nepochs = 2\nshares = [0.0, 1.0]\n')
+    recipe, config = resolve(str(toml), ["steps=1"], seed=5)
+    assert recipe.name == "digits-distribution"
+    assert (config.epochs, config.shares, config.steps, config.seed) == (2, [0.0, 1.0], 1, 5)
+    toml.write_text('recipe = "digits-distribution"\nepochs = "two"\n')
+    with pytest.raises(AdvTransferError, match="epochs must be an integer"):
+        resolve(str(toml))
+    toml.write_text("epochs = 2\n")
+    with pytest.raises(AdvTransferError, match="recipe"):
+        resolve(str(toml))
+    with pytest.raises(AdvTransferError, match="unknown recipe 'digits-distributon'.*Did you"):
+        resolve("digits-distributon")
+
+
+def test_store_reuses_and_keys_by_config(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+    assert store.record("k", {"a": 1}, lambda: calls.append(1) or {"v": 1.5}) == {"v": 1.5}
+    assert Store(tmp_path).record("k", {"a": 1}, lambda: calls.append(1) or {"v": 9}) == {"v": 1.5}
+    assert store.record("k", {"a": 2}, lambda: calls.append(1) or {"v": 2}) == {"v": 2}
+    assert len(calls) == 2
+    assert unit_key("k", {"a": 1, "b": 2}) == unit_key("k", {"b": 2, "a": 1})
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    model = store.model("m", {"w": 1}, lambda: torch.nn.Linear(2, 2),
+                        lambda m: m.requires_grad_(False) or m)
+    again = Store(tmp_path).model("m", {"w": 1}, lambda: torch.nn.Linear(2, 2),
+                                  lambda m: pytest.fail("must not retrain"))
+    torch.testing.assert_close(model.weight, again.weight)
+
+
+def test_store_refuses_other_configuration_and_keeps_files(tmp_path):
+    store = Store(tmp_path)
+    store.check_run({"recipe": "r", "config": {"epochs": 1}})
+    store.record("k", {}, lambda: {"v": 1})
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(AdvTransferError, match=r"different configuration.*config\.epochs"):
+        Store(tmp_path).check_run({"recipe": "r", "config": {"epochs": 2}})
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    Store(tmp_path).check_run({"recipe": "r", "config": {"epochs": 1}})  # same: resumes
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(AdvTransferError, match="not a writable directory"):
+        Store(blocker / "run")
+
+
+def test_store_ignores_record_with_other_config_under_same_key(tmp_path):
+    store = Store(tmp_path)
+    path = store.record_path("k", {"a": 1})
+    path.write_text(json.dumps({"kind": "k", "config": {"a": 999}, "result": {"v": 0}}))
+    assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
