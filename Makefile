@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/advtransfer demo
+	$(BIN)/advtransfer demo --out runs/digits-distribution
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
