@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import torch
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -267,18 +268,24 @@ def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str
 
 def _print_summary(results: dict[str, Any]) -> None:
     rep = results.get("report", {})
-    columns = rep.get("columns") or sorted({k for r in results["records"] for k in r})
-    table = Table(title=rep.get("title", results.get("recipe", "")))
+    # the terminal gets the essentials; report.md / results.csv hold every column
+    columns = ["source", *([rep["sweep"]] if rep.get("sweep") else []),
+               *rep.get("outcomes", []), *rep.get("metrics", [])[:3]]
+    table = Table(title=rep.get("title", results.get("recipe", "")), box=box.SIMPLE_HEAD,
+                  padding=(0, 1), pad_edge=False)
     for col in columns:
-        table.add_column(col, justify="left" if col == "source" else "right", no_wrap=True)
+        header = col.replace("transfer_", "tr_").replace("accuracy", "acc")
+        table.add_column(header, justify="left" if col == "source" else "right", no_wrap=True,
+                         min_width=len(header) if col != "source" else 6)
     for record in results["records"]:
         table.add_row(*(_cell(record.get(col)) for col in columns))
     console.print(table)
-    corr = Table(title="correlations (Pearson r, Spearman rho; p-values)")
+    corr = Table(title="correlations (Pearson r, Spearman rho; p-values)", box=box.SIMPLE_HEAD)
     for col in ("metric", "outcome", "n", "r", "p", "rho", "p(rho)"):
         corr.add_column(col, justify="left" if col in ("metric", "outcome") else "right")
     for row in results.get("correlations", []):
-        corr.add_row(row["metric"], row["outcome"], str(row.get("n")), _cell(row.get("pearson_r")),
+        corr.add_row(row["metric"], row["outcome"].replace("transfer_", "tr_"),
+                     str(row.get("n")), _cell(row.get("pearson_r")),
                      _cell(row.get("pearson_p")), _cell(row.get("spearman_rho")),
                      _cell(row.get("spearman_p")))
     console.print(corr)
@@ -288,7 +295,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3g}"
     return str(value)
 
 

@@ -50,6 +50,7 @@ class Store:
                                    f"{exc.strerror or exc}") from None
         self.hits = 0
         self.misses = 0
+        self.touched: list[str] = []  # unit files used by this run, relative to root
 
     def record_path(self, kind: str, config: Any) -> Path:
         return self.root / "records" / f"{unit_key(kind, config)}.json"
@@ -60,6 +61,7 @@ class Store:
     def record(self, kind: str, config: Any, compute: Callable[[], dict]) -> dict:
         """The stored result of a unit, computing and storing it first if it is not there."""
         path = self.record_path(kind, config)
+        self.touched.append(str(path.relative_to(self.root)))
         if path.exists():
             stored = json.loads(path.read_text())
             if stored.get("config") == json.loads(canonical(config)):
@@ -77,6 +79,7 @@ class Store:
         from advtransfer.models.checkpoint import load_into, save_model
 
         path = self.model_path(kind, config)
+        self.touched.append(str(path.relative_to(self.root)))
         model = build()
         if path.exists():
             self.hits += 1

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from advtransfer.errors import AdvTransferError
 
@@ -44,6 +42,9 @@ def digits(*, test_fraction: float = 0.3, seed: int = 0, dtype: torch.dtype = to
     """The digits as a stratified train/test :class:`Split` (inputs in [0, 1])."""
     if not 0 < test_fraction < 1:
         raise AdvTransferError(f"test_fraction must lie in (0, 1); got {test_fraction}")
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes ~0.7 s to load
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float64)
     y = bunch.target.astype(np.int64)

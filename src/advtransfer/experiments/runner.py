@@ -71,6 +71,12 @@ def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[st
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)})
+    previous = _finished(out)
+    if (previous is not None and previous.get("config") == json.loads(json.dumps(
+            to_jsonable(to_dict(config)))) and previous.get("unit_files")
+            and all((out / f).exists() for f in previous["unit_files"])):
+        # a finished run with every unit in place: nothing to recompute or rewrite
+        return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
     ctx = RunContext(store=store, device=run_on, progress=progress)
     start = time.perf_counter()
     body = recipe.run(config, ctx)
@@ -83,13 +89,9 @@ def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[st
         "device": str(run_on),
         "wall_time_s": time.perf_counter() - start,
         "units": {"computed": store.misses, "reused": store.hits},
+        "unit_files": sorted(set(store.touched)),
         **body,
     }
-    previous = _finished(out)
-    if (store.misses == 0 and previous is not None
-            and previous.get("records") == json.loads(json.dumps(to_jsonable(body["records"])))):
-        # a finished run: nothing recomputed, and its report is already there
-        return {**previous, "units": {"computed": 0, "reused": store.hits}}
     write_json(out / "results.json", results)
     return report(out)
 

@@ -38,11 +38,10 @@ import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 
@@ -289,6 +288,10 @@ def alexnet_cifar(
     )
 
 
+if TYPE_CHECKING:  # torchvision is imported lazily: it costs ~1.5 s at start-up
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+
 class CifarResNet(nn.Module):
     """ResNet for 32 px images built from torchvision's ``BasicBlock`` / ``Bottleneck``.
 
@@ -336,6 +339,8 @@ class CifarResNet(nn.Module):
         stride: int,
     ) -> nn.Sequential:
         # Same as torchvision.models.resnet.ResNet._make_layer (groups=1, no dilation).
+        from torchvision.models.resnet import conv1x1
+
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -356,6 +361,8 @@ class CifarResNet(nn.Module):
 
 def resnet18_cifar(num_classes: int, width: float = 1.0, *, in_channels: int = 3) -> CifarResNet:
     """ResNet-18 for CIFAR (``BasicBlock``, layers ``[2, 2, 2, 2]``); see :class:`CifarResNet`."""
+    from torchvision.models.resnet import BasicBlock
+
     return CifarResNet(
         BasicBlock,
         (2, 2, 2, 2),
@@ -367,6 +374,8 @@ def resnet18_cifar(num_classes: int, width: float = 1.0, *, in_channels: int = 3
 
 def resnet50_cifar(num_classes: int, width: float = 1.0, *, in_channels: int = 3) -> CifarResNet:
     """ResNet-50 for CIFAR (``Bottleneck``, layers ``[3, 4, 6, 3]``); see :class:`CifarResNet`."""
+    from torchvision.models.resnet import Bottleneck
+
     return CifarResNet(
         Bottleneck,
         (3, 4, 6, 3),

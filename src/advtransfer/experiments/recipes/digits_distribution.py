@@ -41,7 +41,7 @@ class DigitsDistributionConfig:
     target_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     other_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
     shares: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    repeats: int = 2
+    repeats: int = 4
     architecture: str = "digits-cnn"
     reference_architecture: str = "digits-cnn"
     test_fraction: float = 0.3
@@ -54,7 +54,7 @@ class DigitsDistributionConfig:
     norm: str = "l2"
     objective: str = "deviation"
     solver: str = "pgd"
-    steps: int = 10
+    steps: int = 20
     squared: bool = False
     correct_only: bool = False
 

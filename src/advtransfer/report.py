@@ -1,0 +1,878 @@
+"""Human-readable report of a run: CSV, figures, Markdown and HTML, all written atomically.
+
+:func:`write_report` takes the run's results dictionary (the content of ``results.json``) and
+writes, under ``out_dir``::
+
+    results.csv          one row per record (union of record keys, first-seen order)
+    correlations.json    what :func:`advtransfer.stats.correlation_table` returned
+    figures/*.png        scatter plots per outcome, sweep curves, transfer-matrix heatmaps
+    report.md            title, description, run details, tables, honest reading, figures
+    report.html          the same content as one standalone page (inline CSS, relative images)
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas, without
+pyplot: no backend is selected or switched (an interactive session keeps its own), no global
+figure registry is touched, and nothing has to be closed. Importing this module does not import
+matplotlib.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import numbers
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advtransfer.errors import AdvTransferError
+from advtransfer.fileio import atomic_write_bytes, atomic_write_text, to_jsonable, write_json
+from advtransfer.stats import EXACT_SPEARMAN_MAX_N, correlation_table
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["write_report"]
+
+_DPI = 120
+_DASH = "—"
+_ALPHA = 0.05
+_MARKER_SIZE = 55.0  # scatter marker area in points^2
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _is_number(v) and math.isfinite(float(v))
+
+
+def _fmt_value(v: Any) -> str:
+    """A table cell: numbers to 4 significant digits, missing values as an em dash."""
+    if v is None:
+        return _DASH
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, numbers.Integral):
+        return str(int(v))
+    if _is_number(v):
+        f = float(v)
+        if math.isnan(f):
+            return _DASH
+        if math.isinf(f):
+            return "∞" if f > 0 else "−∞"
+        return f"{f:.4g}"
+    if isinstance(v, (Mapping, list, tuple)):
+        text = json.dumps(to_jsonable(v), separators=(",", ":"))
+        return text if len(text) <= 40 else text[:39] + "…"
+    return str(v)
+
+
+def _fmt_p(p: Any) -> str:
+    """A p-value: 2 significant digits, floored at ``< 0.001`` (tests do not resolve less)."""
+    if not _finite(p):
+        return "n/a"
+    p = float(p)
+    return "< 0.001" if p < 1e-3 else f"{p:.2g}"
+
+
+def _fmt_r(r: Any) -> str:
+    return f"{float(r):.2f}" if _finite(r) else "n/a"
+
+
+def _fmt_r_ci(row: Mapping[str, Any], stat: str, lo: str, hi: str) -> str:
+    if not _finite(row.get(stat)):
+        return _DASH
+    text = f"{float(row[stat]):.3f}"
+    if _finite(row.get(lo)) and _finite(row.get(hi)):
+        text += f" [{float(row[lo]):.3f}, {float(row[hi]):.3f}]"
+    else:
+        text += " [—]"
+    return text
+
+
+def _fmt_seconds(s: float) -> str:
+    total = float(s)
+    if total < 60:
+        return f"{total:.1f} s"
+    minutes, sec = divmod(round(total), 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = ([f"{hours} h"] if hours else []) + [f"{minutes} min", f"{sec} s"]
+    return f"{total:.1f} s ({' '.join(parts)})"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.") or "figure"
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (Mapping, list, tuple)):
+        return json.dumps(to_jsonable(v))
+    if _is_number(v) and not isinstance(v, numbers.Integral):
+        return repr(float(v))
+    return str(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Spec:
+    title: str
+    description: str
+    metrics: list[str]
+    outcomes: list[str]
+    sweep: str | None
+    labels: dict[str, str]
+    columns: list[str] | None
+    records: list[Mapping[str, Any]]
+    matrices: dict[str, tuple[list[str], list[list[Any]]]]
+
+    def label(self, key: str) -> str:
+        return self.labels.get(key, key)
+
+
+def _str_list(value: Any, name: str) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
+            isinstance(k, str) for k in value):
+        raise AdvTransferError(f"{name} must be a list of strings, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def _parse(results: Any) -> _Spec:
+    if not isinstance(results, Mapping):
+        raise AdvTransferError(f"results must be a dict, got {type(results).__name__}")
+    records = results.get("records")
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)) or not all(
+            isinstance(r, Mapping) for r in records):
+        raise AdvTransferError("results['records'] must be a list of dicts (one per source model)")
+    report = results.get("report")
+    if not isinstance(report, Mapping):
+        raise AdvTransferError(
+            "results['report'] must be a dict with 'title', 'metrics' and 'outcomes'")
+    title = report.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise AdvTransferError(f"results['report']['title'] must be a non-empty string, "
+                               f"got {title!r}")
+    description = report.get("description") or ""
+    if not isinstance(description, str):
+        raise AdvTransferError("results['report']['description'] must be a string")
+    metrics = _str_list(report.get("metrics"), "results['report']['metrics']")
+    outcomes = _str_list(report.get("outcomes"), "results['report']['outcomes']")
+    sweep = report.get("sweep")
+    if sweep is not None and not isinstance(sweep, str):
+        raise AdvTransferError(f"results['report']['sweep'] must be a record key or None, "
+                               f"got {sweep!r}")
+    labels = report.get("labels") or {}
+    if not isinstance(labels, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise AdvTransferError("results['report']['labels'] must map record keys to strings")
+    columns = report.get("columns")
+    if columns is not None:
+        columns = _str_list(columns, "results['report']['columns']")
+
+    if records:
+        known = {k for r in records for k in r}
+        wanted = {"metrics": metrics, "outcomes": outcomes, "sweep": [sweep] if sweep else [],
+                  "columns": columns or []}
+        for name, keys in wanted.items():
+            unknown = [k for k in keys if k not in known]
+            if unknown:
+                raise AdvTransferError(
+                    f"results['report']['{name}'] names keys that no record has: {unknown}; "
+                    f"record keys are {sorted(known)}")
+
+    matrices: dict[str, tuple[list[str], list[list[Any]]]] = {}
+    raw = results.get("matrices") or {}
+    if not isinstance(raw, Mapping):
+        raise AdvTransferError("results['matrices'] must be a dict name -> {'names', 'values'}")
+    for mname, m in raw.items():
+        where = f"results['matrices'][{mname!r}]"
+        if not isinstance(m, Mapping):
+            raise AdvTransferError(f"{where} must be a dict with 'names' and 'values'")
+        names = [str(s) for s in _seq(m.get("names"), f"{where}['names']")]
+        values = [list(_seq(row, f"{where}['values'] row")) for row in
+                  _seq(m.get("values"), f"{where}['values']")]
+        if len(values) != len(names) or any(len(row) != len(names) for row in values):
+            raise AdvTransferError(
+                f"{where}['values'] must be a {len(names)} x {len(names)} list of lists "
+                f"(one row and column per name), got {len(values)} rows of lengths "
+                f"{[len(row) for row in values]}")
+        for row in values:
+            for v in row:
+                if v is not None and not _is_number(v):
+                    raise AdvTransferError(f"{where}['values'] entries must be numbers or None, "
+                                           f"got {v!r}")
+        matrices[str(mname)] = (names, values)
+
+    return _Spec(title=title, description=description, metrics=metrics, outcomes=outcomes,
+                 sweep=sweep, labels=dict(labels), columns=columns, records=list(records),
+                 matrices=matrices)
+
+
+def _seq(value: Any, name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise AdvTransferError(f"{name} must be a list, got {type(value).__name__}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A figure attached to its own Agg canvas (no pyplot, no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def _num(v: Any) -> float:
+    return float(v) if _finite(v) else math.nan
+
+
+def _corr_title(row: Mapping[str, Any]) -> str:
+    if not _finite(row.get("pearson_r")) and not _finite(row.get("spearman_rho")):
+        reason = str(row.get("note") or "not enough data").split(";")[0]
+        return "correlation undefined\n" + textwrap.fill(reason, 48)
+    line1 = (f"r = {_fmt_r(row.get('pearson_r'))} (p {_p_eq(row.get('pearson_p'))}), "
+             f"ρ = {_fmt_r(row.get('spearman_rho'))} (p {_p_eq(_spearman_p(row))})")
+    line2 = f"n = {row.get('n')}"
+    if _finite(row.get("pearson_ci_low")) and _finite(row.get("pearson_ci_high")):
+        conf = float(row.get("confidence") or 0.95)
+        line2 += (f", {conf * 100:g}% CI for r: [{float(row['pearson_ci_low']):.2f}, "
+                  f"{float(row['pearson_ci_high']):.2f}]")
+    return f"{line1}\n{line2}"
+
+
+def _spearman_p(row: Mapping[str, Any]) -> Any:
+    """The exact permutation p-value when the row has one (small n), else scipy's."""
+    exact = row.get("spearman_p_exact")
+    return exact if _finite(exact) else row.get("spearman_p")
+
+
+def _p_eq(p: Any) -> str:
+    text = _fmt_p(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _sweep_values(spec: _Spec) -> list[float] | None:
+    """Numeric sweep value per record (NaN where missing), or None when there is nothing to use."""
+    if spec.sweep is None:
+        return None
+    vals = [spec.records[i].get(spec.sweep) for i in range(len(spec.records))]
+    if not any(_finite(v) for v in vals):
+        return None
+    return [_num(v) for v in vals]
+
+
+def _point_label(rec: Mapping[str, Any], i: int) -> str:
+    src = rec.get("source")
+    return str(src) if src is not None else f"#{i}"
+
+
+def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Mapping[str, Any]],
+                    ) -> Figure:
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    k = len(spec.metrics)
+    ncols = min(3, k)
+    nrows = math.ceil(k / ncols)
+    colour = _sweep_values(spec)
+    fig = _new_figure(5.4 * ncols + (1.0 if colour else 0.0), 4.9 * nrows + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    cmap = colormaps["viridis"]
+    norm = None
+    if colour:
+        finite_c = [c for c in colour if math.isfinite(c)]
+        lo, hi = min(finite_c), max(finite_c)
+        norm = Normalize(lo, hi if hi > lo else lo + 1.0)
+    mappable = None
+    labelled: list[tuple[Axes, list[Any]]] = []
+    for ax, metric in zip(axes, spec.metrics, strict=False):
+        pts = [(i, _num(r.get(metric)), _num(r.get(outcome))) for i, r in enumerate(spec.records)]
+        pts = [(i, x, y) for i, x, y in pts if math.isfinite(x) and math.isfinite(y)]
+        ax.set_xlabel(spec.label(metric))
+        ax.set_ylabel(spec.label(outcome))
+        ax.set_title(_corr_title(corr[(metric, outcome)]), fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if not pts:
+            ax.text(0.5, 0.5, "no record has both values", transform=ax.transAxes,
+                    ha="center", va="center", color="0.4")
+            continue
+        xs = [x for _, x, _ in pts]
+        ys = [y for _, _, y in pts]
+        if colour and norm is not None:
+            cs = [colour[i] for i, _, _ in pts]
+            have = [math.isfinite(c) for c in cs]
+            if any(have):
+                mappable = ax.scatter([x for x, h in zip(xs, have, strict=True) if h],
+                                      [y for y, h in zip(ys, have, strict=True) if h],
+                                      c=[c for c, h in zip(cs, have, strict=True) if h],
+                                      cmap=cmap, norm=norm, s=_MARKER_SIZE, edgecolors="black",
+                                      linewidths=0.6, zorder=3)
+            if not all(have):
+                ax.scatter([x for x, h in zip(xs, have, strict=True) if not h],
+                           [y for y, h in zip(ys, have, strict=True) if not h],
+                           c="0.75", s=_MARKER_SIZE, edgecolors="black", linewidths=0.6, zorder=3,
+                           label=f"no {spec.label(spec.sweep or '')}")
+                ax.legend(loc="best", fontsize=8, framealpha=0.8)
+        else:
+            ax.scatter(xs, ys, s=_MARKER_SIZE, color="tab:blue", edgecolors="black", linewidths=0.6,
+                       zorder=3)
+        labelled.append((ax, _annotate_points(ax, pts, spec)))
+        ax.margins(x=0.15, y=0.2)
+    for ax in axes[k:]:
+        ax.set_visible(False)
+    if mappable is not None:
+        cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
+        cbar.set_label(spec.label(spec.sweep or ""))
+    fig.suptitle(f"{spec.label(outcome)} vs adversarial transferability "
+                 f"(one point per source model)", fontsize=12)
+    _declutter_labels(fig, labelled)
+    return fig
+
+
+# Candidate label positions around a point: (dx, dy) in points, horizontal and vertical alignment.
+# The first ring sits next to the marker; the outer rings, tried only when the first is crowded,
+# are joined to their point by a thin leader line.
+_UP = (0.0, 7.0, "center", "bottom")
+_DOWN = (0.0, -8.0, "center", "top")
+_NEAR = [(8.0, 0.0, "left", "center"), (-8.0, 0.0, "right", "center"),
+         (5.0, 5.0, "left", "bottom"), (-5.0, 5.0, "right", "bottom"),
+         (5.0, -5.0, "left", "top"), (-5.0, -5.0, "right", "top")]
+_FAR = [(dx * k, dy * k, ha, va) for k in (2.5, 4.0, 5.5)
+        for dx, dy, ha, va in [_UP, _DOWN, *_NEAR]]
+_LEADER_FROM = 12.0  # offsets at least this long (points) get a leader line
+
+
+def _annotate_points(ax: Axes, pts: list[tuple[int, float, float]], spec: _Spec) -> list[Any]:
+    """Label each point with its source, alternating above/below in order of x.
+
+    Returns ``[(annotation, x, y, rank)]`` for :func:`_declutter_labels`, which moves labels
+    that collide once the figure has been laid out.
+    """
+    placed = []
+    order = sorted(range(len(pts)), key=lambda j: (pts[j][1], pts[j][2]))
+    for rank, j in enumerate(order):
+        i, x, y = pts[j]
+        dx, dy, ha, va = _UP if rank % 2 == 0 else _DOWN
+        ann = ax.annotate(_point_label(spec.records[i], i), (x, y), xytext=(dx, dy),
+                          textcoords="offset points", ha=ha, va=va, fontsize=7.5,
+                          color="0.15", zorder=4,
+                          arrowprops={"arrowstyle": "-", "color": "0.55", "lw": 0.6,
+                                      "shrinkA": 1.0, "shrinkB": 4.5})
+        ann.arrow_patch.set_visible(False)  # leader line only for far positions
+        ann.set_in_layout(False)  # layout is fixed first, then labels are moved within it
+        placed.append((ann, x, y, rank))
+    return placed
+
+
+def _overlap(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _text_extent(ann: Any, renderer: Any) -> Any:
+    """Display-space box of an annotation's text alone (without its leader line)."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    return Text.get_window_extent(ann, renderer)
+
+
+def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> None:
+    """Greedy label placement: each label takes the first candidate position (its alternating
+    default first) that overlaps no marker, no earlier label and stays inside the axes; when
+    none is free, the position with the least overlap. Other points' markers are padded so that
+    a label never sits closer to a foreign marker than a few pixels (which would misattribute
+    it)."""
+    from matplotlib.transforms import Bbox
+
+    fig.draw_without_rendering()  # runs the constrained layout, so positions are final
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    radius = 0.5 * math.sqrt(_MARKER_SIZE) * fig.dpi / 72.0 + 1.0
+    for ax, labels in per_axes:
+        frame = ax.get_window_extent(renderer)
+        centres = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
+        own = [Bbox.from_extents(px - radius, py - radius, px + radius, py + radius)
+               for px, py in centres]
+        pad = radius + 6.0
+        padded = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in centres]
+        taken: list[Any] = []
+        for j, (ann, _, _, rank) in enumerate(labels):
+            markers = [own[j], *padded[:j], *padded[j + 1:]]
+            candidates = ([_UP, _DOWN] if rank % 2 == 0 else [_DOWN, _UP]) + _NEAR + _FAR
+            best, best_cost = candidates[0], math.inf
+            for cand in candidates:
+                dx, dy, ha, va = cand
+                ann.xyann = (dx, dy)
+                ann.set_horizontalalignment(ha)
+                ann.set_verticalalignment(va)
+                bb = _text_extent(ann, renderer)
+                cost = sum(_overlap(bb, o) for o in taken + markers)
+                outside = bb.width * bb.height - _overlap(bb, frame)
+                cost += 2.0 * outside
+                if cost < best_cost:
+                    best, best_cost = cand, cost
+                if cost == 0.0:
+                    break
+            dx, dy, ha, va = best
+            ann.xyann = (dx, dy)
+            ann.set_horizontalalignment(ha)
+            ann.set_verticalalignment(va)
+            ann.arrow_patch.set_visible(math.hypot(dx, dy) >= _LEADER_FROM)
+            taken.append(_text_extent(ann, renderer))
+
+
+def _sweep_figure(spec: _Spec) -> Figure | None:
+    """Metrics (left column) and outcomes (right column) against the sweep key, shared x."""
+    sweep = spec.sweep
+    colour = _sweep_values(spec)
+    if sweep is None or colour is None:
+        return None
+    columns = [c for c in (spec.metrics, [o for o in spec.outcomes if o not in spec.metrics])
+               if c]
+    if not columns:
+        return None
+    ncols = len(columns)
+    nrows = max(len(c) for c in columns)
+    fig = _new_figure(6.2 * ncols, 2.5 * nrows + 0.9)
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    for col, keys in enumerate(columns):
+        kind = "metric" if keys is spec.metrics else "outcome"
+        line_colour = "tab:blue" if kind == "metric" else "tab:orange"
+        for row in range(nrows):
+            ax = axes[row, col]
+            if row >= len(keys):
+                ax.set_visible(False)
+                continue
+            key = keys[row]
+            pairs = sorted((colour[i], _num(r.get(key))) for i, r in enumerate(spec.records)
+                           if math.isfinite(colour[i]))
+            finite = [(x, v) for x, v in pairs if math.isfinite(v)]
+            if finite:
+                # One marker per record; the line joins the mean at each sweep value, with a
+                # gap where no record at that value has this quantity.
+                ax.plot([x for x, _ in finite], [v for _, v in finite], "o", color=line_colour,
+                        markersize=5, markeredgecolor="black", markeredgewidth=0.5, zorder=3)
+                xs = sorted({x for x, _ in pairs})
+                means = []
+                for x in xs:
+                    vals = [v for t, v in finite if t == x]
+                    means.append(sum(vals) / len(vals) if vals else math.nan)
+                ax.plot(xs, means, "-", color=line_colour, linewidth=1.5, zorder=2)
+            else:
+                ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center",
+                        va="center", color="0.4")
+            ax.set_title(f"{spec.label(key)}  [{kind}]", fontsize=10, loc="left")
+            if spec.label(key) != key:
+                ax.set_ylabel(key, fontsize=9)
+            ax.grid(True, alpha=0.3)
+            ax.margins(y=0.15)
+            if row == len(keys) - 1:  # lowest visible subplot of this column
+                ax.xaxis.set_tick_params(labelbottom=True)
+                ax.set_xlabel(spec.label(sweep))
+    fig.suptitle(f"Metrics and outcomes along the sweep over {spec.label(sweep)}", fontsize=12)
+    return fig
+
+
+def _cell_format(values: Any) -> str:
+    """One number format for every cell of a heatmap (two decimals unless that hides values)."""
+    nonzero = [abs(float(v)) for v in values if v != 0]
+    if nonzero and (min(nonzero) < 0.01 or max(nonzero) >= 1000):
+        return ".2g"
+    return ".2f"
+
+
+def _matrix_figure(spec: _Spec, name: str, names: list[str], values: list[list[Any]]) -> Figure:
+    import numpy as np
+    from matplotlib import colormaps
+
+    n = len(names)
+    arr = np.array([[_num(v) for v in row] for row in values], dtype=float).reshape(n, n)
+    data = np.ma.masked_invalid(arr)
+    longest = max((len(s) for s in names), default=1)
+    side = max(4.8, 0.7 * n + 2.4 + 0.06 * longest)
+    fig = _new_figure(side + 1.2, side)
+    ax = fig.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="0.85")
+    finite = arr[np.isfinite(arr)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal")
+    fontsize = max(6.0, min(11.0, 80.0 / max(n, 1)))
+    fmt = _cell_format(finite)
+    for i in range(n):
+        for j in range(n):
+            v = arr[i, j]
+            if math.isfinite(v):
+                r, g, b, _ = cmap((v - vmin) / (vmax - vmin))
+                light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
+                        color="black" if light else "white")
+            else:
+                ax.text(j, i, _DASH, ha="center", va="center", fontsize=fontsize, color="0.3")
+    ax.set_xticks(range(n), names)
+    ax.set_yticks(range(n), names)
+    if longest > 3:
+        ax.tick_params(axis="x", labelrotation=40)
+        for lab in ax.get_xticklabels():
+            lab.set_horizontalalignment("right")
+            lab.set_rotation_mode("anchor")
+    ax.set_xlabel("victim")
+    ax.set_ylabel("attacker")
+    label = spec.label(name)
+    ax.set_title(f"{label}\n(row: attacker, column: victim)", fontsize=11)
+    cbar = fig.colorbar(im, ax=ax, shrink=0.85)
+    cbar.set_label(label)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Document model rendered to Markdown and HTML
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Block:
+    kind: str  # "h1", "h2", "p", "md", "ul", "table", "img"
+    text: str = ""
+    items: tuple[str, ...] = ()
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[str, ...], ...] = ()
+    right: tuple[bool, ...] = ()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _render_md(blocks: list[_Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if b.kind == "h1":
+            out.append(f"# {b.text}")
+        elif b.kind == "h2":
+            out.append(f"## {b.text}")
+        elif b.kind in ("p", "md"):
+            out.append(b.text)
+        elif b.kind == "ul":
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif b.kind == "table":
+            out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
+            out[-1] += "\n|" + "|".join("---:" if r else "---" for r in b.right) + "|"
+            for row in b.rows:
+                out[-1] += "\n| " + " | ".join(_md_cell(c) for c in row) + " |"
+        elif b.kind == "img":
+            alt = b.text.replace("[", "(").replace("]", ")")
+            out.append(f"![{alt}]({b.items[0]})\n\n*{b.text}*")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline_md_to_html(escaped: str) -> str:
+    """``code`` and **bold** in already-escaped text (enough for a description paragraph)."""
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { border-bottom: 1px solid #eee; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .9em; display: block;
+        overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; white-space: nowrap; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: .9em; }
+code { background: #f3f3f3; padding: 0 .2em; }
+""".strip()
+
+
+def _render_html(blocks: list[_Block], title: str) -> str:
+    esc = html.escape
+    body: list[str] = []
+    for b in blocks:
+        if b.kind in ("h1", "h2"):
+            body.append(f"<{b.kind}>{esc(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{esc(b.text)}</p>")
+        elif b.kind == "md":
+            for para in re.split(r"\n\s*\n", b.text.strip()):
+                if para.strip():
+                    body.append(f"<p>{_inline_md_to_html(esc(para.strip()))}</p>")
+        elif b.kind == "ul":
+            items = "".join(f"<li>{esc(item)}</li>" for item in b.items)
+            body.append(f"<ul>{items}</ul>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
+            rows = []
+            for row in b.rows:
+                cells = "".join(
+                    f'<td class="num">{esc(c)}</td>' if r else f"<td>{esc(c)}</td>"
+                    for c, r in zip(row, b.right, strict=True))
+                rows.append(f"<tr>{cells}</tr>")
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+                        "</tbody></table>")
+        elif b.kind == "img":
+            src = esc(b.items[0], quote=True)
+            body.append(f'<figure><img src="{src}" alt="{esc(b.text, quote=True)}">'
+                        f"<figcaption>{esc(b.text)}</figcaption></figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{esc(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _run_items(results: Mapping[str, Any]) -> list[str]:
+    items = []
+    for key, name in (("recipe", "Recipe"), ("seed", "Seed"), ("device", "Device")):
+        if results.get(key) is not None:
+            items.append(f"{name}: {results[key]}")
+    versions = results.get("versions")
+    if isinstance(versions, Mapping) and versions:
+        items.append("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    wall = results.get("wall_time_s")
+    if _finite(wall):
+        items.append(f"Wall time: {_fmt_seconds(float(wall))}")
+    if results.get("config") is not None:
+        items.append("Full configuration: in the run's results.json")
+    return items
+
+
+def _records_table(spec: _Spec) -> _Block:
+    if spec.columns is not None:
+        cols = spec.columns
+    else:
+        cols = list(dict.fromkeys(k for r in spec.records for k in r))
+    right = tuple(
+        all(r.get(c) is None or _is_number(r.get(c)) for r in spec.records)
+        and any(_is_number(r.get(c)) for r in spec.records)
+        for c in cols)
+    rows = tuple(tuple(_fmt_value(r.get(c)) for c in cols) for r in spec.records)
+    return _Block("table", header=tuple(cols), rows=rows, right=right)
+
+
+def _correlation_table(rows: list[dict[str, Any]]) -> _Block:
+    conf = next((float(r["confidence"]) for r in rows if _finite(r.get("confidence"))), 0.95)
+    ci = f"[{conf * 100:g}% CI]"
+    header = ("metric", "outcome", "n", f"Pearson r {ci}", "p", f"Spearman ρ {ci}", "p")
+    body = tuple(
+        (str(r["metric"]), str(r["outcome"]), str(r.get("n")),
+         _fmt_r_ci(r, "pearson_r", "pearson_ci_low", "pearson_ci_high"),
+         _fmt_p(r.get("pearson_p")) if _finite(r.get("pearson_r")) else _DASH,
+         _fmt_r_ci(r, "spearman_rho", "spearman_ci_low", "spearman_ci_high"),
+         _spearman_p_cell(r))
+        for r in rows)
+    return _Block("table", header=header, rows=body,
+                  right=(False, False, True, True, True, True, True))
+
+
+def _spearman_p_cell(r: Mapping[str, Any]) -> str:
+    if not _finite(r.get("spearman_rho")):
+        return _DASH
+    text = _fmt_p(_spearman_p(r))
+    return f"{text} (exact)" if _finite(r.get("spearman_p_exact")) else text
+
+
+def _sign_word(v: float) -> str:
+    return "positive" if v > 0 else "negative" if v < 0 else "zero"
+
+
+def _honest_line(r: Mapping[str, Any]) -> str:
+    """Sign and 5%-significance of one correlation, in plain words, claiming nothing more."""
+    head = f"{r['metric']} vs {r['outcome']}"
+    n = r.get("n")
+    pr, sr = r.get("pearson_r"), r.get("spearman_rho")
+    if not (_finite(pr) and _finite(sr)):
+        reason = str(r.get("note") or "not enough data")
+        return f"{head}: no reading, correlation undefined (n = {n}): {reason}."
+    pr, sr = float(pr), float(sr)
+    pp, sp = r.get("pearson_p"), _spearman_p(r)
+    p_sig = _finite(pp) and float(pp) < _ALPHA
+    s_sig = _finite(sp) and float(sp) < _ALPHA
+    if _sign_word(pr) == _sign_word(sr):
+        sign = _sign_word(pr)
+    else:
+        sign = f"inconsistent sign (Pearson {_sign_word(pr)}, Spearman {_sign_word(sr)})"
+    if p_sig and s_sig:
+        sig = "significant at 5% by both Pearson and Spearman"
+    elif p_sig:
+        sig = "significant at 5% by Pearson only, not by Spearman"
+    elif s_sig:
+        sig = "significant at 5% by Spearman only, not by Pearson"
+    else:
+        sig = "not significant at 5%"
+    detail = f"n = {n}; r = {pr:.2f}, p {_p_eq(pp)}; ρ = {sr:.2f}, p {_p_eq(sp)}"
+    line = f"{head}: {sign}, {sig} ({detail})"
+    lo, hi = r.get("pearson_ci_low"), r.get("pearson_ci_high")
+    if (p_sig or s_sig) and _finite(lo) and _finite(hi) and float(lo) <= 0.0 <= float(hi):
+        conf = float(r.get("confidence") or 0.95)
+        line += f"; but the {conf * 100:g}% bootstrap interval for r includes 0"
+    return line + "."
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int = 2000,
+                 bootstrap_seed: int = 0, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Write ``results.csv``, ``correlations.json``, ``figures/*.png``, ``report.md`` and
+    ``report.html`` under ``out_dir`` (created), each file atomically.
+
+    Args:
+        results: the run's results dictionary (``records`` and ``report`` are required;
+            ``recipe``, ``seed``, ``device``, ``versions``, ``wall_time_s`` and ``matrices`` are
+            used when present). ``None`` values are missing data: skipped in correlations and
+            plots, shown as "—" in tables.
+        out_dir: output directory.
+        n_boot, bootstrap_seed, confidence: passed to :func:`advtransfer.stats.correlation`.
+
+    Returns:
+        The correlation rows from :func:`advtransfer.stats.correlation_table` (one per
+        (metric, outcome), JSON-ready), also written to ``correlations.json``.
+
+    Raises:
+        AdvTransferError: if ``results`` is malformed (checked before anything is written).
+    """
+    spec = _parse(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # results.csv
+    cols = list(dict.fromkeys(k for r in spec.records for k in r))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for r in spec.records:
+        writer.writerow([_csv_cell(r.get(c)) for c in cols])
+    atomic_write_text(out / "results.csv", buf.getvalue())
+
+    # correlations
+    corr_rows = correlation_table(spec.records, spec.metrics, spec.outcomes, n_boot=n_boot,
+                                  seed=bootstrap_seed, confidence=confidence)
+    write_json(out / "correlations.json", corr_rows)
+    by_pair = {(r["metric"], r["outcome"]): r for r in corr_rows}
+
+    # figures
+    figures: list[tuple[str, str]] = []
+    used: set[str] = set()
+
+    def save(fig: Figure | None, stem: str, caption: str) -> None:
+        if fig is None:
+            return
+        name = _slug(stem)
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        rel = f"figures/{name}.png"
+        atomic_write_bytes(out / rel, _png_bytes(fig))
+        fig.clear()
+        figures.append((rel, caption))
+
+    if spec.metrics:
+        for outcome in spec.outcomes:
+            caption = (f"{spec.label(outcome)} against each transferability metric; one point "
+                       "per source model, labelled by source")
+            if _sweep_values(spec) is not None:
+                caption += f", coloured by {spec.label(spec.sweep or '')}"
+            save(_scatter_figure(spec, outcome, by_pair), f"scatter_{outcome}", caption + ".")
+    skipped: list[str] = []
+    if spec.sweep is not None and _sweep_values(spec) is None:
+        skipped.append(f"No sweep figure and no colouring: {spec.sweep!r} has no finite "
+                       "numeric value in any record.")
+    if spec.sweep is not None:
+        save(_sweep_figure(spec), f"sweep_{spec.sweep}",
+             f"Each metric and outcome as a function of {spec.label(spec.sweep)} (markers: "
+             "records; line: mean at each value; a gap marks missing values).")
+    for mname, (names, values) in spec.matrices.items():
+        save(_matrix_figure(spec, mname, names, values), f"matrix_{mname}",
+             f"{spec.label(mname)}: rows are attackers (adversarial examples crafted on), "
+             "columns are victims (evaluated on).")
+
+    # document
+    blocks: list[_Block] = [_Block("h1", text=spec.title)]
+    if spec.description.strip():
+        blocks.append(_Block("md", text=spec.description.strip()))
+    run = _run_items(results)
+    if run:
+        blocks += [_Block("h2", text="Run"), _Block("ul", items=tuple(run))]
+    blocks += [_Block("h2", text="Records"),
+               _Block("p", text=f"{len(spec.records)} record(s), one per source model; numbers "
+                                "to 4 significant digits, — marks a missing value. All values "
+                                "at full precision: results.csv.")]
+    if spec.records:
+        blocks.append(_records_table(spec))
+    if corr_rows:
+        k = len(corr_rows)
+        blocks += [
+            _Block("h2", text="Correlations"),
+            _Block("p", text=(
+                "Pearson r and Spearman ρ across source models with two-sided p-values "
+                "(null hypothesis: no correlation). Pearson p: t test (scipy). Spearman p: "
+                "exact permutation test, marked (exact), when n ≤ "
+                f"{EXACT_SPEARMAN_MAX_N}; otherwise scipy's t approximation. Intervals: "
+                f"percentile bootstrap over {n_boot} resamples of the records (seed "
+                f"{bootstrap_seed}); with few records they are rough and can collapse to a "
+                "point. The p-values are not corrected for the "
+                f"{k} comparisons in this table.")),
+            _correlation_table(corr_rows),
+        ]
+        notes = [f"{r['metric']} vs {r['outcome']}: {r['note']}" for r in corr_rows
+                 if r.get("note")]
+        if notes:
+            blocks += [_Block("p", text="Notes:"), _Block("ul", items=tuple(notes))]
+        blocks += [
+            _Block("h2", text="Honest reading"),
+            _Block("p", text=(
+                "Sign and significance at the 5% level of each correlation above, nothing "
+                "more. Each is an association across these source models only: it does "
+                "not show causation, and says nothing about models or data not in this "
+                "run.")),
+            _Block("ul", items=tuple(_honest_line(r) for r in corr_rows)),
+        ]
+    if figures or skipped:
+        blocks.append(_Block("h2", text="Figures"))
+        blocks += [_Block("img", text=caption, items=(rel,)) for rel, caption in figures]
+        if skipped:
+            blocks.append(_Block("ul", items=tuple(skipped)))
+
+    atomic_write_text(out / "report.md", _render_md(blocks))
+    atomic_write_text(out / "report.html", _render_html(blocks, spec.title))
+    return corr_rows

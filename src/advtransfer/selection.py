@@ -1,0 +1,882 @@
+r"""Model selection: rank candidate source models for a target task, and evaluate the ranking.
+
+Given a pool of candidate source models f_S (pretrained on other tasks), labelled data of a target
+task and a *reference* model f_T trained on that target task, :func:`rank` scores every candidate
+with any of these methods (higher = predicted to transfer better, for every method):
+
+Adversarial transferability (Liang et al., *Does Adversarial Transferability Indicate Knowledge
+Transferability?*, ICML 2021, arXiv:2006.14512; DESIGN.md §2), between each candidate and the
+reference on target inputs x:
+
+* ``alpha1``: mean over x of ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)||, with
+  Delta_{A->B}(x) = f_B(x + delta_A(x)) - f_B(x) and delta_A the attack crafted on A;
+* ``alpha2``: ||E_x[u_{A->A}(x) u_{A->B}(x)^T]||_F with u the unit deviations;
+* ``combined``: ||E_x[alpha1^{A->B}(x) u_{A->A}(x) u_{A->B}(x)^T]||_F.
+
+  **Direction.** The plain names use the *target -> source* direction (A = the reference f_T,
+  B = the candidate f_S): the perturbation is crafted once on the reference and applied to every
+  candidate. This is the direction the authors' image experiments report (attack the
+  target-trained model, evaluate the source). Both directions are always available by name:
+  ``alpha1_t2s`` (= ``alpha1``), ``alpha2_t2s``, ``combined_t2s`` and ``alpha1_s2t``,
+  ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the candidate, applied to the reference).
+  Both directions come from the same attacks, so asking for both costs nothing extra.
+
+  **Perturbation cache.** All candidates are measured in one
+  :func:`advtransfer.metrics.measure_matrix` call with the pairs (reference, i) and
+  (i, reference): the reference is attacked *once per sample for the whole pool* and each
+  candidate once, i.e. N + 1 attacks for N candidates (not 2N).
+
+Feature-based estimators (:mod:`advtransfer.estimators`), on the candidate's outputs for the
+target data, all "higher is better" as published:
+
+* on the *penultimate features* h_S(x) (the input of the candidate's last ``nn.Linear``):
+  ``logme`` (You et al., ICML 2021; log marginal evidence per sample), ``hscore`` (Bao et al.,
+  ICIP 2019), ``regularized_hscore`` (Ibrahim et al., 2022), ``transrate`` (Huang et al.,
+  ICML 2022) and ``gbc`` (Pándy et al., CVPR 2022; <= 0);
+* on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
+* on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
+
+Baselines:
+
+* ``source_accuracy``: the data-free baseline, each candidate's accuracy on its own source task
+  (e.g. ImageNet top-1), passed by the caller;
+* ``finetune``: the expensive ground truth itself, the held-out accuracy of a linear head
+  fitted on the penultimate features (:func:`advtransfer.knowledge.knowledge_transfer`) on a
+  seeded split of the target data. It is what every other method tries to predict cheaply.
+
+:func:`evaluate_methods` compares the scores with ground-truth transfer results (weighted Kendall
+tau, Kendall tau, Pearson r, top-k relative accuracy; :mod:`advtransfer.estimators.ranking`), and
+:func:`summarize` tabulates an evaluation metric per target and its mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from advtransfer.attacks import AttackConfig, Bounds, Norm, Objective, Solver
+from advtransfer.data.batches import labelled
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.estimators import (
+    RankingEvaluation,
+    evaluate_ranking,
+    gbc,
+    hscore,
+    leep,
+    logme,
+    nce,
+    regularized_hscore,
+    transrate,
+)
+from advtransfer.metrics import measure_matrix, resolve_device
+from advtransfer.models.adapters import forward, frozen
+from advtransfer.progress import track
+from advtransfer.training import labelled_loader
+
+__all__ = [
+    "ADVERSARIAL_METHODS",
+    "DEFAULT_METHODS",
+    "FEATURE_METHODS",
+    "METHODS",
+    "OUTPUT_METHODS",
+    "CandidateOutputs",
+    "RankingResult",
+    "candidate_outputs",
+    "estimator_scores",
+    "evaluate_methods",
+    "evaluation_to_dict",
+    "load_candidate",
+    "markdown_table",
+    "rank",
+    "summarize",
+]
+
+#: Adversarial methods: name -> (metric, direction). "t2s": attack crafted on the reference
+#: (target model) and applied to the candidate; "s2t": crafted on the candidate, applied to the
+#: reference. The plain names are the t2s direction (the authors' image protocol).
+ADVERSARIAL_METHODS: dict[str, tuple[str, str]] = {
+    "alpha1": ("alpha1", "t2s"),
+    "alpha2": ("alpha2", "t2s"),
+    "combined": ("combined", "t2s"),
+    "alpha1_t2s": ("alpha1", "t2s"),
+    "alpha2_t2s": ("alpha2", "t2s"),
+    "combined_t2s": ("combined", "t2s"),
+    "alpha1_s2t": ("alpha1", "s2t"),
+    "alpha2_s2t": ("alpha2", "s2t"),
+    "combined_s2t": ("combined", "s2t"),
+}
+#: Estimators computed on the penultimate features (input of the last ``nn.Linear``).
+FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "transrate", "gbc")
+#: Estimators computed on the candidate's outputs: softmax probabilities (LEEP), arg-max (NCE).
+OUTPUT_METHODS: tuple[str, ...] = ("leep", "nce")
+#: Every method :func:`rank` knows.
+METHODS: tuple[str, ...] = (*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS,
+                            "source_accuracy", "finetune")
+#: The methods :func:`rank` computes when ``methods`` is not given (``source_accuracy`` is added
+#: when the caller passes ``source_accuracy``).
+DEFAULT_METHODS: tuple[str, ...] = ("alpha1", "alpha2", "combined", "logme", "leep", "nce",
+                                    "hscore", "regularized_hscore", "transrate", "gbc")
+
+_ESTIMATORS = {
+    "logme": logme, "hscore": hscore, "regularized_hscore": regularized_hscore,
+    "transrate": transrate, "gbc": gbc,
+}
+_RANDOM = "random"
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+
+
+def _sort_key(value: float) -> tuple[int, float]:
+    return (1, 0.0) if value is None or not math.isfinite(value) else (0, -float(value))
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """Scores of every candidate by every method (higher = predicted to transfer better).
+
+    Attributes:
+        candidates: candidate names, in input order.
+        methods: the methods computed, in the order asked (the first is the default sort key).
+        scores: ``{method: {candidate: score}}``; ``nan`` where a method is undefined for a
+            candidate (e.g. alpha1 when the victim never moves), ranked last.
+        details: ``{candidate: {...}}`` extra numbers, e.g. ``n_alpha1_above_one_t2s`` (PGD is
+            approximate, so alpha1 may exceed 1; never clipped), ``feature_dim``,
+            ``finetune_train_accuracy``.
+        timings: wall time in seconds per stage: ``adversarial`` (the whole pool), ``forward``
+            (feature passes), one entry per estimator, ``finetune``.
+        config: the resolved settings (attack, samples, seed, device).
+    """
+
+    candidates: tuple[str, ...]
+    methods: tuple[str, ...]
+    scores: dict[str, dict[str, float]] = field(repr=False)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _method(self, method: str | None) -> str:
+        if method is None:
+            return self.methods[0]
+        if method not in self.scores:
+            raise AdvTransferError(f"method must be one of the computed methods "
+                                   f"{list(self.methods)}; got {method!r}")
+        return method
+
+    def order(self, method: str | None = None) -> list[str]:
+        """Candidate names best first by ``method`` (default: the first method); undefined
+        scores last; ties keep the input order."""
+        m = self._method(method)
+        return sorted(self.candidates, key=lambda c: _sort_key(self.scores[m][c]))
+
+    def best(self, method: str | None = None) -> str:
+        """The candidate ``method`` would pick."""
+        return self.order(method)[0]
+
+    def table(self, method: str | None = None) -> list[dict[str, Any]]:
+        """One row per candidate, sorted by ``method`` (best first): ``rank``, ``candidate``
+        and every method's score."""
+        m = self._method(method)
+        return [{"rank": i + 1, "candidate": c, **{k: self.scores[k][c] for k in self.methods}}
+                for i, c in enumerate(self.order(m))]
+
+    def evaluate(self, truth: Mapping[str, float], *,
+                 ks: Iterable[int] = (1, 3)) -> dict[str, RankingEvaluation]:
+        """:func:`evaluate_methods` of these scores against ground truth ``truth``."""
+        return evaluate_methods(self.scores, truth, ks=ks)
+
+    def to_dict(self, method: str | None = None) -> dict[str, Any]:
+        """A JSON-ready dictionary: scores, the ranking by every method and the sorted table."""
+        m = self._method(method)
+        return {"sort_by": m, "methods": list(self.methods), "candidates": list(self.candidates),
+                "scores": {k: dict(v) for k, v in self.scores.items()},
+                "ranking": {k: self.order(k) for k in self.methods},
+                "table": self.table(m), "details": self.details, "timings": self.timings,
+                "config": self.config}
+
+    def to_csv(self, method: str | None = None) -> str:
+        """The :meth:`table` as CSV text (``rank,candidate,<methods>``; empty cell = undefined)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["rank", "candidate", *self.methods])
+        for row in self.table(method):
+            writer.writerow([row["rank"], row["candidate"],
+                             *("" if not _finite(row[k]) else repr(float(row[k]))
+                               for k in self.methods)])
+        return buf.getvalue()
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating)) and math.isfinite(float(v))
+
+
+# ---------------------------------------------------------------------------------------------
+# candidates
+# ---------------------------------------------------------------------------------------------
+
+
+def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.Module:
+    """Build a candidate model from a specification and local weights (never downloaded).
+
+    ``spec`` is one of
+
+    * ``"package.module:factory"`` (see :func:`advtransfer.models.checkpoint.load_model`), with
+      ``weights`` a ``.safetensors`` (or ``.pt``/``.pth``, read with ``weights_only``) file, or
+      ``None`` to keep the factory's own weights;
+    * an architecture name of :data:`advtransfer.models.architectures.ARCHITECTURES`
+      (``"digits-cnn"``, ``"resnet18"`` = the CIFAR ResNet-18, ...) with ``weights`` (required;
+      ``weights="random"`` for a random initialisation);
+    * a torchvision model name (``"resnet50"``) or ``"timm:NAME"``, with ``weights`` a local file,
+      ``None`` for the library cache (``$ADVTRANSFER_HOME/weights/<name>.safetensors`` etc.,
+      see :func:`advtransfer.models.zoo.weight_candidates`) or ``"random"``.
+
+    Returns the model in eval mode. Raises :class:`AdvTransferError` for an unknown spec or a
+    missing weight file (naming the paths searched).
+    """
+    from advtransfer.models.architectures import ARCHITECTURES, build
+    from advtransfer.models.checkpoint import load_model
+    from advtransfer.models.zoo import TIMM_PREFIX, from_name
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise AdvTransferTypeError(f"spec must be a non-empty string; got {spec!r}")
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise AdvTransferTypeError(f"weights must be a path, 'random' or None; got "
+                                   f"{type(weights).__name__}")
+    random_init = isinstance(weights, str) and weights == _RANDOM
+    if weights is not None and not random_init:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise AdvTransferError(f"weights file not found for candidate {spec!r}: looked for "
+                                   f"{path} (weights={str(weights)!r})")
+    if spec.startswith(TIMM_PREFIX) or (":" not in spec and spec not in ARCHITECTURES):
+        model = from_name(spec, weights=None if weights is None else str(weights))
+    elif ":" in spec:
+        model = load_model(spec, None if random_init else weights)
+    elif random_init:
+        model = build(spec)
+    elif weights is None:
+        raise AdvTransferError(
+            f"candidate {spec!r} is an architecture name and needs weights: pass the path of "
+            "its trained weights (e.g. SPEC=WEIGHTS on the command line), or weights='random' "
+            "for a random initialisation")
+    else:
+        model = load_model(spec, weights)
+    return model.eval()
+
+
+def _resolve_models(candidates: Any) -> tuple[dict[str, nn.Module], set[str]]:
+    """Names -> modules, plus the names of the models loaded here (which may be moved)."""
+    if isinstance(candidates, nn.Module) or isinstance(candidates, (str, bytes)):
+        raise AdvTransferTypeError("candidates must be a mapping name -> model (or spec) or a "
+                                   "list of specs/models; got a single "
+                                   f"{type(candidates).__name__}")
+    loaded: set[str] = set()
+    out: dict[str, nn.Module] = {}
+    if isinstance(candidates, Mapping):
+        items = [(str(k), v) for k, v in candidates.items()]
+    elif isinstance(candidates, Iterable):
+        items = []
+        for i, item in enumerate(candidates):
+            if isinstance(item, nn.Module):
+                items.append((f"model_{i}", item))
+            elif isinstance(item, str):
+                items.append((item, item))
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
+                items.append((str(item[0]), tuple(item)))
+            else:
+                raise AdvTransferTypeError(
+                    f"candidates[{i}] must be an nn.Module, a spec string ('SPEC' or "
+                    f"'SPEC=WEIGHTS') or a pair (spec, weights); got {type(item).__name__}")
+    else:
+        raise AdvTransferTypeError(f"candidates must be a mapping or a list; got "
+                                   f"{type(candidates).__name__}")
+    if not items:
+        raise AdvTransferError("candidates is empty; pass at least one candidate model")
+    for name, value in items:
+        if name in out:
+            raise AdvTransferError(f"candidates has the name {name!r} twice; names must be "
+                                   "unique")
+        if isinstance(value, nn.Module):
+            out[name] = value
+            continue
+        if isinstance(value, str):
+            spec, _, weights = value.partition("=")
+            out[name] = load_candidate(spec, weights or None)
+        elif isinstance(value, tuple):
+            out[name] = load_candidate(value[0], value[1])
+        else:
+            raise AdvTransferTypeError(f"candidates[{name!r}] must be an nn.Module or a spec "
+                                       f"string; got {type(value).__name__}")
+        loaded.add(name)
+    return out, loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# target data
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_target_data(data: Any) -> Any:
+    if isinstance(data, (DataLoader, Dataset)):
+        if not isinstance(data, DataLoader) and hasattr(data, "__len__") and len(data) < 2:
+            raise AdvTransferError(f"target_data must hold at least 2 labelled samples; got "
+                                   f"{len(data)}")
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise AdvTransferTypeError("target_data as a pair must be (x, y) torch tensors; got "
+                                       f"({type(x).__name__}, {type(y).__name__})")
+        if not x.is_floating_point():
+            raise AdvTransferTypeError(f"target_data x must be floating point; got {x.dtype}")
+        if y.ndim != 1:
+            raise AdvTransferError(f"target_data y must be a 1-D tensor of class labels; got "
+                                   f"shape {tuple(y.shape)}")
+        if y.is_floating_point() or y.is_complex():
+            raise AdvTransferTypeError(f"target_data y must hold integer class labels; got "
+                                       f"{y.dtype}")
+        if len(x) != len(y):
+            raise AdvTransferError(f"target_data x has {len(x)} samples but y has {len(y)}")
+        if len(x) < 2:
+            raise AdvTransferError(f"target_data must hold at least 2 labelled samples; got "
+                                   f"{len(x)}")
+        if torch.unique(y).numel() < 2:
+            raise AdvTransferError("target_data y must contain at least 2 classes; got "
+                                   f"only {y.unique().tolist()}")
+        return x, y
+    raise AdvTransferTypeError("target_data must be a pair (x, y) of tensors, a Dataset or a "
+                               f"DataLoader of (x, y); got {type(data).__name__}")
+
+
+def _take_labelled(data: Any, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``n`` labelled samples: a seeded random subset of tensors or of a Dataset, the
+    first ``n`` of a DataLoader."""
+    if isinstance(data, tuple):
+        x, y = data
+        if n is None or n >= len(x):
+            return x, y
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        idx = idx.sort().values
+        return x[idx], y[idx]
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        total = len(data)  # type: ignore[arg-type]
+        if n is not None and n < total:
+            idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+            data = Subset(data, idx.sort().values.tolist())
+    xs, ys, have = [], [], 0
+    for batch in labelled_loader(data, batch_size=256, shuffle=False, name="target_data"):
+        x, y = labelled(batch, name="target_data")
+        xs.append(x)
+        ys.append(torch.as_tensor(y))
+        have += len(x)
+        if n is not None and have >= n:
+            break
+    if not xs:
+        raise AdvTransferError("target_data yielded no samples")
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:n], y[:n]) if n is not None else (x, y)
+
+
+def _split(data: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
+    """A seeded train/test split of tensors or of a Dataset (a DataLoader's dataset)."""
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    n = len(data[0]) if isinstance(data, tuple) else len(data)
+    n_test = max(1, round(test_fraction * n))
+    if n - n_test < 1:
+        raise AdvTransferError(f"target_data has {n} samples: too few to split for 'finetune' "
+                               f"(finetune_test_fraction={test_fraction})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    if isinstance(data, tuple):
+        x, y = data
+        return (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
+    return Subset(data, train_idx.tolist()), Subset(data, test_idx.tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# features and estimators
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidateOutputs:
+    """One forward pass of a candidate over the target data.
+
+    ``features``: the penultimate features (input of the last ``nn.Linear``), or ``None`` when
+    the model has no ``nn.Linear``; ``outputs``: the model's outputs (logits); ``labels``: the
+    target labels, aligned."""
+
+    features: torch.Tensor | None
+    outputs: torch.Tensor
+    labels: torch.Tensor
+
+
+def candidate_outputs(model: nn.Module, data: Any, *, batch_size: int = 256,
+                      device: str | torch.device = "auto",
+                      name: str = "candidate") -> CandidateOutputs:
+    """Penultimate features and outputs of ``model`` on labelled ``data`` in one pass (eval mode
+    and gradients restored afterwards; the temporary hook is removed even on error)."""
+    run_on = resolve_device([model], device)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    store: list[torch.Tensor] = []
+    handle = None
+    if linears:
+        handle = linears[-1].register_forward_hook(
+            lambda m, i, o: store.append(i[0].detach()))
+    feats, outs, labels = [], [], []
+    try:
+        with frozen(model), torch.no_grad():
+            for batch in labelled_loader(data, batch_size=batch_size, shuffle=False,
+                                         name="target_data"):
+                x, y = labelled(batch, name="target_data")
+                store.clear()
+                outs.append(forward(model, x.to(run_on), name=name).detach().cpu())
+                if linears:
+                    if not store:
+                        raise AdvTransferError(f"{name}: its last nn.Linear was not called in "
+                                               "forward; penultimate features are undefined")
+                    feats.append(store[-1].reshape(len(x), -1).cpu())
+                labels.append(torch.as_tensor(y).reshape(-1).cpu())
+    finally:
+        if handle is not None:
+            handle.remove()
+    return CandidateOutputs(torch.cat(feats) if linears else None, torch.cat(outs),
+                            torch.cat(labels))
+
+
+def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
+                     name: str = "candidate",
+                     timings: dict[str, float] | None = None) -> dict[str, float]:
+    """The feature/output estimators in ``methods`` for one candidate's
+    :class:`CandidateOutputs` (other method names are ignored). ``timings``, if given,
+    accumulates each estimator's seconds."""
+    scores: dict[str, float] = {}
+    y = outputs.labels.numpy()
+    for method in methods:
+        if method not in FEATURE_METHODS and method not in OUTPUT_METHODS:
+            continue
+        start = time.perf_counter()
+        if method in FEATURE_METHODS:
+            if outputs.features is None:
+                raise AdvTransferError(
+                    f"{method!r} needs the penultimate features of candidate {name!r}, but it "
+                    "has no nn.Linear layer; leave the feature-based methods out for it")
+            value = _ESTIMATORS[method](outputs.features.double().numpy(), y)
+        elif method == "leep":
+            probs = torch.softmax(outputs.outputs.double(), dim=1).numpy()
+            value = leep(probs, y)
+        else:  # nce
+            value = nce(outputs.outputs.argmax(dim=1).numpy(), y)
+        scores[method] = float(value)
+        if timings is not None:
+            timings[method] = timings.get(method, 0.0) + time.perf_counter() - start
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# rank
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_methods(methods: Any, with_source_accuracy: bool) -> tuple[str, ...]:
+    if methods is None:
+        return DEFAULT_METHODS + (("source_accuracy",) if with_source_accuracy else ())
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, Iterable):
+        raise AdvTransferTypeError(f"methods must be a list of method names; got "
+                                   f"{type(methods).__name__}")
+    methods = tuple(methods)
+    if not methods:
+        raise AdvTransferError(f"methods is empty; choose from {list(METHODS)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise AdvTransferError(f"methods has unknown name(s) {unknown}; known methods are "
+                               f"{list(METHODS)}")
+    dups = sorted({m for m in methods if methods.count(m) > 1})
+    if dups:
+        raise AdvTransferError(f"methods lists {dups} more than once")
+    return methods
+
+
+def _check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        what = "an integer >= 1" + (" or None" if allow_none else "")
+        raise AdvTransferError(f"{name} must be {what}; got {value!r}")
+    return value
+
+
+def _check_source_accuracy(source_accuracy: Any, names: Sequence[str]) -> dict[str, float]:
+    if not isinstance(source_accuracy, Mapping):
+        raise AdvTransferTypeError("source_accuracy must be a mapping candidate name -> "
+                                   f"accuracy; got {type(source_accuracy).__name__}")
+    missing = [n for n in names if n not in source_accuracy]
+    extra = [str(k) for k in source_accuracy if k not in names]
+    if missing or extra:
+        raise AdvTransferError(f"source_accuracy must name exactly the candidates {list(names)}; "
+                               f"missing {missing}, unknown {extra}")
+    out = {}
+    for n in names:
+        v = source_accuracy[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(float(v)):
+            raise AdvTransferError(f"source_accuracy[{n!r}] must be a finite number; got {v!r}")
+        out[n] = float(v)
+    return out
+
+
+def rank(
+    candidates: Mapping[str, nn.Module | str] | Sequence[nn.Module | str | tuple[str, Any]],
+    target_data: tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader,
+    reference: nn.Module | str | None,
+    *,
+    methods: Sequence[str] | str | None = None,
+    source_accuracy: Mapping[str, float] | None = None,
+    eps: float = 1.0,
+    norm: Norm = "l2",
+    objective: Objective = "deviation",
+    solver: Solver = "pgd",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    bounds: Bounds = (0.0, 1.0),
+    squared: bool = False,
+    attack_samples: int | None = 256,
+    correct_only: bool = False,
+    finetune_epochs: int = 10,
+    finetune_lr: float = 0.1,
+    finetune_test_fraction: float = 0.3,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: bool = False,
+) -> RankingResult:
+    """Score every candidate source model for the target task (higher = better, every method).
+
+    Args:
+        candidates: ``{name: model}`` (a model or a spec string for :func:`load_candidate`,
+            ``"SPEC=WEIGHTS"`` allowed), or a list of models (named ``model_0``, ...), spec
+            strings (named by the string) or ``(spec, weights)`` pairs (named by the spec).
+        target_data: labelled target data: ``(x, y)`` tensors (y integer class labels), or a
+            Dataset / DataLoader of ``(x, y)``. The feature-based estimators use all of it.
+        reference: the reference model f_T trained on the target task (a model or a spec);
+            needed by the adversarial methods only (``None`` otherwise).
+        methods: method names (see the module docstring and :data:`METHODS`), a list or a
+            comma-separated string; default :data:`DEFAULT_METHODS` (+ ``source_accuracy``
+            when it is passed). The first method is the result's default sort key.
+        source_accuracy: each candidate's accuracy on its own source task (the data-free
+            baseline), keyed by candidate name.
+        eps, norm, objective, solver, steps, step_size, random_start, bounds, squared: the
+            attack of the adversarial methods (see :func:`advtransfer.attack`); eps is in input
+            space.
+        attack_samples: how many target inputs (a seeded random subset) are attacked; ``None``
+            attacks all. Adversarial cost grows linearly with it.
+        correct_only: attack only inputs the reference classifies correctly (the authors' image
+            protocol); requires the reference's outputs to be logits over the target labels.
+        finetune_epochs, finetune_lr, finetune_test_fraction: the ``finetune`` method (a linear
+            head on the penultimate features, SGD + cosine schedule, on a seeded split).
+        batch_size: batch size of the forward passes and attacks.
+        device: ``"auto"`` (the models' device) or an explicit device; user models are never
+            moved (models built from specs are moved to it).
+        seed: seeds the attack subset, the attacks, and the fine-tuning split and head.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`RankingResult`.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> x, y = torch.rand(40, 6), torch.arange(40) % 2
+        >>> pool = {"a": torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)),
+        ...         "b": torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Linear(8, 3))}
+        >>> ref = torch.nn.Linear(6, 2)
+        >>> r = rank(pool, (x, y), ref, methods=["alpha2", "logme"], steps=2, eps=0.1)
+        >>> sorted(r.order("logme")) == ["a", "b"]
+        True
+    """
+    methods_t = _check_methods(methods, source_accuracy is not None)
+    adversarial = [m for m in methods_t if m in ADVERSARIAL_METHODS]
+    estimators = [m for m in methods_t if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    if "source_accuracy" in methods_t and source_accuracy is None:
+        raise AdvTransferError("method 'source_accuracy' needs source_accuracy= (each "
+                               "candidate's accuracy on its own source task)")
+    attack_samples = _check_positive_int(attack_samples, "attack_samples", allow_none=True)
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(finetune_epochs, "finetune_epochs")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise AdvTransferTypeError(f"seed must be an integer; got {seed!r}")
+    if not (isinstance(finetune_test_fraction, (int, float)) and 0 < finetune_test_fraction < 1):
+        raise AdvTransferError(f"finetune_test_fraction must lie in (0, 1); got "
+                               f"{finetune_test_fraction!r}")
+    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+                          step_size=step_size, random_start=random_start, bounds=bounds)
+    data = _check_target_data(target_data)
+    models, loaded = _resolve_models(candidates)
+    names = list(models)
+    sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
+
+    ref_model: nn.Module | None = None
+    if adversarial:
+        if reference is None:
+            raise AdvTransferError(f"reference is None but the adversarial method(s) "
+                                   f"{adversarial} need the target's reference model")
+        if isinstance(reference, str):
+            spec, _, weights = reference.partition("=")
+            ref_model = load_candidate(spec, weights or None)
+            loaded.add("\0reference")
+        elif isinstance(reference, nn.Module):
+            ref_model = reference
+        else:
+            raise AdvTransferTypeError(f"reference must be an nn.Module, a spec string or None; "
+                                       f"got {type(reference).__name__}")
+    user = [m for n, m in models.items() if n not in loaded]
+    if ref_model is not None and "\0reference" not in loaded:
+        user.append(ref_model)
+    run_on = resolve_device(user, device)
+    for n in loaded - {"\0reference"}:
+        models[n] = models[n].to(run_on)
+    if ref_model is not None and "\0reference" in loaded:
+        ref_model = ref_model.to(run_on)
+
+    scores: dict[str, dict[str, float]] = {m: {} for m in methods_t}
+    details: dict[str, dict[str, Any]] = {n: {} for n in names}
+    timings: dict[str, float] = {}
+    cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
+                           "steps": steps, "step_size": step_size, "random_start": random_start,
+                           "bounds": list(config.bounds) if config.bounds else None,
+                           "squared": squared, "attack_samples": attack_samples,
+                           "correct_only": correct_only, "seed": seed, "device": str(run_on),
+                           "default_direction": "t2s"}
+
+    if adversarial:
+        assert ref_model is not None
+        start = time.perf_counter()
+        x_att, y_att = _take_labelled(data, attack_samples, seed)
+        if correct_only:
+            with frozen(ref_model), torch.no_grad():
+                pred = torch.cat([forward(ref_model, xb.to(run_on), name="reference")
+                                  .argmax(1).cpu() for xb in x_att.split(batch_size)])
+            keep = pred == y_att.reshape(-1).cpu()
+            if not bool(keep.any()):
+                raise AdvTransferError("correct_only=True but the reference classifies none of "
+                                       "the attacked target inputs correctly")
+            x_att = x_att[keep]
+        cfg["n_attacked"] = len(x_att)
+        pool = [ref_model, *models.values()]
+        pairs = [p for i in range(1, len(pool)) for p in ((0, i), (i, 0))]
+        out = measure_matrix(pool, ["reference", *names], x_att, config, pairs=pairs,
+                             squared=squared, batch_size=batch_size, device=run_on,
+                             generator=seed, progress=progress)
+        for i, n in enumerate(names, start=1):
+            direction = {"t2s": out[(0, i)], "s2t": out[(i, 0)]}
+            for m in adversarial:
+                metric, d = ADVERSARIAL_METHODS[m]
+                scores[m][n] = float(getattr(direction[d], metric))
+            for d, r in direction.items():
+                details[n][f"n_alpha1_above_one_{d}"] = r.n_alpha1_above_one
+        timings["adversarial"] = time.perf_counter() - start
+
+    if estimators:
+        timings["forward"] = 0.0
+        for n in track(names, description="features", enabled=progress):
+            start = time.perf_counter()
+            outs = candidate_outputs(models[n], data, batch_size=batch_size, device=run_on,
+                                     name=n)
+            timings["forward"] += time.perf_counter() - start
+            if outs.features is not None:
+                details[n]["feature_dim"] = int(outs.features.shape[1])
+            for m, v in estimator_scores(outs, estimators, name=n, timings=timings).items():
+                scores[m][n] = v
+
+    if "finetune" in methods_t:
+        from advtransfer.knowledge import knowledge_transfer
+
+        start = time.perf_counter()
+        train, test = _split(data, finetune_test_fraction, seed)
+        for n in track(names, description="fine-tuning", enabled=progress):
+            kt = knowledge_transfer(models[n], train, test, task="classification",
+                                    features="penultimate", finetune="head",
+                                    epochs=finetune_epochs, lr=finetune_lr,
+                                    batch_size=batch_size, device=run_on, seed=seed)
+            scores["finetune"][n] = float(kt.test_accuracy or 0.0)
+            details[n]["finetune_train_accuracy"] = kt.train_accuracy
+        timings["finetune"] = time.perf_counter() - start
+        cfg.update(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                   finetune_test_fraction=finetune_test_fraction)
+
+    if sa is not None and "source_accuracy" in methods_t:
+        scores["source_accuracy"] = dict(sa)
+
+    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_methods(
+    scores: Mapping[str, Mapping[str, float]] | RankingResult,
+    truth: Mapping[str, float],
+    *,
+    source_accuracy: Mapping[str, float] | None = None,
+    ks: Iterable[int] = (1, 3),
+) -> dict[str, RankingEvaluation]:
+    r"""How well each method's scores rank the candidates against ground truth.
+
+    For every method, :func:`advtransfer.estimators.evaluate_ranking`: the weighted Kendall
+    tau (:func:`scipy.stats.weightedtau`, hyperbolic weights 1/(r+1), the field's headline
+    metric, You et al. ICML 2021), Kendall tau_b, Pearson r and the top-k relative accuracy
+    max_{m in top_k(s)} t_m / max_m t_m for every k in ``ks`` no larger than the number of
+    candidates.
+
+    Args:
+        scores: ``{method: {candidate: score}}`` (or a :class:`RankingResult`); higher = better.
+            A non-finite (or ``None``) score is undefined and ranked *last*: it is replaced by a
+            value below every finite score of that method (with a warning). A method with no
+            finite score gets ``nan`` everywhere.
+        truth: ``{candidate: ground-truth result}`` (e.g. fine-tuned target accuracy), finite.
+        source_accuracy: each candidate's accuracy on its own source task; adds the data-free
+            baseline method ``"source_accuracy"`` that ranks by it.
+        ks: the k values of the top-k relative accuracy.
+
+    Returns:
+        ``{method: RankingEvaluation}`` in the order of ``scores`` (baseline last).
+    """
+    if isinstance(scores, RankingResult):
+        scores = scores.scores
+    if not isinstance(scores, Mapping):
+        raise AdvTransferTypeError(f"scores must be a mapping method -> {{candidate: score}}; "
+                                   f"got {type(scores).__name__}")
+    if not isinstance(truth, Mapping):
+        raise AdvTransferTypeError(f"truth must be a mapping candidate -> result; got "
+                                   f"{type(truth).__name__}")
+    all_scores: dict[str, Mapping[str, float]] = dict(scores)
+    if source_accuracy is not None:
+        if "source_accuracy" in all_scores:
+            raise AdvTransferError("scores already has a 'source_accuracy' method; do not also "
+                                   "pass source_accuracy=")
+        all_scores["source_accuracy"] = source_accuracy
+    if not all_scores:
+        raise AdvTransferError("scores is empty; pass at least one method")
+    ks_t = tuple(ks)
+    for k in ks_t:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise AdvTransferError(f"ks must hold integers >= 1; got {k!r}")
+    n = len(truth)
+    usable = tuple(int(k) for k in ks_t if k <= n) or (1,)
+    out: dict[str, RankingEvaluation] = {}
+    for method, per in all_scores.items():
+        if not isinstance(per, Mapping):
+            raise AdvTransferTypeError(f"scores[{method!r}] must be a mapping candidate -> "
+                                       f"score; got {type(per).__name__}")
+        values: dict[str, float] = {}
+        for cand, v in per.items():
+            try:
+                values[cand] = math.nan if v is None else float(v)
+            except (TypeError, ValueError):
+                raise AdvTransferTypeError(f"scores[{method!r}][{cand!r}] must be a number; got "
+                                           f"{type(v).__name__}") from None
+        bad = [c for c, v in values.items() if not math.isfinite(v)]
+        if len(bad) == len(values) and values:
+            if set(values) != set(truth):
+                evaluate_ranking(values, truth, ks=usable)  # raises the naming error
+            out[method] = RankingEvaluation(math.nan, math.nan, math.nan,
+                                            {k: math.nan for k in usable})
+            continue
+        if bad:
+            warnings.warn(f"method {method!r} has no finite score for {bad}; ranked last",
+                          RuntimeWarning, stacklevel=2)
+            finite = [v for v in values.values() if math.isfinite(v)]
+            floor = min(finite) - 1.0 - (max(finite) - min(finite))
+            values = {c: (floor if c in bad else v) for c, v in values.items()}
+        try:
+            out[method] = evaluate_ranking(values, truth, ks=usable)
+        except AdvTransferError as exc:
+            raise type(exc)(f"method {method!r}: {exc}") from None
+    return out
+
+
+def summarize(
+    evaluations: Mapping[str, Mapping[str, RankingEvaluation]],
+    metric: str = "weighted_tau",
+) -> dict[str, dict[str, float]]:
+    """``{method: {target: value, ..., "mean": mean}}`` of one evaluation ``metric`` over the
+    targets of ``evaluations`` (``{target: {method: RankingEvaluation}}``).
+
+    ``metric`` is ``"weighted_tau"``, ``"kendall_tau"``, ``"pearson"`` or ``"top{k}"`` (the
+    top-k relative accuracy). The mean is over targets where the value is defined (``nan`` if
+    none)."""
+    if not isinstance(evaluations, Mapping) or not evaluations:
+        raise AdvTransferError("evaluations must be a non-empty mapping target -> "
+                               "{method: RankingEvaluation}")
+    fields_ = ("weighted_tau", "kendall_tau", "pearson")
+    if metric not in fields_ and not (metric.startswith("top") and metric[3:].isdigit()):
+        raise AdvTransferError(f"metric must be one of {list(fields_)} or 'top<k>'; got "
+                               f"{metric!r}")
+    methods = list(dict.fromkeys(m for ev in evaluations.values() for m in ev))
+    table: dict[str, dict[str, float]] = {}
+    for method in methods:
+        row: dict[str, float] = {}
+        for target, ev in evaluations.items():
+            e = ev.get(method)
+            if e is None:
+                value = math.nan
+            elif metric in fields_:
+                value = float(getattr(e, metric))
+            else:
+                value = float(e.top_k.get(int(metric[3:]), math.nan))
+            row[str(target)] = value
+        vals = [v for v in row.values() if math.isfinite(v)]
+        row["mean"] = float(np.mean(vals)) if vals else math.nan
+        table[method] = row
+    return table
+
+
+def markdown_table(summary: Mapping[str, Mapping[str, float]], *, digits: int = 3,
+                   sort: bool = True) -> str:
+    """A Markdown table of :func:`summarize` output: one row per method (sorted by the mean,
+    best first, when ``sort``), one column per target and the mean; "—" marks undefined."""
+    if not summary:
+        return ""
+    cols = list(dict.fromkeys(k for row in summary.values() for k in row))
+    cols = [c for c in cols if c != "mean"] + (["mean"] if any("mean" in r for r in
+                                                                summary.values()) else [])
+    rows = list(summary.items())
+    if sort:
+        rows.sort(key=lambda kv: _sort_key(kv[1].get("mean", math.nan)))
+
+    def cell(v: Any) -> str:
+        return f"{float(v):.{digits}f}" if _finite(v) else "—"
+
+    lines = ["| method | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    lines += [f"| {m} | " + " | ".join(cell(r.get(c)) for c in cols) + " |" for m, r in rows]
+    return "\n".join(lines)
+
+
+def evaluation_to_dict(ev: RankingEvaluation) -> dict[str, Any]:
+    """A JSON-ready dictionary of a :class:`RankingEvaluation` (top-k keys as ``top{k}``)."""
+    d = asdict(ev)
+    top = d.pop("top_k")
+    d.update({f"top{k}": v for k, v in top.items()})
+    return d

@@ -1,0 +1,309 @@
+"""Correlation between transferability metrics and knowledge-transfer outcomes.
+
+For finite pairs (x_i, y_i), i = 1..n:
+
+    Pearson   r   = sum_i dx_i dy_i / sqrt(sum_i dx_i^2 * sum_i dy_i^2),
+                    dx_i = x_i - mean(x),  dy_i = y_i - mean(y)
+    Spearman  rho = Pearson r of the ranks of x and y (ties get their average rank)
+
+with two-sided p-values from :func:`scipy.stats.pearsonr` and :func:`scipy.stats.spearmanr`
+(null hypothesis: no correlation). scipy's Spearman p-value uses the t approximation
+t = rho sqrt((n - 2) / (1 - rho^2)), which is badly wrong for small n (n = 4 and rho = 1 give
+p = 0, while only 2 of the 4! = 24 orderings reach |rho| = 1, so the exact p is 1/12). For
+n <= ``EXACT_SPEARMAN_MAX_N`` the exact permutation p-value is therefore also reported:
+
+    spearman_p_exact = #{permutations pi of y : |rho(x, y_pi)| >= |rho(x, y)|} / n!
+
+(:attr:`Correlation.spearman_p_best` picks it when available).
+
+Uncertainty is a percentile bootstrap: ``n_boot`` resamples of the n pairs drawn with
+replacement, the statistic recomputed on each, and the interval ``[q_{(1-c)/2}, q_{(1+c)/2}]``
+of the valid resamples for confidence c. A resample in which either variable is constant has no
+correlation and is skipped (``n_boot_valid`` counts the rest). The percentile interval need not
+contain the point estimate, and with few pairs it is rough (perfectly monotone data collapse
+it to a point).
+
+Nothing here raises on degenerate data: with fewer than three finite pairs or a constant variable
+every statistic is NaN and ``note`` says why. Only malformed arguments raise
+:class:`~advtransfer.errors.AdvTransferError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from advtransfer.errors import AdvTransferError
+from advtransfer.fileio import to_jsonable
+
+__all__ = ["EXACT_SPEARMAN_MAX_N", "Correlation", "correlation", "correlation_table"]
+
+_NAN = float("nan")
+
+#: Largest n for which the exact Spearman permutation p-value is computed (9! = 362880).
+EXACT_SPEARMAN_MAX_N = 9
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Pearson and Spearman correlation of finite pairs, with percentile bootstrap intervals.
+
+    ``n`` is the number of finite pairs used, ``dropped`` the number of pairs left out because
+    either value was missing, NaN or infinite. Statistics that cannot be computed are NaN and
+    ``note`` explains why (empty when everything was computed).
+    """
+
+    n: int
+    dropped: int
+    pearson_r: float
+    pearson_p: float
+    pearson_ci_low: float
+    pearson_ci_high: float
+    spearman_rho: float
+    spearman_p: float
+    spearman_ci_low: float
+    spearman_ci_high: float
+    spearman_p_exact: float
+    confidence: float
+    n_boot: int
+    n_boot_valid: int
+    seed: int
+    note: str = ""
+
+    @property
+    def defined(self) -> bool:
+        """Whether the point estimates could be computed (not NaN)."""
+        return math.isfinite(self.pearson_r) and math.isfinite(self.spearman_rho)
+
+    @property
+    def spearman_p_best(self) -> float:
+        """The exact permutation p-value when computed (small n), else scipy's."""
+        if math.isfinite(self.spearman_p_exact):
+            return self.spearman_p_exact
+        return self.spearman_p
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; NaN becomes ``None``."""
+        return to_jsonable(asdict(self))
+
+
+def _as_float_array(values: Any, name: str) -> np.ndarray:
+    """1-D float array; ``None`` becomes NaN. Non-numeric entries raise."""
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise AdvTransferError(f"{name} must be one-dimensional, got shape {values.shape}")
+        if values.dtype.kind in "biuf":
+            return values.astype(float)
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise AdvTransferError(
+            f"{name} must be a sequence of numbers (None allowed for missing), "
+            f"got {type(values).__name__}"
+        )
+    out = np.empty(len(values), dtype=float)
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = _NAN
+        elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+            out[i] = float(v)
+        else:
+            raise AdvTransferError(
+                f"{name}[{i}] must be a real number or None, got {type(v).__name__} {v!r}"
+            )
+    return out
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of ``a`` and ``b`` (shape (B, n)); rows must not be constant."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    num = np.einsum("ij,ij->i", a, b)
+    den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+    return np.clip(num / den, -1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX_N)
+def _all_permutations(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))), dtype=np.intp)
+
+
+def _exact_spearman_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided exact permutation p-value of Spearman's rho (average ranks for ties)."""
+    rx = sps.rankdata(x)
+    ry = sps.rankdata(y)
+    observed = abs(float(_rowwise_pearson(rx[None, :], ry[None, :])[0]))
+    perms = _all_permutations(x.size)
+    null = np.abs(_rowwise_pearson(np.broadcast_to(rx, perms.shape), ry[perms]))
+    # A small tolerance so that permutations tying the observed value count despite rounding.
+    return float(np.mean(null >= observed - 1e-9))
+
+
+def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    if values.size == 0:
+        return _NAN, _NAN
+    lo, hi = np.quantile(values, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
+    return float(lo), float(hi)
+
+
+def _undefined(n: int, dropped: int, confidence: float, n_boot: int, seed: int,
+               note: str) -> Correlation:
+    return Correlation(n=n, dropped=dropped, pearson_r=_NAN, pearson_p=_NAN,
+                       pearson_ci_low=_NAN, pearson_ci_high=_NAN, spearman_rho=_NAN,
+                       spearman_p=_NAN, spearman_ci_low=_NAN, spearman_ci_high=_NAN,
+                       spearman_p_exact=_NAN,
+                       confidence=confidence, n_boot=n_boot, n_boot_valid=0, seed=seed,
+                       note=note)
+
+
+def correlation(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
+                confidence: float = 0.95, names: tuple[str, str] = ("x", "y")) -> Correlation:
+    """Pearson r and Spearman rho of paired data, with p-values and bootstrap intervals.
+
+    ``pearson_p`` and ``spearman_p`` are scipy's; ``spearman_p_exact`` is the exact permutation
+    p-value for n <= ``EXACT_SPEARMAN_MAX_N`` (NaN above), see the module docstring.
+
+    Args:
+        x, y: equal-length 1-D sequences of numbers; ``None``, NaN and inf mark missing values
+            and the pair is dropped (counted in ``dropped``).
+        n_boot: bootstrap resamples (0 disables the intervals, which are then NaN).
+        seed: seed of :func:`numpy.random.default_rng` for the resampling (same seed, same
+            interval).
+        confidence: coverage of the percentile intervals, in (0, 1).
+        names: what to call x and y in ``note`` (e.g. the metric and the outcome).
+
+    Returns:
+        A :class:`Correlation`. Fewer than three finite pairs or a constant variable give NaN
+        statistics with an explanatory ``note``; this function never raises on such data.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
+        raise AdvTransferError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise AdvTransferError(f"seed must be a non-negative integer, got {seed!r}")
+    if (isinstance(confidence, bool) or not isinstance(confidence, numbers.Real)
+            or not 0.0 < float(confidence) < 1.0):
+        raise AdvTransferError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    n_boot, seed, confidence = int(n_boot), int(seed), float(confidence)
+
+    if (not isinstance(names, tuple) or len(names) != 2
+            or not all(isinstance(v, str) for v in names)):
+        raise AdvTransferError(f"names must be a tuple of two strings, got {names!r}")
+    xa = _as_float_array(x, names[0])
+    ya = _as_float_array(y, names[1])
+    if xa.shape != ya.shape:
+        raise AdvTransferError(
+            f"{names[0]} and {names[1]} must have the same length, got {xa.shape[0]} and "
+            f"{ya.shape[0]}"
+        )
+    finite = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[finite], ya[finite]
+    n, dropped = int(xa.size), int((~finite).sum())
+    dropped_note = (f"{dropped} pair(s) with a missing or non-finite value dropped"
+                    if dropped else "")
+
+    def undefined(reason: str) -> Correlation:
+        note = "; ".join(s for s in (reason, dropped_note) if s)
+        return _undefined(n, dropped, confidence, n_boot, seed, note)
+
+    if n < 3:
+        return undefined(f"only {n} finite pair(s); at least 3 are needed for a correlation")
+    for name, arr in zip(names, (xa, ya), strict=True):
+        if np.all(arr == arr[0]):
+            return undefined(f"{name} is constant (every value is {arr[0]:.6g}); "
+                             "correlation is undefined")
+
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pr = sps.pearsonr(xa, ya)
+        sr = sps.spearmanr(xa, ya)
+    for w in caught:
+        msg = "scipy: " + str(w.message).split("\n")[0]
+        if msg not in notes:
+            notes.append(msg)
+    pearson_r, pearson_p = float(pr.statistic), float(pr.pvalue)
+    spearman_rho, spearman_p = float(sr.statistic), float(sr.pvalue)
+    spearman_p_exact = _exact_spearman_p(xa, ya) if n <= EXACT_SPEARMAN_MAX_N else _NAN
+
+    p_ci = s_ci = (_NAN, _NAN)
+    n_valid = 0
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, n, size=(n_boot, n))
+        bx, by = xa[idx], ya[idx]
+        valid = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
+        n_valid = int(valid.sum())
+        bx, by = bx[valid], by[valid]
+        if n_valid:
+            p_ci = _percentile_interval(_rowwise_pearson(bx, by), confidence)
+            rx = sps.rankdata(bx, axis=1)
+            ry = sps.rankdata(by, axis=1)
+            s_ci = _percentile_interval(_rowwise_pearson(rx, ry), confidence)
+        else:
+            notes.append("every bootstrap resample had a constant variable; no interval")
+        if 0 < n_valid < n_boot:
+            notes.append(f"{n_boot - n_valid} of {n_boot} bootstrap resamples skipped "
+                         "(a variable was constant)")
+    if dropped_note:
+        notes.append(dropped_note)
+
+    return Correlation(
+        n=n, dropped=dropped,
+        pearson_r=pearson_r, pearson_p=pearson_p,
+        pearson_ci_low=p_ci[0], pearson_ci_high=p_ci[1],
+        spearman_rho=spearman_rho, spearman_p=spearman_p,
+        spearman_ci_low=s_ci[0], spearman_ci_high=s_ci[1],
+        spearman_p_exact=spearman_p_exact,
+        confidence=confidence, n_boot=n_boot, n_boot_valid=n_valid, seed=seed,
+        note="; ".join(notes),
+    )
+
+
+def _column(records: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    values = []
+    for i, rec in enumerate(records):
+        v = rec.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+            raise AdvTransferError(
+                f"records[{i}][{key!r}] must be a number or None to be correlated, "
+                f"got {type(v).__name__} {v!r}"
+            )
+        values.append(v)
+    return values
+
+
+def _check_keys(keys: Any, name: str) -> list[str]:
+    if isinstance(keys, str) or not isinstance(keys, Sequence) or not all(
+            isinstance(k, str) for k in keys):
+        raise AdvTransferError(f"{name} must be a list of record keys (strings), got {keys!r}")
+    return list(keys)
+
+
+def correlation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                      outcomes: Sequence[str], **kw: Any) -> list[dict[str, Any]]:
+    """One row per (metric, outcome): ``{"metric", "outcome", **Correlation.to_dict()}``.
+
+    Values are taken from each record by key; a missing key or ``None`` is a missing value and
+    that pair is dropped. ``kw`` is passed to :func:`correlation` (``n_boot``, ``seed``,
+    ``confidence``). Rows are in metric-major order.
+    """
+    if isinstance(records, Mapping) or not isinstance(records, Sequence) or not all(
+            isinstance(r, Mapping) for r in records):
+        raise AdvTransferError("records must be a list of dicts (one per source model)")
+    metrics = _check_keys(metrics, "metrics")
+    outcomes = _check_keys(outcomes, "outcomes")
+    rows: list[dict[str, Any]] = []
+    for m in metrics:
+        xs = _column(records, m)
+        for o in outcomes:
+            c = correlation(xs, _column(records, o), names=(m, o), **kw)
+            rows.append({"metric": m, "outcome": o, **c.to_dict()})
+    return rows
