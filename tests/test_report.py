@@ -1,0 +1,245 @@
+"""advtransfer.report.write_report on small synthetic results."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image as mpimg
+import pytest
+
+from advtransfer.errors import AdvTransferError
+from advtransfer.report import write_report
+
+SHARES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+ACC = [0.61, 0.64, 0.72, 0.77, 0.82, 0.94]
+LOSS = [1.13, 1.11, 0.99, 0.87, 0.71, 0.65]
+A1 = [0.31, 0.45, 0.52, 0.56, 0.70, 0.80]
+A2 = [0.50, 0.42, 0.55, 0.47, 0.53, 0.44]  # unrelated to the outcomes
+
+
+def make_results() -> dict[str, Any]:
+    records = []
+    for i, share in enumerate(SHARES):
+        rec: dict[str, Any] = {
+            "source": f"share-{round(share * 100)}%", "share": share,
+            "alpha1_t2s": A1[i], "alpha2_t2s": A2[i],
+            "combined_t2s": None if i == 2 else A1[i] * A2[i],
+            "transfer_accuracy": ACC[i], "transfer_loss": LOSS[i], "arch": "tiny",
+        }
+        if i == 3:
+            rec["extra"] = 0.123456  # a key first seen in a later record
+        records.append(rec)
+    return {
+        "recipe": "digits-distribution", "config": {"epochs": 1},
+        "versions": {"advtransfer": "0.1.0", "torch": "2.14.1", "python": "3.11.7"},
+        "seed": 0, "device": "cpu", "wall_time_s": 123.4,
+        "records": records,
+        "report": {
+            "title": "Digits <distribution> & shift",
+            "description": "Sources see a **share** of the target classes.",
+            "metrics": ["alpha1_t2s", "alpha2_t2s", "combined_t2s"],
+            "outcomes": ["transfer_accuracy", "transfer_loss"],
+            "sweep": "share",
+            "labels": {"alpha1_t2s": "alpha1 (target -> source)",
+                       "share": "share of target classes"},
+        },
+        "matrices": {"alpha1": {"names": ["target", "share-0%", "share-100%"],
+                                "values": [[None, 0.42, 0.77], [0.35, None, 0.5],
+                                           [0.71, 0.3, None]]}},
+    }
+
+
+class StrictHTML(HTMLParser):
+    """Fails on mismatched or unclosed tags; collects <img src>."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("run") / "nested" / "report"
+    rows = write_report(make_results(), out, n_boot=500)
+    return out, rows
+
+
+def test_all_files_written(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = report
+    for name in ("results.csv", "report.md", "report.html", "correlations.json"):
+        assert (out / name).is_file(), name
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert pngs == ["matrix_alpha1.png", "scatter_transfer_accuracy.png",
+                    "scatter_transfer_loss.png", "sweep_share.png"]
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_csv_round_trips(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = report
+    with open(out / "results.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    assert list(rows[0]) == ["source", "share", "alpha1_t2s", "alpha2_t2s", "combined_t2s",
+                             "transfer_accuracy", "transfer_loss", "arch", "extra"]
+    assert rows[2]["combined_t2s"] == ""  # None
+    assert rows[0]["extra"] == "" and float(rows[3]["extra"]) == 0.123456
+    assert [float(r["alpha1_t2s"]) for r in rows] == A1  # full precision
+
+
+def test_correlations_returned_and_saved(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, rows = report
+    assert json.loads((out / "correlations.json").read_text()) == rows
+    pairs = [(r["metric"], r["outcome"]) for r in rows]
+    assert pairs == [(m, o) for m in ("alpha1_t2s", "alpha2_t2s", "combined_t2s")
+                     for o in ("transfer_accuracy", "transfer_loss")]
+    combined = rows[4]
+    assert (combined["n"], combined["dropped"]) == (5, 1)  # the None was skipped
+
+
+def test_markdown_content(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, rows = report
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert md.startswith("# Digits <distribution> & shift\n")
+    assert "Sources see a **share** of the target classes." in md
+    for text in ("## Run", "digits-distribution", "torch 2.14.1", "123.4 s", "cpu"):
+        assert text in md
+    assert "| source | share | alpha1_t2s |" in md
+    assert "| share-40% | 0.4 | 0.52 | 0.55 | — |" in md  # None shown as a dash
+    assert "0.1235" in md  # 4 significant digits
+    assert "Pearson r [95% CI]" in md
+    for r in rows:
+        assert f"| {r['metric']} | {r['outcome']} | {r['n']} |" in md
+    assert "## Honest reading" in md
+    for png in ("scatter_transfer_accuracy", "scatter_transfer_loss", "sweep_share",
+                "matrix_alpha1"):
+        assert f"](figures/{png}.png)" in md
+
+
+def test_honest_reading(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = report
+    md = (out / "report.md").read_text(encoding="utf-8")
+    lines = {line.split(":")[0][2:]: line for line in md.splitlines()
+             if line.startswith("- ") and " vs " in line.split(":")[0]}
+    # alpha1 rises with accuracy and falls with loss on all 6 points; alpha2 is unrelated.
+    assert "positive, significant at 5% by both" in lines["alpha1_t2s vs transfer_accuracy"]
+    assert "negative, significant at 5% by both" in lines["alpha1_t2s vs transfer_loss"]
+    assert "not significant at 5%" in lines["alpha2_t2s vs transfer_accuracy"]
+    assert "(n = 5;" in lines["combined_t2s vs transfer_accuracy"]
+
+
+def test_html_parses_escapes_and_links_every_png(
+        report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = report
+    text = (out / "report.html").read_text(encoding="utf-8")
+    parser = StrictHTML()
+    parser.feed(text)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert "<title>Digits &lt;distribution&gt; &amp; shift</title>" in text
+    assert "<distribution>" not in text
+    pngs = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
+    assert set(parser.images) == pngs
+    assert "<table>" in text and "Honest reading" in text
+
+
+def test_pngs_open_with_sane_size(report: tuple[Path, list[dict[str, Any]]]) -> None:
+    out, _ = report
+    for png in (out / "figures").glob("*.png"):
+        img = mpimg.imread(png)
+        h, w = img.shape[:2]
+        assert 300 <= h <= 4000 and 300 <= w <= 4000, (png.name, img.shape)
+        assert img[..., :3].std() > 0.05, png.name  # not blank
+
+
+def test_small_n_is_not_called_significant(tmp_path: Path) -> None:
+    """Perfectly monotone data at n = 4: Pearson p is 0 but the exact Spearman p is 1/12."""
+    results = {"records": [{"source": str(i), "m": float(i), "acc": float(i)} for i in range(4)],
+               "report": {"title": "t", "metrics": ["m"], "outcomes": ["acc"]}}
+    rows = write_report(results, tmp_path, n_boot=50)
+    assert rows[0]["spearman_p_exact"] == pytest.approx(1 / 12)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "m vs acc: positive, significant at 5% by Pearson only, not by Spearman" in md
+    assert "0.083 (exact)" in md
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == ["scatter_acc.png"]
+
+
+def test_missing_values_and_minimal_results(tmp_path: Path) -> None:
+    results = {"records": [{"source": "a", "m": None, "acc": 0.5},
+                           {"source": "b", "m": None, "acc": None},
+                           {"source": "c", "acc": 0.7}],
+               "report": {"title": "minimal", "metrics": ["m"], "outcomes": ["acc"],
+                          "sweep": "m", "columns": ["source", "m"]}}
+    rows = write_report(results, tmp_path, n_boot=50)
+    assert rows[0]["n"] == 0 and rows[0]["pearson_r"] is None
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "m vs acc: no reading, correlation undefined (n = 0)" in md
+    assert "| source | m |\n" in md and "| a | — |" in md  # columns honoured
+    assert "## Run" not in md  # nothing to report
+    assert "No sweep figure" in md
+    assert (tmp_path / "figures" / "scatter_acc.png").is_file()
+
+
+def test_rewrite_is_idempotent(tmp_path: Path) -> None:
+    results = {"records": [{"source": str(i), "m": i * 1.0, "acc": (i % 3) * 1.0}
+                           for i in range(5)],
+               "report": {"title": "t", "metrics": ["m"], "outcomes": ["acc"]}}
+    first = write_report(results, tmp_path, n_boot=100)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert write_report(results, tmp_path, n_boot=100) == first
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == md
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda r: r["report"].pop("title"), "title"),
+    (lambda r: r["report"].__setitem__("metrics", ["nope"]), "no record has"),
+    (lambda r: r["report"].__setitem__("sweep", "nope"), "sweep"),
+    (lambda r: r["matrices"]["alpha1"]["values"].pop(), "3 x 3"),
+    (lambda r: r.__setitem__("records", {"a": 1}), "records"),
+])
+def test_malformed_results_raise_before_writing(tmp_path: Path, mutate: Any, match: str) -> None:
+    results = copy.deepcopy(make_results())
+    mutate(results)
+    out = tmp_path / "out"
+    with pytest.raises(AdvTransferError, match=match):
+        write_report(results, out)
+    assert not out.exists()
+
+
+def test_awkward_strings_are_escaped(tmp_path: Path) -> None:
+    results = {"records": [{"source": 'a,"b"\nc', "m": 1.0, "acc": 2.0, "hist": [1, 2]},
+                           {"source": "<i>x|y</i>", "m": 2.0, "acc": 1.0}],
+               "report": {"title": "t", "metrics": ["m"], "outcomes": ["acc"],
+                          "labels": {"acc": "<b>accuracy</b>"}}}
+    write_report(results, tmp_path, n_boot=10)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
+    assert rows[0]["source"] == 'a,"b"\nc' and json.loads(rows[0]["hist"]) == [1, 2]
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<i>" not in page and "<b>" not in page and "&lt;i&gt;x|y&lt;/i&gt;" in page
+    parser = StrictHTML()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == []
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| <i>x\\|y</i> |" in md  # a pipe inside a cell must not split the row

@@ -1,0 +1,192 @@
+"""advtransfer.stats: correlations against scipy, exact Spearman p, bootstrap, degenerate data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from advtransfer.errors import AdvTransferError
+from advtransfer.stats import EXACT_SPEARMAN_MAX_N, Correlation, correlation, correlation_table
+
+X7 = [0.41, 0.52, 0.33, 0.78, 0.61, 0.12, 0.95]
+Y7 = [0.70, 0.66, 0.58, 0.91, 0.73, 0.55, 0.80]
+
+
+def _all_nan(c: Correlation) -> bool:
+    fields = ("pearson_r", "pearson_p", "pearson_ci_low", "pearson_ci_high", "spearman_rho",
+              "spearman_p", "spearman_ci_low", "spearman_ci_high", "spearman_p_exact")
+    return all(math.isnan(getattr(c, f)) for f in fields)
+
+
+@pytest.mark.parametrize("n", [7, 15])
+def test_matches_scipy(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=n)
+    y = 0.5 * x + rng.normal(size=n)
+    c = correlation(x.tolist(), y.tolist(), n_boot=100)
+    pr, sr = sps.pearsonr(x, y), sps.spearmanr(x, y)
+    assert c.n == n and c.dropped == 0
+    assert c.pearson_r == pytest.approx(pr.statistic, abs=1e-14)
+    assert c.pearson_p == pytest.approx(pr.pvalue, rel=1e-12)
+    assert c.spearman_rho == pytest.approx(sr.statistic, abs=1e-14)
+    assert c.spearman_p == pytest.approx(sr.pvalue, rel=1e-12)
+    assert math.isfinite(c.spearman_p_exact) == (n <= EXACT_SPEARMAN_MAX_N)
+
+
+def test_known_values() -> None:
+    # Ranks 1..5 against 2,1,4,3,5: r = rho = 0.8 (sum of squared rank differences = 4).
+    c = correlation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], n_boot=0)
+    assert c.pearson_r == pytest.approx(0.8)
+    assert c.spearman_rho == pytest.approx(0.8)
+    # rho = 1 - sum(d^2) / 20 at n = 5, so |rho| >= 0.8 iff sum(d^2) <= 4 or >= 36: the identity,
+    # 4 adjacent swaps and 3 pairs of disjoint adjacent swaps, and their 8 reversals: 16 of 120.
+    assert c.spearman_p_exact == pytest.approx(16 / 120)
+    assert math.isnan(c.pearson_ci_low) and c.n_boot_valid == 0
+
+
+def test_exact_spearman_matches_permutation_test_with_ties() -> None:
+    x = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 6.0])
+    y = np.array([1.0, 3.0, 2.0, 2.0, 5.0, 4.0])
+    c = correlation(x, y, n_boot=0)
+    # Two-sided as P(|rho| >= |rho_obs|) under all 6! pairings (with ties the null is not
+    # symmetric, so this is not scipy's default 2 * min(one-sided)).
+    ref = sps.permutation_test(
+        (y,), lambda yy: abs(sps.spearmanr(x, yy).statistic), permutation_type="pairings",
+        n_resamples=np.inf, alternative="greater")
+    assert c.spearman_p_exact == pytest.approx(ref.pvalue, rel=1e-12)
+    assert c.spearman_p_best == c.spearman_p_exact
+
+
+def test_small_n_spearman_p_is_honest() -> None:
+    # scipy's t approximation says p = 0 for rho = 1 at n = 4; the exact p is 2/4! = 1/12.
+    c = correlation([1, 2, 3, 4], [1, 8, 27, 64])
+    assert c.spearman_rho == pytest.approx(1.0)
+    assert c.spearman_p < 1e-6
+    assert c.spearman_p_exact == pytest.approx(1 / 12)
+    assert c.spearman_p_best > 0.05
+
+
+def test_perfect_monotone() -> None:
+    x = np.arange(8.0)
+    c = correlation(x, np.exp(x))
+    assert c.spearman_rho == pytest.approx(1.0, abs=1e-12)
+    assert c.pearson_r < 1.0 - 1e-3  # monotone but not linear
+    assert -1.0 <= c.spearman_ci_low <= c.spearman_ci_high <= 1.0
+    assert c.spearman_ci_low - 1e-12 <= c.spearman_rho <= c.spearman_ci_high + 1e-12
+    assert -1.0 <= c.pearson_ci_low <= c.pearson_ci_high <= 1.0
+    assert 0 < c.n_boot_valid <= c.n_boot == 2000
+    assert c.spearman_p_exact == pytest.approx(2 / math.factorial(8))
+
+
+@pytest.mark.parametrize("x,y,n", [([], [], 0), ([1.0], [2.0], 1), ([1.0, 2.0], [2.0, 1.0], 2),
+                                   ([1.0, 2.0, None], [1.0, 3.0, 2.0], 2)])
+def test_too_few_pairs_give_nan_with_note(x: list, y: list, n: int) -> None:
+    c = correlation(x, y)
+    assert c.n == n
+    assert _all_nan(c) and not c.defined
+    assert "at least 3" in c.note
+    assert c.n_boot_valid == 0
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_constant_gives_nan_with_note(which: str) -> None:
+    const, varied = [0.3] * 5, [1.0, 2.0, 3.0, 4.0, 5.0]
+    x, y = (const, varied) if which == "x" else (varied, const)
+    c = correlation(x, y, names=("alpha1", "accuracy"))
+    assert _all_nan(c)
+    assert "constant" in c.note
+    assert ("alpha1" if which == "x" else "accuracy") in c.note
+
+
+def test_non_finite_pairs_dropped_and_counted() -> None:
+    x = [*X7, None, 1.0, float("nan"), 2.0]
+    y = [*Y7, 0.5, float("inf"), 0.4, None]
+    c = correlation(x, y, n_boot=300, seed=3)
+    ref = correlation(X7, Y7, n_boot=300, seed=3)
+    assert (c.n, c.dropped) == (7, 4)
+    assert "4 pair(s)" in c.note
+    for f in ("pearson_r", "pearson_p", "spearman_rho", "spearman_p", "pearson_ci_low",
+              "pearson_ci_high", "spearman_ci_low", "spearman_ci_high"):
+        assert getattr(c, f) == getattr(ref, f)
+
+
+def test_same_seed_same_interval_other_seed_differs() -> None:
+    a = correlation(X7, Y7, seed=11)
+    b = correlation(X7, Y7, seed=11)
+    other = correlation(X7, Y7, seed=12)
+    assert a == b
+    assert (a.pearson_ci_low, a.pearson_ci_high) != (other.pearson_ci_low, other.pearson_ci_high)
+
+
+def test_bootstrap_matches_explicit_loop() -> None:
+    """Percentile interval over valid resamples, recomputed one resample at a time."""
+    x, y = np.array(X7), np.array(Y7)
+    n_boot, seed, conf = 300, 5, 0.9
+    c = correlation(x, y, n_boot=n_boot, seed=seed, confidence=conf)
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
+    rs, rhos = [], []
+    for row in idx:
+        bx, by = x[row], y[row]
+        if np.ptp(bx) == 0 or np.ptp(by) == 0:
+            continue
+        rs.append(sps.pearsonr(bx, by).statistic)
+        rhos.append(sps.spearmanr(bx, by).statistic)
+    q = [(1 - conf) / 2, (1 + conf) / 2]
+    assert c.n_boot_valid == len(rs)
+    assert [c.pearson_ci_low, c.pearson_ci_high] == pytest.approx(np.quantile(rs, q), abs=1e-12)
+    assert [c.spearman_ci_low, c.spearman_ci_high] == pytest.approx(np.quantile(rhos, q),
+                                                                     abs=1e-12)
+
+
+def test_constant_resamples_are_skipped_and_counted() -> None:
+    n_boot = 2000
+    c = correlation([1.0, 2.0, 3.0], [1.0, 3.0, 2.0], n_boot=n_boot, seed=0)
+    idx = np.random.default_rng(0).integers(0, 3, size=(n_boot, 3))
+    constant = int(np.sum(np.all(idx == idx[:, :1], axis=1)))
+    assert constant > 0
+    assert c.n_boot_valid == n_boot - constant
+    assert "skipped" in c.note
+
+
+def test_to_dict_is_strict_json() -> None:
+    for c in (correlation(X7, Y7, n_boot=50), correlation([1, 1, 1], [1, 2, 3])):
+        d = c.to_dict()
+        json.dumps(d, allow_nan=False)
+        assert set(d) >= {"n", "dropped", "pearson_r", "spearman_rho", "n_boot_valid", "note"}
+    assert correlation([1, 1, 1], [1, 2, 3]).to_dict()["pearson_r"] is None
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"x": [1, 2, 3], "y": [1, 2]}, "same length"),
+    ({"x": [1, 2, "a"], "y": [1, 2, 3]}, r"x\[2\]"),
+    ({"x": [1, 2, 3], "y": [1, 2, 3], "confidence": 1.5}, "confidence"),
+    ({"x": [1, 2, 3], "y": [1, 2, 3], "n_boot": -1}, "n_boot"),
+    ({"x": [1, 2, 3], "y": [1, 2, 3], "seed": 1.5}, "seed"),
+    ({"x": np.ones((3, 2)), "y": [1, 2, 3]}, "one-dimensional"),
+])
+def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(AdvTransferError, match=match):
+        correlation(**kwargs)
+
+
+def test_correlation_table() -> None:
+    records = [{"source": f"s{i}", "a1": x, "a2": -x if i != 2 else None, "acc": y}
+               for i, (x, y) in enumerate(zip(X7, Y7, strict=True))]
+    del records[0]["a1"]  # a missing key is a missing value
+    rows = correlation_table(records, ["a1", "a2"], ["acc"], n_boot=100, seed=1)
+    assert [(r["metric"], r["outcome"]) for r in rows] == [("a1", "acc"), ("a2", "acc")]
+    assert rows[0]["n"] == 6 and rows[0]["dropped"] == 1
+    assert rows[1]["n"] == 6 and rows[1]["dropped"] == 1
+    ref = correlation(X7[1:], Y7[1:], n_boot=100, seed=1)
+    assert rows[0]["pearson_r"] == ref.pearson_r
+    assert rows[0]["pearson_ci_low"] == ref.pearson_ci_low
+    assert rows[1]["spearman_rho"] < 0
+    json.dumps(rows, allow_nan=False)
+    with pytest.raises(AdvTransferError, match=r"records\[0\]\['source'\]"):
+        correlation_table(records, ["source"], ["acc"])
+    with pytest.raises(AdvTransferError, match="metrics"):
+        correlation_table(records, "a1", ["acc"])
