@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision are installed first so that pip can take a local CPU/CUDA wheel;
-# override e.g. TORCH_SPEC="torch==2.5.1 torchvision==0.20.1" for another platform.
-TORCH_SPEC ?= torch>=2.4 torchvision>=0.19
+# override e.g. TORCH_SPEC='torch==2.5.1 torchvision==0.20.1' for another platform.
+TORCH_SPEC ?= "torch>=2.4" "torchvision>=0.19"
 
 .PHONY: demo test lint install clean
 
