@@ -54,7 +54,7 @@ def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Labelled
     return ctx.store.record(
         "transfer", unit,
         lambda: knowledge_transfer(source, train, test, device=ctx.device,
-                                   seed=ctx.seed_for("transfer", unit), progress=False,
+                                   seed=ctx.seed_for("transfer", unit), progress=ctx.progress,
                                    **kwargs).to_dict())
 
 
