@@ -210,7 +210,8 @@ def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,
       bound = (1 - tau1 tau2) L^2; ``identity_rhs`` = E[(1 - tau1(x) tau2) ||grad f_T||^2]
       equals lhs exactly in the first-order regime.
     * Theorem 2 (any outputs): bound = ((1 - tau1 tau2) + (1 - tau1)(1 - tau2) lambda_T^2
-      + (lambda_T + lambda_S)^2) 5 L^2 with lambda_f = E_x sigma_2(J_f) / sigma_1(J_f).
+      + (lambda_T + lambda_S)^2) 5 L^2 with lambda_f(x) = sigma_2(J_f(x)) / sigma_1(J_f(x)),
+      evaluated per sample (with tau1(x)) and averaged, as the authors' code does.
     * Theorem 3 (needs ||x|| <= 1 and beta-smooth models): b is set so g(f_S(0)) = f_T(0);
       lhs = ||g o f_S - y||_D^2, bound = (||f_T - y||_D + ||grad f_T - grad(g o f_S)||_D
       + (1 + ||grad f_T||_{D,2} / ||grad f_S||_{D,2}) beta)^2. ``y`` defaults to f_T(x).
@@ -237,14 +238,15 @@ def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,
     t1 = (TheoremCheck("1", True, grad_gap2, (1 - tau.tau1 * tau.tau2) * lip**2)
           if scalar else TheoremCheck("1", False, note="needs scalar outputs (k = 1)"))
 
-    def lam(sv: torch.Tensor) -> float:
+    def lam(sv: torch.Tensor) -> torch.Tensor:
         if sv.shape[1] < 2:
-            return 0.0
-        return float((sv[:, 1] / sv[:, 0].clamp_min(1e-300)).mean())
+            return torch.zeros(sv.shape[0], dtype=sv.dtype)
+        return sv[:, 1] / sv[:, 0].clamp_min(1e-300)
 
     lam_t, lam_s = lam(sv_t), lam(sv_s)
-    b2 = ((1 - tau.tau1 * tau.tau2) + (1 - tau.tau1) * (1 - tau.tau2) * lam_t**2
-          + (lam_t + lam_s) ** 2) * 5 * lip**2
+    per_sample = ((1 - tau1_x * tau.tau2) + (1 - tau1_x) * (1 - tau.tau2) * lam_t**2
+                  + (lam_t + lam_s) ** 2)
+    b2 = float(per_sample.mean()) * 5 * lip**2
     t2 = TheoremCheck("2", True, grad_gap2, b2)
 
     t3 = _theorem3(source, target, x, y, a, grad_gap2, sv_s, sv_t, beta)
