@@ -454,54 +454,53 @@ def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> No
 
 
 def _sweep_figure(spec: _Spec) -> Figure | None:
-    """Metrics (left column) and outcomes (right column) against the sweep key, shared x."""
+    """Outcomes (orange) then metrics (blue) against the sweep key, in a grid of at most three
+    columns with a shared x axis."""
     sweep = spec.sweep
     colour = _sweep_values(spec)
     if sweep is None or colour is None:
         return None
-    columns = [c for c in (spec.metrics, [o for o in spec.outcomes if o not in spec.metrics])
-               if c]
-    if not columns:
+    outcomes = [o for o in spec.outcomes if o not in spec.metrics]
+    keys = [*outcomes, *spec.metrics]
+    if not keys:
         return None
-    ncols = len(columns)
-    nrows = max(len(c) for c in columns)
-    fig = _new_figure(6.2 * ncols, 2.5 * nrows + 0.9)
+    ncols = min(3, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = _new_figure(5.2 * ncols, 2.7 * nrows + 0.9)
     axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
-    for col, keys in enumerate(columns):
-        kind = "metric" if keys is spec.metrics else "outcome"
-        line_colour = "tab:blue" if kind == "metric" else "tab:orange"
-        for row in range(nrows):
-            ax = axes[row, col]
-            if row >= len(keys):
-                ax.set_visible(False)
-                continue
-            key = keys[row]
-            pairs = sorted((colour[i], _num(r.get(key))) for i, r in enumerate(spec.records)
-                           if math.isfinite(colour[i]))
-            finite = [(x, v) for x, v in pairs if math.isfinite(v)]
-            if finite:
-                # One marker per record; the line joins the mean at each sweep value, with a
-                # gap where no record at that value has this quantity.
-                ax.plot([x for x, _ in finite], [v for _, v in finite], "o", color=line_colour,
-                        markersize=5, markeredgecolor="black", markeredgewidth=0.5, zorder=3)
-                xs = sorted({x for x, _ in pairs})
-                means = []
-                for x in xs:
-                    vals = [v for t, v in finite if t == x]
-                    means.append(sum(vals) / len(vals) if vals else math.nan)
-                ax.plot(xs, means, "-", color=line_colour, linewidth=1.5, zorder=2)
-            else:
-                ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center",
-                        va="center", color="0.4")
-            ax.set_title(f"{spec.label(key)}  [{kind}]", fontsize=10, loc="left")
-            if spec.label(key) != key:
-                ax.set_ylabel(key, fontsize=9)
-            ax.grid(True, alpha=0.3)
-            ax.margins(y=0.15)
-            if row == len(keys) - 1:  # lowest visible subplot of this column
-                ax.xaxis.set_tick_params(labelbottom=True)
-                ax.set_xlabel(spec.label(sweep))
-    fig.suptitle(f"Metrics and outcomes along the sweep over {spec.label(sweep)}", fontsize=12)
+    for index in range(nrows * ncols):
+        row, col = divmod(index, ncols)
+        ax = axes[row, col]
+        if index >= len(keys):
+            ax.set_visible(False)
+            continue
+        key = keys[index]
+        kind = "outcome" if key in outcomes else "metric"
+        line_colour = "tab:orange" if kind == "outcome" else "tab:blue"
+        pairs = sorted((colour[i], _num(r.get(key))) for i, r in enumerate(spec.records)
+                       if math.isfinite(colour[i]))
+        finite = [(x, v) for x, v in pairs if math.isfinite(v)]
+        if finite:
+            # One marker per record; the line joins the mean at each sweep value, with a
+            # gap where no record at that value has this quantity.
+            ax.plot([x for x, _ in finite], [v for _, v in finite], "o", color=line_colour,
+                    markersize=5, markeredgecolor="black", markeredgewidth=0.5, zorder=3)
+            xs = sorted({x for x, _ in pairs})
+            means = []
+            for x in xs:
+                vals = [v for t, v in finite if t == x]
+                means.append(sum(vals) / len(vals) if vals else math.nan)
+            ax.plot(xs, means, "-", color=line_colour, linewidth=1.5, zorder=2)
+        else:
+            ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center",
+                    va="center", color="0.4")
+        ax.set_title(f"{spec.label(key)}  [{kind}]", fontsize=10, loc="left")
+        ax.grid(True, alpha=0.3)
+        ax.margins(y=0.15)
+        if index + ncols >= len(keys):  # lowest visible subplot of this column
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel(spec.label(sweep))
+    fig.suptitle(f"Outcomes and metrics along the sweep over {spec.label(sweep)}", fontsize=12)
     return fig
 
 
