@@ -6,6 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+# Tiny models run faster on one thread, and a second thread only contends with other work.
+torch.set_num_threads(1)
+
 
 def two_layer(seed: int, n: int = 6, hidden: int = 10, k: int = 3,
               act: type[nn.Module] = nn.Sigmoid, dtype: torch.dtype = torch.float64) -> nn.Module:

@@ -824,6 +824,12 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
         save(_matrix_figure(spec, mname, names, values), f"matrix_{mname}",
              f"{spec.label(mname)}: rows are attackers (adversarial examples crafted on), "
              "columns are victims (evaluated on).")
+    # figures a recipe drew itself into the run directory: [relative path, caption] pairs
+    for rel, caption in results.get("report", {}).get("extra_figures", []):
+        if (out / rel).is_file():
+            figures.append((str(rel), str(caption)))
+        else:
+            skipped.append(f"The recipe's figure {rel} is missing.")
 
     # document
     blocks: list[_Block] = [_Block("h1", text=spec.title)]

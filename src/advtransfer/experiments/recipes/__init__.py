@@ -1,3 +1,9 @@
 """The built-in recipes; importing this package registers them."""
 
-from advtransfer.experiments.recipes import digits_distribution, synthetic  # noqa: F401
+from advtransfer.experiments.recipes import (  # noqa: F401
+    celeba,
+    cifar_stl,
+    digits_distribution,
+    synthetic,
+    taskonomy,
+)

@@ -1,0 +1,320 @@
+"""``celeba-attributes``: the paper's CelebA experiment (knowledge transfer among attributes).
+
+Source models: one ResNet-18 per CelebA attribute (all 40, or the chosen ``attributes``),
+trained as a binary classifier (attribute present or not) on CelebA's training split. Each is a
+backbone (every layer up to the penultimate features, a 512 x ``width`` embedding) followed by a
+2-way linear head ``fc``.
+
+Target task: identity recognition among the ``n_identities`` identities with the most images in
+CelebA (all splits; CelebA's official partition puts each person in one split only, so the
+identity task gets its own split: a seeded ``identity_test_fraction`` of each identity's images
+is held out for testing). The reference model is a ResNet-18 of the same form trained on it: an
+embedding backbone and an ``n_identities``-way classification head.
+
+For every attribute:
+
+* **knowledge transfer**: the attribute backbone's head is replaced by a new ``n_identities``-way
+  linear head fitted on the identity training images (the paper's last-layer fine-tuning;
+  ``finetune="full"`` trains the whole network); test accuracy and cross-entropy loss;
+* **adversarial transferability in embedding space**: the models are wrapped so that their output
+  is the backbone's feature vector (the input of ``fc``), and alpha1/alpha2/combined are measured
+  between the reference's and the attribute model's embeddings with the deviation objective
+  l_adv = ||h(x + delta) - h(x)||^2 (the theory's; the authors' feature attack) under an L_inf
+  PGD budget ``eps`` on [0, 1] pixels (the models see [-1, 1], as the authors' ``Normalize(0.5,
+  0.5)``), on identity test images. Both directions come from one attack per model; ``t2s``
+  (crafted on the reference) is listed first by default.
+
+The report correlates the alphas with transfer accuracy and loss over the attributes (the paper
+finds positive correlations with accuracy) and ranks the attributes by transfer accuracy, with
+each attribute's rank by the first ``combined`` metric beside it, so the two rankings can be
+compared directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from advtransfer.data.subsets import ClassSubset
+from advtransfer.data.vision import CELEBA_ATTRIBUTES, celeba, most_common_identities
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments.recipes.cifar_stl import (
+    Lazy,
+    Tensors,
+    accuracy_record,
+    adversarial_record,
+    alpha_labels,
+    attack_settings,
+    check_common,
+    limit,
+    materialize,
+    metric_names,
+    predict,
+    to_float,
+    trained_model,
+    transfer_record,
+)
+from advtransfer.experiments.registry import RunContext, register
+from advtransfer.models.architectures import build
+from advtransfer.models.wrappers import InputRange
+
+
+@dataclass
+class CelebAAttributesConfig:
+    """``celeba-attributes``; see the module docstring. ``eps`` is in [0, 1] pixel units;
+    ``max_samples`` caps every split; ``n_attack`` caps the attacked identity test images."""
+
+    data_root: str = "data"
+    download: bool = False
+    verify: bool = False
+    seed: int = 0
+    attributes: list[str] = field(default_factory=lambda: list(CELEBA_ATTRIBUTES))
+    n_identities: int = 200
+    identity_test_fraction: float = 0.2
+    image_size: int = 64
+    max_samples: int | None = None
+    workers: int = 0
+    augment: bool = True
+    epochs: int = 5
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    width: float = 1.0
+    reference_width: float = 1.0
+    reference_epochs: int = 30
+    finetune: str = "head"
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.1
+    eps: float = 0.03
+    norm: str = "linf"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+    squared: bool = True
+    correct_only: bool = False
+    n_attack: int | None = 1000
+    attack_batch_size: int = 256
+    direction: str = "t2s"
+
+
+QUICK_ATTRIBUTES = ["Eyeglasses", "Male", "Smiling", "Wearing_Hat"]
+
+
+def quick(c: CelebAAttributesConfig) -> CelebAAttributesConfig:
+    """``--quick``: four attributes, the 10 most frequent identities, at most 256 samples per
+    split, 32 px images, one epoch, width 0.125, 2 attack steps on at most 32 images."""
+    return replace(c, attributes=list(QUICK_ATTRIBUTES), n_identities=10, max_samples=256,
+                   epochs=1, reference_epochs=1, finetune_epochs=1, width=0.125,
+                   reference_width=0.125, steps=2, n_attack=32, workers=0,
+                   image_size=32)
+
+
+class Embedding(nn.Module):
+    """A copy of a classifier whose final ``fc`` is the identity: its output is the penultimate
+    feature vector (the embedding the paper attacks)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        inner = self.model
+        while not hasattr(inner, "fc") and isinstance(getattr(inner, "inner", None), nn.Module):
+            inner = inner.inner  # type: ignore[assignment]
+        if not isinstance(getattr(inner, "fc", None), nn.Linear):
+            raise AdvTransferError("Embedding needs a model whose last layer is an nn.Linear "
+                                   "named fc")
+        inner.fc = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def identity_split(labels: np.ndarray, test_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) positions: for each identity with n >= 2 images, round(fraction x n)
+    (at least one, at most n - 1) seeded-random images go to the test set."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[rng.permutation(len(members))]
+        n_test = 0 if len(members) < 2 else min(len(members) - 1,
+                                                max(1, round(test_fraction * len(members))))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _network(num_classes: int, width: float) -> nn.Module:
+    return InputRange(build("resnet18", num_classes=num_classes, width=width), (0.0, 1.0),
+                      (-1.0, 1.0))
+
+
+def _check(c: CelebAAttributesConfig) -> None:
+    check_common(c)
+    if not c.attributes:
+        raise AdvTransferError("attributes is empty; give attribute names (or leave the default "
+                               "for all 40)")
+    unknown = [a for a in c.attributes if a not in CELEBA_ATTRIBUTES]
+    if unknown:
+        raise AdvTransferError(f"unknown CelebA attributes {unknown}; valid: "
+                               f"{', '.join(CELEBA_ATTRIBUTES)}")
+    if len(set(c.attributes)) != len(c.attributes):
+        raise AdvTransferError(f"attributes has duplicates: {c.attributes}")
+    if c.n_identities < 2:
+        raise AdvTransferError(f"n_identities must be >= 2; got {c.n_identities}")
+    if not 0.0 < c.identity_test_fraction < 1.0:
+        raise AdvTransferError(f"identity_test_fraction must lie in (0, 1); got "
+                               f"{c.identity_test_fraction}")
+    if c.image_size < 16:
+        raise AdvTransferError(f"image_size must be >= 16; got {c.image_size}")
+
+
+@register("celeba-attributes", CelebAAttributesConfig,
+          "The paper's CelebA experiment: one ResNet-18 per facial attribute, a face-identity "
+          "reference; alpha in embedding space vs fine-tuning to identity recognition (needs "
+          "CelebA).", quick)
+def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
+    _check(c)
+    load = {"download": c.download, "verify": c.verify, "size": c.image_size}
+    attr = {s: celeba(c.data_root, s, target="attr", **load) for s in ("train", "test")}
+    identities = celeba(c.data_root, "all", target="identity", **load)
+    names = list(getattr(attr["train"], "attr_names", CELEBA_ATTRIBUTES))
+    columns = {a: names.index(a) for a in c.attributes}
+
+    top = most_common_identities(identities, c.n_identities)
+    id_view = ClassSubset(identities, top)
+    train_idx, test_idx = identity_split(np.asarray(id_view.targets), c.identity_test_fraction,
+                                         c.seed)
+    id_sets = {"train": Subset(id_view, train_idx.tolist()),
+               "test": Subset(id_view, test_idx.tolist())}
+    if len(test_idx) == 0:
+        raise AdvTransferError("the chosen identities have one image each; no identity test "
+                               "set can be formed")
+
+    def reader(dataset: Any, what: str) -> Lazy[Tensors]:
+        view = limit(dataset, c.max_samples, c.seed)
+        return Lazy(lambda: materialize(view, description=f"reading CelebA {what}",
+                                        progress=ctx.progress, workers=c.workers))
+
+    attr_data = {s: reader(d, f"{s} (attributes)") for s, d in attr.items()}
+    id_data = {s: reader(d, f"identities ({s})") for s, d in id_sets.items()}
+    data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
+    task_id = {"identities": c.n_identities, "test_fraction": c.identity_test_fraction,
+               "data": data_id}
+
+    reference, ref_key = trained_model(
+        ctx, "reference", {"arch": "resnet18", "width": c.reference_width,
+                           "task": {"celeba-identity": task_id}, "seed": c.seed},
+        lambda: _network(c.n_identities, c.reference_width), id_data["train"],
+        epochs=c.reference_epochs, lr=c.lr, weight_decay=c.weight_decay,
+        batch_size=c.batch_size, augmented=c.augment,
+        description="training the identity reference")
+    ref_acc = accuracy_record(ctx, ref_key, reference, id_data["test"],
+                              f"celeba-identity-{c.n_identities}-test")
+
+    def attack_inputs() -> torch.Tensor:
+        x, y = id_data["test"]()
+        if c.correct_only:
+            x = x[predict(reference, x, ctx.device) == y]
+            if len(x) == 0:
+                raise AdvTransferError("the reference recognises none of the identity test "
+                                       "images; train it longer or set correct_only=false")
+        if c.n_attack is not None:
+            x = x[: c.n_attack]
+        return to_float(x)
+
+    x_attack = Lazy(attack_inputs)
+    ref_embedding = Embedding(reference)
+    attack = attack_settings(c)
+    records = []
+    for name in c.attributes:
+        j = columns[name]
+
+        def column(split: str, j: int = j) -> Lazy[Tensors]:
+            return Lazy(lambda: (attr_data[split]()[0], attr_data[split]()[1][:, j]))
+
+        train_j, test_j = column("train"), column("test")
+        model, key = trained_model(
+            ctx, "source", {"arch": "resnet18", "width": c.width, "attribute": name,
+                            "data": data_id, "seed": c.seed},
+            lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr,
+            weight_decay=c.weight_decay, batch_size=c.batch_size, augmented=c.augment,
+            description=f"training {name}")
+        kt = transfer_record(ctx, key, model, id_data["train"], id_data["test"],
+                             target=f"celeba-identity-{task_id}", finetune=c.finetune,
+                             epochs=c.finetune_epochs, lr=c.finetune_lr)
+        adv = adversarial_record(
+            ctx, {"source": key, "reference": ref_key, "space": "embedding",
+                  "correct_only": c.correct_only, "n_attack": c.n_attack},
+            Embedding(model), ref_embedding, x_attack, squared=c.squared,
+            batch_size=c.attack_batch_size, attack=attack)
+        records.append({
+            "source": name,
+            "attribute_accuracy": accuracy_record(ctx, key, model, test_j,
+                                                  f"celeba-{name}-test"),
+            "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+            "transfer_train_accuracy": kt["train_accuracy"], **adv,
+        })
+
+    metrics = metric_names(c.direction)
+    ranking_metric = metrics[2]  # the chosen direction's combined value
+    by_alpha = sorted(range(len(records)), key=lambda i: -_num(records[i][ranking_metric]))
+    for rank, i in enumerate(by_alpha, start=1):
+        records[i]["alpha_rank"] = rank
+    records.sort(key=lambda r: -_num(r["transfer_accuracy"]))
+    for rank, r in enumerate(records, start=1):
+        r["rank"] = rank
+    n_used = records[0]["n_attack"] if records else 0
+    return {
+        "records": records,
+        "reference": {"accuracy": ref_acc, "identities": c.n_identities,
+                      "n_attack": n_used},
+        "report": {
+            "title": "celeba-attributes: does adversarial transferability in embedding space "
+                     "indicate which attribute model transfers best to face recognition?",
+            "description": (
+                f"Sources: a ResNet-18 (width {c.width}) per CelebA attribute "
+                f"({len(c.attributes)} attributes), trained as a binary classifier for "
+                f"{c.epochs} epoch(s) on {c.image_size} px images. Target: identity recognition "
+                f"among the {c.n_identities} most frequent CelebA identities "
+                f"({round(100 * c.identity_test_fraction)}% of each identity's images held out); "
+                f"reference: a ResNet-18 (width {c.reference_width}) trained on it, test "
+                f"accuracy {ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning of each "
+                f"attribute model to the identities ({c.finetune_epochs} epoch(s), lr "
+                f"{c.finetune_lr}). Adversarial transferability on the models' penultimate "
+                f"features (embeddings): {c.solver} {c.norm} eps={c.eps} on [0, 1] images, "
+                f"{c.objective} objective, {c.steps} step(s), {n_used} identity test images. "
+                "Records are ranked by transfer accuracy (rank); alpha_rank ranks them by "
+                f"{ranking_metric}. alpha1 is the mean unsquared ratio"
+                + ("; alpha2 and combined are squared. " if c.squared else ". ")
+                + "The paper finds alpha positively correlated with transfer accuracy."),
+            "metrics": metrics,
+            "outcomes": ["transfer_accuracy", "transfer_loss"],
+            "sweep": None,
+            "labels": {**alpha_labels(c.squared),
+                       "transfer_accuracy": "identity accuracy after fine-tuning",
+                       "transfer_loss": "identity loss after fine-tuning",
+                       "attribute_accuracy": "attribute accuracy (CelebA test)",
+                       "rank": "rank by transfer accuracy",
+                       "alpha_rank": f"rank by {ranking_metric}"},
+            "columns": ["rank", "source", "transfer_accuracy", "alpha_rank", "transfer_loss",
+                        "attribute_accuracy", *metrics],
+        },
+    }
+
+
+def _num(v: Any) -> float:
+    """A sort key: numbers as they are, anything else (None, NaN) last."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("-inf")
+    return f if f == f else float("-inf")
