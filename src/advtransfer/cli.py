@@ -371,6 +371,146 @@ def report(
     console.print(f"report: {directory / 'report.md'}")
 
 
+def _split_spec(item: str, option: str) -> tuple[str, Path | None]:
+    """'SPEC=WEIGHTS' -> (SPEC, Path(WEIGHTS)); 'SPEC' -> (SPEC, None)."""
+    spec, sep, weights = item.partition("=")
+    if not spec or (sep and not weights):
+        raise AdvTransferError(f"{option} must be SPEC or SPEC=WEIGHTS; got {item!r}")
+    return spec, Path(weights) if weights else None
+
+
+def _load_rank_model(item: str, option: str, *, seed: int, quiet: bool) -> nn.Module:
+    """A built-in digits model (trained now unless weights are given), else
+    :func:`advtransfer.selection.load_candidate`."""
+    from advtransfer.models.builtin import BUILTIN
+    from advtransfer.selection import load_candidate
+
+    spec, weights = _split_spec(item, option)
+    if spec in BUILTIN and weights is None:
+        return load_cli_model(spec, None, seed=seed, quiet=quiet)
+    return load_candidate(spec, weights)
+
+
+def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """'digits' (the bundled test split) or a .safetensors file with tensors 'x' and 'y'."""
+    if n_samples < 2:
+        raise AdvTransferError(f"--n-samples must be >= 2; got {n_samples}")
+    if spec == "digits":
+        from advtransfer.data.digits import digits
+
+        split = digits(seed=0)
+        return split.x_test[:n_samples], split.y_test[:n_samples]
+    path = Path(spec)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        missing = [k for k in ("x", "y") if k not in tensors]
+        if missing:
+            raise AdvTransferError(f"--data {spec}: the file has tensors {sorted(tensors)}; "
+                                   "expected 'x' (inputs, batch first) and 'y' (integer labels)")
+        x, y = tensors["x"], tensors["y"]
+        if y.is_floating_point():
+            raise AdvTransferError(f"--data {spec}: 'y' must hold integer class labels; got "
+                                   f"{y.dtype}")
+        return x[:n_samples], y[:n_samples]
+    raise AdvTransferError(f"--data must be 'digits' or an existing .safetensors file with "
+                           f"tensors 'x' and 'y'; got {spec!r}")
+
+
+@app.command("rank")
+def rank_command(
+    reference: Annotated[str, typer.Option(help="The target task's reference model, "
+                                                "SPEC[=WEIGHTS]: a built-in model (trained now "
+                                                "without weights), an architecture name, "
+                                                "'module:factory', or a torchvision/'timm:' "
+                                                "name.")],
+    candidate: Annotated[list[str], typer.Option("--candidate", "-c", help="A candidate source "
+                                                 "model, SPEC[=WEIGHTS] as --reference "
+                                                 "(repeatable).")],
+    data: Annotated[str, typer.Option(help="Labelled target data: 'digits' or a .safetensors "
+                                           "file with tensors 'x' and 'y'.")] = "digits",
+    methods: Annotated[str, typer.Option(help="Comma-separated methods (alpha1, alpha2, "
+                                              "combined [target->source], alpha1_s2t, ..., "
+                                              "logme, leep, nce, hscore, regularized_hscore, "
+                                              "transrate, gbc, finetune); the first sorts the "
+                                              "table.")] = (
+        "alpha1,alpha2,combined,logme,leep,nce,hscore,regularized_hscore,transrate,gbc"),
+    n_samples: Annotated[int, typer.Option(help="Labelled samples used.")] = 512,
+    attack_samples: Annotated[int, typer.Option(help="Inputs attacked (a seeded subset).")
+                              ] = 256,
+    eps: Eps = 1.0,
+    norm: NormOpt = "l2",
+    objective: ObjectiveOpt = "deviation",
+    solver: SolverOpt = "pgd",
+    steps: StepsOpt = 10,
+    bounds: BoundsOpt = "0,1",
+    squared: Annotated[bool, typer.Option(help="Squared alpha values (paper form).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for built-in models and attacks.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the ranking here: .json or .csv."
+                                             )] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rank candidate source models for a target task (model selection), best first."""
+    from advtransfer import selection
+
+    try:
+        if out is not None and out.suffix.lower() not in (".json", ".csv"):
+            raise AdvTransferError(f"--out must end in .json or .csv; got {out}")
+        if not candidate:
+            raise AdvTransferError("give at least one --candidate")
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        run_on = resolve_device_option(device)
+        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+                     bounds=parse_bounds(bounds))  # fail fast, before loading models
+        start = time.perf_counter()
+        pool: dict[str, nn.Module] = {}
+        for i, item in enumerate(candidate):
+            name = item.partition("=")[0]
+            name = name if name not in pool else f"{name}#{i}"
+            pool[name] = _load_rank_model(item, "--candidate", seed=seed + 1 + i,
+                                          quiet=quiet).to(run_on)
+        needs_reference = any(m in selection.ADVERSARIAL_METHODS for m in method_list)
+        ref = (_load_rank_model(reference, "--reference", seed=seed, quiet=quiet).to(run_on)
+               if needs_reference else None)
+        x, y = load_labelled_data(data, n_samples)
+        result = selection.rank(
+            pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
+            objective=objective, solver=solver, steps=steps,
+            bounds=parse_bounds(bounds), squared=squared, attack_samples=attack_samples,
+            batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
+    except AdvTransferError as exc:
+        _fail(exc)
+    table = Table(title=f"model selection: {len(pool)} candidates for {data} "
+                        f"({len(x)} samples), ranked by {result.methods[0]}")
+    table.add_column("rank", justify="right")
+    table.add_column("candidate", no_wrap=True)
+    for m in result.methods:
+        table.add_column(m, justify="right", no_wrap=True)
+    for row in result.table():
+        table.add_row(str(row["rank"]), row["candidate"], *(_cell(row[m])
+                                                            for m in result.methods))
+    console.print(table)
+    console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"
+                  "combined: attacks crafted on the reference, applied to each candidate "
+                  "(target -> source); *_s2t the reverse.", style="dim")
+    if out is not None:
+        from advtransfer.fileio import atomic_write_text, write_json
+
+        if out.suffix.lower() == ".csv":
+            atomic_write_text(out, result.to_csv())
+        else:
+            write_json(out, {"reference": reference, "candidate_specs": list(candidate),
+                             "data": data, "n_samples": len(x), "seed": seed,
+                             "device": run_on, "advtransfer": advtransfer.__version__,
+                             "torch": torch.__version__,
+                             "wall_time_s": time.perf_counter() - start,
+                             **result.to_dict()})
+        console.print(f"wrote {out}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -273,7 +273,8 @@ def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> 
         raise AdvTransferError(
             f"candidate {spec!r} is an architecture name and needs weights: pass the path of "
             "its trained weights (e.g. SPEC=WEIGHTS on the command line), or weights='random' "
-            "for a random initialisation")
+            "for a random initialisation (for torchvision's model of that name use the spec "
+            f"'torchvision.models:{spec}')")
     else:
         model = load_model(spec, weights)
     return model.eval()
@@ -635,26 +636,27 @@ def rank(
     sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
 
     ref_model: nn.Module | None = None
+    ref_loaded = False
     if adversarial:
         if reference is None:
             raise AdvTransferError(f"reference is None but the adversarial method(s) "
                                    f"{adversarial} need the target's reference model")
         if isinstance(reference, str):
             spec, _, weights = reference.partition("=")
-            ref_model = load_candidate(spec, weights or None)
-            loaded.add("\0reference")
+            ref_model, ref_loaded = load_candidate(spec, weights or None), True
         elif isinstance(reference, nn.Module):
             ref_model = reference
         else:
             raise AdvTransferTypeError(f"reference must be an nn.Module, a spec string or None; "
                                        f"got {type(reference).__name__}")
+    # user models fix the device (never moved); models built here follow it
     user = [m for n, m in models.items() if n not in loaded]
-    if ref_model is not None and "\0reference" not in loaded:
+    if ref_model is not None and not ref_loaded:
         user.append(ref_model)
     run_on = resolve_device(user, device)
-    for n in loaded - {"\0reference"}:
+    for n in loaded:
         models[n] = models[n].to(run_on)
-    if ref_model is not None and "\0reference" in loaded:
+    if ref_model is not None and ref_loaded:
         ref_model = ref_model.to(run_on)
 
     scores: dict[str, dict[str, float]] = {m: {} for m in methods_t}

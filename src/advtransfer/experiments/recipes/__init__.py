@@ -4,6 +4,7 @@ from advtransfer.experiments.recipes import (  # noqa: F401
     celeba,
     cifar_stl,
     digits_distribution,
+    model_selection,
     synthetic,
     taskonomy,
 )

@@ -1,0 +1,1067 @@
+r"""Model selection recipes: does adversarial transferability pick the best source model?
+
+Both recipes rank a pool of candidate source models for several target tasks with every method of
+:mod:`advtransfer.selection` (alpha1/alpha2/combined in both directions, Liang et al., ICML 2021;
+LogME, LEEP, NCE, H-score, shrinkage H-score, TransRate, GBC; and the data-free baseline that ranks
+by each source model's own accuracy), measure the ground truth by fine-tuning every candidate on
+every target, and report the weighted Kendall tau (:func:`scipy.stats.weightedtau`, the field's
+headline metric) of every method per target and its mean.
+
+``digits-model-selection`` (runs anywhere in minutes, no download)
+    A pool of small source models of different architectures (two-layer MLPs of several widths,
+    small CNNs, a linear model whose "features" are the pixels, a LeNet on upsampled inputs, an
+    untrained network) trained on different source tasks built from scikit-learn's bundled
+    digits: other label sets (all ten digits, subsets, parity, >= 5, mod 3, random labels) and
+    other input distributions (noisy, rotated, blurred, pixel-permuted digits, synthetic bar
+    patterns). Target tasks are digit tasks (default digits {0..4}, {5..9} and even/odd), each
+    with a reference model trained on it. Ground truth: the test accuracy of a linear head
+    fitted on each candidate's penultimate features (the paper's last-layer fine-tuning).
+
+``imagenet-zoo`` (needs the data sets and, in practice, a GPU)
+    The field's standard protocol (You et al., ICML 2021 "LogME"; Pándy et al., CVPR 2022; ...):
+    11 torchvision ImageNet models (ResNet-34/50/101/152, DenseNet-121/169/201, MobileNetV2,
+    MNASNet1.0, GoogLeNet, Inception-v3 at 299 px) ranked for CIFAR-10/100, DTD, Oxford-IIIT
+    Pets, Flowers-102, FGVC-Aircraft, Stanford Cars, Food-101, SUN397, Caltech-101 and
+    VOC2007 (as single-label classification: the class of the largest object). Ground truth:
+    a learning-rate x weight-decay grid of linear-head fine-tuning on the penultimate features
+    (selected on a validation split of the training set, reported on the test split), or a CSV
+    of published numbers (``ground_truth_csv``, columns ``model,dataset,accuracy``). Weights
+    come from local files only (``weights_dir`` or the library cache); nothing is downloaded
+    except data sets with ``download=true``.
+
+Every trained model, fine-tune and score is a unit of the results store, so reruns resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from advtransfer.data.digits import digits
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments.registry import RunContext, register
+from advtransfer.experiments.stages import accuracy, trained_classifier
+from advtransfer.knowledge import knowledge_transfer
+from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
+from advtransfer.selection import (
+    ADVERSARIAL_METHODS,
+    FEATURE_METHODS,
+    METHODS,
+    OUTPUT_METHODS,
+    candidate_outputs,
+    estimator_scores,
+    evaluate_methods,
+    evaluation_to_dict,
+    markdown_table,
+    rank,
+    summarize,
+)
+from advtransfer.store import unit_key
+
+__all__ = [
+    "DEFAULT_DIGITS_SOURCES",
+    "DEFAULT_DIGITS_TARGETS",
+    "ZOO_DATASETS",
+    "ZOO_MODELS",
+    "DigitsModelSelectionConfig",
+    "ImageNetZooConfig",
+    "Resized",
+    "UpsampledLeNet",
+    "imagenet_top1",
+    "selection_summary",
+]
+
+#: Every method scored by the recipes (the data-free source-accuracy baseline is added on top).
+RECIPE_METHODS: list[str] = ["alpha1", "alpha2", "combined", "alpha1_s2t", "alpha2_s2t",
+                             "combined_s2t", "logme", "leep", "nce", "hscore",
+                             "regularized_hscore", "transrate", "gbc"]
+_LABELS = {
+    "alpha1": "alpha1 (target -> source)", "alpha2": "alpha2 (target -> source)",
+    "combined": "combined (target -> source)", "alpha1_s2t": "alpha1 (source -> target)",
+    "alpha2_s2t": "alpha2 (source -> target)", "combined_s2t": "combined (source -> target)",
+    "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score",
+    "regularized_hscore": "shrinkage H-score", "transrate": "TransRate", "gbc": "GBC",
+    "source_accuracy": "source accuracy (data-free baseline)",
+    "transfer_accuracy": "transfer accuracy (fine-tuned head)",
+}
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    bad = [m for m in methods if m not in METHODS or m in ("finetune", "source_accuracy")]
+    if not methods or bad:
+        allowed = [m for m in METHODS if m not in ("finetune", "source_accuracy")]
+        raise AdvTransferError(f"methods must be a non-empty list of {allowed}; got {bad or []}"
+                               " (the source-accuracy baseline is always added)")
+    if len(set(methods)) != len(methods):
+        raise AdvTransferError(f"methods lists a method twice: {list(methods)}")
+    return list(methods)
+
+
+def selection_summary(scores: dict[str, dict[str, dict[str, float]]],
+                      truth: dict[str, dict[str, float]],
+                      source_accuracy: dict[str, dict[str, float]] | None) -> dict[str, Any]:
+    """The ``"selection"`` block of a recipe's results.
+
+    ``scores[target][method][candidate]``, ``truth[target][candidate]`` and
+    ``source_accuracy[target][candidate]`` (or None) -> per-target evaluations (weighted tau,
+    Kendall tau, Pearson, top-1/top-3 relative accuracy) and tables of each metric per target
+    with the mean, the candidate each method picks per target and the true best."""
+    evaluations = {t: evaluate_methods(scores[t], truth[t],
+                                       source_accuracy=None if source_accuracy is None
+                                       else source_accuracy[t])
+                   for t in scores}
+    out: dict[str, Any] = {
+        metric: summarize(evaluations, metric)
+        for metric in ("weighted_tau", "kendall_tau", "pearson", "top1", "top3")}
+    picked: dict[str, dict[str, str]] = {}
+    for t, per in scores.items():
+        all_scores = dict(per)
+        if source_accuracy is not None:
+            all_scores["source_accuracy"] = source_accuracy[t]
+        for m, s in all_scores.items():
+            best = max(s, key=lambda c: (s[c] if s[c] is not None and math.isfinite(s[c])
+                                         else -math.inf))
+            picked.setdefault(m, {})[t] = best
+    out["picked"] = picked
+    out["best"] = {t: max(tr, key=tr.__getitem__) for t, tr in truth.items()}
+    out["truth"] = truth
+    out["evaluations"] = {t: {m: evaluation_to_dict(e) for m, e in ev.items()}
+                          for t, ev in evaluations.items()}
+    return out
+
+
+def _wins_losses(table: dict[str, dict[str, float]]) -> str:
+    """One sentence: where the default adversarial score beats / loses to LogME."""
+    if "alpha1" not in table and "combined" not in table:
+        return ""
+    parts = []
+    for adv in ("alpha1", "alpha2", "combined"):
+        if adv not in table:
+            continue
+        better = [t for t, v in table[adv].items() if t != "mean" and "logme" in table
+                  and math.isfinite(v) and math.isfinite(table["logme"].get(t, math.nan))
+                  and v > table["logme"][t]]
+        parts.append(f"{adv} beats LogME on {len(better)}/{len(table[adv]) - 1} target(s)"
+                     + (f" ({', '.join(better)})" if better else ""))
+    return "; ".join(parts) + "."
+
+
+# =============================================================================================
+# digits-model-selection
+# =============================================================================================
+
+#: The default pool: ``ARCH/TASK[/DATA]`` (see :func:`parse_source`).
+DEFAULT_DIGITS_SOURCES: list[str] = [
+    "mlp64/digits10", "cnn16/digits10", "linear/digits10", "mlp32/parity", "cnn8/ge5",
+    "mlp64/mod3", "cnn16/0-4", "mlp64/5-9", "lenet/digits10/noisy", "mlp64/digits10/rotated",
+    "cnn16/digits10/blurred", "mlp64/digits10/permuted", "mlp64/random10",
+    "cnn16/bars4/synthetic", "mlp64/untrained",
+]
+#: The default target tasks (clean digits).
+DEFAULT_DIGITS_TARGETS: list[str] = ["0-4", "5-9", "parity"]
+
+_DATA_KINDS = ("clean", "noisy", "rotated", "blurred", "permuted", "inverted", "synthetic")
+_NAMED_TASKS = ("digits10", "parity", "ge5", "mod3", "random10", "bars4", "untrained")
+
+
+class UpsampledLeNet(nn.Module):
+    """LeNet-5 on 8x8 digits upsampled (bilinear, differentiable) to ``size`` x ``size``:
+    LeNet's two 5x5 convolutions need at least 14 px. Accepts (N, 1, 8, 8) or flat (N, 64)."""
+
+    def __init__(self, num_classes: int, size: int = 16, width: float = 1.0) -> None:
+        super().__init__()
+        self.size = size
+        self.net = lenet(num_classes, in_channels=1, image_size=size, width=width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.reshape(x.shape[0], 1, 8, 8)
+        return self.net(F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                      align_corners=False))
+
+
+@dataclass(frozen=True)
+class DigitsSource:
+    """A pool entry: architecture, source task (label set) and input distribution."""
+
+    name: str
+    arch: str
+    task: str
+    data: str
+
+
+def _check_arch(arch: str) -> None:
+    if arch in ("linear", "lenet") or re.fullmatch(r"(mlp|cnn)[1-9]\d*", arch):
+        return
+    raise AdvTransferError(f"unknown architecture {arch!r}: use mlpW (digits MLP of hidden "
+                           "width W), cnnW (digits CNN of width W), linear or lenet")
+
+
+def _check_task(task: str, *, target: bool = False) -> None:
+    if re.fullmatch(r"\d-\d", task):
+        lo, hi = int(task[0]), int(task[2])
+        if lo < hi:
+            return
+    named = ("digits10", "parity", "ge5", "mod3") if target else _NAMED_TASKS
+    if task in named:
+        return
+    what = "target" if target else "source task"
+    raise AdvTransferError(f"unknown {what} {task!r}: use a digit range 'a-b' (a < b) or one "
+                           f"of {list(named)}")
+
+
+def parse_source(spec: str) -> DigitsSource:
+    """``ARCH/TASK[/DATA]``: ARCH in mlpW, cnnW, linear, lenet; TASK a digit range ``a-b``,
+    ``digits10``, ``parity``, ``ge5`` (>= 5), ``mod3``, ``random10`` (random labels), ``bars4``
+    (synthetic bar orientation, needs DATA=synthetic) or ``untrained``; DATA in clean (default),
+    noisy, rotated, blurred, permuted (a fixed pixel permutation), inverted, synthetic."""
+    parts = spec.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise AdvTransferError(f"source {spec!r} must have the form ARCH/TASK[/DATA], e.g. "
+                               "'mlp64/digits10' or 'cnn16/digits10/noisy'")
+    arch, task = parts[0], parts[1]
+    data = parts[2] if len(parts) == 3 else ("synthetic" if task == "bars4" else "clean")
+    _check_arch(arch)
+    _check_task(task)
+    if data not in _DATA_KINDS:
+        raise AdvTransferError(f"source {spec!r}: unknown data {data!r}; use one of "
+                               f"{list(_DATA_KINDS)}")
+    if (task == "bars4") != (data == "synthetic"):
+        raise AdvTransferError(f"source {spec!r}: task bars4 goes with data 'synthetic' and only "
+                               "with it")
+    return DigitsSource(spec, arch, task, data)
+
+
+def build_digits_model(arch: str, num_classes: int) -> nn.Module:
+    """The pool's architectures: mlpW, cnnW, linear (logistic regression on the 64 pixels, whose
+    penultimate features are the pixels themselves) and lenet (:class:`UpsampledLeNet`)."""
+    _check_arch(arch)
+    if arch == "linear":
+        return fc_net(64, num_classes, hidden=())
+    if arch == "lenet":
+        return UpsampledLeNet(num_classes)
+    width = int(arch[3:])
+    return digits_mlp(num_classes, hidden=width) if arch.startswith("mlp") else \
+        digits_cnn(num_classes, width=width)
+
+
+def _task_labels(task: str, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(mask of kept samples, new labels, number of classes) of a digit labelling task."""
+    keep = torch.ones_like(y, dtype=torch.bool)
+    if re.fullmatch(r"\d-\d", task):
+        lo, hi = int(task[0]), int(task[2])
+        keep = (y >= lo) & (y <= hi)
+        return keep, y[keep] - lo, hi - lo + 1
+    if task in ("digits10", "untrained"):
+        return keep, y.clone(), 10
+    if task == "parity":
+        return keep, y % 2, 2
+    if task == "ge5":
+        return keep, (y >= 5).long(), 2
+    if task == "mod3":
+        return keep, y % 3, 3
+    if task == "random10":
+        g = torch.Generator().manual_seed(seed)
+        return keep, torch.randint(0, 10, y.shape, generator=g), 10
+    raise AdvTransferError(f"unknown task {task!r}")  # pragma: no cover - parse_source checks
+
+
+def synthetic_bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` synthetic 8x8 images of a bar at a random offset, 4 classes by orientation
+    (horizontal, vertical, diagonal, anti-diagonal), plus Gaussian noise (sd 0.2), in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    offsets = torch.randint(0, 8, (n,), generator=g)
+    x = torch.zeros(n, 1, 8, 8)
+    idx = torch.arange(8)
+    for i in range(n):
+        o, k = int(offsets[i]), int(y[i])
+        if k == 0:
+            x[i, 0, o, :] = 1.0
+        elif k == 1:
+            x[i, 0, :, o] = 1.0
+        elif k == 2:
+            x[i, 0, idx, (idx + o) % 8] = 1.0
+        else:
+            x[i, 0, idx, (o - idx) % 8] = 1.0
+    x = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(0.0, 1.0)
+    return x, y
+
+
+def _transform(kind: str, x: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if kind == "clean":
+        return x
+    if kind == "noisy":
+        return (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0.0, 1.0)
+    if kind == "rotated":
+        return x.rot90(1, dims=(2, 3)).contiguous()
+    if kind == "blurred":
+        return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    if kind == "permuted":
+        perm = torch.randperm(64, generator=torch.Generator().manual_seed(1234))
+        return x.reshape(len(x), 64)[:, perm].reshape(x.shape)
+    if kind == "inverted":
+        return 1.0 - x
+    raise AdvTransferError(f"unknown data kind {kind!r}")  # pragma: no cover
+
+
+def source_data(src: DigitsSource, *, test_fraction: float, seed: int,
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
+                           int]:
+    """(train, test, number of classes) of a source task."""
+    if src.data == "synthetic":
+        n_test = max(40, round(1600 * test_fraction))
+        return synthetic_bars(1600 - n_test, seed + 1), synthetic_bars(n_test, seed + 2), 4
+    split = digits(test_fraction=test_fraction, seed=seed)
+    out = []
+    n_cls = 10
+    for j, (x, y) in enumerate(((split.x_train, split.y_train), (split.x_test, split.y_test))):
+        keep, labels, n_cls = _task_labels(src.task, y, seed + 10 + j)
+        out.append((_transform(src.data, x[keep], seed + 20 + j), labels))
+    return out[0], out[1], n_cls
+
+
+def target_data(task: str, *, test_fraction: float, seed: int,
+                ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
+                           int]:
+    """(train, test, number of classes) of a target task on clean digits."""
+    _check_task(task, target=True)
+    split = digits(test_fraction=test_fraction, seed=seed)
+    out = []
+    n_cls = 10
+    for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
+        keep, labels, n_cls = _task_labels(task, y, seed)
+        out.append((x[keep], labels))
+    return out[0], out[1], n_cls
+
+
+@dataclass
+class DigitsModelSelectionConfig:
+    seed: int = 0
+    sources: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_SOURCES))
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_TARGETS))
+    reference_architecture: str = "cnn16"
+    test_fraction: float = 0.3
+    epochs: int = 30
+    lr: float = 0.01
+    finetune_epochs: int = 30
+    finetune_lr: float = 0.1
+    methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
+    eps: float = 1.0
+    norm: str = "l2"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    squared: bool = False
+    attack_samples: int = 256
+    correct_only: bool = False
+
+
+def quick_digits(config: DigitsModelSelectionConfig) -> DigitsModelSelectionConfig:
+    """Five sources, three targets, 3 epochs, 2 attack steps on 64 inputs."""
+    return replace(config, sources=["mlp32/digits10", "linear/digits10", "cnn8/ge5",
+                                    "mlp32/digits10/permuted", "mlp32/untrained"],
+                   reference_architecture="mlp32", epochs=3, finetune_epochs=3, steps=2,
+                   attack_samples=64)
+
+
+def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
+    if len(c.sources) < 2:
+        raise AdvTransferError(f"sources must list at least 2 source models; got {c.sources}")
+    if len(set(c.sources)) != len(c.sources):
+        raise AdvTransferError(f"sources lists a source twice: {c.sources}")
+    if not c.targets or len(set(c.targets)) != len(c.targets):
+        raise AdvTransferError(f"targets must be a non-empty list without repeats; got "
+                               f"{c.targets}")
+    for t in c.targets:
+        _check_task(t, target=True)
+    _check_arch(c.reference_architecture)
+    if not 0 < c.test_fraction < 1:
+        raise AdvTransferError(f"test_fraction must lie in (0, 1); got {c.test_fraction}")
+    for name in ("epochs", "finetune_epochs", "steps", "attack_samples"):
+        if getattr(c, name) < 1:
+            raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
+    _check_methods(c.methods)
+    return [parse_source(s) for s in c.sources]
+
+
+def _attack(c: Any) -> dict[str, Any]:
+    return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
+            "steps": c.steps, "squared": c.squared, "attack_samples": c.attack_samples,
+            "correct_only": c.correct_only}
+
+
+@register("digits-model-selection", DigitsModelSelectionConfig,
+          "Model selection on the bundled digits: a pool of 15 small source models (MLPs, CNNs, "
+          "linear, LeNet; other label sets, noisy/rotated/blurred/permuted/synthetic inputs) "
+          "ranked for 3 digit targets by alpha1/alpha2/combined vs LogME, LEEP, NCE, H-score, "
+          "TransRate, GBC and source accuracy; weighted Kendall tau against fine-tuning "
+          "(no download, minutes on CPU).", quick_digits)
+def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]:
+    pool = _validate_digits(c)
+    methods = list(c.methods)
+    adv = [m for m in methods if m in ADVERSARIAL_METHODS]
+    est = [m for m in methods if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    split_id = {"test_fraction": c.test_fraction, "seed": c.seed}
+
+    # sources
+    models: dict[str, nn.Module] = {}
+    keys: dict[str, str] = {}
+    src_acc: dict[str, float] = {}
+    for src in pool:
+        train, test, n_cls = source_data(src, test_fraction=c.test_fraction, seed=c.seed)
+        unit = {"arch": src.arch, "task": src.task, "data": src.data, "split": split_id}
+
+        def build(arch: str = src.arch, n: int = n_cls) -> nn.Module:
+            return build_digits_model(arch, n)
+
+        if src.task == "untrained":
+            unit = {**unit, "untrained": True}
+            seed = ctx.seed_for("source", unit)
+
+            def seeded(build: Callable[[], nn.Module] = build, seed: int = seed) -> nn.Module:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    return build().to(ctx.device)
+
+            model = ctx.store.model("source", unit, seeded, lambda m: m)
+            key = unit_key("source", unit)
+        else:
+            model, key = trained_classifier(ctx, "source", unit, build, train, epochs=c.epochs,
+                                            lr=c.lr)
+        models[src.name], keys[src.name] = model, key
+        src_acc[src.name] = accuracy(ctx, key, model, test)
+
+    # targets
+    records: list[dict[str, Any]] = []
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    truth: dict[str, dict[str, float]] = {}
+    ref_acc: dict[str, float] = {}
+    n_test: dict[str, int] = {}
+    costs = {"adversarial_s": 0.0, "estimators_s": 0.0, "finetune_s": 0.0}
+    for task in c.targets:
+        train, test, n_cls = target_data(task, test_fraction=c.test_fraction, seed=c.seed)
+        tid = {"task": task, "split": split_id}
+        reference, ref_key = trained_classifier(
+            ctx, "reference", {"arch": c.reference_architecture, **tid},
+            lambda n=n_cls: build_digits_model(c.reference_architecture, n), train,
+            epochs=c.epochs, lr=c.lr)
+        ref_acc[task] = accuracy(ctx, ref_key, reference, test)
+        n_test[task] = len(test[1])
+        per: dict[str, dict[str, float]] = {m: {} for m in methods}
+
+        if adv:
+            unit = {"reference": ref_key, "sources": [keys[s.name] for s in pool],
+                    "names": [s.name for s in pool], "methods": adv, **_attack(c)}
+
+            def measure(unit: dict = unit, reference: nn.Module = reference,
+                        test: tuple = test) -> dict[str, Any]:
+                start = time.perf_counter()
+                r = rank(models, test, reference, methods=adv, eps=c.eps,
+                         norm=c.norm, objective=c.objective, solver=c.solver,
+                         steps=c.steps, squared=c.squared, attack_samples=c.attack_samples,
+                         correct_only=c.correct_only, device=ctx.device,
+                         seed=ctx.seed_for("selection-adversarial", unit), progress=ctx.progress)
+                return {"scores": r.scores, "details": r.details,
+                        "seconds": time.perf_counter() - start}
+
+            res = ctx.store.record("selection-adversarial", unit, measure)
+            costs["adversarial_s"] += res["seconds"]
+            for m in adv:
+                per[m] = {n: _num(v) for n, v in res["scores"][m].items()}
+
+        truth[task] = {}
+        for src in pool:
+            model, key = models[src.name], keys[src.name]
+            if est:
+                unit = {"source": key, "target": tid, "methods": est}
+
+                def estimate(model: nn.Module = model, name: str = src.name,
+                             train: tuple = train) -> dict[str, Any]:
+                    start = time.perf_counter()
+                    r = rank({name: model}, train, None, methods=est, device=ctx.device)
+                    return {"scores": {m: r.scores[m][name] for m in est},
+                            "seconds": time.perf_counter() - start}
+
+                res = ctx.store.record("selection-estimators", unit, estimate)
+                costs["estimators_s"] += res["seconds"]
+                for m in est:
+                    per[m][src.name] = _num(res["scores"][m])
+
+            ft_unit = {"source": key, "target": tid, "features": "penultimate",
+                       "finetune": "head", "epochs": c.finetune_epochs, "lr": c.finetune_lr}
+
+            def finetune(model: nn.Module = model, train: tuple = train, test: tuple = test,
+                         unit: dict = ft_unit) -> dict[str, Any]:
+                start = time.perf_counter()
+                kt = knowledge_transfer(model, train, test, task="classification",
+                                        features="penultimate", finetune="head",
+                                        epochs=c.finetune_epochs, lr=c.finetune_lr,
+                                        device=ctx.device,
+                                        seed=ctx.seed_for("selection-finetune", unit))
+                return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+
+            kt = ctx.store.record("selection-finetune", ft_unit, finetune)
+            costs["finetune_s"] += kt["seconds"]
+            truth[task][src.name] = float(kt["test_accuracy"])
+            records.append({
+                "source": src.name, "target": task, "architecture": src.arch,
+                "source_task": src.task, "source_data": src.data,
+                "source_accuracy": src_acc[src.name],
+                "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+                **{m: per[m].get(src.name) for m in methods},
+            })
+        scores[task] = per
+
+    sa = {t: dict(src_acc) for t in c.targets}
+    selection = selection_summary(scores, truth, sa)
+    selection["reference_accuracy"] = ref_acc
+    selection["costs"] = costs
+    table_md = markdown_table(selection["weighted_tau"])
+    description = (
+        f"Pool: {len(pool)} source models ({', '.join(s.name for s in pool)}; ARCH/TASK[/DATA]: "
+        "architecture, source label set, source input distribution). Targets: "
+        f"{', '.join(c.targets)} on clean digits; reference models "
+        f"{c.reference_architecture} trained on each target (test accuracy "
+        + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + "). Ground truth: test "
+        f"accuracy of a linear head fitted on each source's penultimate features "
+        f"({c.finetune_epochs} epochs, SGD lr {c.finetune_lr}) on test sets of "
+        + ", ".join(f"{n} ({t})" for t, n in n_test.items()) + " samples, so accuracies "
+        "closer than a few samples are ties in all but name. Adversarial transferability: "
+        f"{c.solver} {c.norm} eps={c.eps}, {c.objective} objective, {c.steps} steps, "
+        f"{c.attack_samples} target test inputs, the reference attacked once for the whole "
+        "pool; plain alpha1/alpha2/combined are target -> source (attacks crafted on the "
+        "reference, applied to the source), *_s2t the reverse. Estimators on the target "
+        "training set.\n\n"
+        "**Weighted Kendall tau of each method's ranking against fine-tuning, per target and "
+        "mean** (1 = perfect, 0 = unrelated; source_accuracy is the data-free baseline):\n\n"
+        + table_md + "\n\n" + _wins_losses(selection["weighted_tau"]) + " Costs (s, all "
+        f"targets): adversarial {costs['adversarial_s']:.2f}, estimators "
+        f"{costs['estimators_s']:.2f}, fine-tuning {costs['finetune_s']:.2f} (the time of the "
+        "original computation, stored with each unit). Correlations below pool the "
+        "targets, whose score scales differ; the per-target table above is the headline.")
+    metrics = [*methods, "source_accuracy"]
+    return {
+        "records": records,
+        "selection": selection,
+        "report": {
+            "title": "digits-model-selection: which source model transfers best?",
+            "description": description,
+            "metrics": metrics,
+            "outcomes": ["transfer_accuracy"],
+            "sweep": None,
+            "labels": {k: v for k, v in _LABELS.items() if k in metrics or k in
+                       ("transfer_accuracy",)},
+            "columns": ["source", "target", "source_accuracy", "transfer_accuracy", *methods],
+        },
+    }
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+# =============================================================================================
+# imagenet-zoo
+# =============================================================================================
+
+#: The 11 torchvision ImageNet models of the field's standard protocol.
+ZOO_MODELS: list[str] = ["resnet34", "resnet50", "resnet101", "resnet152", "densenet121",
+                         "densenet169", "densenet201", "mobilenet_v2", "mnasnet1_0",
+                         "googlenet", "inception_v3"]
+#: The standard target data sets (``fake`` = torchvision FakeData, for tests).
+ZOO_DATASETS: list[str] = ["cifar10", "cifar100", "dtd", "pets", "flowers102", "aircraft",
+                           "cars", "food101", "sun397", "caltech101", "voc2007"]
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+               "sheep", "sofa", "train", "tvmonitor")
+_NATIVE = {"inception_v3": 299}
+
+
+class Resized(nn.Module):
+    """``inner(interpolate(x, size))``: lets models of different native resolutions share one
+    input space (the attack's eps is measured on the shared input). Bilinear, differentiable;
+    the identity when the input already has that size."""
+
+    def __init__(self, inner: nn.Module, size: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              align_corners=False)
+        return self.inner(x)
+
+
+def imagenet_top1(name: str) -> float | None:
+    """ImageNet-1K top-1 accuracy (fraction) of torchvision's IMAGENET1K_V1 weights of ``name``
+    from torchvision's own metadata (no download), or None if unknown."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return None
+    weights = getattr(enum, "IMAGENET1K_V1", None) or getattr(enum, "DEFAULT", None)
+    try:
+        return float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"]) / 100.0
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class ImageNetZooConfig:
+    seed: int = 0
+    models: list[str] = field(default_factory=lambda: list(ZOO_MODELS))
+    datasets: list[str] = field(default_factory=lambda: list(ZOO_DATASETS))
+    data_root: str = "data"
+    download: bool = False
+    verify: bool = False
+    weights: str = ""
+    weights_dir: str = ""
+    image_size: int = 224
+    max_train: int = 0
+    max_test: int = 0
+    split_test_fraction: float = 0.2
+    fake_train: int = 200
+    fake_test: int = 100
+    fake_classes: int = 5
+    reference_architecture: str = "resnet18"
+    reference_width: float = 1.0
+    reference_size: int = 64
+    reference_epochs: int = 30
+    reference_lr: float = 0.001
+    reference_weights_dir: str = ""
+    ground_truth_csv: str = ""
+    finetune_lrs: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.001])
+    finetune_weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 0.0])
+    finetune_epochs: int = 30
+    val_fraction: float = 0.2
+    methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
+    eps: float = 1.0
+    norm: str = "l2"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    squared: bool = False
+    attack_samples: int = 256
+    correct_only: bool = False
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+def quick_zoo(config: ImageNetZooConfig) -> ImageNetZooConfig:
+    """Three small torchvision models with random weights on a tiny FakeData target at 32 px."""
+    return replace(config, models=["resnet18", "regnet_x_400mf", "mobilenet_v3_small"],
+                   datasets=["fake"], weights="random", image_size=32, fake_train=48,
+                   fake_test=24, fake_classes=3, reference_width=0.125, reference_size=32,
+                   reference_epochs=1, finetune_lrs=[0.1], finetune_weight_decays=[0.0, 1e-4],
+                   finetune_epochs=2, steps=2, attack_samples=16, batch_size=16)
+
+
+class _RGB:
+    def __call__(self, img: Any) -> Any:
+        return img.convert("RGB") if hasattr(img, "convert") else img
+
+
+def _voc_label(annotation: dict) -> int:
+    """The class of the largest object of a VOC annotation (single-label classification)."""
+    objects = annotation["annotation"]["object"]
+    objects = objects if isinstance(objects, list) else [objects]
+
+    def area(o: dict) -> float:
+        b = o["bndbox"]
+        return (float(b["xmax"]) - float(b["xmin"])) * (float(b["ymax"]) - float(b["ymin"]))
+
+    return VOC_CLASSES.index(max(objects, key=area)["name"])
+
+
+def _seeded_split(ds: Dataset, fraction: float, seed: int, train: bool) -> Dataset:
+    n = len(ds)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = max(1, round(fraction * n))
+    return Subset(ds, sorted(perm[n_test:] if train else perm[:n_test]))
+
+
+def load_zoo_dataset(name: str, split: str, c: ImageNetZooConfig) -> tuple[Dataset, int]:
+    """(dataset of (float image in [0, 1] of c.image_size px, int label), number of classes) for
+    a standard target ``name`` and split "train" or "test" (train+val where a val split
+    exists; a seeded split for SUN397 and Caltech-101, which have no official one)."""
+    from torchvision import datasets as tvd
+    from torchvision import transforms as T
+
+    size = c.image_size
+    tf = T.Compose([_RGB(), T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    root = str(Path(c.data_root).expanduser())
+    train = split == "train"
+    if name == "fake":
+        n = c.fake_train if train else c.fake_test
+        return tvd.FakeData(size=n, image_size=(3, size, size), num_classes=c.fake_classes,
+                            transform=T.ToTensor(), random_offset=0 if train else 1_000_003,
+                            ), c.fake_classes
+    if name == "cifar10":
+        from advtransfer.data.vision import cifar10
+
+        return cifar10(root, split, download=c.download, verify=c.verify, size=size), 10
+    dl = c.download
+    try:
+        if name == "cifar100":
+            return tvd.CIFAR100(root, train=train, transform=tf, download=dl), 100
+        if name == "dtd":
+            parts = ["train", "val"] if train else ["test"]
+            return ConcatDataset([tvd.DTD(root, split=p, transform=tf, download=dl)
+                                  for p in parts]), 47
+        if name == "pets":
+            return tvd.OxfordIIITPet(root, split="trainval" if train else "test", transform=tf,
+                                     download=dl), 37
+        if name == "flowers102":
+            parts = ["train", "val"] if train else ["test"]
+            return ConcatDataset([tvd.Flowers102(root, split=p, transform=tf, download=dl)
+                                  for p in parts]), 102
+        if name == "aircraft":
+            return tvd.FGVCAircraft(root, split="trainval" if train else "test",
+                                    annotation_level="variant", transform=tf, download=dl), 100
+        if name == "cars":
+            return tvd.StanfordCars(root, split="train" if train else "test", transform=tf,
+                                    download=dl), 196
+        if name == "food101":
+            return tvd.Food101(root, split="train" if train else "test", transform=tf,
+                               download=dl), 101
+        if name == "sun397":
+            ds = tvd.SUN397(root, transform=tf, download=dl)
+            return _seeded_split(ds, c.split_test_fraction, c.seed, train), len(ds.classes)
+        if name == "caltech101":
+            ds = tvd.Caltech101(root, target_type="category", transform=tf, download=dl)
+            return _seeded_split(ds, c.split_test_fraction, c.seed, train), 101
+        if name == "voc2007":
+            return tvd.VOCDetection(root, year="2007", image_set="trainval" if train else "test",
+                                    transform=tf, target_transform=_voc_label,
+                                    download=dl), len(VOC_CLASSES)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise AdvTransferError(
+            f"could not load data set {name!r} ({split}) from data_root={root!r}: "
+            f"{type(exc).__name__}: {exc}. Put it there in torchvision's layout, or pass "
+            "--download (download=true) where torchvision can download it (Stanford Cars "
+            "cannot be downloaded by torchvision any more).") from exc
+    raise AdvTransferError(f"unknown data set {name!r}; use one of {ZOO_DATASETS + ['fake']}")
+
+
+def _weights_path(c: ImageNetZooConfig, name: str) -> str | None:
+    """The weights argument for :func:`advtransfer.models.zoo.from_name`."""
+    if c.weights == "random":
+        return "random"
+    if c.weights:
+        raise AdvTransferError(f"weights must be '' (local files) or 'random'; got {c.weights!r}")
+    if not c.weights_dir:
+        return None  # the library cache; from_name names the paths it searched
+    base = Path(c.weights_dir).expanduser()
+    tried = [base / f"{name}{suffix}" for suffix in (".safetensors", ".pth", ".pt")]
+    for path in tried:
+        if path.is_file():
+            return str(path)
+    raise AdvTransferError(f"no weights for model {name!r} in weights_dir: looked for "
+                           + ", ".join(map(str, tried)) + ". advtransfer never downloads "
+                           "weights; copy torchvision's state dicts there, or set "
+                           "weights=random for a dry run.")
+
+
+def _weights_id(path: str | None, name: str) -> Any:
+    if path in (None, "random"):
+        if path is None:
+            from advtransfer.models.zoo import weight_candidates
+
+            found = next((p for p in weight_candidates(name) if p.is_file()), None)
+            if found is not None:
+                return {"path": str(found), "bytes": found.stat().st_size}
+        return path
+    p = Path(path)
+    return {"path": str(p), "bytes": p.stat().st_size}
+
+
+def _load_zoo_model(c: ImageNetZooConfig, name: str, ctx: RunContext) -> nn.Module:
+    from advtransfer.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, Normalized
+    from advtransfer.models.zoo import from_name
+
+    weights = _weights_path(c, name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed_for("zoo-model", name, c.seed))
+        model = from_name(name, weights=weights)
+    native = _NATIVE.get(name)
+    size = c.image_size if native is None else max(75, round(c.image_size * native / 224))
+    return Resized(Normalized(model, IMAGENET_MEAN, IMAGENET_STD), size).eval().to(ctx.device)
+
+
+def _read_ground_truth(path: str, models: list[str], datasets: list[str],
+                       ) -> dict[str, dict[str, float]]:
+    """``{dataset: {model: accuracy}}`` from a CSV with columns model,dataset,accuracy."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AdvTransferError(f"ground_truth_csv {str(p)!r} does not exist")
+    with p.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"model", "dataset", "accuracy"} <= set(
+                reader.fieldnames):
+            raise AdvTransferError(f"ground_truth_csv {str(p)!r} must have the columns model,"
+                                   f"dataset,accuracy; got {reader.fieldnames}")
+        out: dict[str, dict[str, float]] = {}
+        for i, row in enumerate(reader, start=2):
+            try:
+                acc = float(row["accuracy"])
+            except (TypeError, ValueError):
+                raise AdvTransferError(f"ground_truth_csv line {i}: accuracy {row['accuracy']!r}"
+                                       " is not a number") from None
+            if not math.isfinite(acc):
+                raise AdvTransferError(f"ground_truth_csv line {i}: accuracy must be finite")
+            out.setdefault(row["dataset"].strip(), {})[row["model"].strip()] = acc
+    missing = [f"{m}/{d}" for d in datasets for m in models if m not in out.get(d, {})]
+    if missing:
+        raise AdvTransferError(f"ground_truth_csv {str(p)!r} has no accuracy for "
+                               f"{missing[:10]}{' ...' if len(missing) > 10 else ''} "
+                               "(model/dataset)")
+    return {d: {m: out[d][m] for m in models} for d in datasets}
+
+
+def _validate_zoo(c: ImageNetZooConfig) -> None:
+    if len(c.models) < 2 or len(set(c.models)) != len(c.models):
+        raise AdvTransferError(f"models must list at least 2 distinct models; got {c.models}")
+    known = [*ZOO_DATASETS, "fake"]
+    bad = [d for d in c.datasets if d not in known]
+    if not c.datasets or bad or len(set(c.datasets)) != len(c.datasets):
+        raise AdvTransferError(f"datasets must be distinct names from {known}; got {c.datasets}")
+    for name in ("image_size", "reference_size", "reference_epochs", "finetune_epochs",
+                 "steps", "attack_samples", "batch_size", "fake_train", "fake_test"):
+        if getattr(c, name) < 1:
+            raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
+    if c.fake_classes < 2:
+        raise AdvTransferError(f"fake_classes must be >= 2; got {c.fake_classes}")
+    if c.max_train < 0 or c.max_test < 0 or c.num_workers < 0:
+        raise AdvTransferError("max_train, max_test and num_workers must be >= 0")
+    if not c.finetune_lrs or not c.finetune_weight_decays or any(
+            v <= 0 for v in c.finetune_lrs) or any(v < 0 for v in c.finetune_weight_decays):
+        raise AdvTransferError("finetune_lrs must be non-empty and > 0, finetune_weight_decays "
+                               "non-empty and >= 0")
+    for name in ("val_fraction", "split_test_fraction"):
+        if not 0 < getattr(c, name) < 1:
+            raise AdvTransferError(f"{name} must lie in (0, 1); got {getattr(c, name)}")
+    _check_methods(c.methods)
+    for m in c.models:
+        _weights_path(c, m)  # fail early on a missing weights file
+
+
+def _fit_head(f_tr: torch.Tensor, y_tr: torch.Tensor, f_te: torch.Tensor, y_te: torch.Tensor,
+              *, lr: float, wd: float, epochs: int, seed: int, device: torch.device,
+              batch_size: int) -> dict[str, Any]:
+    """A linear head on precomputed features (knowledge_transfer on the identity map)."""
+    kt = knowledge_transfer(nn.Identity(), (f_tr, y_tr), (f_te, y_te), task="classification",
+                            finetune="head", epochs=epochs, lr=lr, weight_decay=wd,
+                            batch_size=batch_size, device=device, seed=seed)
+    return kt.to_dict()
+
+
+@register("imagenet-zoo", ImageNetZooConfig,
+          "The field's model-selection protocol: 11 torchvision ImageNet models ranked for 11 "
+          "target data sets by adversarial transferability and the standard estimators, "
+          "against a lr x weight-decay grid of head fine-tuning or a ground-truth CSV (needs "
+          "the data sets, local weights and a GPU).", quick_zoo)
+def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
+    _validate_zoo(c)
+    from advtransfer.data.subsets import take
+    from advtransfer.models.architectures import build
+
+    methods = list(c.methods)
+    adv = [m for m in methods if m in ADVERSARIAL_METHODS]
+    est = [m for m in methods if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    given_truth = (_read_ground_truth(c.ground_truth_csv, c.models, c.datasets)
+                   if c.ground_truth_csv else None)
+    weight_ids = {m: _weights_id(_weights_path(c, m), m) for m in c.models}
+    top1 = {m: imagenet_top1(m) for m in c.models}
+    have_top1 = all(v is not None for v in top1.values())
+    models = {m: _load_zoo_model(c, m, ctx) for m in c.models}
+
+    def loader(ds: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(ds, batch_size=c.batch_size, shuffle=shuffle,
+                          num_workers=c.num_workers)
+
+    records: list[dict[str, Any]] = []
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    truth: dict[str, dict[str, float]] = {}
+    ref_acc: dict[str, float] = {}
+    grid = [(lr, wd) for lr in c.finetune_lrs for wd in c.finetune_weight_decays]
+    for ds_name in c.datasets:
+        train_ds, n_cls = load_zoo_dataset(ds_name, "train", c)
+        test_ds, _ = load_zoo_dataset(ds_name, "test", c)
+        gen = torch.Generator().manual_seed(c.seed)
+        if c.max_train:
+            train_ds = take(train_ds, c.max_train, generator=gen)
+        if c.max_test:
+            test_ds = take(test_ds, c.max_test, generator=gen)
+        tid = {"dataset": ds_name, "image_size": c.image_size, "max_train": c.max_train,
+               "max_test": c.max_test, "seed": c.seed,
+               **({"fake": [c.fake_train, c.fake_test, c.fake_classes]}
+                  if ds_name == "fake" else {})}
+        per: dict[str, dict[str, float]] = {m: {} for m in methods}
+
+        if adv:
+            ref_file = (Path(c.reference_weights_dir).expanduser() / f"{ds_name}.safetensors"
+                        if c.reference_weights_dir else None)
+
+            def build_ref(n: int = n_cls) -> nn.Module:
+                return Resized(build(c.reference_architecture, num_classes=n,
+                                     width=c.reference_width), c.reference_size)
+
+            if ref_file is not None:
+                from advtransfer.models.checkpoint import load_into
+
+                if not ref_file.is_file():
+                    raise AdvTransferError(f"reference_weights_dir has no {ref_file.name}: "
+                                           f"looked for {ref_file}")
+                reference = load_into(build_ref(), ref_file).eval().to(ctx.device)
+                ref_key = unit_key("reference-file", {"path": str(ref_file),
+                                                      "bytes": ref_file.stat().st_size})
+            else:
+                reference, ref_key = trained_classifier(
+                    ctx, "reference", {"arch": c.reference_architecture,
+                                       "width": c.reference_width, "size": c.reference_size,
+                                       **tid}, build_ref, train_ds,
+                    epochs=c.reference_epochs, lr=c.reference_lr, batch_size=c.batch_size)
+            ref_acc[ds_name] = accuracy(ctx, ref_key, reference, loader(test_ds))
+            unit = {"reference": ref_key, "models": c.models, "weights": weight_ids,
+                    "target": tid, "methods": adv, **_attack(c)}
+
+            def measure(unit: dict = unit, reference: nn.Module = reference,
+                        test_ds: Dataset = test_ds) -> dict[str, Any]:
+                start = time.perf_counter()
+                r = rank(models, test_ds, reference, methods=adv, eps=c.eps, norm=c.norm,
+                         objective=c.objective, solver=c.solver,
+                         steps=c.steps, squared=c.squared, attack_samples=c.attack_samples,
+                         correct_only=c.correct_only, batch_size=c.batch_size,
+                         device=ctx.device, seed=ctx.seed_for("zoo-adversarial", unit),
+                         progress=ctx.progress)
+                return {"scores": r.scores, "details": r.details,
+                        "seconds": time.perf_counter() - start}
+
+            res = ctx.store.record("zoo-adversarial", unit, measure)
+            for m in adv:
+                per[m] = {n: _num(v) for n, v in res["scores"][m].items()}
+
+        truth[ds_name] = {}
+        for name, model in models.items():
+            cache: dict[str, Any] = {}
+
+            def outputs(split: str, model: nn.Module = model, name: str = name,
+                        cache: dict = cache, train_ds: Dataset = train_ds,
+                        test_ds: Dataset = test_ds) -> Any:
+                if split not in cache:
+                    ds = train_ds if split == "train" else test_ds
+                    cache[split] = candidate_outputs(model, loader(ds), device=ctx.device,
+                                                     name=name)
+                return cache[split]
+
+            base = {"model": name, "weights": weight_ids[name], "target": tid}
+            if est:
+                res = ctx.store.record(
+                    "zoo-estimators", {**base, "methods": est},
+                    lambda outputs=outputs, name=name: {
+                        "scores": estimator_scores(outputs("train"), est, name=name)})
+                for m in est:
+                    per[m][name] = _num(res["scores"][m])
+            record: dict[str, Any] = {"source": name, "target": ds_name,
+                                      "source_accuracy": top1[name]}
+            if given_truth is not None:
+                truth[ds_name][name] = given_truth[ds_name][name]
+                record["transfer_accuracy"] = truth[ds_name][name]
+            else:
+                def split_fit(outputs: Callable = outputs) -> tuple[torch.Tensor, ...]:
+                    tr = outputs("train")
+                    n = len(tr.labels)
+                    perm = torch.randperm(n, generator=torch.Generator().manual_seed(c.seed))
+                    n_val = max(1, round(c.val_fraction * n))
+                    val, fit_ = perm[:n_val], perm[n_val:]
+                    return (tr.features[fit_], tr.labels[fit_], tr.features[val],
+                            tr.labels[val])
+
+                val_acc: dict[tuple[float, float], float] = {}
+                for lr, wd in grid:
+                    gunit = {**base, "lr": lr, "weight_decay": wd, "epochs": c.finetune_epochs,
+                             "val_fraction": c.val_fraction}
+                    r = ctx.store.record(
+                        "zoo-finetune-grid", gunit,
+                        lambda lr=lr, wd=wd, gunit=gunit, split_fit=split_fit: _fit_head(
+                            *split_fit(), lr=lr, wd=wd, epochs=c.finetune_epochs,
+                            seed=ctx.seed_for("zoo-finetune-grid", gunit), device=ctx.device,
+                            batch_size=max(c.batch_size, 128)))
+                    val_acc[(lr, wd)] = float(r["test_accuracy"])
+                best_lr, best_wd = max(grid, key=lambda k: val_acc[k])
+                funit = {**base, "lr": best_lr, "weight_decay": best_wd,
+                         "epochs": c.finetune_epochs}
+
+                def final(funit: dict = funit, outputs: Callable = outputs,
+                          lr: float = best_lr, wd: float = best_wd) -> dict[str, Any]:
+                    tr, te = outputs("train"), outputs("test")
+                    return _fit_head(tr.features, tr.labels, te.features, te.labels, lr=lr,
+                                     wd=wd, epochs=c.finetune_epochs,
+                                     seed=ctx.seed_for("zoo-finetune", funit),
+                                     device=ctx.device, batch_size=max(c.batch_size, 128))
+
+                kt = ctx.store.record("zoo-finetune", funit, final)
+                truth[ds_name][name] = float(kt["test_accuracy"])
+                record.update(transfer_accuracy=kt["test_accuracy"],
+                              transfer_loss=kt["test_loss"], best_lr=best_lr,
+                              best_weight_decay=best_wd,
+                              best_val_accuracy=val_acc[(best_lr, best_wd)])
+            record.update({m: per[m].get(name) for m in methods})
+            records.append(record)
+            cache.clear()
+        scores[ds_name] = per
+
+    sa = {d: {m: float(top1[m]) for m in c.models} for d in c.datasets} if have_top1 else None
+    selection = selection_summary(scores, truth, sa)
+    selection["reference_accuracy"] = ref_acc
+    table_md = markdown_table(selection["weighted_tau"])
+    caveat = (" **Weights are random (a dry run): the numbers say nothing about the method; the "
+              "source accuracies are those of the pretrained weights.**"
+              if c.weights == "random" else "")
+    description = (
+        f"Models: {', '.join(c.models)} (ImageNet, torchvision; Inception-v3 sees its input "
+        f"resized to 299/224 of the {c.image_size} px images). Targets: "
+        f"{', '.join(c.datasets)}. Ground truth: "
+        + ("the accuracies in " + c.ground_truth_csv if c.ground_truth_csv else
+           f"test accuracy of a linear head on the penultimate features, lr x weight decay "
+           f"grid {c.finetune_lrs} x {c.finetune_weight_decays} selected on a "
+           f"{c.val_fraction:.0%} validation split of the training set")
+        + f". Reference per target: {c.reference_architecture} (width {c.reference_width}) at "
+        f"{c.reference_size} px. Adversarial: {c.solver} {c.norm} eps={c.eps}, {c.objective}, "
+        f"{c.steps} steps, {c.attack_samples} test inputs; plain alpha names are target -> "
+        "source." + caveat + "\n\n**Weighted Kendall tau per target and mean** "
+        "(source_accuracy: ImageNet top-1, the data-free baseline):\n\n" + table_md + "\n\n"
+        + _wins_losses(selection["weighted_tau"]))
+    metrics = [*methods] + (["source_accuracy"] if have_top1 else [])
+    return {
+        "records": records,
+        "selection": selection,
+        "report": {
+            "title": "imagenet-zoo: ranking ImageNet models for transfer",
+            "description": description,
+            "metrics": metrics,
+            "outcomes": ["transfer_accuracy"],
+            "sweep": None,
+            "labels": {k: v for k, v in _LABELS.items() if k in metrics or k in
+                       ("transfer_accuracy",)},
+            "columns": ["source", "target", "source_accuracy", "transfer_accuracy", *methods],
+        },
+    }
+

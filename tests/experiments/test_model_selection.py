@@ -1,0 +1,181 @@
+"""The model-selection recipes end to end (quick mode), resume, and their building blocks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import advtransfer.experiments.recipes.model_selection as ms  # registers the recipes
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments import run
+
+METHODS = [*ms.RECIPE_METHODS, "source_accuracy"]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: much faster on a small shared CPU, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _check_selection(results: dict, targets: list[str], n_sources: int) -> None:
+    table = results["selection"]["weighted_tau"]
+    assert set(table) == set(METHODS)
+    for method, row in table.items():
+        assert list(row) == [*targets, "mean"], method
+        finite = [v for t, v in row.items() if t != "mean" and v is not None]
+        if finite:
+            assert -1.0 <= row["mean"] <= 1.0
+    assert len(results["records"]) == n_sources * len(targets)
+    assert set(results["selection"]["best"]) == set(targets)
+    for ev in results["selection"]["evaluations"].values():
+        assert set(ev) == set(METHODS) and "top1" in ev["logme"]
+
+
+def test_digits_model_selection_quick_end_to_end_and_resume(tmp_path, one_thread):
+    out = tmp_path / "run"
+    results = run("digits-model-selection", out, quick=True, progress=False)
+    config = ms.quick_digits(ms.DigitsModelSelectionConfig())
+    _check_selection(results, config.targets, len(config.sources))
+    record = results["records"][0]
+    assert {"source", "target", "transfer_accuracy", "source_accuracy", "alpha1",
+            "logme"} <= set(record)
+    assert 0.0 <= record["transfer_accuracy"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert "Weighted Kendall tau" in report and "| method |" in report
+    assert {r["metric"] for r in results["correlations"]} == set(METHODS)
+    # the linear "model" (pixels as features) transfers far better than the untrained MLP
+    truth = results["selection"]["truth"]["0-4"]
+    assert truth["linear/digits10"] > truth["mlp32/untrained"]
+    again = run("digits-model-selection", out, quick=True, progress=False)
+    assert again["units"]["computed"] == 0 and again["units"]["reused"] > 0
+    assert again["selection"]["weighted_tau"] == results["selection"]["weighted_tau"]
+
+
+def test_imagenet_zoo_quick_end_to_end_and_resume(tmp_path, one_thread):
+    out = tmp_path / "zoo"
+    results = run("imagenet-zoo", out, quick=True, progress=False)
+    config = ms.quick_zoo(ms.ImageNetZooConfig())
+    _check_selection(results, ["fake"], len(config.models))
+    record = results["records"][0]
+    assert record["source_accuracy"] == pytest.approx(ms.imagenet_top1(record["source"]))
+    assert record["best_lr"] in config.finetune_lrs
+    assert record["best_weight_decay"] in config.finetune_weight_decays
+    assert "random (a dry run)" in (out / "report.md").read_text()
+    again = run("imagenet-zoo", out, quick=True, progress=False)
+    assert again["units"]["computed"] == 0
+
+
+def test_imagenet_zoo_reads_a_ground_truth_csv(tmp_path, one_thread):
+    csv_path = tmp_path / "truth.csv"
+    models = ["resnet18", "regnet_x_400mf"]
+    csv_path.write_text("model,dataset,accuracy\nresnet18,fake,0.8\nregnet_x_400mf,fake,0.6\n")
+    results = run("imagenet-zoo", tmp_path / "zoo", quick=True, progress=False,
+                  overrides=[f"models={models}", f'ground_truth_csv="{csv_path}"',
+                             'methods=["logme", "alpha2"]'])
+    assert results["selection"]["truth"] == {"fake": {"resnet18": 0.8, "regnet_x_400mf": 0.6}}
+    assert {r["source"]: r["transfer_accuracy"] for r in results["records"]} == {
+        "resnet18": 0.8, "regnet_x_400mf": 0.6}
+    assert "best_lr" not in results["records"][0]
+
+
+def test_ground_truth_csv_errors(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("model,dataset,acc\nresnet50,dtd,0.7\n")
+    with pytest.raises(AdvTransferError, match="columns model,dataset,accuracy"):
+        ms._read_ground_truth(str(path), ["resnet50"], ["dtd"])
+    path.write_text("model,dataset,accuracy\nresnet50,dtd,0.7\n")
+    with pytest.raises(AdvTransferError, match=r"no accuracy for \['resnet34/dtd'\]"):
+        ms._read_ground_truth(str(path), ["resnet50", "resnet34"], ["dtd"])
+    path.write_text("model,dataset,accuracy\nresnet50,dtd,high\n")
+    with pytest.raises(AdvTransferError, match="line 2"):
+        ms._read_ground_truth(str(path), ["resnet50"], ["dtd"])
+    with pytest.raises(AdvTransferError, match="does not exist"):
+        ms._read_ground_truth(str(tmp_path / "none.csv"), ["resnet50"], ["dtd"])
+
+
+def test_imagenet_zoo_never_downloads_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVTRANSFER_HOME", str(tmp_path / "home"))
+    with pytest.raises(AdvTransferError) as info:
+        run("imagenet-zoo", tmp_path / "a", progress=False, overrides=["datasets=[\"fake\"]"])
+    assert str(tmp_path / "home" / "weights" / "resnet34.safetensors") in str(info.value)
+    with pytest.raises(AdvTransferError, match="weights_dir: looked for .*resnet34.pth"):
+        run("imagenet-zoo", tmp_path / "b", progress=False,
+            overrides=[f'weights_dir="{tmp_path}"'])
+    with pytest.raises(AdvTransferError, match="datasets must be"):
+        run("imagenet-zoo", tmp_path / "c", quick=True, progress=False,
+            overrides=['datasets=["imagenet"]'])
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [("mlp64", "ARCH/TASK"), ("rnn4/digits10", "unknown architecture"),
+     ("mlp64/7-3", "unknown source task"), ("mlp64/digits10/foggy", "unknown data"),
+     ("mlp64/bars4", None), ("mlp64/digits10/synthetic", "bars4")],
+)
+def test_parse_source(spec, match):
+    if match is None:
+        assert ms.parse_source(spec).data == "synthetic"
+    else:
+        with pytest.raises(AdvTransferError, match=match):
+            ms.parse_source(spec)
+
+
+def test_digits_config_validation(tmp_path):
+    with pytest.raises(AdvTransferError, match="unknown target"):
+        run("digits-model-selection", tmp_path / "a", quick=True, progress=False,
+            overrides=['targets=["0-4", "random10"]'])
+    with pytest.raises(AdvTransferError, match="methods must be"):
+        run("digits-model-selection", tmp_path / "b", quick=True, progress=False,
+            overrides=['methods=["finetune"]'])
+
+
+def test_pool_builders():
+    src = ms.parse_source("lenet/digits10/noisy")
+    (x, y), (xt, yt), n = ms.source_data(src, test_fraction=0.3, seed=0)
+    assert n == 10 and x.shape[1:] == (1, 8, 8) and 0 <= float(x.min()) <= float(x.max()) <= 1
+    assert ms.build_digits_model("lenet", 3)(x[:4]).shape == (4, 3)
+    (x, y), _, n = ms.source_data(ms.parse_source("cnn8/ge5"), test_fraction=0.3, seed=0)
+    assert n == 2 and set(y.tolist()) == {0, 1}
+    xb, yb = ms.synthetic_bars(8, seed=0)
+    assert xb.shape == (8, 1, 8, 8) and yb.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    (x, y), (xt, yt), n = ms.target_data("5-9", test_fraction=0.3, seed=0)
+    assert n == 5 and int(y.min()) == 0 and int(y.max()) == 4
+
+
+def test_voc_label_is_the_largest_object():
+    box = {"xmin": "0", "ymin": "0"}
+    ann = {"annotation": {"object": [
+        {"name": "dog", "bndbox": {**box, "xmax": "10", "ymax": "10"}},
+        {"name": "person", "bndbox": {**box, "xmax": "30", "ymax": "20"}}]}}
+    assert ms.VOC_CLASSES[ms._voc_label(ann)] == "person"
+    single = {"annotation": {"object": {"name": "cat", "bndbox": {**box, "xmax": "5",
+                                                                  "ymax": "5"}}}}
+    assert ms.VOC_CLASSES[ms._voc_label(single)] == "cat"
+
+
+def test_resized_wrapper_and_imagenet_accuracy():
+    inner = torch.nn.Flatten()
+    assert ms.Resized(inner, 6)(torch.rand(2, 3, 4, 4)).shape == (2, 3 * 36)
+    assert ms.imagenet_top1("inception_v3") == pytest.approx(0.77294)
+    assert ms.imagenet_top1("not_a_model") is None
+    assert not math.isnan(ms.imagenet_top1("resnet50"))
+
+
+def test_zoo_loads_cifar10_from_its_real_file_format(tmp_path):
+    from advtransfer.data.fixtures import write_cifar10
+
+    root = write_cifar10(tmp_path / "data", n_train=20, n_test=10)
+    config = ms.ImageNetZooConfig(data_root=str(root), image_size=16)
+    train, n_classes = ms.load_zoo_dataset("cifar10", "train", config)
+    test, _ = ms.load_zoo_dataset("cifar10", "test", config)
+    x, y = train[0]
+    assert n_classes == 10 and len(train) == 20 and len(test) == 10
+    assert x.shape == (3, 16, 16) and 0 <= int(y) < 10
+    with pytest.raises(AdvTransferError, match="could not load data set 'dtd'.*--download"):
+        ms.load_zoo_dataset("dtd", "train", config)

@@ -1,0 +1,328 @@
+"""Model selection: rank, the perturbation cache, evaluation, candidates and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from typer.testing import CliRunner
+
+import advtransfer.metrics
+from advtransfer.cli import app
+from advtransfer.data.digits import digits
+from advtransfer.errors import AdvTransferError
+from advtransfer.models.architectures import digits_cnn, digits_mlp
+from advtransfer.models.checkpoint import save_model
+from advtransfer.selection import (
+    ADVERSARIAL_METHODS,
+    DEFAULT_METHODS,
+    FEATURE_METHODS,
+    OUTPUT_METHODS,
+    RankingResult,
+    evaluate_methods,
+    load_candidate,
+    markdown_table,
+    rank,
+    summarize,
+)
+from advtransfer.training import fit
+
+ALL_CHEAP = [*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS]
+
+
+@pytest.fixture(scope="module")
+def target():
+    """Digits {0..4}: (train, test) and a reference MLP trained on it."""
+    split = digits(seed=0).subset([0, 1, 2, 3, 4])
+    torch.manual_seed(0)
+    ref = fit(digits_mlp(5, hidden=32), (split.x_train, split.y_train), epochs=25, lr=0.01,
+              optimizer="adam", seed=0)
+    return (split.x_train, split.y_train), (split.x_test, split.y_test), ref
+
+
+def _random_pool(n: int, k: int = 5) -> dict[str, nn.Module]:
+    pool = {}
+    for i in range(n):
+        torch.manual_seed(100 + i)
+        pool[f"random{i}"] = digits_mlp(k, hidden=32).eval()
+    return pool
+
+
+def test_rank_puts_the_reference_itself_first_by_every_method(target):
+    train, test, ref = target
+    pool = {**_random_pool(3), "twin": copy.deepcopy(ref)}
+    r = rank(pool, train, ref, methods=ALL_CHEAP, steps=5, attack_samples=96, seed=0)
+    for method in ALL_CHEAP:
+        assert r.best(method) == "twin", (method, r.scores[method])
+    assert r.scores["alpha1"]["twin"] == pytest.approx(1.0, abs=0.05)
+    assert r.candidates == ("random0", "random1", "random2", "twin")
+
+
+def test_rank_feature_methods_find_the_reference_feature_extractor(target):
+    """A source sharing the reference's feature extractor, with a new (10-class) head."""
+    train, _, ref = target
+    shared = digits_mlp(10, hidden=32)
+    shared.body.load_state_dict(ref.body.state_dict())
+    pool = {**_random_pool(3, k=10), "shared": shared.eval()}
+    r = rank(pool, train, ref, methods=[*FEATURE_METHODS, "alpha1", "alpha2"], steps=5,
+             attack_samples=96)
+    for method in (*FEATURE_METHODS, "alpha1", "alpha2"):
+        assert r.best(method) == "shared", (method, r.scores[method])
+
+
+def test_reference_is_attacked_once_for_the_whole_pool(target, monkeypatch):
+    train, _, ref = target
+    calls: Counter[str] = Counter()
+    original = advtransfer.metrics.run_attack
+
+    def counting(model, x, config, generator, *, name="model", y_clean=None):
+        calls[name] += 1
+        return original(model, x, config, generator, name=name, y_clean=y_clean)
+
+    monkeypatch.setattr(advtransfer.metrics, "run_attack", counting)
+    pool = _random_pool(4)
+    r = rank(pool, train, ref, methods=["alpha1", "alpha2_s2t"], steps=2, attack_samples=40,
+             batch_size=64)
+    assert calls == Counter({"reference": 1, "random0": 1, "random1": 1, "random2": 1,
+                             "random3": 1})
+    assert set(r.scores) == {"alpha1", "alpha2_s2t"}
+    calls.clear()
+    rank(pool, train, ref, methods=["combined"], steps=2, attack_samples=40, batch_size=16)
+    assert calls["reference"] == 3  # once per batch of 16 of the 40 inputs, for all 4 candidates
+    assert all(calls[n] == 3 for n in pool)
+
+
+def test_rank_accepts_datasets_loaders_and_specs(target, tmp_path):
+    train, _, ref = target
+    pool = _random_pool(2)
+    a = rank(pool, train, ref, methods=["logme", "leep", "alpha2"], steps=2, attack_samples=32)
+    ds = TensorDataset(*train)
+    b = rank(pool, ds, ref, methods=["logme", "leep", "alpha2"], steps=2, attack_samples=32)
+    assert b.scores["logme"] == pytest.approx(a.scores["logme"])
+    assert b.scores["alpha2"] == pytest.approx(a.scores["alpha2"])
+    c = rank(pool, DataLoader(ds, batch_size=50), None, methods=["logme", "nce"])
+    assert c.scores["logme"] == pytest.approx(a.scores["logme"])
+    weights = tmp_path / "m.safetensors"
+    save_model(digits_mlp(), weights)  # the default architecture of both specs below
+    d = rank([f"digits-mlp={weights}", ("advtransfer.models.architectures:digits_mlp",
+                                          str(weights))], train, None, methods=["logme"])
+    assert d.candidates == (f"digits-mlp={weights}",
+                            "advtransfer.models.architectures:digits_mlp")
+    e = rank({"same": f"digits-mlp={weights}"}, train, f"digits-mlp={weights}",
+             methods=["alpha1"], steps=2, attack_samples=16)
+    assert e.scores["alpha1"]["same"] == pytest.approx(1.0, abs=0.05)  # spec as reference
+
+
+def test_rank_source_accuracy_finetune_and_result_formats(target):
+    train, _, ref = target
+    pool = {**_random_pool(2), "twin": copy.deepcopy(ref)}
+    sa = {"random0": 0.5, "random1": 0.9, "twin": 0.7}
+    r = rank(pool, train, ref, methods=["finetune", "logme"], source_accuracy=sa,
+             finetune_epochs=5)
+    assert r.methods == ("finetune", "logme")  # source_accuracy only when asked in methods
+    r = rank(pool, train, ref, source_accuracy=sa, steps=2, attack_samples=32)
+    assert r.methods == (*DEFAULT_METHODS, "source_accuracy")
+    assert r.order("source_accuracy") == ["random1", "twin", "random0"]
+    table = r.table("logme")
+    assert [row["rank"] for row in table] == [1, 2, 3] and table[0]["candidate"] == "twin"
+    csv_text = r.to_csv("logme").splitlines()
+    assert csv_text[0] == "rank,candidate," + ",".join(r.methods)
+    assert csv_text[1].startswith("1,twin,")
+    payload = json.loads(json.dumps(r.to_dict()))
+    assert payload["ranking"]["source_accuracy"][0] == "random1"
+    assert payload["config"]["default_direction"] == "t2s"
+
+
+def test_result_orders_undefined_scores_last():
+    r = RankingResult(("a", "b", "c"), ("m",), {"m": {"a": math.nan, "b": 1.0, "c": 2.0}})
+    assert r.order() == ["c", "b", "a"]
+    assert r.to_csv().splitlines()[-1] == "3,a,"
+    with pytest.raises(AdvTransferError, match="method must be one of"):
+        r.order("logme")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"methods": ["alpha1", "nope"]}, "methods has unknown"),
+        ({"methods": []}, "methods is empty"),
+        ({"methods": ["logme", "logme"]}, "more than once"),
+        ({"methods": ["source_accuracy"]}, "needs source_accuracy"),
+        ({"attack_samples": 0}, "attack_samples must be"),
+        ({"eps": -1.0}, "eps must be"),
+        ({"norm": "l3"}, "norm must be"),
+        ({"source_accuracy": {"random0": 0.5}}, "source_accuracy must name exactly"),
+        ({"source_accuracy": {"random0": 0.5, "random1": math.nan}}, "finite"),
+        ({"finetune_test_fraction": 1.5}, "finetune_test_fraction"),
+    ],
+)
+def test_rank_rejects_bad_arguments(target, kwargs, match):
+    train, _, ref = target
+    with pytest.raises(AdvTransferError, match=match):
+        rank(_random_pool(2), train, ref, **kwargs)
+
+
+def test_rank_rejects_bad_data_and_models(target):
+    train, _, ref = target
+    pool = _random_pool(2)
+    x, y = train
+    with pytest.raises(AdvTransferError, match="target_data must be a pair"):
+        rank(pool, x, ref)
+    with pytest.raises(AdvTransferError, match="integer class labels"):
+        rank(pool, (x, y.float()), ref)
+    with pytest.raises(AdvTransferError, match="at least 2 classes"):
+        rank(pool, (x, torch.zeros_like(y)), ref)
+    with pytest.raises(AdvTransferError, match="x has"):
+        rank(pool, (x, y[:-1]), ref)
+    with pytest.raises(AdvTransferError, match="reference is None"):
+        rank(pool, train, None, methods=["alpha1"])
+    with pytest.raises(AdvTransferError, match="candidates is empty"):
+        rank({}, train, ref)
+    with pytest.raises(AdvTransferError, match="candidates must be a mapping"):
+        rank(pool["random0"], train, ref)
+    with pytest.raises(AdvTransferError, match="no nn.Linear"):
+        conv = nn.Sequential(nn.Conv2d(1, 5, 8), nn.Flatten())
+        rank({"conv": conv, **pool}, train, None, methods=["logme"])
+
+
+def test_evaluate_methods_against_hand_computed_values():
+    truth = {"a": 0.9, "b": 0.7, "c": 0.8}
+    scores = {"good": {"a": 3.0, "b": 1.0, "c": 2.0}, "swap": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    out = evaluate_methods(scores, truth, source_accuracy={"a": 0.1, "b": 0.3, "c": 0.2})
+    assert list(out) == ["good", "swap", "source_accuracy"]
+    assert out["good"].weighted_tau == pytest.approx(1.0)
+    # ranked by either variable the weights 1/(r+1) are 1, 1/2, 1/3; the pairs (a,b), (a,c)
+    # agree with weights 3/2 and 4/3, (b,c) disagrees with weight 5/6: (3/2+4/3-5/6)/(11/3)
+    assert out["swap"].weighted_tau == pytest.approx(6 / 11)
+    assert out["swap"].kendall_tau == pytest.approx(1 / 3)
+    assert out["swap"].top_k == {1: pytest.approx(1.0), 3: pytest.approx(1.0)}
+    assert out["source_accuracy"].weighted_tau == pytest.approx(-1.0)
+    assert out["source_accuracy"].top_k[1] == pytest.approx(0.7 / 0.9)
+
+
+def test_evaluate_methods_ranks_undefined_scores_last_and_checks_names():
+    truth = {"a": 0.9, "b": 0.7, "c": 0.8}
+    with pytest.warns(RuntimeWarning, match="ranked last"):
+        out = evaluate_methods({"m": {"a": 1.0, "b": math.nan, "c": 0.5}}, truth)
+    assert out["m"].weighted_tau == pytest.approx(1.0)
+    out = evaluate_methods({"m": {"a": None, "b": None, "c": None}}, truth)
+    assert math.isnan(out["m"].weighted_tau)
+    with pytest.raises(AdvTransferError, match="method 'm'.*same candidates"):
+        evaluate_methods({"m": {"a": 1.0, "b": 2.0}}, truth)
+    with pytest.raises(AdvTransferError, match="already has"):
+        evaluate_methods({"source_accuracy": {"a": 1, "b": 2, "c": 3}}, truth,
+                         source_accuracy=truth)
+    with pytest.raises(AdvTransferError, match="ks must hold"):
+        evaluate_methods({"m": {"a": 1, "b": 2, "c": 3}}, truth, ks=(0,))
+
+
+def test_summarize_and_markdown_table():
+    truth = {"a": 0.9, "b": 0.7, "c": 0.8}
+    ev = {t: evaluate_methods({"m": {"a": 3, "b": 1, "c": 2}, "n": {"a": 1, "b": 3, "c": 2}},
+                              truth) for t in ("t1", "t2")}
+    table = summarize(ev)
+    assert table["m"] == {"t1": pytest.approx(1.0), "t2": pytest.approx(1.0),
+                          "mean": pytest.approx(1.0)}
+    assert summarize(ev, "top1")["n"]["mean"] == pytest.approx(0.7 / 0.9)
+    md = markdown_table(table)
+    assert md.splitlines()[0] == "| method | t1 | t2 | mean |"
+    assert md.splitlines()[2].startswith("| m | 1.000")
+    with pytest.raises(AdvTransferError, match="metric must be"):
+        summarize(ev, "spearman")
+
+
+def test_load_candidate_sources_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVTRANSFER_HOME", str(tmp_path / "home"))
+    with pytest.raises(AdvTransferError) as info:
+        load_candidate("mobilenet_v2")
+    message = str(info.value)
+    assert str(tmp_path / "home" / "weights" / "mobilenet_v2.safetensors") in message
+    assert "never downloads" in message
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(AdvTransferError, match="weights file not found.*nope.safetensors"):
+        load_candidate("digits-cnn", missing)
+    with pytest.raises(AdvTransferError, match="needs weights"):
+        load_candidate("digits-cnn")
+    with pytest.raises(AdvTransferError, match="unknown model name"):
+        load_candidate("not_a_model_at_all")
+    weights = tmp_path / "cnn.safetensors"
+    torch.manual_seed(0)
+    model = digits_cnn(10, width=4)
+    save_model(model, weights, architecture="digits-cnn", kwargs={"num_classes": 10, "width": 4})
+    with pytest.raises(AdvTransferError, match="does not fit"):
+        load_candidate("digits-cnn", weights)  # default width 16
+    net = load_candidate("mobilenet_v2", "random")
+    assert not net.training
+    x = torch.rand(3, 1, 8, 8)
+    ok = load_candidate("digits-mlp", _saved_mlp(tmp_path))
+    assert ok(x).shape == (3, 10)
+
+
+def _saved_mlp(tmp_path) -> str:
+    path = tmp_path / "mlp.safetensors"
+    save_model(digits_mlp(10), path)
+    return str(path)
+
+
+def test_cli_rank_end_to_end(tmp_path, target):
+    train, _, ref = target
+    runner = CliRunner()
+    ref_w = tmp_path / "ref.safetensors"
+    save_model(ref, ref_w)
+    torch.manual_seed(1)
+    a_w, b_w = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_model(copy.deepcopy(ref), a_w)
+    save_model(digits_mlp(5, hidden=32), b_w)
+    data = tmp_path / "d.safetensors"
+    save_file({"x": train[0][:60].contiguous(), "y": train[1][:60].contiguous()}, str(data))
+    spec = "advtransfer.models.architectures:digits_mlp"
+    common = ["rank", "--reference", f"{spec}={ref_w}", "--data", str(data), "--steps", "2",
+              "--attack-samples", "24", "--quiet"]
+    # the factory builds digits_mlp(10, 64): the 5-class 32-wide weights do not fit
+    result = runner.invoke(app, [*common, "-c", f"{spec}={a_w}"])
+    assert result.exit_code == 2 and "does not fit" in _text(result)
+    model_spec = "tests.test_selection:small_mlp"
+    result = runner.invoke(app, ["rank", "--reference", "digits-mlp=x", "-c",
+                                 f"{model_spec}={a_w}", "--data", str(data)])
+    assert result.exit_code == 2 and "weights file not found" in _text(result)
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["rank", "--reference", f"{model_spec}={ref_w}",
+                                 "-c", f"{model_spec}={a_w}", "-c", f"{model_spec}={b_w}",
+                                 "--data", str(data), "--methods", "alpha1,logme,alpha2_s2t",
+                                 "--steps", "2", "--attack-samples", "24", "--quiet",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ranked by alpha1" in _text(result)
+    payload = json.loads(out.read_text())
+    assert payload["methods"] == ["alpha1", "logme", "alpha2_s2t"]
+    assert payload["candidate_specs"] == [f"{model_spec}={a_w}", f"{model_spec}={b_w}"]
+    assert payload["ranking"]["alpha1"] == [model_spec, f"{model_spec}#1"]  # a: the reference
+    assert payload["n_samples"] == 60
+    csv_out = tmp_path / "r.csv"
+    result = runner.invoke(app, ["rank", "--reference", f"{model_spec}={ref_w}",
+                                 "-c", f"{model_spec}={a_w}", "--data", str(data),
+                                 "--methods", "logme,nce", "--quiet", "--out", str(csv_out)])
+    assert result.exit_code == 0, result.output
+    assert csv_out.read_text().splitlines()[0] == "rank,candidate,logme,nce"
+    result = runner.invoke(app, [*common, "-c", f"{model_spec}={a_w}", "--out",
+                                 str(tmp_path / "r.txt")])
+    assert result.exit_code == 2 and ".json or .csv" in _text(result)
+    result = runner.invoke(app, [*common, "-c", f"{model_spec}={a_w}", "--methods", "alpha9"])
+    assert result.exit_code == 2 and "unknown name" in _text(result)
+
+
+def _text(result) -> str:
+    """The CLI output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def small_mlp() -> nn.Module:
+    """The 5-class, 32-wide digits MLP of these tests (a 'module:factory' target)."""
+    return digits_mlp(5, hidden=32)
