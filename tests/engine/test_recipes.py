@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from advtransfer.cli import app
@@ -66,7 +67,9 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "advtransfer.cli", "run", "digits-distribution", "--out",
             str(out), "--quiet", *[a for s in SMALL_DIGITS for a in ("--set", s)]]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # same thread count as this process: float reductions (and so the numbers) depend on it
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 3:
         time.sleep(0.05)
