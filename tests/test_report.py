@@ -243,3 +243,12 @@ def test_awkward_strings_are_escaped(tmp_path: Path) -> None:
     assert parser.errors == [] and parser.stack == []
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| <i>x\\|y</i> |" in md  # a pipe inside a cell must not split the row
+
+
+def test_description_markdown_table_becomes_html_table():
+    from advtransfer.report import _is_md_table, _md_table_to_html
+
+    table = "| method | tau |\n|---|---:|\n| logme | **0.74** |\n| a<b | 1 |"
+    assert _is_md_table(table) and not _is_md_table("| not a table")
+    out = _md_table_to_html(table)
+    assert out.count("<tr>") == 3 and "<strong>0.74</strong>" in out and "a&lt;b" in out

@@ -354,7 +354,7 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     if mappable is not None:
         cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
         cbar.set_label(spec.label(spec.sweep or ""))
-    fig.suptitle(f"{spec.label(outcome)} vs adversarial transferability "
+    fig.suptitle(f"{spec.label(outcome)} against each metric "
                  f"(one point per source model)", fontsize=12)
     _declutter_labels(fig, labelled)
     return fig
@@ -604,6 +604,24 @@ def _inline_md_to_html(escaped: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
 
 
+def _is_md_table(para: str) -> bool:
+    lines = [ln.strip() for ln in para.strip().splitlines()]
+    return (len(lines) >= 2 and all(ln.startswith("|") for ln in lines)
+            and re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?", lines[1]) is not None)
+
+
+def _md_table_to_html(para: str) -> str:
+    """A Markdown pipe table (header, separator, rows) of a description as an HTML table."""
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    lines = para.strip().splitlines()
+    head = "".join(f"<th>{_inline_md_to_html(html.escape(c))}</th>" for c in cells(lines[0]))
+    rows = "".join("<tr>" + "".join(f"<td>{_inline_md_to_html(html.escape(c))}</td>"
+                                    for c in cells(line)) + "</tr>" for line in lines[2:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
@@ -632,7 +650,9 @@ def _render_html(blocks: list[_Block], title: str) -> str:
             body.append(f"<p>{esc(b.text)}</p>")
         elif b.kind == "md":
             for para in re.split(r"\n\s*\n", b.text.strip()):
-                if para.strip():
+                if _is_md_table(para):
+                    body.append(_md_table_to_html(para))
+                elif para.strip():
                     body.append(f"<p>{_inline_md_to_html(esc(para.strip()))}</p>")
         elif b.kind == "ul":
             items = "".join(f"<li>{esc(item)}</li>" for item in b.items)
