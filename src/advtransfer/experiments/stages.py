@@ -1,29 +1,196 @@
-"""Stages shared by the recipes: train a classifier, fine-tune for knowledge transfer and
-measure adversarial transferability, each stored as a unit of the results store."""
+"""Stages shared by the recipes: train a classifier, measure its accuracy, fine-tune it for
+knowledge transfer and measure adversarial transferability, each stored as a unit of the
+results store; plus the data helpers they need (lazy data, 8-bit image tensors, augmentation,
+batching) and the attack/report conventions every recipe uses.
+
+Data arguments (training, evaluation and attack inputs) are given either directly (a pair of
+tensors ``(x, y)``, a Dataset or a DataLoader; a tensor of inputs for attacks) or as a
+zero-argument callable producing them (such as :class:`Lazy`), called only when the unit is
+not stored yet, so a rerun whose units are all stored reads no data. Pairs whose ``x`` is an
+8-bit image tensor (see :func:`materialize`) are batched as floats in [0, 1] by
+:func:`batches`.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from advtransfer.data.subsets import take
+from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transferability
+from advtransfer.progress import track
 from advtransfer.store import unit_key
 from advtransfer.training import LabelledData, evaluate, fit
 
+T = TypeVar("T")
+Tensors = tuple[torch.Tensor, torch.Tensor]
+Data = LabelledData | Callable[[], LabelledData]
+"""Labelled data, or a zero-argument callable producing it (read only when needed)."""
+Inputs = torch.Tensor | Callable[[], torch.Tensor]
+"""Float inputs to attack, or a zero-argument callable producing them."""
+
+# --------------------------------------------------------------------------------------------
+# Data helpers
+# --------------------------------------------------------------------------------------------
+
+
+class Lazy(Generic[T]):
+    """A value computed on first call and kept: data is only read when a unit of work that
+    needs it is actually computed, so a rerun whose units are all stored reads no image."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] | None = make
+        self._value: T | None = None
+
+    def __call__(self) -> T:
+        if self._make is not None:
+            self._value = self._make()
+            self._make = None
+        return self._value  # type: ignore[return-value]
+
+
+def resolve(data: Any) -> Any:
+    """``data()`` when ``data`` is a zero-argument producer (not a tensor, pair, Dataset or
+    DataLoader), else ``data`` itself."""
+    if callable(data) and not isinstance(data, (torch.Tensor, tuple, list, Dataset,
+                                                DataLoader, nn.Module)):
+        return data()
+    return data
+
+
+def limit(dataset: Dataset, n: int | None, seed: int) -> Dataset:
+    """``dataset`` capped at ``n`` samples (class-balanced when labels are known; see
+    :func:`advtransfer.data.subsets.take`), or unchanged when ``n`` is None."""
+    if n is None:
+        return dataset
+    return take(dataset, n, generator=torch.Generator().manual_seed(seed))
+
+
+def materialize(dataset: Dataset, *, description: str, progress: bool,
+                workers: int = 0, batch_size: int = 256) -> Tensors:
+    """All samples of ``dataset`` as (images as ``uint8`` tensors (N, C, H, W), labels).
+
+    Images in [0, 1] are stored as round(255 x), exact for 8-bit sources such as CIFAR-10; a
+    resized image loses less than 1/510 per pixel. 8-bit storage keeps the full CelebA training
+    split (162,770 images at 64 px) at 2 GB instead of 8 GB."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise AdvTransferError(f"{description}: the dataset is empty")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    xs, ys = [], []
+    for x, y in track(loader, description=description, enabled=progress):
+        xs.append((x * 255.0).round_().clamp_(0, 255).to(torch.uint8))
+        ys.append(torch.as_tensor(y))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """8-bit images -> float32 in [0, 1]; float tensors are returned as they are."""
+    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """The authors' training augmentation on a batch: a random crop of the image padded by
+    size/8 pixels of zeros on each side (4 px at 32 px) and a random horizontal flip, per image,
+    drawn from the global generator (which :func:`advtransfer.training.fit` seeds)."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    cols = torch.randint(0, 2 * pad + 1, (b,)).tolist()
+    out = torch.stack([padded[k, :, r:r + h, c:c + w] for k, (r, c) in enumerate(zip(rows, cols,
+                                                                                     strict=True))])
+    flip = torch.rand(b) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+class _Collate:
+    def __init__(self, augmented: bool) -> None:
+        self.augmented = augmented
+
+    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
+        x = to_float(torch.stack([i[0] for i in items]))
+        y = torch.stack([i[1] for i in items])
+        return (augment(x) if self.augmented else x), y
+
+
+def batches(data: Tensors, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+            augmented: bool = False) -> DataLoader:
+    """A loader of float batches (8-bit images as [0, 1]; optionally augmented) over a pair
+    of tensors."""
+    x, y = data
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(seed),
+                      collate_fn=_Collate(augmented))
+
+
+def _is_pair(data: Any) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0],
+                                                                             torch.Tensor)
+
+
+def loader_for(data: Data, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+               augmented: bool = False) -> LabelledData:
+    """``data`` (resolved if lazy) in a form :func:`~advtransfer.training.fit`,
+    :func:`~advtransfer.training.evaluate` and :func:`~advtransfer.knowledge_transfer` accept:
+    a pair of 8-bit images, or any pair to augment, goes through :func:`batches`; anything else
+    is passed on unchanged (those functions batch it themselves)."""
+    data = resolve(data)
+    if _is_pair(data) and (augmented or data[0].dtype == torch.uint8):
+        return batches(data, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       augmented=augmented)
+    if augmented:
+        raise AdvTransferError("augment needs the training data as a pair of image tensors "
+                               f"(x, y); got {type(data).__name__}")
+    return data
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device,
+            batch_size: int = 256) -> torch.Tensor:
+    """Arg-max predictions of ``model`` (eval mode) on 8-bit or float inputs, on the CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        out.append(model(to_float(x[start:start + batch_size]).to(device)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored stages
+# --------------------------------------------------------------------------------------------
+
 
 def trained_classifier(ctx: RunContext, kind: str, config: dict[str, Any],
-                       build: Callable[[], nn.Module], train: LabelledData, *, epochs: int,
+                       build: Callable[[], nn.Module], train: Data, *, epochs: int,
                        lr: float, optimizer: str = "adam", batch_size: int = 128,
-                       weight_decay: float = 0.0) -> tuple[nn.Module, str]:
-    """A classifier trained on ``train`` (or loaded from the store) and its unit key."""
+                       weight_decay: float = 0.0, augment: bool = False,
+                       description: str | None = None) -> tuple[nn.Module, str]:
+    """A classifier trained on ``train`` (or loaded from the store; ``train`` is then not read)
+    and its unit key. Returns the model in eval mode on ``ctx.device``.
+
+    ``config`` must identify the model and its training data; the training settings are added
+    here (SGD uses momentum 0.9 and a cosine schedule, see :func:`advtransfer.training.fit`).
+    ``augment`` applies :func:`augment` (random crop and flip) to every training batch; it
+    enters the unit only when set, so un-augmented models keep their unit keys, and with them
+    the seeds of the units built on those keys. The seed (initial weights and batch order)
+    derives from the whole unit."""
     unit = {**config, "epochs": epochs, "lr": lr, "optimizer": optimizer,
             "batch_size": batch_size, "weight_decay": weight_decay}
+    if augment:
+        unit["augment"] = True
     seed = ctx.seed_for(kind, unit)
 
     def seeded_build() -> nn.Module:
@@ -32,51 +199,127 @@ def trained_classifier(ctx: RunContext, kind: str, config: dict[str, Any],
             return build().to(ctx.device)
 
     def do_train(model: nn.Module) -> nn.Module:
-        return fit(model, train, epochs=epochs, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
+        data = loader_for(train, batch_size=batch_size, shuffle=True, seed=seed,
+                          augmented=augment)
+        return fit(model, data, epochs=epochs, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
                    batch_size=batch_size, weight_decay=weight_decay, seed=seed,
-                   device=ctx.device, progress=ctx.progress, description=f"training {kind}")
+                   device=ctx.device, progress=ctx.progress,
+                   description=description or f"training {kind}")
 
     model = ctx.store.model(kind, unit, seeded_build, do_train)
-    return model, unit_key(kind, unit)
+    return model.to(ctx.device).eval(), unit_key(kind, unit)
 
 
-def accuracy(ctx: RunContext, model_key: str, model: nn.Module, data: LabelledData) -> float:
-    """Test accuracy of a stored model (itself a stored unit)."""
-    return ctx.store.record("accuracy", {"model": model_key},
-                            lambda: {"accuracy": evaluate(model, data, device=ctx.device)
-                                     .accuracy})["accuracy"]
+def accuracy(ctx: RunContext, model_key: str, model: nn.Module, data: Data,
+             data_name: str) -> float:
+    """Accuracy of a stored model on ``data`` (a stored unit keyed by the model's key and
+    ``data_name``, which must name the evaluated data; the loss is stored alongside)."""
+    def compute() -> dict[str, float]:
+        ev = evaluate(model, loader_for(data, batch_size=256), device=ctx.device)
+        return {"accuracy": float(ev.accuracy or 0.0), "loss": ev.loss}
+
+    return ctx.store.record("accuracy", {"model": model_key, "data": data_name},
+                            compute)["accuracy"]
 
 
-def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: LabelledData,
-             test: LabelledData, **kwargs: Any) -> dict[str, Any]:
-    """Knowledge transfer of a stored source model to the target task (stored)."""
-    unit = {"source": model_key, **kwargs}
-    return ctx.store.record(
-        "transfer", unit,
-        lambda: knowledge_transfer(source, train, test, device=ctx.device,
-                                   seed=ctx.seed_for("transfer", unit), progress=ctx.progress,
-                                   **kwargs).to_dict())
+def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, test: Data, *,
+             target: str, **kwargs: Any) -> dict[str, Any]:
+    """Knowledge transfer of a stored source model to the target task named ``target``
+    (a stored unit): :func:`advtransfer.knowledge_transfer` with ``kwargs`` (``task``,
+    ``features``, ``finetune``, ``epochs``, ``lr``, ``batch_size`` ...), fitted on ``train``
+    and evaluated on ``test``. The seed derives from the source and ``kwargs``; ``target`` is
+    part of the unit key only."""
+    settings = {"source": model_key, **kwargs}
+    seed = ctx.seed_for("transfer", settings)
+    unit = {**settings, "target": target}
+
+    def compute() -> dict[str, Any]:
+        batch_size = kwargs.get("batch_size", 128)
+        return knowledge_transfer(
+            source, loader_for(train, batch_size=batch_size, shuffle=True, seed=seed),
+            loader_for(test, batch_size=256), device=ctx.device, seed=seed,
+            progress=ctx.progress, **kwargs).to_dict()
+
+    return ctx.store.record("transfer", unit, compute)
 
 
 def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Module,
-                target: nn.Module, x: torch.Tensor, **attack: Any) -> dict[str, Any]:
-    """alpha1/alpha2/combined in both directions between two stored models (stored), as flat
-    ``alpha1_s2t`` ... ``combined_t2s`` fields plus the attack statistics."""
-    unit = {"source": source_key, "target": target_key, "n": len(x), **attack}
+                target: nn.Module, x: Inputs, *, inputs: dict[str, Any], squared: bool = False,
+                batch_size: int | None = None, **attack: Any) -> dict[str, Any]:
+    """alpha1/alpha2/combined in both directions between two stored models on the float
+    inputs ``x`` (a stored unit keyed by both models, ``inputs``, which must identify the
+    attacked inputs, the attack settings ``attack``, ``squared`` and ``batch_size``, when
+    given; None is :func:`advtransfer.transferability`'s default).
+
+    One attack per model per input (:func:`advtransfer.transferability` with
+    ``squared=False``). The convention of every recipe, per direction ``tag`` in ``s2t``
+    (crafted on ``source``, applied to ``target``) and ``t2s``:
+
+    * ``alpha1_tag``: mean unsquared ratio ||Delta_{A->B}|| / ||Delta_{B->B}|| (as the
+      authors' code); ``alpha1_sq_tag``: mean squared ratio (the paper's statement);
+    * ``alpha2_tag`` and ``combined_tag``: squared Frobenius norms when ``squared`` (as the
+      authors' image code reports them), else unsquared;
+    * ``alpha1_above_one_tag`` and the attack statistics (``mean_deviation_tag`` ...);
+
+    and ``n_attack``: the number of attacked inputs."""
+    unit = {"source": source_key, "target": target_key, **inputs, **attack, "squared": squared}
+    if batch_size is not None:
+        unit["batch_size"] = batch_size
+        attack = {**attack, "batch_size": batch_size}
 
     def compute() -> dict[str, Any]:
-        r = transferability(source, target, x.to(ctx.device), device=ctx.device,
+        data = resolve(x)
+        r = transferability(source, target, data.to(ctx.device), device=ctx.device,
                             generator=ctx.seed_for("adversarial", unit), progress=ctx.progress,
-                            **attack)
-        out: dict[str, Any] = {}
+                            squared=False, **attack)
+        out: dict[str, Any] = {"n_attack": len(data)}
         for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
-            out.update({f"alpha1_{tag}": d.alpha1, f"alpha2_{tag}": d.alpha2,
-                        f"combined_{tag}": d.combined,
-                        f"alpha1_above_one_{tag}": d.n_alpha1_above_one})
+            per = d.alpha1_per_sample
+            sq = float(np.nanmean(per**2)) if np.isfinite(per).any() else math.nan
+            out.update({
+                f"alpha1_{tag}": d.alpha1, f"alpha1_sq_{tag}": sq,
+                f"alpha2_{tag}": d.alpha2**2 if squared else d.alpha2,
+                f"combined_{tag}": d.combined**2 if squared else d.combined,
+                f"alpha1_above_one_{tag}": d.n_alpha1_above_one,
+            })
             out.update({f"{k}_{tag}": v for k, v in asdict(d.stats).items()})
         return out
 
     return ctx.store.record("adversarial", unit, compute)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration checks and report conventions
+# --------------------------------------------------------------------------------------------
+
+
+def attack_settings(c: Any) -> dict[str, Any]:
+    """The attack keyword arguments of a configuration with the usual attack fields."""
+    return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
+            "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
+
+
+def check_common(c: Any) -> None:
+    """Checks shared by the image recipes' configurations (``max_samples``, ``n_attack``,
+    ``finetune``, ``direction``, ``workers``, epochs and batch sizes, the attack)."""
+    if c.max_samples is not None and c.max_samples < 1:
+        raise AdvTransferError(f"max_samples must be None or >= 1; got {c.max_samples}")
+    if c.n_attack is not None and c.n_attack < 1:
+        raise AdvTransferError(f"n_attack must be None or >= 1; got {c.n_attack}")
+    if c.finetune not in ("head", "full"):
+        raise AdvTransferError(f"finetune must be 'head' or 'full'; got {c.finetune!r}")
+    if c.direction not in ("t2s", "s2t"):
+        raise AdvTransferError(f"direction must be 't2s' (attack the reference, evaluate the "
+                               f"source) or 's2t'; got {c.direction!r}")
+    if c.workers < 0:
+        raise AdvTransferError(f"workers must be >= 0; got {c.workers}")
+    for name in ("epochs", "reference_epochs", "finetune_epochs", "batch_size",
+                 "attack_batch_size"):
+        if getattr(c, name) < 1:
+            raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
+    from advtransfer.attacks import AttackConfig
+
+    AttackConfig(**attack_settings(c))  # validates eps, norm, objective, solver, steps
 
 
 ALPHA_LABELS = {
@@ -84,3 +327,19 @@ ALPHA_LABELS = {
     "combined_s2t": "combined (source -> target)", "alpha1_t2s": "alpha1 (target -> source)",
     "alpha2_t2s": "alpha2 (target -> source)", "combined_t2s": "combined (target -> source)",
 }
+
+
+def metric_names(direction: str) -> list[str]:
+    """The six alpha fields, the chosen direction's first."""
+    other = "s2t" if direction == "t2s" else "t2s"
+    return [f"{m}_{d}" for d in (direction, other) for m in ("alpha1", "alpha2", "combined")]
+
+
+def alpha_labels(squared: bool) -> dict[str, str]:
+    """Report labels of the alpha fields (saying when alpha2/combined are squared)."""
+    labels = dict(ALPHA_LABELS)
+    if squared:
+        for key, text in ALPHA_LABELS.items():
+            if not key.startswith("alpha1"):
+                labels[key] = text.replace(" (", "² (", 1)
+    return labels

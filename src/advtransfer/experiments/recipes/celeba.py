@@ -44,11 +44,12 @@ from torch.utils.data import Subset
 from advtransfer.data.subsets import ClassSubset
 from advtransfer.data.vision import CELEBA_ATTRIBUTES, celeba, most_common_identities
 from advtransfer.errors import AdvTransferError
-from advtransfer.experiments.recipes.cifar_stl import (
+from advtransfer.experiments.registry import RunContext, register
+from advtransfer.experiments.stages import (
     Lazy,
     Tensors,
-    accuracy_record,
-    adversarial_record,
+    accuracy,
+    adversarial,
     alpha_labels,
     attack_settings,
     check_common,
@@ -57,10 +58,9 @@ from advtransfer.experiments.recipes.cifar_stl import (
     metric_names,
     predict,
     to_float,
-    trained_model,
-    transfer_record,
+    trained_classifier,
+    transfer,
 )
-from advtransfer.experiments.registry import RunContext, register
 from advtransfer.models.architectures import build
 from advtransfer.models.wrappers import InputRange
 
@@ -210,15 +210,15 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     task_id = {"identities": c.n_identities, "test_fraction": c.identity_test_fraction,
                "data": data_id}
 
-    reference, ref_key = trained_model(
+    reference, ref_key = trained_classifier(
         ctx, "reference", {"arch": "resnet18", "width": c.reference_width,
                            "task": {"celeba-identity": task_id}, "seed": c.seed},
         lambda: _network(c.n_identities, c.reference_width), id_data["train"],
-        epochs=c.reference_epochs, lr=c.lr, weight_decay=c.weight_decay,
-        batch_size=c.batch_size, augmented=c.augment,
+        epochs=c.reference_epochs, lr=c.lr, optimizer="sgd", weight_decay=c.weight_decay,
+        batch_size=c.batch_size, augment=c.augment,
         description="training the identity reference")
-    ref_acc = accuracy_record(ctx, ref_key, reference, id_data["test"],
-                              f"celeba-identity-{c.n_identities}-test")
+    ref_acc = accuracy(ctx, ref_key, reference, id_data["test"],
+                       f"celeba-identity-{c.n_identities}-test")
 
     def attack_inputs() -> torch.Tensor:
         x, y = id_data["test"]()
@@ -242,24 +242,24 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
             return Lazy(lambda: (attr_data[split]()[0], attr_data[split]()[1][:, j]))
 
         train_j, test_j = column("train"), column("test")
-        model, key = trained_model(
+        model, key = trained_classifier(
             ctx, "source", {"arch": "resnet18", "width": c.width, "attribute": name,
                             "data": data_id, "seed": c.seed},
-            lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr,
-            weight_decay=c.weight_decay, batch_size=c.batch_size, augmented=c.augment,
+            lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr, optimizer="sgd",
+            weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
             description=f"training {name}")
-        kt = transfer_record(ctx, key, model, id_data["train"], id_data["test"],
-                             target=f"celeba-identity-{task_id}", finetune=c.finetune,
-                             epochs=c.finetune_epochs, lr=c.finetune_lr)
-        adv = adversarial_record(
-            ctx, {"source": key, "reference": ref_key, "space": "embedding",
-                  "correct_only": c.correct_only, "n_attack": c.n_attack},
-            Embedding(model), ref_embedding, x_attack, squared=c.squared,
-            batch_size=c.attack_batch_size, attack=attack)
+        kt = transfer(ctx, key, model, id_data["train"], id_data["test"],
+                      target=f"celeba-identity-{task_id}", task="classification",
+                      features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,
+                      lr=c.finetune_lr, batch_size=128)
+        adv = adversarial(
+            ctx, key, ref_key, Embedding(model), ref_embedding, x_attack,
+            inputs={"space": "embedding", "correct_only": c.correct_only,
+                    "n_attack": c.n_attack},
+            squared=c.squared, batch_size=c.attack_batch_size, **attack)
         records.append({
             "source": name,
-            "attribute_accuracy": accuracy_record(ctx, key, model, test_j,
-                                                  f"celeba-{name}-test"),
+            "attribute_accuracy": accuracy(ctx, key, model, test_j, f"celeba-{name}-test"),
             "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
             "transfer_train_accuracy": kt["train_accuracy"], **adv,
         })

@@ -52,8 +52,8 @@ The report correlates every alpha with transfer accuracy and loss; the paper fin
 correlations with accuracy (and negative with loss): the more adversarially transferable a
 source is with the reference, the better it transfers.
 
-The helpers below (lazy data, 8-bit image tensors, augmentation, stored training, transfer and
-adversarial units) are shared with :mod:`advtransfer.experiments.recipes.celeba`.
+The stages (stored training, accuracy, transfer and adversarial units) and the data helpers
+(lazy data, 8-bit image tensors, augmentation) come from :mod:`advtransfer.experiments.stages`.
 """
 
 from __future__ import annotations
@@ -61,15 +61,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from advtransfer.data.subsets import ClassSubset, RemapLabels, take
+from advtransfer.data.subsets import ClassSubset, RemapLabels
 from advtransfer.data.vision import (
     CIFAR10_CLASSES,
     STL10_CLASSES,
@@ -79,17 +76,24 @@ from advtransfer.data.vision import (
 )
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import ALPHA_LABELS
-from advtransfer.knowledge import knowledge_transfer
-from advtransfer.metrics import transferability
+from advtransfer.experiments.stages import (
+    Lazy,
+    Tensors,
+    accuracy,
+    adversarial,
+    alpha_labels,
+    attack_settings,
+    check_common,
+    limit,
+    materialize,
+    metric_names,
+    predict,
+    to_float,
+    trained_classifier,
+    transfer,
+)
 from advtransfer.models.architectures import build
 from advtransfer.models.wrappers import InputRange
-from advtransfer.progress import track
-from advtransfer.store import unit_key
-from advtransfer.training import evaluate, fit
-
-T = TypeVar("T")
-Tensors = tuple[torch.Tensor, torch.Tensor]
 
 ARCHITECTURES = ("fc", "lenet", "alexnet", "resnet18", "resnet50")
 PLAIN_ARCHITECTURES = frozenset({"fc", "lenet", "alexnet"})  # no batch normalisation
@@ -98,244 +102,6 @@ STL10_MONKEY = 7
 MONKEY_AS_CIFAR = 6  # the CIFAR-10 id (frog) that no STL-10 class uses
 STL10_AS_CIFAR10: dict[int, int] = {**STL10_TO_CIFAR10, STL10_MONKEY: MONKEY_AS_CIFAR}
 """All ten STL-10 labels -> CIFAR-10 label ids (monkey takes frog's free id 6)."""
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers (also used by the celeba recipe)
-# --------------------------------------------------------------------------------------------
-
-
-class Lazy(Generic[T]):
-    """A value computed on first call and kept: data is only read when a unit of work that
-    needs it is actually computed, so a rerun whose units are all stored reads no image."""
-
-    def __init__(self, make: Callable[[], T]) -> None:
-        self._make: Callable[[], T] | None = make
-        self._value: T | None = None
-
-    def __call__(self) -> T:
-        if self._make is not None:
-            self._value = self._make()
-            self._make = None
-        return self._value  # type: ignore[return-value]
-
-
-def limit(dataset: Dataset, n: int | None, seed: int) -> Dataset:
-    """``dataset`` capped at ``n`` samples (class-balanced when labels are known; see
-    :func:`advtransfer.data.subsets.take`), or unchanged when ``n`` is None."""
-    if n is None:
-        return dataset
-    return take(dataset, n, generator=torch.Generator().manual_seed(seed))
-
-
-def materialize(dataset: Dataset, *, description: str, progress: bool,
-                workers: int = 0, batch_size: int = 256) -> Tensors:
-    """All samples of ``dataset`` as (images as ``uint8`` tensors (N, C, H, W), labels).
-
-    Images in [0, 1] are stored as round(255 x), exact for 8-bit sources such as CIFAR-10; a
-    resized image loses less than 1/510 per pixel. 8-bit storage keeps the full CelebA training
-    split (162,770 images at 64 px) at 2 GB instead of 8 GB."""
-    n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise AdvTransferError(f"{description}: the dataset is empty")
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    xs, ys = [], []
-    for x, y in track(loader, description=description, enabled=progress):
-        xs.append((x * 255.0).round_().clamp_(0, 255).to(torch.uint8))
-        ys.append(torch.as_tensor(y))
-    return torch.cat(xs), torch.cat(ys)
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """8-bit images -> float32 in [0, 1]."""
-    return x.to(torch.float32).div_(255.0)
-
-
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """The authors' training augmentation on a batch: a random crop of the image padded by
-    size/8 pixels of zeros on each side (4 px at 32 px) and a random horizontal flip, per image,
-    drawn from the global generator (which :func:`advtransfer.training.fit` seeds)."""
-    b, _, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = torch.randint(0, 2 * pad + 1, (b,)).tolist()
-    cols = torch.randint(0, 2 * pad + 1, (b,)).tolist()
-    out = torch.stack([padded[k, :, r:r + h, c:c + w] for k, (r, c) in enumerate(zip(rows, cols,
-                                                                                     strict=True))])
-    flip = torch.rand(b) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
-
-
-class _Collate:
-    def __init__(self, augmented: bool) -> None:
-        self.augmented = augmented
-
-    def __call__(self, items: list[tuple[torch.Tensor, torch.Tensor]]) -> Tensors:
-        x = to_float(torch.stack([i[0] for i in items]))
-        y = torch.stack([i[1] for i in items])
-        return (augment(x) if self.augmented else x), y
-
-
-def batches(data: Tensors, *, batch_size: int, shuffle: bool = False, seed: int = 0,
-            augmented: bool = False) -> DataLoader:
-    """A loader of float batches in [0, 1] (optionally augmented) over 8-bit tensors."""
-    x, y = data
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
-                      generator=torch.Generator().manual_seed(seed),
-                      collate_fn=_Collate(augmented))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, device: torch.device,
-            batch_size: int = 256) -> torch.Tensor:
-    """Arg-max predictions of ``model`` (eval mode) on 8-bit or float images, on the CPU."""
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
-        xb = to_float(xb) if xb.dtype == torch.uint8 else xb
-        out.append(model(xb.to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
-def trained_model(ctx: RunContext, kind: str, unit: dict[str, Any],
-                  make: Callable[[], nn.Module], data: Callable[[], Tensors], *, epochs: int,
-                  lr: float, weight_decay: float, batch_size: int, augmented: bool,
-                  description: str) -> tuple[nn.Module, str]:
-    """A classifier trained with SGD (momentum 0.9, cosine schedule) on ``data()``, or loaded
-    from the store; ``unit`` must identify the model and its data (the training settings are
-    added here). Returns the model (eval mode, on ``ctx.device``) and its unit key."""
-    unit = {**unit, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
-            "batch_size": batch_size, "augment": augmented, "optimizer": "sgd"}
-    seed = ctx.seed_for(kind, unit)
-
-    def seeded_build() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return make().to(ctx.device)
-
-    def train(model: nn.Module) -> nn.Module:
-        loader = batches(data(), batch_size=batch_size, shuffle=True, seed=seed,
-                         augmented=augmented)
-        return fit(model, loader, epochs=epochs, lr=lr, optimizer="sgd",
-                   weight_decay=weight_decay, seed=seed, device=ctx.device,
-                   progress=ctx.progress, description=description)
-
-    model = ctx.store.model(kind, unit, seeded_build, train)
-    return model.to(ctx.device).eval(), unit_key(kind, unit)
-
-
-def accuracy_record(ctx: RunContext, model_key: str, model: nn.Module,
-                    data: Callable[[], Tensors], data_name: str) -> float:
-    """Accuracy of a stored model on ``data()`` (a stored unit)."""
-    def compute() -> dict[str, float]:
-        ev = evaluate(model, batches(data(), batch_size=256), device=ctx.device)
-        return {"accuracy": float(ev.accuracy or 0.0), "loss": ev.loss}
-
-    return ctx.store.record("accuracy", {"model": model_key, "data": data_name},
-                            compute)["accuracy"]
-
-
-def transfer_record(ctx: RunContext, model_key: str, model: nn.Module,
-                    train: Callable[[], Tensors], test: Callable[[], Tensors], *,
-                    target: str, finetune: str, epochs: int, lr: float,
-                    batch_size: int = 128) -> dict[str, Any]:
-    """Knowledge transfer of a stored source to the target task (a stored unit): a new linear
-    head on the penultimate features (``finetune="head"``) or the whole network
-    (``"full"``), fitted on ``train()``, evaluated on ``test()``."""
-    unit = {"source": model_key, "target": target, "finetune": finetune, "epochs": epochs,
-            "lr": lr, "batch_size": batch_size}
-
-    def compute() -> dict[str, Any]:
-        seed = ctx.seed_for("transfer", unit)
-        return knowledge_transfer(
-            model, batches(train(), batch_size=batch_size, shuffle=True, seed=seed),
-            batches(test(), batch_size=256), task="classification", features="penultimate",
-            finetune=finetune, epochs=epochs, lr=lr, batch_size=batch_size,  # type: ignore[arg-type]
-            device=ctx.device, seed=seed, progress=ctx.progress).to_dict()
-
-    return ctx.store.record("transfer", unit, compute)
-
-
-def adversarial_record(ctx: RunContext, unit: dict[str, Any], source: nn.Module,
-                       target: nn.Module, x: Callable[[], torch.Tensor], *, squared: bool,
-                       batch_size: int, attack: dict[str, Any]) -> dict[str, Any]:
-    """alpha1/alpha2/combined in both directions between ``source`` and ``target`` on the
-    float inputs ``x()`` (a stored unit keyed by ``unit``, the attack and ``squared``).
-
-    One attack per model per input (:func:`advtransfer.transferability` with
-    ``squared=False``). Fields per direction ``tag`` in ``s2t``, ``t2s``: ``alpha1_tag`` (mean
-    unsquared ratio), ``alpha1_sq_tag`` (mean squared ratio), ``alpha2_tag`` and
-    ``combined_tag`` (squared when ``squared``), ``alpha1_above_one_tag`` and the attack
-    statistics; ``n_attack``: the number of inputs."""
-    unit = {**unit, "attack": attack, "squared": squared, "batch_size": batch_size}
-
-    def compute() -> dict[str, Any]:
-        inputs = x()
-        r = transferability(source, target, inputs, device=ctx.device,
-                            generator=ctx.seed_for("adversarial", unit), progress=ctx.progress,
-                            batch_size=batch_size, squared=False, **attack)
-        out: dict[str, Any] = {"n_attack": len(inputs)}
-        for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
-            per = d.alpha1_per_sample
-            sq = float(np.nanmean(per**2)) if np.isfinite(per).any() else math.nan
-            out.update({
-                f"alpha1_{tag}": d.alpha1, f"alpha1_sq_{tag}": sq,
-                f"alpha2_{tag}": d.alpha2**2 if squared else d.alpha2,
-                f"combined_{tag}": d.combined**2 if squared else d.combined,
-                f"alpha1_above_one_{tag}": d.n_alpha1_above_one,
-                f"mean_deviation_{tag}": d.stats.mean_deviation,
-                f"mean_random_deviation_{tag}": d.stats.mean_random_deviation,
-                f"mean_victim_self_deviation_{tag}": d.stats.mean_victim_self_deviation,
-            })
-        return out
-
-    return ctx.store.record("adversarial", unit, compute)
-
-
-def attack_settings(c: Any) -> dict[str, Any]:
-    """The attack keyword arguments of a configuration with the usual attack fields."""
-    return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-            "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
-
-
-def check_common(c: Any) -> None:
-    """Checks shared by the real-data recipes' configurations."""
-    if c.max_samples is not None and c.max_samples < 1:
-        raise AdvTransferError(f"max_samples must be None or >= 1; got {c.max_samples}")
-    if c.n_attack is not None and c.n_attack < 1:
-        raise AdvTransferError(f"n_attack must be None or >= 1; got {c.n_attack}")
-    if c.finetune not in ("head", "full"):
-        raise AdvTransferError(f"finetune must be 'head' or 'full'; got {c.finetune!r}")
-    if c.direction not in ("t2s", "s2t"):
-        raise AdvTransferError(f"direction must be 't2s' (attack the reference, evaluate the "
-                               f"source) or 's2t'; got {c.direction!r}")
-    if c.workers < 0:
-        raise AdvTransferError(f"workers must be >= 0; got {c.workers}")
-    for name in ("epochs", "reference_epochs", "finetune_epochs", "batch_size",
-                 "attack_batch_size"):
-        if getattr(c, name) < 1:
-            raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
-    from advtransfer.attacks import AttackConfig
-
-    AttackConfig(**attack_settings(c))  # validates eps, norm, objective, solver, steps
-
-
-def metric_names(direction: str) -> list[str]:
-    """The six alpha fields, the chosen direction's first."""
-    other = "s2t" if direction == "t2s" else "t2s"
-    return [f"{m}_{d}" for d in (direction, other) for m in ("alpha1", "alpha2", "combined")]
-
-
-def alpha_labels(squared: bool) -> dict[str, str]:
-    """Report labels of the alpha fields (saying when alpha2/combined are squared)."""
-    labels = dict(ALPHA_LABELS)
-    if squared:
-        for key, text in ALPHA_LABELS.items():
-            if not key.startswith("alpha1"):
-                labels[key] = text.replace(" (", "² (", 1)
-    return labels
-
 
 # --------------------------------------------------------------------------------------------
 # The two CIFAR-10 -> STL-10 recipes
@@ -458,14 +224,14 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         v, description=f"reading STL-10 {s}", progress=ctx.progress, workers=c.workers))
         for s, v in views.items()}
 
-    reference, ref_key = trained_model(
+    reference, ref_key = trained_classifier(
         ctx, "reference", {"arch": c.reference_architecture, "width": c.reference_width,
                            "task": target_id, "data": data_id, "seed": c.seed},
         lambda: _network(c.reference_architecture, n_target, c.reference_width, c.image_size),
         target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
-        weight_decay=c.weight_decay, batch_size=c.batch_size, augmented=c.augment,
-        description="training the STL-10 reference")
-    ref_acc = accuracy_record(ctx, ref_key, reference, target["test"], f"{target_id}-test")
+        optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
+        augment=c.augment, description="training the STL-10 reference")
+    ref_acc = accuracy(ctx, ref_key, reference, target["test"], f"{target_id}-test")
 
     def attack_inputs() -> torch.Tensor:
         x, y = target["test"]()
@@ -498,27 +264,28 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         if str(classes) not in readers:
             readers[str(classes)] = source_reader(classes)
         source_data = readers[str(classes)]
-        model, key = trained_model(
+        model, key = trained_classifier(
             ctx, "source", {"arch": src.arch, "width": c.width, "classes": classes,
                             "data": data_id, "seed": c.seed},
             lambda a=src.arch, k=n_cls: _network(a, k, c.width, c.image_size),
-            source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch),
-            weight_decay=c.weight_decay, batch_size=c.batch_size, augmented=c.augment,
+            source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
+            weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
             description=f"training source {src.name}")
         record: dict[str, Any] = {"source": src.name, **src.fields,
                                   "parameters": sum(p.numel() for p in model.parameters())}
-        record["source_accuracy"] = accuracy_record(ctx, key, model, source_data["test"],
-                                                    f"cifar10-{classes}-test")
+        record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
+                                             f"cifar10-{classes}-test")
         if target_stl is None:
             record["direct_accuracy"] = _direct_accuracy(ctx, key, model, target["test"])
-        kt = transfer_record(ctx, key, model, target["train"], target["test"], target=target_id,
-                             finetune=c.finetune, epochs=c.finetune_epochs, lr=c.finetune_lr)
+        kt = transfer(ctx, key, model, target["train"], target["test"], target=target_id,
+                      task="classification", features="penultimate", finetune=c.finetune,
+                      epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=128)
         record.update(transfer_accuracy=kt["test_accuracy"], transfer_loss=kt["test_loss"],
                       transfer_train_accuracy=kt["train_accuracy"])
-        record.update(adversarial_record(
-            ctx, {"source": key, "reference": ref_key, "correct_only": c.correct_only,
-                  "n_attack": c.n_attack}, model, reference, x_attack, squared=c.squared,
-            batch_size=c.attack_batch_size, attack=attack))
+        record.update(adversarial(
+            ctx, key, ref_key, model, reference, x_attack,
+            inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
+            squared=c.squared, batch_size=c.attack_batch_size, **attack))
         records.append(record)
 
     metrics = metric_names(c.direction)

@@ -13,6 +13,9 @@ model on the target task, then for every source:
   target's test inputs;
 
 and the report correlates the two. The paper predicts higher alpha with higher transfer accuracy.
+The alpha fields follow the convention of :func:`advtransfer.experiments.stages.adversarial`:
+``alpha1`` is the mean unsquared ratio (``alpha1_sq`` the mean squared one); ``alpha2`` and
+``combined`` are squared only when ``squared`` (default off).
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
-    ALPHA_LABELS,
     accuracy,
     adversarial,
+    alpha_labels,
+    metric_names,
+    predict,
     trained_classifier,
     transfer,
 )
@@ -100,14 +103,14 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
                            "seed": c.seed, "split": [c.test_fraction, c.seed]},
         lambda: build(c.reference_architecture, num_classes=n_cls),
         (target.x_train, target.y_train), epochs=c.epochs, lr=c.lr)
-    ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test))
+    target_id = f"digits-{c.target_classes}-split-{[c.test_fraction, c.seed]}"
+    ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test),
+                       f"{target_id}-test")
     x_attack = target.x_test
     if c.correct_only:  # the authors' protocol: inputs the reference classifies correctly
-        with torch.no_grad():
-            pred = reference(x_attack.to(ctx.device)).argmax(1).cpu()
-        x_attack = x_attack[pred == target.y_test]
+        x_attack = x_attack[predict(reference, x_attack, ctx.device) == target.y_test]
     attack = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-              "steps": c.steps, "squared": c.squared}
+              "steps": c.steps}
     records = []
     for share in c.shares:
         classes = source_classes(c.target_classes, c.other_classes, share)
@@ -121,18 +124,20 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
                 lambda n_src=n_src: build(c.architecture, num_classes=n_src),
                 (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
             kt = transfer(ctx, key, model, (target.x_train, target.y_train),
-                          (target.x_test, target.y_test), task="classification",
-                          features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,
-                          lr=c.finetune_lr)
-            adv = adversarial(ctx, key, ref_key, model, reference, x_attack, **attack)
+                          (target.x_test, target.y_test), target=target_id,
+                          task="classification", features="penultimate", finetune=c.finetune,
+                          epochs=c.finetune_epochs, lr=c.finetune_lr)
+            adv = adversarial(ctx, key, ref_key, model, reference, x_attack,
+                              inputs={"n": len(x_attack)}, squared=c.squared, **attack)
             records.append({
                 "source": name, "share": share, "repeat": rep, "classes": str(classes),
-                "source_accuracy": accuracy(ctx, key, model, (task.x_test, task.y_test)),
+                "source_accuracy": accuracy(
+                    ctx, key, model, (task.x_test, task.y_test),
+                    f"digits-{classes}-split-{[c.test_fraction, c.seed]}-test"),
                 "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
                 **adv,
             })
-    metrics = ["alpha1_t2s", "alpha2_t2s", "combined_t2s",
-               "alpha1_s2t", "alpha2_s2t", "combined_s2t"]
+    metrics = metric_names("t2s")
     return {
         "records": records,
         "reference": {"accuracy": ref_acc, "classes": c.target_classes},
@@ -151,7 +156,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
             "metrics": metrics,
             "outcomes": ["transfer_accuracy", "transfer_loss"],
             "sweep": "share",
-            "labels": {**ALPHA_LABELS, "share": "share of target classes",
+            "labels": {**alpha_labels(c.squared), "share": "share of target classes",
                        "transfer_accuracy": "transfer accuracy",
                        "transfer_loss": "transfer loss (cross-entropy)"},
             "columns": ["source", "share", "source_accuracy", "transfer_accuracy",

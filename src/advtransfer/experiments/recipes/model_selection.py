@@ -442,7 +442,8 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
             model, key = trained_classifier(ctx, "source", unit, build, train, epochs=c.epochs,
                                             lr=c.lr)
         models[src.name], keys[src.name] = model, key
-        src_acc[src.name] = accuracy(ctx, key, model, test)
+        src_acc[src.name] = accuracy(ctx, key, model, test,
+                                     f"digits-{src.task}-{src.data}-{split_id}-test")
 
     # targets
     records: list[dict[str, Any]] = []
@@ -458,7 +459,7 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
             ctx, "reference", {"arch": c.reference_architecture, **tid},
             lambda n=n_cls: build_digits_model(c.reference_architecture, n), train,
             epochs=c.epochs, lr=c.lr)
-        ref_acc[task] = accuracy(ctx, ref_key, reference, test)
+        ref_acc[task] = accuracy(ctx, ref_key, reference, test, f"digits-{tid}-test")
         n_test[task] = len(test[1])
         per: dict[str, dict[str, float]] = {m: {} for m in methods}
 
@@ -938,7 +939,8 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                                        "width": c.reference_width, "size": c.reference_size,
                                        **tid}, build_ref, train_ds,
                     epochs=c.reference_epochs, lr=c.reference_lr, batch_size=c.batch_size)
-            ref_acc[ds_name] = accuracy(ctx, ref_key, reference, loader(test_ds))
+            ref_acc[ds_name] = accuracy(ctx, ref_key, reference, loader(test_ds),
+                                        f"zoo-{tid}-test")
             unit = {"reference": ref_key, "models": c.models, "weights": weight_ids,
                     "target": tid, "methods": adv, **_attack(c)}
 
