@@ -297,6 +297,10 @@ def _point_label(rec: Mapping[str, Any], i: int) -> str:
     return str(src) if src is not None else f"#{i}"
 
 
+#: Above this many records the scatter points are not labelled (the labels would hide the data).
+MAX_LABELLED_POINTS = 24
+
+
 def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Mapping[str, Any]],
                     ) -> Figure:
     from matplotlib import colormaps
@@ -347,15 +351,16 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
         else:
             ax.scatter(xs, ys, s=_MARKER_SIZE, color="tab:blue", edgecolors="black", linewidths=0.6,
                        zorder=3)
-        labelled.append((ax, _annotate_points(ax, pts, spec)))
+        if len(spec.records) <= MAX_LABELLED_POINTS:
+            labelled.append((ax, _annotate_points(ax, pts, spec)))
         ax.margins(x=0.15, y=0.2)
     for ax in axes[k:]:
         ax.set_visible(False)
     if mappable is not None:
         cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
         cbar.set_label(spec.label(spec.sweep or ""))
-    fig.suptitle(f"{spec.label(outcome)} against each metric "
-                 f"(one point per source model)", fontsize=12)
+    fig.suptitle(f"{spec.label(outcome)} against each metric (one point per record)",
+                 fontsize=12)
     _declutter_labels(fig, labelled)
     return fig
 
@@ -828,7 +833,10 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
     if spec.metrics:
         for outcome in spec.outcomes:
             caption = (f"{spec.label(outcome)} against each transferability metric; one point "
-                       "per source model, labelled by source")
+                       "per record" + (", labelled by source" if len(spec.records)
+                                       <= MAX_LABELLED_POINTS else
+                                       f" (more than {MAX_LABELLED_POINTS}: unlabelled, see "
+                                       "the records table)"))
             if _sweep_values(spec) is not None:
                 caption += f", coloured by {spec.label(spec.sweep or '')}"
             save(_scatter_figure(spec, outcome, by_pair), f"scatter_{outcome}", caption + ".")
