@@ -691,8 +691,7 @@ class _CIFAR10(_TorchvisionCIFAR10):
         path = Path(self.root) / self.base_folder / self.meta["filename"]
         if not path.is_file():
             raise RuntimeError(f"Dataset metadata file {path} not found")
-        with path.open("rb") as infile:
-            data = pickle.load(infile, encoding="latin1")
+        data = _read_cifar_pickle(path, "metadata file")  # restricted: containers only
         self.classes = data[self.meta["key"]]
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
