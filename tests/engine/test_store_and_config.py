@@ -99,3 +99,10 @@ def test_store_ignores_record_with_other_config_under_same_key(tmp_path):
     path = store.record_path("k", {"a": 1})
     path.write_text(json.dumps({"kind": "k", "config": {"a": 999}, "result": {"v": 0}}))
     assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
+
+
+def test_recipe_module_map_lists_every_registered_recipe():
+    from advtransfer.experiments.recipes import MODULES
+    from advtransfer.experiments.registry import all_recipes
+
+    assert sorted(r.name for r in all_recipes()) == sorted(MODULES)

@@ -60,7 +60,8 @@ def register(name: str, config: type, description: str,
 
 
 def get_recipe(name: str) -> Recipe:
-    _load_builtin_recipes()
+    if name not in REGISTRY:
+        _load_builtin_recipes(name)
     if name not in REGISTRY:
         import difflib
 
@@ -76,5 +77,7 @@ def all_recipes() -> list[Recipe]:
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 
 
-def _load_builtin_recipes() -> None:
-    from advtransfer.experiments import recipes  # noqa: F401  (registers on import)
+def _load_builtin_recipes(name: str | None = None) -> None:
+    from advtransfer.experiments.recipes import load
+
+    load(name)
