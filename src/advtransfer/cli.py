@@ -16,6 +16,7 @@ from torch import nn
 import advtransfer
 from advtransfer.attacks import AttackConfig
 from advtransfer.errors import AdvTransferError
+from advtransfer.experiments.runner import resolve_device
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial transferability as a predictor of knowledge "
@@ -48,16 +49,6 @@ def parse_bounds(text: str) -> tuple[float, float] | None:
         raise AdvTransferError(f"--bounds must be 'LOW,HIGH' (e.g. '0,1') or 'none'; "
                                f"got {text!r}") from None
     return lo, hi
-
-
-def resolve_device_option(device: str) -> str:
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise AdvTransferError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AdvTransferError("--device cuda was asked for but no CUDA device is available")
-    return device
 
 
 def load_cli_model(spec: str, weights: Path | None, *, seed: int,
@@ -158,7 +149,7 @@ def measure(
 ) -> None:
     """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
     try:
-        run_on = resolve_device_option(device)
+        run_on = str(resolve_device(device))
         config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
                               steps=steps, step_size=step_size, random_start=random_start,
                               bounds=parse_bounds(bounds))  # fail fast, before loading models
@@ -217,7 +208,7 @@ def matrix(
     try:
         if len(models) < 2:
             raise AdvTransferError("matrix needs at least two models")
-        run_on = resolve_device_option(device)
+        run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         mods: dict[str, nn.Module] = {}
@@ -462,7 +453,7 @@ def rank_command(
         if not candidate:
             raise AdvTransferError("give at least one --candidate")
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
-        run_on = resolve_device_option(device)
+        run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         start = time.perf_counter()
