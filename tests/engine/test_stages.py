@@ -24,8 +24,10 @@ def _data(seed: int, n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x[:, 0] > 0.5).long()
 
 
-def _build() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+def _build(seed: int = 0) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
 
 
 class _Counted:
@@ -86,7 +88,7 @@ def test_lazy_data_is_read_only_when_a_unit_is_computed(tmp_path) -> None:
 
 def test_adversarial_squares_alpha2_and_combined_from_one_measurement(tmp_path) -> None:
     ctx = _ctx(tmp_path)
-    source, target = _build(), _build()
+    source, target = _build(1), _build(2)
     x = _data(3)[0][:16]
     kw = {"inputs": {"n": 16}, "eps": 0.5, "norm": "l2", "objective": "deviation", "steps": 2,
           "random_start": False}  # no random start: both runs attack alike

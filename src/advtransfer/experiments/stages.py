@@ -269,9 +269,10 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
 
     def compute() -> dict[str, Any]:
         data = resolve(x)
+        # ``squared`` only changes the reporting: the measurement is seeded as the unsquared one
+        seed = ctx.seed_for("adversarial", {**unit, "squared": False})
         r = transferability(source, target, data.to(ctx.device), device=ctx.device,
-                            generator=ctx.seed_for("adversarial", unit), progress=ctx.progress,
-                            squared=False, **attack)
+                            generator=seed, progress=ctx.progress, squared=False, **attack)
         out: dict[str, Any] = {"n_attack": len(data)}
         for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
             per = d.alpha1_per_sample
