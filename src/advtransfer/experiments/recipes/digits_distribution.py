@@ -145,8 +145,9 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
             "title": "digits-distribution: does adversarial transferability indicate knowledge "
                      "transferability?",
             "description": (
-                f"Sources: {c.architecture} trained on 4-class digit tasks whose share of the "
-                f"target's classes {c.target_classes} runs over {c.shares} ({c.repeats} seed(s) "
+                f"Sources: {c.architecture} trained on {n_cls}-class digit tasks whose share of "
+                f"the target's classes {c.target_classes} runs over {c.shares} ({c.repeats} "
+                f"seed(s) "
                 f"each). Reference: {c.reference_architecture} trained on the target task "
                 f"(test accuracy {ref_acc:.3f}). Knowledge transfer: {c.finetune} fine-tuning "
                 f"on the target task. Adversarial transferability: {c.solver} {c.norm} "
