@@ -326,3 +326,10 @@ def _text(result) -> str:
 def small_mlp() -> nn.Module:
     """The 5-class, 32-wide digits MLP of these tests (a 'module:factory' target)."""
     return digits_mlp(5, hidden=32)
+
+
+def test_rank_is_exported_at_the_top_level():
+    import advtransfer
+    from advtransfer.selection import rank
+
+    assert advtransfer.rank is rank and "rank" in advtransfer.__all__
