@@ -25,3 +25,11 @@ def test_readme_names_the_two_commands_first():
     assert "make demo" in first_block and "make test" in first_block
     makefile = (README.parent / "Makefile").read_text()
     assert "demo:" in makefile and "test:" in makefile
+
+
+def test_submodules_named_in_the_readme_are_reachable_from_the_package():
+    import advtransfer
+
+    assert callable(advtransfer.theory.first_order_transferability)
+    assert callable(advtransfer.estimators.logme)
+    assert callable(advtransfer.rank)

@@ -27,11 +27,18 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``advtransfer.rank`` is :func:`advtransfer.selection.rank`, imported on first use (the
-    estimators it needs load scipy and scikit-learn)."""
-    if name == "rank":
-        from advtransfer.selection import rank
+_SUBMODULES = ("theory", "estimators", "selection", "experiments", "models", "data", "report",
+               "stats", "store")
 
-        return rank
+
+def __getattr__(name: str) -> Any:
+    """``advtransfer.rank`` (:func:`advtransfer.selection.rank`) and the submodules
+    (``advtransfer.theory``, ``advtransfer.estimators``, ...) are imported on first use: the
+    estimators load scipy and scikit-learn, the recipes torchvision."""
+    import importlib
+
+    if name == "rank":
+        return importlib.import_module("advtransfer.selection").rank
+    if name in _SUBMODULES:
+        return importlib.import_module(f"advtransfer.{name}")
     raise AttributeError(f"module 'advtransfer' has no attribute {name!r}")
