@@ -53,45 +53,56 @@ def parse_bounds(text: str) -> tuple[float, float] | None:
 
 def load_cli_model(spec: str, weights: Path | None, *, seed: int,
                    quiet: bool) -> nn.Module:
-    """A model from a built-in name, 'module:factory' (+ weights), an architecture name with
-    weights, or a torchvision / 'timm:' name (weights from a local file or the cache)."""
-    from advtransfer.models.architectures import ARCHITECTURES
+    """A built-in digits model (trained now unless ``weights`` are given, then loaded into it),
+    or anything :func:`advtransfer.selection.load_candidate` builds: 'module:factory' (+
+    weights), an architecture name with weights, a torchvision / 'timm:' name (weights from a
+    local file or the cache)."""
     from advtransfer.models.builtin import BUILTIN, builtin_model
-    from advtransfer.models.checkpoint import load_into, load_model
-    from advtransfer.models.zoo import from_name
+    from advtransfer.models.checkpoint import load_into
+    from advtransfer.selection import check_weights_file, load_candidate
 
     if spec in BUILTIN:
-        model = builtin_model(spec, seed=seed, train=weights is None, progress=not quiet)
-        if weights is not None:
-            load_into(model, weights)
-    elif ":" in spec and not spec.startswith("timm:"):
-        model = load_model(spec, weights)
-    elif spec in ARCHITECTURES:
-        model = load_model(spec, weights)
-    else:
-        model = from_name(spec, weights=str(weights) if weights else None)
-    return model.eval()
+        path = None if weights is None else check_weights_file(spec, weights)
+        model = builtin_model(spec, seed=seed, train=path is None, progress=not quiet)
+        if path is not None:
+            load_into(model, path)
+        return model.eval()
+    return load_candidate(spec, weights)
 
 
-def load_cli_data(spec: str, n_samples: int) -> torch.Tensor:
-    """'digits' (the bundled test split) or a .safetensors file holding a tensor 'x'."""
-    if n_samples < 1:
-        raise AdvTransferError(f"--n-samples must be >= 1; got {n_samples}")
+def _data_tensors(spec: str, n_samples: int, *, labelled: bool) -> tuple[torch.Tensor, ...]:
+    """(x,) or (x, y) from 'digits' (the bundled test split) or a .safetensors file with
+    tensors 'x' (inputs, batch first) and, when labelled, 'y' (integer class labels)."""
+    minimum = 2 if labelled else 1
+    if n_samples < minimum:
+        raise AdvTransferError(f"--n-samples must be >= {minimum}; got {n_samples}")
+    keys = ("x", "y") if labelled else ("x",)
+    wanted = "tensors 'x' and 'y'" if labelled else "a tensor 'x'"
     if spec == "digits":
         from advtransfer.data.digits import digits
 
-        return digits(seed=0).x_test[:n_samples]
-    path = Path(spec)
-    if path.suffix == ".safetensors" and path.is_file():
+        split = digits(seed=0)
+        tensors = {"x": split.x_test, "y": split.y_test}
+    else:
+        path = Path(spec)
+        if path.suffix != ".safetensors" or not path.is_file():
+            raise AdvTransferError(f"--data must be 'digits' or an existing .safetensors file "
+                                   f"with {wanted}; got {spec!r}")
         from safetensors.torch import load_file
 
         tensors = load_file(str(path))
-        if "x" not in tensors:
+        if any(k not in tensors for k in keys):
             raise AdvTransferError(f"--data {spec}: the file has tensors {sorted(tensors)}; "
-                                   "expected one named 'x' (inputs, batch first)")
-        return tensors["x"][:n_samples]
-    raise AdvTransferError(f"--data must be 'digits' or an existing .safetensors file with a "
-                           f"tensor 'x'; got {spec!r}")
+                                   f"expected {wanted}")
+        if labelled and tensors["y"].is_floating_point():
+            raise AdvTransferError(f"--data {spec}: 'y' must hold integer class labels; got "
+                                   f"{tensors['y'].dtype}")
+    return tuple(tensors[k][:n_samples] for k in keys)
+
+
+def load_cli_data(spec: str, n_samples: int) -> torch.Tensor:
+    """The inputs x of --data ('digits' or a .safetensors file holding a tensor 'x')."""
+    return _data_tensors(spec, n_samples, labelled=False)[0]
 
 
 def _direction_rows(table: Table, result: Any) -> None:
@@ -371,42 +382,15 @@ def _split_spec(item: str, option: str) -> tuple[str, Path | None]:
 
 
 def _load_rank_model(item: str, option: str, *, seed: int, quiet: bool) -> nn.Module:
-    """A built-in digits model (trained now unless weights are given), else
-    :func:`advtransfer.selection.load_candidate`."""
-    from advtransfer.models.builtin import BUILTIN
-    from advtransfer.selection import load_candidate
-
+    """SPEC[=WEIGHTS] of the rank command, loaded as every command loads models."""
     spec, weights = _split_spec(item, option)
-    if spec in BUILTIN and weights is None:
-        return load_cli_model(spec, None, seed=seed, quiet=quiet)
-    return load_candidate(spec, weights)
+    return load_cli_model(spec, weights, seed=seed, quiet=quiet)
 
 
 def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """'digits' (the bundled test split) or a .safetensors file with tensors 'x' and 'y'."""
-    if n_samples < 2:
-        raise AdvTransferError(f"--n-samples must be >= 2; got {n_samples}")
-    if spec == "digits":
-        from advtransfer.data.digits import digits
-
-        split = digits(seed=0)
-        return split.x_test[:n_samples], split.y_test[:n_samples]
-    path = Path(spec)
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        missing = [k for k in ("x", "y") if k not in tensors]
-        if missing:
-            raise AdvTransferError(f"--data {spec}: the file has tensors {sorted(tensors)}; "
-                                   "expected 'x' (inputs, batch first) and 'y' (integer labels)")
-        x, y = tensors["x"], tensors["y"]
-        if y.is_floating_point():
-            raise AdvTransferError(f"--data {spec}: 'y' must hold integer class labels; got "
-                                   f"{y.dtype}")
-        return x[:n_samples], y[:n_samples]
-    raise AdvTransferError(f"--data must be 'digits' or an existing .safetensors file with "
-                           f"tensors 'x' and 'y'; got {spec!r}")
+    """(x, y) of --data ('digits' or a .safetensors file with tensors 'x' and 'y')."""
+    x, y = _data_tensors(spec, n_samples, labelled=True)
+    return x, y
 
 
 @app.command("rank")

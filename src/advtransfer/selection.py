@@ -230,6 +230,15 @@ def _finite(v: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def check_weights_file(spec: str, weights: str | os.PathLike[str]) -> Path:
+    """The path of ``spec``'s weights file; a clear error naming it when it does not exist."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise AdvTransferError(f"weights file not found for candidate {spec!r}: looked for "
+                               f"{path} (weights={str(weights)!r})")
+    return path
+
+
 def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.Module:
     """Build a candidate model from a specification and local weights (never downloaded).
 
@@ -259,10 +268,7 @@ def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> 
                                    f"{type(weights).__name__}")
     random_init = isinstance(weights, str) and weights == _RANDOM
     if weights is not None and not random_init:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise AdvTransferError(f"weights file not found for candidate {spec!r}: looked for "
-                                   f"{path} (weights={str(weights)!r})")
+        check_weights_file(spec, weights)
     if spec.startswith(TIMM_PREFIX) or (":" not in spec and spec not in ARCHITECTURES):
         model = from_name(spec, weights=None if weights is None else str(weights))
     elif ":" in spec:
