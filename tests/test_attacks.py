@@ -62,7 +62,9 @@ def test_sample_in_batch_equals_sample_alone(norm, solver):
     batched = attack(model, x, generator=7, **kw)
     for i in range(5):
         alone = attack(model, x[i:i + 1], generator=8, **kw)
-        torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-9, atol=1e-12)
+        # float64, but BLAS may reduce in another order for a batch than for one row: ~1e-8
+        # relative has been seen across builds, so allow 1e-6 (float32 would give ~1e-3)
+        torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-6, atol=1e-10)
 
 
 def test_sample_in_batch_equals_sample_alone_exactly_for_ce_fgsm():

@@ -10,6 +10,7 @@ import torch
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from torch import nn
 
@@ -113,7 +114,8 @@ def _direction_rows(table: Table, result: Any) -> None:
 
 
 def _fail(exc: AdvTransferError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    # soft_wrap: the message is never hard-wrapped at the terminal width (paths stay whole)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 

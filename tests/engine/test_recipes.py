@@ -101,8 +101,10 @@ def test_cli_run_list_report_and_bad_input(tmp_path):
     bad = runner.invoke(app, ["run", "synthetic", "--out", str(tmp_path / "x"), "--set",
                               "nope=1"])
     assert bad.exit_code == 2 and "unknown configuration key" in bad.output
-    bad = runner.invoke(app, ["report", str(tmp_path / "empty")])
-    assert bad.exit_code == 2 and "no results.json" in bad.output
+    # a long path must not be wrapped into the message: the whole sentence stays on one line
+    empty = tmp_path / ("a-rather-long-directory-name-" * 4) / "empty"
+    bad = runner.invoke(app, ["report", str(empty)])
+    assert bad.exit_code == 2 and f"{empty} has no results.json" in bad.output
 
 
 @pytest.mark.slow
