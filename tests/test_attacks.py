@@ -218,7 +218,15 @@ def test_output_adapters_accept_tuples_and_dicts():
         def forward(self, x):
             return {"logits": base(x), "aux": 1}
 
+    class Pair(nn.Module):  # the output that matters is the second element
+        def forward(self, x):
+            return x[:, :1] * 0.0, base(x)
+
     x = torch.rand(3, 6, dtype=torch.float64)
     ref = attack(base, x, eps=0.1, generator=0)
-    torch.testing.assert_close(attack(Tup(), x, eps=0.1, generator=0), ref)
+    with pytest.warns(UserWarning, match="using element 0"):
+        torch.testing.assert_close(attack(Tup(), x, eps=0.1, generator=0), ref)
+    torch.testing.assert_close(attack(Tup(), x, eps=0.1, generator=0, output=0), ref)
     torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0), ref)
+    torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0, output="logits"), ref)
+    torch.testing.assert_close(attack(Pair(), x, eps=0.1, generator=0, output=1), ref)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -30,6 +31,24 @@ def test_measure_builtin_pair_writes_json(tmp_path):
     assert 0 <= payload["target_to_source"]["alpha2"] <= 1
 
 
+def test_measure_conventions_square_alpha2_and_combined_only(tmp_path):
+    got = {}
+    for convention in ("icml", "authors"):
+        out = tmp_path / f"{convention}.json"
+        result = runner.invoke(app, ["measure", "--n-samples", "16", "--steps", "2", "--quiet",
+                                     "--convention", convention, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        got[convention] = json.loads(out.read_text())["source_to_target"]
+    icml, authors = got["icml"], got["authors"]
+    assert authors["convention"] == "authors" and icml["convention"] == "icml"
+    for key in ("alpha1", "alpha1_median", "alpha1_ladv"):
+        assert authors[key] == pytest.approx(icml[key])
+    assert authors["alpha2"] == pytest.approx(icml["alpha2"] ** 2)
+    assert authors["combined"] == pytest.approx(icml["combined"] ** 2)
+    help_text = runner.invoke(app, ["measure", "--help"], env={"COLUMNS": "200"}).output
+    assert "paper form" not in help_text and "authors' image code" in help_text
+
+
 def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "mlp.safetensors"
@@ -54,7 +73,8 @@ def test_bad_options_give_clear_errors():
     for args, needle in [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"),
                          (["--bounds", "x"], "--bounds"), (["--data", "nope"], "--data"),
                          (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples"),
-                         (["--source", "no_such_model"], "no_such_model")]:
+                         (["--source", "no_such_model"], "no_such_model"),
+                         (["--convention", "paper"], "convention must be one of")]:
         result = runner.invoke(app, ["measure", "--quiet", "--steps", "1", *args])
         assert result.exit_code == 2, (args, result.output)
         assert needle in result.output, (args, result.output)

@@ -84,12 +84,109 @@ def test_accumulator_hand_computed_example():
     # E[u_A u_B^T] = 1/2 ([[0,1],[0,0]] + [[0,0],[1,0]]) -> Frobenius sqrt(2)/2
     assert r.alpha2 == pytest.approx(np.sqrt(2) / 2)
     assert r.combined == pytest.approx(0.5 * np.sqrt(2) / 2)
-    sq = DirectionAccumulator(squared=True)
-    sq.update(aa, ab, bb)
-    r2 = sq.compute()
-    np.testing.assert_allclose(r2.alpha1_per_sample, [0.25, 0.25])
+    assert r.alpha1_median == pytest.approx(0.5) and r.alpha1_ladv == pytest.approx(0.25)
+    assert r.convention == "icml" and r.n_undefined == 0
+    authors = DirectionAccumulator(convention="authors")
+    authors.update(aa, ab, bb)
+    r2 = authors.compute()
+    # the authors' image code: alpha1 unsquared, alpha2 and combined squared Frobenius norms
+    # with the unsquared per-sample alpha1 inside combined
+    np.testing.assert_allclose(r2.alpha1_per_sample, [0.5, 0.5])
+    assert r2.alpha1 == pytest.approx(0.5) and r2.alpha1_ladv == pytest.approx(0.25)
     assert r2.alpha2 == pytest.approx(0.5)
-    assert r2.combined == pytest.approx((0.25 * np.sqrt(2) / 2) ** 2)
+    assert r2.combined == pytest.approx((0.5 * np.sqrt(2) / 2) ** 2)
+    with pytest.raises(AdvTransferError, match="convention must be one of"):
+        DirectionAccumulator(convention="paper")
+
+
+def test_undefined_samples_are_left_out_of_every_metric():
+    # Samples 1 and 2 as in the hand-computed example; sample 3: B does not move under its own
+    # attack (Delta_BB = 0), so alpha1 is undefined there, and it must not count in alpha2 or
+    # combined either (the same two samples for all three).
+    aa = torch.tensor([[1.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    ab = torch.tensor([[0.0, 2.0], [1.0, 0.0], [1.0, 0.0]])
+    bb = torch.tensor([[0.0, 4.0], [2.0, 0.0], [0.0, 0.0]])
+    acc = DirectionAccumulator()
+    acc.update(aa, ab, bb)
+    with pytest.warns(RuntimeWarning, match="1 of 3 samples"):
+        r = acc.compute()
+    assert r.n_undefined == 1 and r.n_samples == 3
+    assert r.alpha1 == pytest.approx(0.5) and r.alpha1_median == pytest.approx(0.5)
+    assert r.alpha2 == pytest.approx(np.sqrt(2) / 2)
+    assert r.combined == pytest.approx(0.5 * np.sqrt(2) / 2)
+
+
+def _svd_top(w: np.ndarray) -> tuple[np.ndarray, float]:
+    _, s, vh = np.linalg.svd(w)
+    return vh[0], s[0]
+
+
+@pytest.mark.parametrize("convention", ["icml", "authors"])
+def test_conventions_by_hand_on_two_linear_models(convention):
+    # f_S(x) = W_S x, f_T(x) = W_T x. The first-order attack is delta = eps v1(W) (exact for a
+    # linear model), so per sample Delta_{S->T} = eps W_T v_S, Delta_{T->T} = eps sigma1(W_T)
+    # u1(W_T): alpha1^{S->T} = ||W_T v_S|| / sigma1(W_T) for every x, the directions are the same
+    # for every x, so ||E[u v^T]||_F = 1 and combined = alpha1 (icml) or alpha1^2 (authors).
+    g = torch.Generator().manual_seed(3)
+    w_s, w_t = torch.randn(4, 6, generator=g), torch.randn(5, 6, generator=g)
+    source, target = nn.Linear(6, 4, bias=False), nn.Linear(6, 5, bias=False)
+    with torch.no_grad():
+        source.weight.copy_(w_s)
+        target.weight.copy_(w_t)
+    v_s, _ = _svd_top(w_s.double().numpy())
+    v_t, s_t = _svd_top(w_t.double().numpy())
+    _, s_s = _svd_top(w_s.double().numpy())
+    a_st = np.linalg.norm(w_t.double().numpy() @ v_s) / s_t
+    a_ts = np.linalg.norm(w_s.double().numpy() @ v_t) / s_s
+    x = torch.rand(10, 6, generator=g)
+    r = transferability(source, target, x, eps=0.01, solver="first_order", steps=200,
+                        bounds=None, convention=convention, generator=0)
+    power = 2 if convention == "authors" else 1
+    for d, a1 in ((r.source_to_target, a_st), (r.target_to_source, a_ts)):
+        assert d.convention == convention
+        assert d.alpha1 == pytest.approx(a1, rel=1e-4)
+        assert d.alpha1_median == pytest.approx(a1, rel=1e-4)
+        assert d.alpha1_ladv == pytest.approx(a1**2, rel=1e-4)
+        assert d.alpha2 == pytest.approx(1.0, rel=1e-4)
+        assert d.combined == pytest.approx(a1**power, rel=1e-4)
+
+
+def test_per_sample_eps_across_batches_and_explicit_output_selection():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 6, generator=g)
+    eps = 0.01 + 0.05 * torch.rand(200, generator=g)
+    s, t = two_layer(1, dtype=torch.float32), two_layer(2, dtype=torch.float32)
+    kw = {"solver": "first_order", "bounds": None, "generator": 0}
+    small = transferability(s, t, x, eps=eps, batch_size=64, **kw)  # 4 batches
+    whole = transferability(s, t, x, eps=eps, batch_size=256, **kw)  # one batch
+    np.testing.assert_allclose(small.source_to_target.alpha1_per_sample,
+                               whole.source_to_target.alpha1_per_sample, rtol=1e-4)
+    assert small.source_to_target.stats.mean_delta_norm == pytest.approx(float(eps.mean()),
+                                                                         rel=1e-4)
+    with pytest.raises(AdvTransferError, match="200 per-sample values but data has 150"):
+        transferability(s, t, x[:150], eps=eps, batch_size=64, **kw)
+
+    class TwoHeads(nn.Module):  # returns (auxiliary, main): element 1 is the model's output
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return z[:, :2] * 0.0 + 1.0, self.model(z)
+
+    plain = transferability(s, t, x[:32], eps=0.05, **kw)
+    chosen = transferability(TwoHeads(s), TwoHeads(t), x[:32], eps=0.05, output=1, **kw)
+    assert chosen.source_to_target.alpha1 == pytest.approx(plain.source_to_target.alpha1)
+    keyed = transferability(s, t, x[:32], eps=0.05, output=lambda out: out * 2.0, **kw)
+    assert keyed.source_to_target.alpha1 == pytest.approx(plain.source_to_target.alpha1)
+    with pytest.warns(UserWarning, match="using element 0"):
+        silent = transferability(TwoHeads(s), TwoHeads(t), x[:32], eps=0.05, **kw)
+    # the default took element 0, a constant: no model moves and every alpha1 is undefined
+    assert silent.source_to_target.n_undefined == 32
+    with pytest.raises(AdvTransferError, match="selects nothing"):
+        transferability(TwoHeads(s), TwoHeads(t), x[:32], eps=0.05, output=5, **kw)
+    with pytest.raises(AdvTransferError, match="must be a torch.nn.Module"):
+        transferability(lambda z: z, t, x[:32], eps=0.05, **kw)
 
 
 def test_large_outputs_use_gram_form_and_agree():

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.models.adapters import forward, frozen
+from advtransfer.models.adapters import OutputSelector, forward, frozen, select_output
 
 Norm = Literal["l2", "linf"]
 Objective = Literal["deviation", "ce"]
@@ -336,6 +336,7 @@ def attack(
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
     generator: GeneratorLike = None,
+    output: OutputSelector | None = None,
 ) -> torch.Tensor:
     """The adversarial perturbation delta_{f,eps}(x) (see the module docstring for the maths).
 
@@ -354,6 +355,9 @@ def attack(
         bounds: the input domain (low, high) that x + delta must stay in, or None.
         generator: a ``torch.Generator`` or an int seed for the random start and power
             iteration; the same generator state gives the same delta.
+        output: which tensor of a tuple/mapping/object output is the model's output (an int
+            index, a str key or attribute, or a callable); None: the default selection of
+            :func:`advtransfer.models.adapters.as_output`.
 
     Returns:
         delta with x's shape, dtype and device; x is not modified.
@@ -370,6 +374,7 @@ def attack(
                           step_size=step_size, random_start=random_start, bounds=bounds)
     x = validate_inputs(x, config.bounds)
     gen = as_generator(generator)
+    model = select_output(model, output)
     with frozen(model):
         return run_attack(model, x, config, gen)
 

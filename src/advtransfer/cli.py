@@ -18,6 +18,7 @@ import advtransfer
 from advtransfer.attacks import AttackConfig
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import resolve_device
+from advtransfer.metrics import check_convention
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adversarial transferability as a predictor of knowledge "
@@ -108,7 +109,8 @@ def load_cli_data(spec: str, n_samples: int) -> torch.Tensor:
 
 def _direction_rows(table: Table, result: Any) -> None:
     for label, r in (("S->T", result.source_to_target), ("T->S", result.target_to_source)):
-        table.add_row(label, f"{r.alpha1:.4f}", f"{r.alpha2:.4f}", f"{r.combined:.4f}",
+        table.add_row(label, f"{r.alpha1:.4f}", f"{r.alpha1_median:.4f}", f"{r.alpha2:.4f}",
+                      f"{r.combined:.4f}",
                       f"{r.n_alpha1_above_one}/{r.n_samples}", f"{r.stats.mean_delta_norm:.4g}",
                       f"{r.stats.mean_deviation:.4g}", f"{r.stats.mean_random_deviation:.4g}")
 
@@ -126,6 +128,9 @@ SolverOpt = Annotated[str, typer.Option(help="pgd or first_order.")]
 StepsOpt = Annotated[int, typer.Option(help="PGD steps (1 = FGSM) or power iterations.")]
 BoundsOpt = Annotated[str, typer.Option(help="Input domain 'LOW,HIGH', or 'none'.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")]
+ConventionOpt = Annotated[str, typer.Option(
+    help="icml: alpha2 and combined unsquared (the paper's definitions); authors: squared, as "
+         "the authors' image code reports them. alpha1 is the unsquared mean ratio in both.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
@@ -152,8 +157,7 @@ def measure(
                                                              "docs).")] = None,
     random_start: Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")] = True,
     bounds: BoundsOpt = "0,1",
-    squared: Annotated[bool, typer.Option(help="Report squared alpha values (paper form).")
-                       ] = False,
+    convention: ConventionOpt = "icml",
     batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 128,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
@@ -166,6 +170,7 @@ def measure(
         config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
                               steps=steps, step_size=step_size, random_start=random_start,
                               bounds=parse_bounds(bounds))  # fail fast, before loading models
+        check_convention(convention)
         start = time.perf_counter()
         s = load_cli_model(source, source_weights, seed=seed, quiet=quiet).to(run_on)
         t = load_cli_model(target, target_weights, seed=seed + 1, quiet=quiet).to(run_on)
@@ -173,17 +178,20 @@ def measure(
         result = advtransfer.transferability(
             s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
             step_size=step_size, random_start=random_start, bounds=config.bounds,
-            squared=squared, batch_size=batch_size, device=run_on, generator=seed,
+            convention=convention, batch_size=batch_size, device=run_on, generator=seed,
             progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     table = Table(title=f"adversarial transferability: {source} vs {target} "
                         f"({len(x)} samples, {norm} eps={eps}, {solver})")
-    for col in ("dir", "alpha1", "alpha2", "combined", "a1>1", "|delta|", "dev", "rand dev"):
+    for col in ("dir", "alpha1", "a1 median", "alpha2", "combined", "a1>1", "|delta|", "dev",
+                "rand dev"):
         table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
     _direction_rows(table, result)
     console.print(table)
-    console.print("S->T: attacks crafted on the source, applied to the target. a1>1: samples "
+    console.print(f"convention {convention}: alpha2 and combined "
+                  f"{'squared' if convention == 'authors' else 'unsquared'}. "
+                  "S->T: attacks crafted on the source, applied to the target. a1>1: samples "
                   "with alpha1 above 1; |delta|: mean perturbation norm; dev / rand dev: the "
                   "victim's mean output deviation under the attack / under random noise of norm "
                   "eps.", style="dim")
@@ -211,7 +219,7 @@ def matrix(
     solver: SolverOpt = "pgd",
     steps: StepsOpt = 10,
     bounds: BoundsOpt = "0,1",
-    squared: Annotated[bool, typer.Option(help="Report squared alpha values.")] = False,
+    convention: ConventionOpt = "icml",
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Write the matrices as JSON here.")] = None,
@@ -224,6 +232,7 @@ def matrix(
         run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
+        check_convention(convention)
         mods: dict[str, nn.Module] = {}
         for i, item in enumerate(models):
             spec, _, weights = item.partition("=")
@@ -233,7 +242,7 @@ def matrix(
         x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
             mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-            bounds=parse_bounds(bounds), squared=squared, device=run_on, generator=seed,
+            bounds=parse_bounds(bounds), convention=convention, device=run_on, generator=seed,
             progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
@@ -422,7 +431,7 @@ def rank_command(
     solver: SolverOpt = "pgd",
     steps: StepsOpt = 10,
     bounds: BoundsOpt = "0,1",
-    squared: Annotated[bool, typer.Option(help="Squared alpha values (paper form).")] = False,
+    convention: ConventionOpt = "icml",
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Seed for built-in models and attacks.")] = 0,
@@ -442,6 +451,7 @@ def rank_command(
         run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
+        check_convention(convention)
         start = time.perf_counter()
         pool: dict[str, nn.Module] = {}
         for i, item in enumerate(candidate):
@@ -456,7 +466,7 @@ def rank_command(
         result = selection.rank(
             pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
             objective=objective, solver=solver, steps=steps,
-            bounds=parse_bounds(bounds), squared=squared, attack_samples=attack_samples,
+            bounds=parse_bounds(bounds), convention=convention, attack_samples=attack_samples,
             batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)

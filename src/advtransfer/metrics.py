@@ -8,9 +8,19 @@ For an attacker A and a victim B, with delta_A = delta_{f_A,eps}(x) the attack c
     alpha2^{A->B}    = || E_x[ u_{A->A}(x) u_{A->B}(x)^T ] ||_F             (in [0, 1])
     combined^{A->B}  = || E_x[ alpha1^{A->B}(x) u_{A->A}(x) u_{A->B}(x)^T ] ||_F
 
-With ``squared=True`` the per-sample alpha1 is the ratio of l_adv values (the square of the
-ratio above, the paper's statement), alpha2 and combined are squared Frobenius norms (the
-authors' image code) and combined uses the squared per-sample alpha1. PGD is approximate, so
+Samples where B does not move under its own attack (||Delta_{B->B}(x)|| = 0) have no alpha1; they
+are left out of all three quantities (one sample set), counted in ``n_undefined``.
+
+Reporting conventions (``convention=``), one code path for the library, the CLI and every recipe:
+
+* ``"icml"`` (default): the definitions above, all unsquared (the ICML 2021 paper's alpha1, alpha2).
+* ``"authors"``: the authors' image code (image_exp/adv2know.py): alpha1 the mean unsquared ratio,
+  alpha2 = ||E[u_{A->A} u_{A->B}^T]||_F^2 and combined = ||E[alpha1(x) u_{A->A} u_{A->B}^T]||_F^2,
+  both squared, with the unsquared per-sample alpha1 inside combined.
+
+Beside either, ``alpha1_ladv`` is the paper's statement of alpha1 as a ratio of l_adv values,
+E_x[ l_adv(f_B(x), f_B(x + delta_A)) / l_adv(f_B(x), f_B(x + delta_B)) ] = E_x[alpha1(x)^2] for the
+deviation loss, and ``alpha1_median`` the median of the per-sample ratio. PGD is approximate, so
 alpha1 may exceed 1: values are never clipped, and their count is reported.
 
 Both directions use the same two attacks (on S and on T), so one measurement returns both; in a
@@ -22,8 +32,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -46,12 +56,32 @@ from advtransfer.attacks import (
 )
 from advtransfer.data.batches import DataLike, iter_inputs
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.models.adapters import forward, frozen, model_device
+from advtransfer.models.adapters import (
+    OutputSelector,
+    check_module,
+    forward,
+    frozen,
+    model_device,
+    select_output,
+)
 from advtransfer.progress import track
 
 # Above this many entries of E[u_A u_B^T] the accumulator keeps the unit vectors instead and
 # computes the Frobenius norm from Gram matrices: ||E[a b^T]||_F^2 = mean_{x,x'} <a,a'><b,b'>.
 _MAX_OUTER_ENTRIES = 1 << 22
+
+Convention = Literal["icml", "authors"]
+CONVENTIONS: tuple[str, ...] = get_args(Convention)
+
+
+def check_convention(convention: str) -> Convention:
+    """``convention`` itself, or an :class:`AdvTransferError` naming the accepted values."""
+    if convention not in CONVENTIONS:
+        raise AdvTransferError(f"convention must be one of {', '.join(map(repr, CONVENTIONS))} "
+                               f"('icml': unsquared alpha2 and combined, the paper's definitions; "
+                               f"'authors': squared, as the authors' image code reports them); "
+                               f"got {convention!r}")
+    return convention  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -72,17 +102,26 @@ class AttackStats:
 
 @dataclass(frozen=True)
 class DirectionResult:
-    """alpha1, alpha2 and combined for attacks crafted on ``attacker`` and applied to ``victim``."""
+    """alpha1, alpha2 and combined for attacks crafted on ``attacker`` and applied to ``victim``.
+
+    ``alpha1`` is the mean of the unsquared per-sample ratio (``alpha1_per_sample``, NaN where
+    undefined), ``alpha1_median`` its median, ``alpha1_ladv`` the mean squared ratio (the paper's
+    l_adv ratio); ``alpha2`` and ``combined`` follow ``convention`` (module docstring). All of
+    them use the same ``n_samples - n_undefined`` samples.
+    """
 
     attacker: str
     victim: str
     alpha1: float
+    alpha1_median: float
+    alpha1_ladv: float
     alpha1_per_sample: np.ndarray = field(repr=False)
     alpha2: float
     combined: float
     n_alpha1_above_one: int
     n_samples: int
-    squared: bool
+    n_undefined: int
+    convention: Convention
     stats: AttackStats
 
     def alpha1_quantiles(self, q: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95)) -> dict:
@@ -153,8 +192,10 @@ class DirectionAccumulator:
     (batch, m_B), plus ||delta_A||_p and B's deviation under random noise for the statistics.
     """
 
-    def __init__(self, attacker: str = "A", victim: str = "B", *, squared: bool = False) -> None:
-        self.attacker, self.victim, self.squared = attacker, victim, squared
+    def __init__(self, attacker: str = "A", victim: str = "B", *,
+                 convention: Convention = "icml") -> None:
+        self.attacker, self.victim = attacker, victim
+        self.convention = check_convention(convention)
         self._alpha1: list[np.ndarray] = []
         self._outer: torch.Tensor | None = None
         self._weighted: torch.Tensor | None = None
@@ -169,11 +210,13 @@ class DirectionAccumulator:
         n_ab, n_bb = dev_ab.norm(dim=1), dev_bb.norm(dim=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (n_ab / n_bb).cpu().numpy()
-        ratio = np.where(n_bb.cpu().numpy() > 0, ratio, np.nan)
-        a1 = ratio**2 if self.squared else ratio
-        self._alpha1.append(a1)
-        u_a, u_b = _unit_rows(dev_aa), _unit_rows(dev_ab)
-        w = torch.as_tensor(np.nan_to_num(a1), dtype=torch.float64, device=u_a.device)
+        defined = n_bb > 0
+        ratio = np.where(defined.cpu().numpy(), ratio, np.nan)
+        self._alpha1.append(ratio)
+        # samples without alpha1 are left out of alpha2 and combined too (one sample set)
+        keep = defined.to(torch.float64)[:, None]
+        u_a, u_b = _unit_rows(dev_aa) * keep, _unit_rows(dev_ab) * keep
+        w = torch.as_tensor(np.nan_to_num(ratio), dtype=torch.float64, device=u_a.device)
         if u_a.shape[1] * u_b.shape[1] <= _MAX_OUTER_ENTRIES:
             outer = u_a.T @ u_b
             weighted = (u_a * w[:, None]).T @ u_b
@@ -201,21 +244,28 @@ class DirectionAccumulator:
         if self._n == 0:
             raise AdvTransferError("no samples were accumulated; call update() first")
         a1 = np.concatenate(self._alpha1)
-        if np.isnan(a1).any():
-            warnings.warn(f"{int(np.isnan(a1).sum())} samples where {self.victim} does not move "
+        n_undefined = int(np.isnan(a1).sum())
+        n_defined = self._n - n_undefined
+        if n_undefined:
+            warnings.warn(f"{n_undefined} of {self._n} samples where {self.victim} does not move "
                           "under its own attack have an undefined alpha1 (NaN); they are left out "
-                          "of the mean", RuntimeWarning, stacklevel=2)
-        outer, weighted = self._frobenius()
-        alpha2, combined = outer / self._n, weighted / self._n
-        if self.squared:
-            alpha2, combined = alpha2**2, combined**2
+                          "of alpha1, alpha2 and combined", RuntimeWarning, stacklevel=2)
         s = self._sums / self._n
-        mean = float(np.nanmean(a1)) if not np.isnan(a1).all() else math.nan
+        stats = AttackStats(float(s[0]), float(s[1]), float(s[2]), float(s[3]))
+        if n_defined == 0:
+            mean = median = ladv = alpha2 = combined = math.nan
+        else:
+            outer, weighted = self._frobenius()
+            alpha2, combined = outer / n_defined, weighted / n_defined
+            if self.convention == "authors":
+                alpha2, combined = alpha2**2, combined**2
+            mean, median = float(np.nanmean(a1)), float(np.nanmedian(a1))
+            ladv = float(np.nanmean(a1**2))
         return DirectionResult(
-            attacker=self.attacker, victim=self.victim, alpha1=mean, alpha1_per_sample=a1,
-            alpha2=alpha2, combined=combined,
-            n_alpha1_above_one=int((a1 > 1).sum()), n_samples=self._n, squared=self.squared,
-            stats=AttackStats(float(s[0]), float(s[1]), float(s[2]), float(s[3])),
+            attacker=self.attacker, victim=self.victim, alpha1=mean, alpha1_median=median,
+            alpha1_ladv=ladv, alpha1_per_sample=a1, alpha2=alpha2, combined=combined,
+            n_alpha1_above_one=int((a1 > 1).sum()), n_samples=self._n, n_undefined=n_undefined,
+            convention=self.convention, stats=stats,
         )
 
 
@@ -249,7 +299,8 @@ def measure_matrix(
     config: AttackConfig,
     *,
     pairs: Sequence[tuple[int, int]] | None = None,
-    squared: bool = False,
+    convention: Convention = "icml",
+    output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
@@ -259,15 +310,23 @@ def measure_matrix(
     attacked once per sample and each perturbation is reused for every victim.
 
     Returns the direction results for ``pairs`` (default: all ordered pairs, diagonal included).
+    A per-sample ``config.eps`` holds one value per sample of ``data`` (all batches together).
     """
     n = len(models)
     if n == 0:
         raise AdvTransferError("models must hold at least one model")
+    models = [select_output(check_module(m, f"model {names[i]!r}"), output)
+              for i, m in enumerate(models)]
+    check_convention(convention)
     pairs = [(i, j) for i in range(n) for j in range(n)] if pairs is None else list(pairs)
     run_on = resolve_device(models, device)
     gen = as_generator(generator)
-    accs = {(i, j): DirectionAccumulator(names[i], names[j], squared=squared) for i, j in pairs}
+    accs = {(i, j): DirectionAccumulator(names[i], names[j], convention=convention)
+            for i, j in pairs}
     attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
+    eps_all = config.eps if isinstance(config.eps, torch.Tensor) and config.eps.numel() > 1 \
+        else None
+    seen = 0
     with frozen(*models):
         batches = iter_inputs(data, batch_size=batch_size)
         for x in track(batches, description="attacking", enabled=progress):
@@ -277,6 +336,12 @@ def measure_matrix(
             if not torch.isfinite(x).all():
                 raise AdvTransferError("data contains NaN or inf; inputs must be finite")
             check_bounds(x, config.bounds)
+            if eps_all is not None:  # this batch's slice of the per-sample budgets
+                if seen + len(x) > eps_all.numel():
+                    raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but "
+                                           f"data has more samples; give one value per sample")
+                config = replace(config, eps=eps_all.reshape(-1)[seen:seen + len(x)])
+            seen += len(x)
             eps = per_sample_eps(config.eps, x)
             with torch.no_grad():
                 clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
@@ -291,6 +356,9 @@ def measure_matrix(
             for (i, j), acc in accs.items():
                 acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
                            norms(deltas[i], config.norm), rnd[j])
+    if eps_all is not None and seen != eps_all.numel():
+        raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "
+                               f"{seen} samples; give one value per sample")
     return {key: acc.compute() for key, acc in accs.items()}
 
 
@@ -315,7 +383,8 @@ def transferability(
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
-    squared: bool = False,
+    convention: Convention = "icml",
+    output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
@@ -329,6 +398,13 @@ def transferability(
     crafted on S applied to T (alpha^{S->T}); ``result.target_to_source`` the reverse, which is
     the direction the authors' image experiments report.
 
+    ``eps`` is a float or one value per sample of ``data``. ``convention`` chooses how alpha2 and
+    combined are reported (``"icml"``: unsquared, the default; ``"authors"``: squared, as the
+    authors' image code; see the module docstring). ``output`` selects the tensor a model returns
+    when its output is a tuple, a mapping or an object: an int index, a str key/attribute or a
+    callable; ``None`` uses :func:`advtransfer.models.adapters.as_output` (tensors as they are,
+    ``logits``/``out``/... keys, the first element of a tuple with a warning).
+
     Example:
         >>> import torch
         >>> s, t = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
@@ -340,10 +416,11 @@ def transferability(
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                           step_size=step_size, random_start=random_start, bounds=bounds)
     out = measure_matrix([source, target], ["source", "target"], data, config,
-                         pairs=[(0, 1), (1, 0)], squared=squared, batch_size=batch_size,
+                         pairs=[(0, 1), (1, 0)], convention=convention, output=output,
+                         batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return TransferabilityResult(out[(0, 1)], out[(1, 0)],
-                                 _config_dict(config, squared=squared))
+                                 _config_dict(config, convention=convention))
 
 
 def transfer_matrix(
@@ -358,7 +435,8 @@ def transfer_matrix(
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
-    squared: bool = False,
+    convention: Convention = "icml",
+    output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
@@ -373,7 +451,8 @@ def transfer_matrix(
         names = [f"model_{i}" for i in range(len(mods))]
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                           step_size=step_size, random_start=random_start, bounds=bounds)
-    out = measure_matrix(mods, names, data, config, squared=squared, batch_size=batch_size,
+    out = measure_matrix(mods, names, data, config, convention=convention, output=output,
+                         batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     n = len(mods)
 
@@ -382,4 +461,4 @@ def transfer_matrix(
 
     return TransferMatrixResult(tuple(names), grid("alpha1"), grid("alpha2"), grid("combined"),
                                 grid("n_alpha1_above_one"), out,
-                                _config_dict(config, squared=squared))
+                                _config_dict(config, convention=convention))

@@ -81,7 +81,7 @@ from advtransfer.estimators import (
     regularized_hscore,
     transrate,
 )
-from advtransfer.metrics import measure_matrix, resolve_device
+from advtransfer.metrics import Convention, measure_matrix, resolve_device
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.progress import track
 from advtransfer.training import labelled_loader
@@ -565,7 +565,7 @@ def rank(
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
-    squared: bool = False,
+    convention: Convention = "icml",
     attack_samples: int | None = 256,
     correct_only: bool = False,
     finetune_epochs: int = 10,
@@ -591,9 +591,10 @@ def rank(
             when it is passed). The first method is the result's default sort key.
         source_accuracy: each candidate's accuracy on its own source task (the data-free
             baseline), keyed by candidate name.
-        eps, norm, objective, solver, steps, step_size, random_start, bounds, squared: the
-            attack of the adversarial methods (see :func:`advtransfer.attack`); eps is in input
-            space.
+        eps, norm, objective, solver, steps, step_size, random_start, bounds: the attack of
+            the adversarial methods (see :func:`advtransfer.attack`); eps is in input space.
+        convention: ``"icml"`` (unsquared alpha2/combined) or ``"authors"`` (squared, as the
+            authors' image code reports them); see :mod:`advtransfer.metrics`.
         attack_samples: how many target inputs (a seeded random subset) are attacked; ``None``
             attacks all. Adversarial cost grows linearly with it.
         correct_only: attack only inputs the reference classifies correctly (the authors' image
@@ -671,7 +672,7 @@ def rank(
     cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
                            "steps": steps, "step_size": step_size, "random_start": random_start,
                            "bounds": list(config.bounds) if config.bounds else None,
-                           "squared": squared, "attack_samples": attack_samples,
+                           "convention": convention, "attack_samples": attack_samples,
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),
                            "default_direction": "t2s"}
 
@@ -692,7 +693,7 @@ def rank(
         pool = [ref_model, *models.values()]
         pairs = [p for i in range(1, len(pool)) for p in ((0, i), (i, 0))]
         out = measure_matrix(pool, ["reference", *names], x_att, config, pairs=pairs,
-                             squared=squared, batch_size=batch_size, device=run_on,
+                             convention=convention, batch_size=batch_size, device=run_on,
                              generator=seed, progress=progress)
         for i, n in enumerate(names, start=1):
             direction = {"t2s": out[(0, i)], "s2t": out[(i, 0)]}

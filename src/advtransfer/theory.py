@@ -26,7 +26,12 @@ from torch import nn
 
 from advtransfer.attacks import AttackConfig, validate_inputs
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.metrics import DirectionAccumulator, TransferabilityResult, _config_dict
+from advtransfer.metrics import (
+    Convention,
+    DirectionAccumulator,
+    TransferabilityResult,
+    _config_dict,
+)
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.architectures import sigmoid_net_smoothness
 
@@ -58,7 +63,7 @@ def _top_right_singular(j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def first_order_transferability(source: nn.Module, target: nn.Module, x: torch.Tensor, *,
-                                squared: bool = False) -> TransferabilityResult:
+                                convention: Convention = "icml") -> TransferabilityResult:
     """alpha1, alpha2 and combined in both directions in the first-order regime, exactly.
 
     Deviations per unit eps: Delta_{A->B}(x) = J_B(x) v1(J_A(x)). The attack statistics are per
@@ -76,11 +81,11 @@ def first_order_transferability(source: nn.Module, target: nn.Module, x: torch.T
            "t": j_t.flatten(1).norm(dim=1) / math.sqrt(n_in)}
     results = {}
     for a, b, names in (("s", "t", ("source", "target")), ("t", "s", ("target", "source"))):
-        acc = DirectionAccumulator(*names, squared=squared)
+        acc = DirectionAccumulator(*names, convention=convention)
         acc.update(dev[(a, a)], dev[(a, b)], dev[(b, b)], one, rnd[b])
         results[(a, b)] = acc.compute()
     config = _config_dict(AttackConfig(eps=1.0, solver="first_order", bounds=None),
-                          squared=squared, exact=True)
+                          convention=convention, exact=True)
     return TransferabilityResult(results[("s", "t")], results[("t", "s")], config)
 
 

@@ -69,7 +69,8 @@ def test_lazy_data_is_read_only_when_a_unit_is_computed(tmp_path) -> None:
         kt = stages.transfer(ctx, key, model, train, test, target="t", task="classification",
                              features="penultimate", epochs=2, lr=0.1)
         adv = stages.adversarial(ctx, key, ref_key, model, ref, x, inputs={"n": 8}, eps=0.5,
-                                 norm="l2", objective="deviation", steps=2, squared=True)
+                                 norm="l2", objective="deviation", steps=2,
+                                 convention="authors")
         return acc, kt, adv
 
     first = stages_run(_ctx(tmp_path))
@@ -81,23 +82,27 @@ def test_lazy_data_is_read_only_when_a_unit_is_computed(tmp_path) -> None:
     adv = first[2]
     assert adv["n_attack"] == 8
     for tag in ("s2t", "t2s"):
-        assert {f"alpha1_{tag}", f"alpha1_sq_{tag}", f"alpha2_{tag}", f"combined_{tag}",
-                f"alpha1_above_one_{tag}", f"mean_deviation_{tag}"} <= set(adv)
-        assert math.isfinite(adv[f"alpha1_sq_{tag}"])
+        assert {f"alpha1_{tag}", f"alpha1_median_{tag}", f"alpha1_ladv_{tag}", f"alpha2_{tag}",
+                f"combined_{tag}", f"alpha1_above_one_{tag}", f"n_undefined_{tag}",
+                f"mean_deviation_{tag}"} <= set(adv)
+        assert math.isfinite(adv[f"alpha1_ladv_{tag}"])
 
 
-def test_adversarial_squares_alpha2_and_combined_from_one_measurement(tmp_path) -> None:
+def test_adversarial_conventions_from_one_measurement(tmp_path) -> None:
     ctx = _ctx(tmp_path)
     source, target = _build(1), _build(2)
     x = _data(3)[0][:16]
     kw = {"inputs": {"n": 16}, "eps": 0.5, "norm": "l2", "objective": "deviation", "steps": 2,
           "random_start": False}  # no random start: both runs attack alike
-    plain = stages.adversarial(ctx, "s", "t", source, target, x, squared=False, **kw)
-    squared = stages.adversarial(ctx, "s", "t", source, target, x, squared=True, **kw)
+    plain = stages.adversarial(ctx, "s", "t", source, target, x, convention="icml", **kw)
+    authors = stages.adversarial(ctx, "s", "t", source, target, x, convention="authors", **kw)
     for tag in ("s2t", "t2s"):
-        assert squared[f"alpha1_{tag}"] == pytest.approx(plain[f"alpha1_{tag}"])
-        assert squared[f"alpha2_{tag}"] == pytest.approx(plain[f"alpha2_{tag}"] ** 2)
-        assert squared[f"combined_{tag}"] == pytest.approx(plain[f"combined_{tag}"] ** 2)
+        for key in ("alpha1", "alpha1_median", "alpha1_ladv"):
+            assert authors[f"{key}_{tag}"] == pytest.approx(plain[f"{key}_{tag}"])
+        assert authors[f"alpha2_{tag}"] == pytest.approx(plain[f"alpha2_{tag}"] ** 2)
+        assert authors[f"combined_{tag}"] == pytest.approx(plain[f"combined_{tag}"] ** 2)
+    with pytest.raises(AdvTransferError, match="convention must be one of"):
+        stages.adversarial(ctx, "s", "t", source, target, x, convention="paper", **kw)
 
 
 def test_8_bit_pairs_are_batched_as_floats_and_augment_needs_a_pair() -> None:

@@ -118,8 +118,8 @@ def test_cifar10_stl10_architectures_quick(vision_root: Path, tmp_path: Path) ->
         assert 0.0 <= r["transfer_accuracy"] <= 1.0
         assert 0.0 <= r["direct_accuracy"] <= 1.0
         assert 0 < r["n_attack"] <= 64
-        assert r["alpha1_sq_t2s"] >= 0.0
-    assert results["config"]["squared"] is True and results["config"]["eps"] == 0.05
+        assert r["alpha1_ladv_t2s"] >= 0.0
+    assert results["config"]["convention"] == "authors" and results["config"]["eps"] == 0.05
     assert results["reference"]["classes"][cifar_stl.MONKEY_AS_CIFAR] == "monkey"
     _rerun_reuses_everything(name, out, vision_root, results)
 

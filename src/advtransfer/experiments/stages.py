@@ -13,12 +13,10 @@ not stored yet, so a rerun whose units are all stored reads no data. Pairs whose
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Generic, TypeVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +26,7 @@ from advtransfer.data.subsets import take
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.knowledge import knowledge_transfer
-from advtransfer.metrics import transferability
+from advtransfer.metrics import Convention, check_convention, transferability
 from advtransfer.progress import track
 from advtransfer.store import unit_key
 from advtransfer.training import LabelledData, evaluate, fit
@@ -244,44 +242,47 @@ def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, te
 
 
 def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Module,
-                target: nn.Module, x: Inputs, *, inputs: dict[str, Any], squared: bool = False,
-                batch_size: int | None = None, **attack: Any) -> dict[str, Any]:
+                target: nn.Module, x: Inputs, *, inputs: dict[str, Any],
+                convention: Convention = "icml", batch_size: int | None = None,
+                **attack: Any) -> dict[str, Any]:
     """alpha1/alpha2/combined in both directions between two stored models on the float
     inputs ``x`` (a stored unit keyed by both models, ``inputs``, which must identify the
-    attacked inputs, the attack settings ``attack``, ``squared`` and ``batch_size``, when
+    attacked inputs, the attack settings ``attack``, ``convention`` and ``batch_size``, when
     given; None is :func:`advtransfer.transferability`'s default).
 
-    One attack per model per input (:func:`advtransfer.transferability` with
-    ``squared=False``). The convention of every recipe, per direction ``tag`` in ``s2t``
-    (crafted on ``source``, applied to ``target``) and ``t2s``:
+    One attack per model per input (:func:`advtransfer.transferability`), reported per
+    direction ``tag`` in ``s2t`` (crafted on ``source``, applied to ``target``) and ``t2s``
+    exactly as the library reports it (:mod:`advtransfer.metrics`, ``convention``):
 
-    * ``alpha1_tag``: mean unsquared ratio ||Delta_{A->B}|| / ||Delta_{B->B}|| (as the
-      authors' code); ``alpha1_sq_tag``: mean squared ratio (the paper's statement);
-    * ``alpha2_tag`` and ``combined_tag``: squared Frobenius norms when ``squared`` (as the
-      authors' image code reports them), else unsquared;
-    * ``alpha1_above_one_tag`` and the attack statistics (``mean_deviation_tag`` ...);
+    * ``alpha1_tag`` (mean unsquared ratio), ``alpha1_median_tag``, ``alpha1_ladv_tag`` (the
+      paper's l_adv ratio, the mean squared ratio);
+    * ``alpha2_tag`` and ``combined_tag`` (squared Frobenius norms when ``convention`` is
+      ``"authors"``, as the authors' image code reports them);
+    * ``alpha1_above_one_tag``, ``n_undefined_tag`` and the attack statistics
+      (``mean_deviation_tag`` ...);
 
     and ``n_attack``: the number of attacked inputs."""
-    unit = {"source": source_key, "target": target_key, **inputs, **attack, "squared": squared}
+    check_convention(convention)
+    unit = {"source": source_key, "target": target_key, **inputs, **attack,
+            "convention": convention}
     if batch_size is not None:
         unit["batch_size"] = batch_size
         attack = {**attack, "batch_size": batch_size}
 
     def compute() -> dict[str, Any]:
         data = resolve(x)
-        # ``squared`` only changes the reporting: the measurement is seeded as the unsquared one
-        seed = ctx.seed_for("adversarial", {**unit, "squared": False})
+        # the convention only changes the reporting: the measurement is seeded without it
+        seed = ctx.seed_for("adversarial", {k: v for k, v in unit.items() if k != "convention"})
         r = transferability(source, target, data.to(ctx.device), device=ctx.device,
-                            generator=seed, progress=ctx.progress, squared=False, **attack)
+                            generator=seed, progress=ctx.progress, convention=convention,
+                            **attack)
         out: dict[str, Any] = {"n_attack": len(data)}
         for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
-            per = d.alpha1_per_sample
-            sq = float(np.nanmean(per**2)) if np.isfinite(per).any() else math.nan
             out.update({
-                f"alpha1_{tag}": d.alpha1, f"alpha1_sq_{tag}": sq,
-                f"alpha2_{tag}": d.alpha2**2 if squared else d.alpha2,
-                f"combined_{tag}": d.combined**2 if squared else d.combined,
-                f"alpha1_above_one_{tag}": d.n_alpha1_above_one,
+                f"alpha1_{tag}": d.alpha1, f"alpha1_median_{tag}": d.alpha1_median,
+                f"alpha1_ladv_{tag}": d.alpha1_ladv, f"alpha2_{tag}": d.alpha2,
+                f"combined_{tag}": d.combined, f"alpha1_above_one_{tag}": d.n_alpha1_above_one,
+                f"n_undefined_{tag}": d.n_undefined,
             })
             out.update({f"{k}_{tag}": v for k, v in asdict(d.stats).items()})
         return out
@@ -336,10 +337,10 @@ def metric_names(direction: str) -> list[str]:
     return [f"{m}_{d}" for d in (direction, other) for m in ("alpha1", "alpha2", "combined")]
 
 
-def alpha_labels(squared: bool) -> dict[str, str]:
+def alpha_labels(convention: Convention) -> dict[str, str]:
     """Report labels of the alpha fields (saying when alpha2/combined are squared)."""
     labels = dict(ALPHA_LABELS)
-    if squared:
+    if check_convention(convention) == "authors":
         for key, text in ALPHA_LABELS.items():
             if not key.startswith("alpha1"):
                 labels[key] = text.replace(" (", "² (", 1)

@@ -13,7 +13,9 @@ every ``requires_grad`` flag and every ``.grad`` afterwards, even when the body 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,12 +25,23 @@ from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 _OUTPUT_KEYS = ("logits", "out", "output", "features", "last_hidden_state")
 
 
+OutputSelector = int | str | Callable[[Any], torch.Tensor]
+
+
 def as_output(out: object, *, name: str = "model") -> torch.Tensor:
-    """Return the one tensor in a model's output: tensors as they are, the first element of a
-    tuple/list, the ``logits``/``out``/``output``/``features`` entry of a mapping or an object."""
+    """Return the one tensor in a model's output (the documented default selection): tensors as
+    they are, the ``logits``/``out``/``output``/``features``/``last_hidden_state`` entry of a
+    mapping or an object (or a mapping's only tensor), and the first element of a tuple/list,
+    with a warning, since a tuple has no name that says which element is the output. Choose
+    another element explicitly with :func:`select_output` (the ``output=`` argument of the
+    public functions)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        if len(out) > 1:
+            warnings.warn(f"{name} returned a {type(out).__name__} of {len(out)} elements; "
+                          "using element 0 as its output. Pass output=INDEX (or a key or a "
+                          "callable) to choose explicitly", UserWarning, stacklevel=3)
         return out[0]
     if isinstance(out, Mapping):
         for key in _OUTPUT_KEYS:
@@ -45,6 +58,45 @@ def as_output(out: object, *, name: str = "model") -> torch.Tensor:
         f"{name} returned {type(out).__name__}; expected a tensor, a tuple whose first element is "
         f"a tensor, or a mapping/object with one of the keys {list(_OUTPUT_KEYS)}"
     )
+
+
+class SelectedOutput(nn.Module):
+    """``model`` with its output replaced by ``output(model(x))`` for a callable, ``model(x)[i]``
+    for an int (tuple/list element) or ``model(x)[key]`` / ``model(x).key`` for a str."""
+
+    def __init__(self, model: nn.Module, output: OutputSelector) -> None:
+        super().__init__()
+        check_module(model)
+        if not (callable(output) or isinstance(output, (int, str))) or isinstance(output, bool):
+            raise AdvTransferTypeError(f"output must be an int (tuple element), a str (mapping "
+                                       f"key or attribute) or a callable; got {output!r}")
+        self.model, self.output = model, output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, sel = self.model(x), self.output
+        if callable(sel):
+            return sel(out)
+        try:
+            if isinstance(sel, int):
+                return out[sel]
+            return out[sel] if isinstance(out, Mapping) else getattr(out, sel)
+        except (IndexError, KeyError, AttributeError, TypeError):
+            raise AdvTransferError(f"output={sel!r} selects nothing in the model's output of "
+                                   f"type {type(out).__name__}") from None
+
+
+def select_output(model: nn.Module, output: OutputSelector | None) -> nn.Module:
+    """``model`` itself when ``output`` is None (the default selection of :func:`as_output`),
+    else a :class:`SelectedOutput` wrapper."""
+    return check_module(model) if output is None else SelectedOutput(model, output)
+
+
+def check_module(model: Any, name: str = "model") -> nn.Module:
+    """``model`` itself, or an :class:`AdvTransferTypeError` when it is not an ``nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise AdvTransferTypeError(f"{name} must be a torch.nn.Module; got "
+                                   f"{type(model).__name__} (wrap a function in an nn.Module)")
+    return model
 
 
 def forward(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torch.Tensor:
@@ -81,10 +133,7 @@ def frozen(*models: nn.Module) -> Iterator[None]:
     every submodule, every ``requires_grad`` flag and every ``.grad`` are restored on exit."""
     saved = []
     for model in models:
-        if not isinstance(model, nn.Module):
-            raise AdvTransferTypeError(
-                f"models must be torch.nn.Module instances; got {type(model).__name__}"
-            )
+        check_module(model)
         modes = [(m, m.training) for m in model.modules()]
         params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
         saved.append((modes, params))

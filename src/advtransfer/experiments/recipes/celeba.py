@@ -61,6 +61,7 @@ from advtransfer.experiments.stages import (
     trained_classifier,
     transfer,
 )
+from advtransfer.metrics import Convention
 from advtransfer.models.architectures import build
 from advtransfer.models.wrappers import InputRange
 
@@ -98,7 +99,7 @@ class CelebAAttributesConfig:
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
-    squared: bool = True
+    convention: Convention = "authors"
     correct_only: bool = False
     n_attack: int | None = 1000
     attack_batch_size: int = 256
@@ -256,7 +257,7 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
             ctx, key, ref_key, Embedding(model), ref_embedding, x_attack,
             inputs={"space": "embedding", "correct_only": c.correct_only,
                     "n_attack": c.n_attack},
-            squared=c.squared, batch_size=c.attack_batch_size, **attack)
+            convention=c.convention, batch_size=c.attack_batch_size, **attack)
         records.append({
             "source": name,
             "attribute_accuracy": accuracy(ctx, key, model, test_j, f"celeba-{name}-test"),
@@ -294,12 +295,12 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
                 f"{c.objective} objective, {c.steps} step(s), {n_used} identity test images. "
                 "Records are ranked by transfer accuracy (rank); alpha_rank ranks them by "
                 f"{ranking_metric}. alpha1 is the mean unsquared ratio"
-                + ("; alpha2 and combined are squared. " if c.squared else ". ")
+                + ("; alpha2 and combined are squared. " if c.convention == "authors" else ". ")
                 + "The paper finds alpha positively correlated with transfer accuracy."),
             "metrics": metrics,
             "outcomes": ["transfer_accuracy", "transfer_loss"],
             "sweep": None,
-            "labels": {**alpha_labels(c.squared),
+            "labels": {**alpha_labels(c.convention),
                        "transfer_accuracy": "identity accuracy after fine-tuning",
                        "transfer_loss": "identity loss after fine-tuning",
                        "attribute_accuracy": "attribute accuracy (CelebA test)",

@@ -43,10 +43,10 @@ listed first by default; ``s2t``: crafted on the source, applied to the referenc
 the authors' released ``exp1/attack_and_transfer.py`` computes):
 
 * ``alpha1`` = mean_x ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)|| (unsquared ratio, as the authors),
-  with ``alpha1_sq`` = mean_x of the squared ratio (the paper's statement) alongside;
+  with ``alpha1_ladv`` = mean_x of the squared ratio (the paper's l_adv ratio) alongside;
 * ``alpha2`` = ||E_x[u_{A->A} u_{A->B}^T]||_F and ``combined`` = ||E_x[alpha1(x) u_{A->A}
-  u_{A->B}^T]||_F, both squared when ``squared`` (default, as the authors' image code reports
-  them).
+  u_{A->B}^T]||_F, both squared with ``convention="authors"`` (default, as the authors' image code
+  reports them; ``"icml"`` for the unsquared definitions).
 
 The report correlates every alpha with transfer accuracy and loss; the paper finds positive
 correlations with accuracy (and negative with loss): the more adversarially transferable a
@@ -92,6 +92,7 @@ from advtransfer.experiments.stages import (
     trained_classifier,
     transfer,
 )
+from advtransfer.metrics import Convention
 from advtransfer.models.architectures import build
 from advtransfer.models.wrappers import InputRange
 
@@ -137,7 +138,7 @@ class _CifarStlConfig:
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
-    squared: bool = True
+    convention: Convention = "authors"
     correct_only: bool = True
     n_attack: int | None = None
     attack_batch_size: int = 256
@@ -285,7 +286,7 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         record.update(adversarial(
             ctx, key, ref_key, model, reference, x_attack,
             inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
-            squared=c.squared, batch_size=c.attack_batch_size, **attack))
+            convention=c.convention, batch_size=c.attack_batch_size, **attack))
         records.append(record)
 
     metrics = metric_names(c.direction)
@@ -312,13 +313,13 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
                 + f"; the first metrics are the {_direction_text(c.direction)} direction. "
                 "alpha1 is the mean unsquared ratio"
                 + ("; alpha2 and combined are squared, as the authors report them. "
-                   if c.squared else ". ")
+                   if c.convention == "authors" else ". ")
                 + "The paper finds every alpha positively correlated with transfer accuracy "
                 "(negatively with transfer loss)."),
             "metrics": metrics,
             "outcomes": ["transfer_accuracy", "transfer_loss"],
             "sweep": sweep,
-            "labels": {**alpha_labels(c.squared), "share": "share of animal classes",
+            "labels": {**alpha_labels(c.convention), "share": "share of animal classes",
                        "transfer_accuracy": "transfer accuracy (STL-10 test)",
                        "transfer_loss": "transfer loss (cross-entropy)",
                        "source_accuracy": "source accuracy (CIFAR-10 test)",

@@ -14,8 +14,9 @@ model on the target task, then for every source:
 
 and the report correlates the two. The paper predicts higher alpha with higher transfer accuracy.
 The alpha fields follow the convention of :func:`advtransfer.experiments.stages.adversarial`:
-``alpha1`` is the mean unsquared ratio (``alpha1_sq`` the mean squared one); ``alpha2`` and
-``combined`` are squared only when ``squared`` (default off).
+``alpha1`` is the mean unsquared ratio (``alpha1_ladv`` the mean squared one, the paper's
+l_adv ratio); ``alpha2`` and ``combined`` are squared only with ``convention="authors"``
+(default ``"icml"``: unsquared).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from advtransfer.experiments.stages import (
     trained_classifier,
     transfer,
 )
+from advtransfer.metrics import Convention
 from advtransfer.models.architectures import build
 
 
@@ -58,7 +60,7 @@ class DigitsDistributionConfig:
     objective: str = "deviation"
     solver: str = "pgd"
     steps: int = 20
-    squared: bool = False
+    convention: Convention = "icml"
     correct_only: bool = False
 
 
@@ -128,7 +130,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
                           task="classification", features="penultimate", finetune=c.finetune,
                           epochs=c.finetune_epochs, lr=c.finetune_lr)
             adv = adversarial(ctx, key, ref_key, model, reference, x_attack,
-                              inputs={"n": len(x_attack)}, squared=c.squared, **attack)
+                              inputs={"n": len(x_attack)}, convention=c.convention, **attack)
             records.append({
                 "source": name, "share": share, "repeat": rep, "classes": str(classes),
                 "source_accuracy": accuracy(
@@ -157,7 +159,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
             "metrics": metrics,
             "outcomes": ["transfer_accuracy", "transfer_loss"],
             "sweep": "share",
-            "labels": {**alpha_labels(c.squared), "share": "share of target classes",
+            "labels": {**alpha_labels(c.convention), "share": "share of target classes",
                        "transfer_accuracy": "transfer accuracy",
                        "transfer_loss": "transfer loss (cross-entropy)"},
             "columns": ["source", "share", "source_accuracy", "transfer_accuracy",

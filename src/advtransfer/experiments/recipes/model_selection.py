@@ -53,6 +53,7 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import accuracy, trained_classifier
 from advtransfer.knowledge import knowledge_transfer
+from advtransfer.metrics import Convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
 from advtransfer.selection import (
     ADVERSARIAL_METHODS,
@@ -364,7 +365,7 @@ class DigitsModelSelectionConfig:
     objective: str = "deviation"
     solver: str = "pgd"
     steps: int = 10
-    squared: bool = False
+    convention: Convention = "icml"
     attack_samples: int = 256
     correct_only: bool = False
 
@@ -399,7 +400,7 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
 
 def _attack(c: Any) -> dict[str, Any]:
     return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-            "steps": c.steps, "squared": c.squared, "attack_samples": c.attack_samples,
+            "steps": c.steps, "convention": c.convention, "attack_samples": c.attack_samples,
             "correct_only": c.correct_only}
 
 
@@ -472,7 +473,7 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
                 start = time.perf_counter()
                 r = rank(models, test, reference, methods=adv, eps=c.eps,
                          norm=c.norm, objective=c.objective, solver=c.solver,
-                         steps=c.steps, squared=c.squared, attack_samples=c.attack_samples,
+                         steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
                          correct_only=c.correct_only, device=ctx.device,
                          seed=ctx.seed_for("selection-adversarial", unit), progress=ctx.progress)
                 return {"scores": r.scores, "details": r.details,
@@ -658,7 +659,7 @@ class ImageNetZooConfig:
     objective: str = "deviation"
     solver: str = "pgd"
     steps: int = 10
-    squared: bool = False
+    convention: Convention = "icml"
     attack_samples: int = 256
     correct_only: bool = False
     batch_size: int = 64
@@ -949,7 +950,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                 start = time.perf_counter()
                 r = rank(models, test_ds, reference, methods=adv, eps=c.eps, norm=c.norm,
                          objective=c.objective, solver=c.solver,
-                         steps=c.steps, squared=c.squared, attack_samples=c.attack_samples,
+                         steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
                          correct_only=c.correct_only, batch_size=c.batch_size,
                          device=ctx.device, seed=ctx.seed_for("zoo-adversarial", unit),
                          progress=ctx.progress)

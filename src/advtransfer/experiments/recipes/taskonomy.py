@@ -56,7 +56,7 @@ from advtransfer.data.taskonomy import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.fileio import atomic_write_bytes
-from advtransfer.metrics import transfer_matrix
+from advtransfer.metrics import Convention, transfer_matrix
 
 METRICS = ("alpha1", "alpha2", "combined")
 TREE_FIGURE = "figures/taskonomy_tree.png"
@@ -88,7 +88,7 @@ class TaskonomyConfig:
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
-    squared: bool = False
+    convention: Convention = "icml"
     batch_size: int = 16
     cluster_metric: str = "combined"
     linkage: str = "average"
@@ -222,7 +222,8 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
               "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
     unit = {"tasks": tasks, "output": c.output, "weights": c.weights, "pool": c.pool,
             "image_size": c.image_size, "images": {"n": len(files), "fingerprint": fingerprint},
-            "attack": attack, "squared": c.squared, "batch_size": c.batch_size, "seed": c.seed}
+            "attack": attack, "convention": c.convention, "batch_size": c.batch_size,
+            "seed": c.seed}
 
     def compute() -> dict[str, Any]:
         x = read_images(files, size=c.image_size, progress=ctx.progress)
@@ -233,7 +234,7 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
                 weights_dir=c.weights_dir or None, download=c.download, verify=c.verify,
                 trust_weights=c.trust_weights, seed=ctx.seed_for("taskonomy-net", task, c.seed),
             ).to(ctx.device)
-        r = transfer_matrix(models, x, device=ctx.device, squared=c.squared,
+        r = transfer_matrix(models, x, device=ctx.device, convention=c.convention,
                             batch_size=c.batch_size, generator=ctx.seed_for("taskonomy", unit),
                             progress=ctx.progress, **attack)
         pairs = {}
@@ -333,7 +334,8 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
                 f"network attacked once per image: {c.solver} {c.norm} eps={c.eps} on [0, 1] "
                 f"pixels, {c.objective} objective, {c.steps} step(s); entry [i, j] of each "
                 "matrix applies the attack crafted on task i to task j"
-                + ("; alpha2 and combined squared" if c.squared else "") + ". Task tree: "
+                + ("; alpha2 and combined squared" if c.convention == "authors" else "")
+                + ". Task tree: "
                 f"{c.linkage}-linkage clustering on 1 - symmetrised {c.cluster_metric}, drawn "
                 f"in `{TREE_FIGURE}`; Newick: `{body_tree['newick']}`." + summary
                 + " The paper finds the tree of adversarial transferability close to "
