@@ -199,6 +199,16 @@ def test_celeba_target_images_are_disjoint_from_every_source_training_image(
     assert results["reference"]["identities_in_attribute_training"] >= 0
 
 
+@pytest.fixture(scope="module")
+def taskonomy_run(taskonomy_root: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    """One ``--quick`` taskonomy run with the fixture's affinity CSV: (results, out, override)."""
+    pytest.importorskip("visualpriors")
+    out = tmp_path_factory.mktemp("taskonomy-run") / "taskonomy"
+    csv = f'affinity_csv="{taskonomy_root / "affinity.csv"}"'
+    return _run("taskonomy", out, taskonomy_root, csv), out, csv
+
+
 def test_taskonomy_quick(taskonomy_root: Path, taskonomy_run: tuple[dict, Path, str]) -> None:
     results, out, csv = taskonomy_run
     name = "taskonomy"
