@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -10,7 +11,14 @@ import pytest
 from scipy import stats as sps
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.stats import EXACT_SPEARMAN_MAX_N, Correlation, correlation, correlation_table
+from advtransfer.stats import (
+    EXACT_SPEARMAN_MAX_N,
+    MANTEL_EXACT_MAX_TASKS,
+    Correlation,
+    correlation,
+    correlation_table,
+    mantel,
+)
 
 X7 = [0.41, 0.52, 0.33, 0.78, 0.61, 0.12, 0.95]
 Y7 = [0.70, 0.66, 0.58, 0.91, 0.73, 0.55, 0.80]
@@ -190,3 +198,96 @@ def test_correlation_table() -> None:
         correlation_table(records, ["source"], ["acc"])
     with pytest.raises(AdvTransferError, match="metrics"):
         correlation_table(records, "a1", ["acc"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Mantel test
+# ----------------------------------------------------------------------------------------------
+
+
+def _off_diagonal(m: np.ndarray) -> np.ndarray:
+    return np.array([m[i, j] for i in range(len(m)) for j in range(len(m)) if i != j])
+
+
+def _mantel_by_hand(a: np.ndarray, b: np.ndarray, method: str) -> tuple[float, float, float]:
+    """(statistic, two-sided p, one-sided 'greater' p) by enumerating all n! relabellings with
+    scipy's own correlation functions, one permutation at a time."""
+    corr = sps.spearmanr if method == "spearman" else sps.pearsonr
+    observed = float(corr(_off_diagonal(a), _off_diagonal(b)).statistic)
+    null = []
+    for perm in itertools.permutations(range(len(a))):
+        relabelled = b[np.ix_(perm, perm)]
+        null.append(float(corr(_off_diagonal(a), _off_diagonal(relabelled)).statistic))
+    null_a = np.array(null)
+    two = float(np.mean(np.abs(null_a) >= abs(observed) - 1e-9))
+    greater = float(np.mean(null_a >= observed - 1e-9))
+    return observed, two, greater
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson"])
+def test_mantel_exact_matches_enumeration_by_hand(method: str) -> None:
+    a = np.array([[0.0, 0.9, 0.3, 0.2],
+                  [0.8, 0.0, 0.4, 0.1],
+                  [0.35, 0.5, 0.0, 0.7],
+                  [0.15, 0.05, 0.6, 0.0]])
+    b = np.array([[9.0, 5.0, 2.0, 1.5],
+                  [4.0, 9.0, 3.0, 0.5],
+                  [1.0, 3.5, 9.0, 6.0],
+                  [2.5, 0.2, 4.5, 9.0]])  # the diagonal must not matter
+    stat, two, greater = _mantel_by_hand(a, b, method)
+    res = mantel(a, b, method=method)
+    assert res.exact and res.n_permutations == 24 and res.n_tasks == 4 and res.n_pairs == 12
+    assert res.statistic == pytest.approx(stat, rel=1e-12)
+    assert res.p == pytest.approx(two, rel=1e-12)
+    assert mantel(a, b, method=method, alternative="greater").p == pytest.approx(greater)
+    assert 1 / 24 <= res.p <= 1.0
+
+
+def test_mantel_is_not_the_pairwise_p_value_when_pairs_share_tasks() -> None:
+    # Task 0 stands out in both matrices: a is 1 on every pair involving task 0 and 0 elsewhere,
+    # b the same plus small noise. Over the 12 pairs the rank correlation looks strong, yet it
+    # rests on one task: the relabellings that keep task 0 in place (6 of the 24) all give the
+    # same rho (b's top six pairs are still a's six ones), so the exact Mantel p is 6/24.
+    special = np.zeros((4, 4))
+    special[0, :] = special[:, 0] = 1.0
+    a = special.copy()
+    b = special + np.random.default_rng(3).uniform(0.0, 0.1, (4, 4))
+    naive = sps.spearmanr(_off_diagonal(a), _off_diagonal(b))
+    res = mantel(a, b)
+    assert naive.pvalue < 0.01
+    assert res.statistic == pytest.approx(naive.statistic, rel=1e-12)
+    assert res.p == pytest.approx(6 / 24, rel=1e-12)
+    assert res.p == pytest.approx(_mantel_by_hand(a, b, "spearman")[1], rel=1e-12)
+
+
+def test_mantel_monte_carlo_is_seeded_and_close_to_exact() -> None:
+    rng = np.random.default_rng(0)
+    n = MANTEL_EXACT_MAX_TASKS + 1
+    a = rng.normal(size=(n, n))
+    b = a + rng.normal(scale=2.0, size=(n, n))
+    first = mantel(a, b, n_permutations=999, seed=5)
+    assert not first.exact and first.n_permutations == 999
+    assert first.p == mantel(a, b, n_permutations=999, seed=5).p
+    # (count + 1) / (n + 1): never 0, and a multiple of 1 / 1000
+    assert first.p >= 1 / 1000 and (first.p * 1000) == pytest.approx(round(first.p * 1000))
+    obs = sps.spearmanr(_off_diagonal(a), _off_diagonal(b)).statistic
+    assert first.statistic == pytest.approx(obs, rel=1e-12)
+
+
+def test_mantel_leaves_out_missing_pairs_and_degenerate_input() -> None:
+    a = np.array([[0, 1, 2, 3], [4, 0, 5, 6], [7, 8, 0, 9], [1, 3, 2, 0]], dtype=float)
+    b = a.T.copy() + np.arange(16).reshape(4, 4) % 3
+    b[1, 2] = np.nan
+    res = mantel(a, b)
+    assert res.n_pairs == 11
+    keep = np.isfinite(_off_diagonal(b))
+    expected = sps.spearmanr(_off_diagonal(a)[keep], _off_diagonal(b)[keep]).statistic
+    assert res.statistic == pytest.approx(expected, rel=1e-12)
+    flat = mantel(a, np.ones((4, 4)))
+    assert math.isnan(flat.statistic) and math.isnan(flat.p) and "constant" in flat.note
+    assert math.isnan(mantel(a[:2, :2], a[:2, :2]).p)
+    json.dumps(flat.to_dict(), allow_nan=False)
+    with pytest.raises(AdvTransferError, match="same shape"):
+        mantel(a, a[:3, :3])
+    with pytest.raises(AdvTransferError, match="alternative"):
+        mantel(a, b, alternative="up")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
@@ -301,6 +301,7 @@ def measure_matrix(
     pairs: Sequence[tuple[int, int]] | None = None,
     convention: Convention = "icml",
     output: OutputSelector | None = None,
+    deviation_map: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
@@ -311,6 +312,9 @@ def measure_matrix(
 
     Returns the direction results for ``pairs`` (default: all ordered pairs, diagonal included).
     A per-sample ``config.eps`` holds one value per sample of ``data`` (all batches together).
+    ``deviation_map(j, Delta)`` transforms every deviation (batch, k_j) of victim j before it is
+    accumulated (e.g. pooling a dense output for alpha2 while keeping its norm); the attacks
+    always see the full output.
     """
     n = len(models)
     if n == 0:
@@ -351,6 +355,8 @@ def measure_matrix(
             with torch.no_grad():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
                        for i in attackers for j in attackers if (i, j) in accs or i == j}
+                if deviation_map is not None:
+                    dev = {(i, j): deviation_map(j, d) for (i, j), d in dev.items()}
                 rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
                        for j in attackers}
             for (i, j), acc in accs.items():
@@ -454,11 +460,16 @@ def transfer_matrix(
     out = measure_matrix(mods, names, data, config, convention=convention, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
-    n = len(mods)
+    return matrix_result(names, out, _config_dict(config, convention=convention))
+
+
+def matrix_result(names: Sequence[str], out: Mapping[tuple[int, int], DirectionResult],
+                  config: dict[str, Any]) -> TransferMatrixResult:
+    """The :class:`TransferMatrixResult` of :func:`measure_matrix`'s output for all pairs."""
+    n = len(names)
 
     def grid(attr: str) -> np.ndarray:
         return np.array([[getattr(out[(i, j)], attr) for j in range(n)] for i in range(n)])
 
     return TransferMatrixResult(tuple(names), grid("alpha1"), grid("alpha2"), grid("combined"),
-                                grid("n_alpha1_above_one"), out,
-                                _config_dict(config, convention=convention))
+                                grid("n_alpha1_above_one"), dict(out), config)

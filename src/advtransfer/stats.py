@@ -45,7 +45,15 @@ from scipy import stats as sps
 from advtransfer.errors import AdvTransferError
 from advtransfer.fileio import to_jsonable
 
-__all__ = ["EXACT_SPEARMAN_MAX_N", "Correlation", "correlation", "correlation_table"]
+__all__ = [
+    "EXACT_SPEARMAN_MAX_N",
+    "MANTEL_EXACT_MAX_TASKS",
+    "Correlation",
+    "MantelResult",
+    "correlation",
+    "correlation_table",
+    "mantel",
+]
 
 _NAN = float("nan")
 
@@ -307,3 +315,162 @@ def correlation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[st
             c = correlation(xs, _column(records, o), names=(m, o), **kw)
             rows.append({"metric": m, "outcome": o, **c.to_dict()})
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Mantel test: correlation between two square matrices over the pairs of their labels
+# ----------------------------------------------------------------------------------------------
+
+#: Largest number of tasks for which :func:`mantel` enumerates every permutation (8! = 40320).
+MANTEL_EXACT_MAX_TASKS = 8
+
+
+@dataclass(frozen=True)
+class MantelResult:
+    """A Mantel test of two n x n matrices over their ordered off-diagonal pairs (i, j), i != j.
+
+    ``statistic`` is Spearman's rho (or Pearson's r) between a[i, j] and b[i, j] over the
+    ``n_pairs`` pairs where both are finite; ``p`` its permutation p-value (see :func:`mantel`);
+    ``exact`` whether every one of the n! task permutations was used (``n_permutations`` = n!),
+    otherwise ``n_permutations`` random ones. NaN with a ``note`` when undefined.
+    """
+
+    method: str
+    alternative: str
+    statistic: float
+    p: float
+    n_tasks: int
+    n_pairs: int
+    n_permutations: int
+    exact: bool
+    seed: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; NaN becomes ``None``."""
+        return to_jsonable(asdict(self))
+
+
+def _square(m: Any, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AdvTransferError(f"{name} must be a square matrix of numbers") from None
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise AdvTransferError(f"{name} must be a square matrix; got shape {a.shape}")
+    return a
+
+
+def _masked_pearson(x: np.ndarray, y: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of x and y (shape (P, K)) over the entries where ``keep``;
+    NaN where fewer than 3 entries are kept or either side is constant."""
+    w = keep.astype(np.float64)
+    k = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = np.where(keep, x, 0.0).sum(axis=1) / k
+        my = np.where(keep, y, 0.0).sum(axis=1) / k
+        dx = np.where(keep, x - mx[:, None], 0.0)
+        dy = np.where(keep, y - my[:, None], 0.0)
+        sxx, syy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1)
+        r = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
+    scale_x = np.where(keep, np.abs(x), 0.0).max(axis=1)
+    scale_y = np.where(keep, np.abs(y), 0.0).max(axis=1)
+    degenerate = (k < 3) | (sxx <= 1e-24 * k * scale_x**2) | (syy <= 1e-24 * k * scale_y**2)
+    return np.where(degenerate, np.nan, np.clip(r, -1.0, 1.0))
+
+
+def _masked_ranks(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Average ranks of each row over its kept entries (others NaN)."""
+    return sps.rankdata(np.where(keep, values, np.nan), axis=1, nan_policy="omit")
+
+
+def _pair_statistic(a_off: np.ndarray, b_off: np.ndarray, method: str) -> np.ndarray:
+    """The statistic between the fixed a_off (K,) and each row of b_off (P, K)."""
+    x = np.broadcast_to(a_off, b_off.shape)
+    keep = np.isfinite(x) & np.isfinite(b_off)
+    if method == "spearman":
+        x, b_off = _masked_ranks(x, keep), _masked_ranks(b_off, keep)
+    return _masked_pearson(x, b_off, keep)
+
+
+def mantel(a: Any, b: Any, *, method: str = "spearman", alternative: str = "two-sided",
+           n_permutations: int = 9999, seed: int = 0) -> MantelResult:
+    """Mantel permutation test of the association between two n x n matrices over task pairs.
+
+    The statistic is the correlation (Spearman's rho, or Pearson's r) between a[i, j] and
+    b[i, j] over the ordered pairs i != j where both are finite. Pairs that share a task are
+    not independent, so the usual p-value of a correlation over n(n - 1) pairs is wrong; the
+    Mantel test permutes the task *labels* instead: for a permutation pi of the n tasks,
+    b_pi[i, j] = b[pi(i), pi(j)] (rows and columns together, a fixed), and
+
+        p = #{pi : s(a, b_pi) at least as extreme as s(a, b)} / #{pi}
+
+    over all n! permutations when n <= ``MANTEL_EXACT_MAX_TASKS`` (exact; the identity is one
+    of them, so p >= 1/n!), else p = (count + 1) / (n_permutations + 1) over ``n_permutations``
+    permutations drawn by :func:`numpy.random.default_rng` (``seed``). "At least as extreme":
+    |s_pi| >= |s| for ``alternative="two-sided"``, s_pi >= s for ``"greater"`` (a positive
+    association), s_pi <= s for ``"less"`` (with a 1e-9 tolerance for rounding ties).
+
+    Args:
+        a, b: square matrices of the same size (the diagonal is ignored; NaN marks a missing
+            pair, left out of every correlation).
+        method: ``"spearman"`` or ``"pearson"``.
+        alternative: ``"two-sided"``, ``"greater"`` or ``"less"``.
+        n_permutations: random permutations when n > ``MANTEL_EXACT_MAX_TASKS`` (>= 1).
+        seed: seed of the random permutations (>= 0).
+
+    Returns:
+        A :class:`MantelResult`; with fewer than 3 tasks, fewer than 3 finite pairs or a
+        constant matrix the statistic and p are NaN and ``note`` says why.
+    """
+    if method not in ("spearman", "pearson"):
+        raise AdvTransferError(f"method must be 'spearman' or 'pearson'; got {method!r}")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise AdvTransferError(f"alternative must be 'two-sided', 'greater' or 'less'; got "
+                               f"{alternative!r}")
+    if (isinstance(n_permutations, bool) or not isinstance(n_permutations, numbers.Integral)
+            or n_permutations < 1):
+        raise AdvTransferError(f"n_permutations must be an integer >= 1; got {n_permutations!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise AdvTransferError(f"seed must be a non-negative integer; got {seed!r}")
+    am, bm = _square(a, "a"), _square(b, "b")
+    if am.shape != bm.shape:
+        raise AdvTransferError(f"a and b must have the same shape; got {am.shape} and "
+                               f"{bm.shape}")
+    n = am.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    a_off = am[off]
+    observed = float(_pair_statistic(a_off, bm[off][None, :], method)[0])
+    n_pairs = int((np.isfinite(a_off) & np.isfinite(bm[off])).sum())
+    exact = 3 <= n <= MANTEL_EXACT_MAX_TASKS
+    n_perm = math.factorial(n) if exact else int(n_permutations)
+
+    def result(statistic: float, p: float, note: str = "") -> MantelResult:
+        return MantelResult(method=method, alternative=alternative, statistic=statistic, p=p,
+                            n_tasks=n, n_pairs=n_pairs, n_permutations=n_perm, exact=exact,
+                            seed=int(seed), note=note)
+
+    if n < 3:
+        return result(_NAN, _NAN, f"only {n} task(s); a Mantel test needs at least 3")
+    if not math.isfinite(observed):
+        return result(_NAN, _NAN, f"correlation undefined over the {n_pairs} finite pair(s) "
+                                  "(fewer than 3, or a constant matrix)")
+    if exact:
+        perms = _all_permutations(n)
+    else:
+        rng = np.random.default_rng(int(seed))
+        perms = np.argsort(rng.random((n_perm, n)), axis=1)
+    count = 0
+    for start in range(0, len(perms), 4096):
+        chunk = perms[start:start + 4096]
+        b_perm = bm[chunk[:, :, None], chunk[:, None, :]][:, off]
+        null = _pair_statistic(a_off, b_perm, method)
+        if alternative == "two-sided":
+            hit = np.abs(null) >= abs(observed) - 1e-9
+        elif alternative == "greater":
+            hit = null >= observed - 1e-9
+        else:
+            hit = null <= observed + 1e-9
+        count += int(hit.sum())  # NaN (a constant permuted sub-matrix) never counts
+    p = count / n_perm if exact else (count + 1) / (n_perm + 1)
+    return result(observed, float(p))

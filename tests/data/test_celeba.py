@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.celeba as tv_celeba
+from torch.utils.data import Subset
 from torchvision.datasets import CelebA
 
 from advtransfer.data.fixtures import write_celeba
 from advtransfer.data.subsets import ClassSubset, take
-from advtransfer.data.vision import CELEBA_ATTRIBUTES, celeba, most_common_identities
+from advtransfer.data.vision import (
+    CELEBA_ATTRIBUTES,
+    celeba,
+    celeba_image_names,
+    most_common_identities,
+)
 from advtransfer.errors import AdvTransferError
 
 N_IMAGES, N_IDS = 40, 5
@@ -184,3 +190,25 @@ def test_fixture_images_show_attributes(shared_root: Path) -> None:
     labels = np.array(ds.targets)
     assert 0 < labels.sum() < len(labels)
     assert band[labels == 1].max() < band[labels == 0].min()
+
+
+def test_image_names_follow_views_to_the_files(shared_root: Path) -> None:
+    test = celeba(shared_root, "test", target="identity", size=16)
+    names = _split_names(shared_root, 2)
+    assert celeba_image_names(test) == names
+    view = Subset(take(test, 3, generator=torch.Generator().manual_seed(0)), [2, 0])
+    inner = view.dataset
+    expected = [names[int(inner.indices[2])], names[int(inner.indices[0])]]
+    assert celeba_image_names(view) == expected
+    with pytest.raises(AdvTransferError, match="not a view over a CelebA"):
+        celeba_image_names(torch.utils.data.TensorDataset(torch.zeros(2, 1)))
+
+
+def test_recipe_refuses_target_images_a_source_trained_on(shared_root: Path) -> None:
+    from advtransfer.experiments.recipes.celeba import check_disjoint
+
+    train = celeba(shared_root, "train", size=16)
+    test = celeba(shared_root, "test", size=16)
+    check_disjoint(train, identity=test)  # the official partition: disjoint
+    with pytest.raises(AdvTransferError, match=r"2 image\(s\) of the identity set"):
+        check_disjoint(train, identity=Subset(celeba(shared_root, "all", size=16), [0, 1, 39]))

@@ -3,6 +3,7 @@ their failure on missing data, and the helpers they are built from."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import stats as sps
 
 import advtransfer.experiments.recipes.celeba as celeba_recipe
 import advtransfer.experiments.recipes.cifar_stl as cifar_stl
@@ -81,7 +83,7 @@ def vision_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def celeba_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("celeba")
-    write_celeba(root, n_identities=12, n_images=240)
+    write_celeba(root, n_identities=12, n_images=360)
     return root
 
 
@@ -135,9 +137,27 @@ def test_cifar10_stl10_proportions_quick(vision_root: Path, tmp_path: Path) -> N
     _rerun_reuses_everything(name, out, vision_root, results)
 
 
-def test_celeba_attributes_quick(celeba_root: Path, tmp_path: Path) -> None:
-    name, out = "celeba-attributes", tmp_path / "celeba"
-    results = _run(name, out, celeba_root)
+@pytest.fixture(scope="module")
+def celeba_run(celeba_root: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[dict, Path, dict[str, list[str]]]:
+    """One ``--quick`` celeba-attributes run, spying on what it reads: (results, out, the
+    CelebA file names of every dataset it materialised, by description)."""
+    read: dict[str, list[str]] = {}
+
+    def spy(dataset: object, *, description: str, **kw: object) -> object:
+        read[description] = _image_names(dataset)
+        return stages.materialize(dataset, description=description, **kw)  # type: ignore
+
+    out = tmp_path_factory.mktemp("celeba-run") / "celeba"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(celeba_recipe, "materialize", spy)
+        results = _run("celeba-attributes", out, celeba_root)
+    return results, out, read
+
+
+def test_celeba_attributes_quick(celeba_root: Path, celeba_run: tuple) -> None:
+    results, out, _ = celeba_run
+    name = "celeba-attributes"
     _check_run(results, out, ALPHAS, ["transfer_accuracy", "transfer_loss"])
     records = results["records"]
     assert sorted(r["source"] for r in records) == sorted(celeba_recipe.QUICK_ATTRIBUTES)
@@ -149,13 +169,50 @@ def test_celeba_attributes_quick(celeba_root: Path, tmp_path: Path) -> None:
     _rerun_reuses_everything(name, out, celeba_root, results)
 
 
-def test_taskonomy_quick(taskonomy_root: Path, tmp_path: Path) -> None:
+def _image_names(view: object) -> list[str]:
+    """CelebA file names of a view, found here by walking .dataset/.indices to .filename."""
+    positions = list(range(len(view)))  # type: ignore[arg-type]
+    while not hasattr(view, "filename"):
+        indices = getattr(view, "indices", None)
+        if indices is not None:
+            positions = [int(indices[p]) for p in positions]
+        view = view.dataset  # type: ignore[attr-defined]
+    return [view.filename[p] for p in positions]  # type: ignore[attr-defined]
+
+
+def test_celeba_target_images_are_disjoint_from_every_source_training_image(
+        celeba_root: Path, celeba_run: tuple) -> None:
+    """The attribute sources train on train-partition images only, the identity task
+    (reference training, transfer, attack inputs) uses test-partition images only, so no
+    target image was seen by a source."""
+    results, _, read = celeba_run
+    lines = (celeba_root / "celeba" / "list_eval_partition.txt").read_text().split("\n")
+    partition = {name: int(p) for name, p in (line.split() for line in lines if line)}
+    source_train = read["reading CelebA train (attributes)"]
+    target = read["reading CelebA identities (train)"] + read["reading CelebA identities (test)"]
+    assert source_train and target
+    assert {partition[n] for n in source_train} == {0}
+    assert {partition[n] for n in target} == {2}
+    assert not set(source_train) & set(target)
+    assert results["reference"]["identity_partition"] == "test"
+    # the fixture (unlike CelebA) lets people recur across partitions; counted, not hidden
+    assert results["reference"]["identities_in_attribute_training"] >= 0
+
+
+@pytest.fixture(scope="module")
+def taskonomy_run(taskonomy_root: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    """One ``--quick`` taskonomy run with the fixture's affinity CSV: (results, out, override)."""
     pytest.importorskip("visualpriors")
-    name, out = "taskonomy", tmp_path / "taskonomy"
+    out = tmp_path_factory.mktemp("taskonomy-run") / "taskonomy"
     csv = f'affinity_csv="{taskonomy_root / "affinity.csv"}"'
-    results = _run(name, out, taskonomy_root, csv)
-    _check_run(results, out, ["alpha1", "alpha2", "combined"],
-               ["affinity", "affinity_transposed"])
+    return _run("taskonomy", out, taskonomy_root, csv), out, csv
+
+
+def test_taskonomy_quick(taskonomy_root: Path, taskonomy_run: tuple[dict, Path, str]) -> None:
+    results, out, csv = taskonomy_run
+    name = "taskonomy"
+    _check_run(results, out, ["alpha1", "alpha2", "combined", "affinity"], [])
     tasks = taskonomy_recipe.QUICK_TASKS
     assert len(results["records"]) == len(tasks) * (len(tasks) - 1)
     for m in ("alpha1", "alpha2", "combined"):
@@ -164,14 +221,108 @@ def test_taskonomy_quick(taskonomy_root: Path, tmp_path: Path) -> None:
         assert results["matrices"][m]["names"] == tasks
     np.testing.assert_allclose(np.diag(results["matrices"]["alpha1"]["values"]), 1.0)
     assert results["matrices"]["Taskonomy affinity"]["names"] == tasks
-    corr = results["affinity_correlation"]["combined"]["symmetrised"]
-    assert corr["n"] == 3 and (corr["rho"] is None or -1.0 <= corr["rho"] <= 1.0)
+    assert results["output_shapes"] == {t: [8, 4, 4] for t in tasks}  # full resolution
     assert results["tree"]["newick"].endswith(";")
     assert all(t in results["tree"]["newick"] for t in tasks)
     assert (out / taskonomy_recipe.TREE_FIGURE).stat().st_size > 0
     assert results["images"]["n"] == 16
     assert "RANDOM-WEIGHT" in results["report"]["description"]
     _rerun_reuses_everything(name, out, taskonomy_root, results, csv)
+
+
+def test_taskonomy_affinity_correlation_is_one_orientation_with_a_mantel_p(
+        taskonomy_root: Path, taskonomy_run: tuple[dict, Path, str]) -> None:
+    """alpha[S, T] (attack crafted on S, evaluated on T) against affinity[S, T] (CSV row S,
+    column T), with the exact Mantel p over the 3! relabellings of the tasks; no per-pair
+    correlation (whose p-value would treat the 6 pairs as independent) in the report."""
+    results, out, _ = taskonomy_run
+    names, table = tdata.load_affinity_csv(taskonomy_root / "affinity.csv")
+    pos = [names.index(t) for t in taskonomy_recipe.QUICK_TASKS]
+    affinity = table[np.ix_(pos, pos)]
+    off = ~np.eye(3, dtype=bool)
+    for m in ("alpha1", "alpha2", "combined"):
+        alpha = np.array(results["matrices"][m]["values"], dtype=float)
+        got = results["affinity_correlation"][m]
+        rho = float(sps.spearmanr(alpha[off], affinity[off]).statistic)
+        assert got["statistic"] == pytest.approx(rho, rel=1e-12)
+        null = [float(sps.spearmanr(alpha[off], affinity[np.ix_(p, p)][off]).statistic)
+                for p in itertools.permutations(range(3))]
+        expected_p = float(np.mean(np.abs(null) >= abs(rho) - 1e-9))
+        assert got["exact"] and got["n_permutations"] == 6
+        assert got["p"] == pytest.approx(expected_p, rel=1e-12)
+    for r in results["records"]:
+        i, j = (taskonomy_recipe.QUICK_TASKS.index(r[k]) for k in ("attacker", "victim"))
+        assert r["affinity"] == pytest.approx(affinity[i, j]) and "affinity_transposed" not in r
+    assert results["report"]["outcomes"] == []
+    assert json.loads((out / "correlations.json").read_text()) == []
+    assert "Mantel" in results["report"]["description"]
+
+
+class _Dense(torch.nn.Module):
+    """A small smooth "task network": (B, 3, 4, 4) -> (B, 2, 4, 4), tanh hidden layer."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.nn.Parameter(torch.randn(24, 48, generator=g, dtype=torch.float64) / 4)
+        self.w2 = torch.nn.Parameter(torch.randn(32, 24, generator=g, dtype=torch.float64) / 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(x.reshape(len(x), -1) @ self.w1.T)
+        return (h @ self.w2.T).reshape(len(x), 2, 4, 4)
+
+
+def test_pooled_transfer_matrix_attacks_the_full_resolution_output() -> None:
+    """Exact first-order L2 attacks (delta = eps v1 of the full Jacobian) on three networks,
+    every alpha recomputed here from the definitions: alpha1 from full-resolution deviation
+    norms, alpha2/combined from the deviations average-pooled to 2 x 2 cells."""
+    from advtransfer.attacks import AttackConfig
+
+    models = {f"t{k}": tdata.TaskOutput(_Dense(k)).eval() for k in range(3)}
+    gen = torch.Generator().manual_seed(0)
+    x = 0.4 + 0.2 * torch.rand(5, 3, 4, 4, generator=gen, dtype=torch.float64)
+    eps = 1e-6  # small enough that the sign of v1 (arbitrary) does not matter to 1e-6
+    config = AttackConfig(eps=eps, norm="l2", solver="first_order", steps=300)
+    r = taskonomy_recipe.pooled_transfer_matrix(models, x, config, pool=2, batch_size=2,
+                                                generator=1)
+
+    def top_direction(model: torch.nn.Module, xi: torch.Tensor) -> torch.Tensor:
+        jac = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], xi)
+        return torch.linalg.svd(jac.reshape(32, 48))[2][0].reshape(xi.shape)
+
+    mods = list(models.values())
+    dev = {}  # (attacker, victim) -> (full deviations, pooled deviations)
+    with torch.no_grad():
+        for i, a in enumerate(mods):
+            delta = torch.stack([top_direction(a, xi) for xi in x]) * eps
+            for j, b in enumerate(mods):
+                full = b(x + delta) - b(x)
+                pooled = torch.nn.functional.avg_pool2d(full.reshape(5, 2, 4, 4), 2)
+                dev[(i, j)] = (full, pooled.reshape(5, -1))
+    for i in range(3):
+        for j in range(3):
+            n_ab = dev[(i, j)][0].norm(dim=1)
+            ratio = n_ab / dev[(j, j)][0].norm(dim=1)
+            u_a = torch.nn.functional.normalize(dev[(i, i)][1], dim=1)
+            u_b = torch.nn.functional.normalize(dev[(i, j)][1], dim=1)
+            d = r.direction(i, j)
+            assert d.alpha1 == pytest.approx(float(ratio.mean()), rel=1e-6)
+            assert d.stats.mean_deviation == pytest.approx(float(n_ab.mean()), rel=1e-6)
+            assert d.alpha2 == pytest.approx(float((u_a.T @ u_b / 5).norm()), rel=1e-6)
+            weighted = (u_a * ratio[:, None]).T @ u_b / 5
+            assert d.combined == pytest.approx(float(weighted.norm()), rel=1e-6)
+
+
+def test_pool_deviations_keeps_full_norms() -> None:
+    dev = torch.randn(3, 2 * 8 * 8, dtype=torch.float64)
+    out = taskonomy_recipe.pool_deviations(dev, (2, 8, 8), 4)
+    expected = torch.nn.functional.avg_pool2d(dev.reshape(3, 2, 8, 8), 2).reshape(3, -1)
+    assert out.shape == (3, 32)
+    torch.testing.assert_close(torch.nn.functional.normalize(out, dim=1),
+                               torch.nn.functional.normalize(expected, dim=1))
+    torch.testing.assert_close(out.norm(dim=1), dev.norm(dim=1))
+    assert taskonomy_recipe.pool_deviations(dev, (2, 8, 8), 0) is dev
+    assert taskonomy_recipe.pool_deviations(dev[:, :10], (10,), 4) is not None
 
 
 # ------------------------------------------------------------------------------------------
@@ -303,22 +454,24 @@ def test_pretrained_loading_path_reads_checkpoints_and_verifies_hashes(tmp_path:
     torch.manual_seed(3)
     source = vp.TaskonomyEncoder()
     torch.save({"state_dict": source.state_dict(), "epoch": 1}, tmp_path / name)
-    model = tdata.task_model("rgb2sfnorm", output="encoder", weights="pretrained", pool=2,
+    model = tdata.task_model("rgb2sfnorm", output="encoder", weights="pretrained",
                              weights_dir=tmp_path)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        expected = torch.nn.functional.adaptive_avg_pool2d(source.eval()(2 * x - 1), 2)
+        expected = source.eval()(2 * x - 1)
         torch.testing.assert_close(model(x), expected.reshape(2, -1))
     with pytest.raises(AdvTransferError, match="SHA-256"):
         tdata.task_model("normal", output="encoder", weights_dir=tmp_path, verify=True)
 
 
-def test_decoder_outputs_are_pooled_task_predictions() -> None:
+def test_task_outputs_are_full_resolution_predictions() -> None:
     pytest.importorskip("visualpriors")
-    model = tdata.task_model("normal", output="decoder", weights="random", pool=4, seed=1)
+    model = tdata.task_model("normal", output="decoder", weights="random", seed=1)
+    x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        y = model(torch.rand(1, 3, 64, 64))
-    assert y.shape == (1, 3 * 4 * 4) and float(y.abs().max()) <= 1.0  # tanh output
+        y = model(x)
+    assert model.output_shape(x) == (3, 64, 64)
+    assert y.shape == (1, 3 * 64 * 64) and float(y.abs().max()) <= 1.0  # tanh output
     with pytest.raises(AdvTransferError, match="256 px"):
         tdata.check_tasks(["class_object", "normal"], "decoder", 64)
     with pytest.raises(AdvTransferError, match="no visualpriors decoder"):

@@ -14,10 +14,10 @@ wrapped so that it
 
 * takes images in ``[0, 1]`` (an :class:`~advtransfer.models.wrappers.InputRange` to ``[-1, 1]``,
   so attack budgets are in ``[0, 1]`` pixel units), and
-* returns a flat vector per image, after average-pooling spatial outputs to ``pool x pool`` cells
-  (``pool=0``: no pooling). Pooling keeps the m_A x m_B matrices behind alpha2 tractable (a dense
-  256 x 256 x 3 output has 196,608 dimensions); it measures transferability on the coarse
-  structure of the outputs.
+* returns the full-resolution output flattened per image (a dense 256 x 256 x 3 prediction
+  has 196,608 values), so that attacks act on the task's own output. ``output_shape`` gives the
+  unflattened shape, from which the ``taskonomy`` recipe average-pools the *deviations* (not
+  the outputs the attack sees) to keep alpha2's m_A x m_B matrices small.
 
 Weights. ``weights="pretrained"`` loads the official ``visualpriors`` checkpoints, the files listed
 in ``visualpriors.taskonomy_network.TASKONOMY_PRETRAINED_URLS`` (hosted on GitHub, ~95 MB per
@@ -57,7 +57,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advtransfer.errors import AdvTransferError
@@ -293,22 +292,20 @@ def _visualpriors() -> Any:
 
 
 class TaskOutput(nn.Module):
-    """``net`` on ``[0, 1]`` images (mapped to ``[-1, 1]``), its output average-pooled to
-    ``pool x pool`` cells when spatial (``pool=0``: unchanged) and flattened per image."""
+    """``net`` on ``[0, 1]`` images (mapped to ``[-1, 1]``), its full-resolution output
+    flattened per image."""
 
-    def __init__(self, net: nn.Module, pool: int) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = InputRange(net, (0.0, 1.0), (-1.0, 1.0))
-        self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x)
-        if self.pool and y.ndim == 4 and (y.shape[-1] > self.pool or y.shape[-2] > self.pool):
-            y = F.adaptive_avg_pool2d(y, self.pool)
-        return y.reshape(len(x), -1)
+        return self.net(x).reshape(len(x), -1)
 
-    def extra_repr(self) -> str:
-        return f"pool={self.pool}"
+    def output_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The unflattened output shape of one image (e.g. (C, H, W)) for inputs like ``x``."""
+        with torch.no_grad():
+            return tuple(self.net(x[:1]).shape[1:])
 
 
 def weight_files(task: str, output: str) -> dict[str, str]:
@@ -389,11 +386,11 @@ def _state_dict(path: Path, *, trust: bool) -> dict[str, torch.Tensor]:
 
 
 def task_model(task: str, *, output: str = "decoder", weights: str = "pretrained",
-               pool: int = 4, weights_dir: str | os.PathLike[str] | None = None,
+               weights_dir: str | os.PathLike[str] | None = None,
                download: bool = False, verify: bool = False, trust_weights: bool = False,
                seed: int = 0) -> TaskOutput:
     """The Taskonomy network of ``task`` as a :class:`TaskOutput` in eval mode (see the module
-    docstring for ``output``, ``weights`` and ``pool``; ``verify`` checks existing checkpoint
+    docstring for ``output`` and ``weights``; ``verify`` checks existing checkpoint
     files against the SHA-256 in their names; ``seed`` seeds random weights)."""
     vp = _visualpriors()
     task = canonical_task(task)
@@ -423,7 +420,7 @@ def task_model(task: str, *, output: str = "decoder", weights: str = "pretrained
         if decoder_file:
             net.decoder.load_state_dict(_state_dict(folder / decoder_file[0],
                                                     trust=trust_weights))
-    model = TaskOutput(net, pool).eval()
+    model = TaskOutput(net).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model

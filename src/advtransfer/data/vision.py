@@ -69,6 +69,7 @@ __all__ = [
     "STL10_TO_CIFAR10",
     "DatasetInfo",
     "celeba",
+    "celeba_image_names",
     "cifar10",
     "missing_files",
     "most_common_identities",
@@ -1021,3 +1022,26 @@ def most_common_identities(dataset: Dataset[Any], k: int) -> list[int]:
         raise AdvTransferError(f"the dataset has only {len(counts)} identities, asked for {k}")
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [identity_id for identity_id, _ in ranked[:k]]
+
+
+def celeba_image_names(dataset: Dataset[Any]) -> list[str]:
+    """The CelebA file names (``000001.jpg``, ...) of the samples of ``dataset``, in order.
+
+    ``dataset`` is a :func:`celeba` dataset or a chain of views over one (``Subset``,
+    :class:`~advtransfer.data.subsets.ClassSubset`, :func:`~advtransfer.data.subsets.take`,
+    anything with ``dataset`` and optionally ``indices``); no image is read. Used to check that
+    two sets of samples share no image.
+    """
+    positions = np.arange(len(dataset))  # type: ignore[arg-type]
+    current: Any = dataset
+    while getattr(current, "filename", None) is None:
+        inner = getattr(current, "dataset", None)
+        if inner is None:
+            raise AdvTransferError(f"{type(current).__name__} is not a view over a CelebA "
+                                   "dataset; cannot tell which images it holds")
+        indices = getattr(current, "indices", None)
+        if indices is not None:
+            positions = np.asarray(indices, dtype=np.int64)[positions]
+        current = inner
+    names = current.filename
+    return [str(names[int(i)]) for i in positions]

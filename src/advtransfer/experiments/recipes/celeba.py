@@ -1,15 +1,19 @@
 """``celeba-attributes``: the paper's CelebA experiment (knowledge transfer among attributes).
 
 Source models: one ResNet-18 per CelebA attribute (all 40, or the chosen ``attributes``),
-trained as a binary classifier (attribute present or not) on CelebA's training split. Each is a
-backbone (every layer up to the penultimate features, a 512 x ``width`` embedding) followed by a
-2-way linear head ``fc``.
+trained as a binary classifier (attribute present or not) on CelebA's official *train*
+partition (``list_eval_partition.txt`` value 0). Each is a backbone (every layer up to the
+penultimate features, a 512 x ``width`` embedding) followed by a 2-way linear head ``fc``.
 
-Target task: identity recognition among the ``n_identities`` identities with the most images in
-CelebA (all splits; CelebA's official partition puts each person in one split only, so the
-identity task gets its own split: a seeded ``identity_test_fraction`` of each identity's images
-is held out for testing). The reference model is a ResNet-18 of the same form trained on it: an
-embedding backbone and an ``n_identities``-way classification head.
+Target task: identity recognition among the ``n_identities`` identities with the most images
+in CelebA's official *test* partition (value 2), using only test-partition images, so that no
+image of the target task was seen by any attribute source (checked: the run stops if the two
+sets share an image; in the real partition the people are disjoint too, and the number of
+target identities that also appear among the sources' training images is reported). A seeded
+``identity_test_fraction`` of each identity's images is held out for testing. The reference
+model is a ResNet-18 of the same form trained on the rest: an embedding backbone and an
+``n_identities``-way classification head. The attribute accuracies are measured on the test
+partition too (no attribute source trains on it).
 
 For every attribute:
 
@@ -28,6 +32,24 @@ The report correlates the alphas with transfer accuracy and loss over the attrib
 finds positive correlations with accuracy) and ranks the attributes by transfer accuracy, with
 each attribute's rank by the first ``combined`` metric beside it, so the two rankings can be
 compared directly.
+
+Differences from the authors' published code (their ``exp2``), which this recipe does not
+reproduce:
+
+* their reference is a ResNet-18 with an ArcFace head (focal loss, 125 epochs, 112 px) trained
+  on all 10,177 CelebA identities of every partition, including the images the attribute models
+  trained on; here a softmax ResNet-18 on ``n_identities`` test-partition identities;
+* their knowledge transfer is face verification with each frozen attribute backbone on seven
+  external benchmarks (LFW, CFP-FF, CFP-FP, AgeDB, CALFW, CPLFW, VGG2-FP); here a linear head
+  (or full fine-tuning) on the identities, scored on held-out images of the same people;
+* their attack is crafted on the attribute classifier (PGD, cross-entropy against its own
+  prediction, 10 steps, eps 0.03 on [0, 1] pixels) and scored by the reference's ArcFace loss
+  on the adversarial images (source -> reference, normalised by its maximum over attributes),
+  on the first 1,000 CelebA images, which lie in the train partition the attribute models
+  learned; here alpha1/alpha2/combined of the embedding deviation objective in both directions
+  on held-out test-partition images;
+* their attribute models train with Adadelta (lr 1.0, decay 0.7 per epoch, 14 epochs, 112 px);
+  here SGD (``lr``, ``epochs``, ``image_size``).
 """
 
 from __future__ import annotations
@@ -39,10 +61,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from advtransfer.data.subsets import ClassSubset
-from advtransfer.data.vision import CELEBA_ATTRIBUTES, celeba, most_common_identities
+from advtransfer.data.vision import (
+    CELEBA_ATTRIBUTES,
+    celeba,
+    celeba_image_names,
+    most_common_identities,
+)
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
@@ -158,6 +185,59 @@ def _network(num_classes: int, width: float) -> nn.Module:
                       (-1.0, 1.0))
 
 
+@dataclass(frozen=True)
+class CelebASplits:
+    """The samples each model of the recipe sees (after ``max_samples``): ``attr_train`` trains
+    the attribute sources (train partition), ``attr_test`` scores their attributes, ``id_train``
+    and ``id_test`` are the identity task (test partition only); ``identities`` the CelebA
+    numbers of its classes, ``shared_identities`` how many of them also appear among the
+    train partition's images (0 in the real partition); ``attr_names`` the attribute columns."""
+
+    attr_train: Dataset[Any]
+    attr_test: Dataset[Any]
+    id_train: Dataset[Any]
+    id_test: Dataset[Any]
+    identities: list[int]
+    shared_identities: int
+    attr_names: list[str]
+
+
+def check_disjoint(train: Dataset[Any], **others: Dataset[Any]) -> None:
+    """Raise if any of ``others`` holds an image of ``train`` (compared by CelebA file name)."""
+    seen = set(celeba_image_names(train))
+    for name, data in others.items():
+        common = sorted(seen.intersection(celeba_image_names(data)))
+        if common:
+            raise AdvTransferError(
+                f"{len(common)} image(s) of the {name} set are among the attribute sources' "
+                f"training images (e.g. {', '.join(common[:3])}); the target task must use "
+                "images no source trained on: check list_eval_partition.txt")
+
+
+def celeba_splits(c: CelebAAttributesConfig) -> CelebASplits:
+    """The datasets of a run (see :class:`CelebASplits`), checked with :func:`check_disjoint`."""
+    load = {"download": c.download, "verify": c.verify, "size": c.image_size}
+    attr = {s: celeba(c.data_root, s, target="attr", **load) for s in ("train", "test")}
+    identities = celeba(c.data_root, "test", target="identity", **load)
+    top = most_common_identities(identities, c.n_identities)
+    id_view = ClassSubset(identities, top)
+    train_idx, test_idx = identity_split(np.asarray(id_view.targets), c.identity_test_fraction,
+                                         c.seed)
+    if len(test_idx) == 0:
+        raise AdvTransferError("the chosen identities have one image each in the test "
+                               "partition; no identity test set can be formed")
+    attr_train = limit(attr["train"], c.max_samples, c.seed)
+    id_train = limit(Subset(id_view, train_idx.tolist()), c.max_samples, c.seed)
+    id_test = limit(Subset(id_view, test_idx.tolist()), c.max_samples, c.seed)
+    check_disjoint(attr_train, **{"identity training": id_train, "identity test": id_test})
+    train_ids = getattr(attr["train"], "identity", torch.zeros(0, 1)).reshape(-1).tolist()
+    return CelebASplits(attr_train=attr_train, attr_test=limit(attr["test"], c.max_samples,
+                                                                c.seed),
+                        id_train=id_train, id_test=id_test, identities=top,
+                        shared_identities=len(set(top).intersection(train_ids)),
+                        attr_names=list(getattr(attr["train"], "attr_names", CELEBA_ATTRIBUTES)))
+
+
 def _check(c: CelebAAttributesConfig) -> None:
     check_common(c)
     if not c.attributes:
@@ -184,32 +264,20 @@ def _check(c: CelebAAttributesConfig) -> None:
           "CelebA).", quick)
 def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     _check(c)
-    load = {"download": c.download, "verify": c.verify, "size": c.image_size}
-    attr = {s: celeba(c.data_root, s, target="attr", **load) for s in ("train", "test")}
-    identities = celeba(c.data_root, "all", target="identity", **load)
-    names = list(getattr(attr["train"], "attr_names", CELEBA_ATTRIBUTES))
-    columns = {a: names.index(a) for a in c.attributes}
+    splits = celeba_splits(c)
+    columns = {a: splits.attr_names.index(a) for a in c.attributes}
 
-    top = most_common_identities(identities, c.n_identities)
-    id_view = ClassSubset(identities, top)
-    train_idx, test_idx = identity_split(np.asarray(id_view.targets), c.identity_test_fraction,
-                                         c.seed)
-    id_sets = {"train": Subset(id_view, train_idx.tolist()),
-               "test": Subset(id_view, test_idx.tolist())}
-    if len(test_idx) == 0:
-        raise AdvTransferError("the chosen identities have one image each; no identity test "
-                               "set can be formed")
-
-    def reader(dataset: Any, what: str) -> Lazy[Tensors]:
-        view = limit(dataset, c.max_samples, c.seed)
+    def reader(view: Any, what: str) -> Lazy[Tensors]:
         return Lazy(lambda: materialize(view, description=f"reading CelebA {what}",
                                         progress=ctx.progress, workers=c.workers))
 
-    attr_data = {s: reader(d, f"{s} (attributes)") for s, d in attr.items()}
-    id_data = {s: reader(d, f"identities ({s})") for s, d in id_sets.items()}
+    attr_data = {"train": reader(splits.attr_train, "train (attributes)"),
+                 "test": reader(splits.attr_test, "test (attributes)")}
+    id_data = {"train": reader(splits.id_train, "identities (train)"),
+               "test": reader(splits.id_test, "identities (test)")}
     data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
     task_id = {"identities": c.n_identities, "test_fraction": c.identity_test_fraction,
-               "data": data_id}
+               "partition": "test", "data": data_id}
 
     reference, ref_key = trained_classifier(
         ctx, "reference", {"arch": "resnet18", "width": c.reference_width,
@@ -277,16 +345,21 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     return {
         "records": records,
         "reference": {"accuracy": ref_acc, "identities": c.n_identities,
-                      "n_attack": n_used},
+                      "identity_partition": "test", "n_attack": n_used,
+                      "identities_in_attribute_training": splits.shared_identities},
         "report": {
             "title": "celeba-attributes: does adversarial transferability in embedding space "
                      "indicate which attribute model transfers best to face recognition?",
             "description": (
                 f"Sources: a ResNet-18 (width {c.width}) per CelebA attribute "
                 f"({len(c.attributes)} attributes), trained as a binary classifier for "
-                f"{c.epochs} epoch(s) on {c.image_size} px images. Target: identity recognition "
-                f"among the {c.n_identities} most frequent CelebA identities "
-                f"({round(100 * c.identity_test_fraction)}% of each identity's images held out); "
+                f"{c.epochs} epoch(s) on {c.image_size} px images of CelebA's train partition. "
+                f"Target: identity recognition among the {c.n_identities} most frequent "
+                "identities of CelebA's test partition, on test-partition images only (no "
+                "source trained on any of them; "
+                f"{splits.shared_identities} of these people also appear in the sources' "
+                f"training images; {round(100 * c.identity_test_fraction)}% of each "
+                "identity's images held out); "
                 f"reference: a ResNet-18 (width {c.reference_width}) trained on it, test "
                 f"accuracy {ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning of each "
                 f"attribute model to the identities ({c.finetune_epochs} epoch(s), lr "

@@ -7,23 +7,39 @@ structure. This recipe:
 1. builds the networks of ``tasks`` through the ``visualpriors`` package
    (:func:`advtransfer.data.taskonomy.task_model`): the task outputs (``output="decoder"``, what
    the authors attacked) or the encoders' representations (``output="encoder"``), on images in
-   [0, 1] (mapped to the networks' [-1, 1]), average-pooled to ``pool x pool`` cells;
+   [0, 1] (mapped to the networks' [-1, 1]), at full resolution;
 2. reads up to ``n_images`` RGB images from ``data_root`` (e.g. the ``rgb/`` folder of the
    Taskonomy sample building), resized to ``image_size`` (256 for the real networks);
 3. measures the N x N matrices of alpha1, alpha2 and combined with
-   :func:`advtransfer.transfer_matrix`: every network is attacked once per image (PGD, L_inf budget
+   :func:`pooled_transfer_matrix`: every network is attacked once per image (PGD, L_inf budget
    ``eps`` in [0, 1] pixel units, deviation objective ||f(x + delta) - f(x)||^2 on its own
-   output; entry [i, j] applies the attack crafted on task i to task j);
+   full-resolution output; entry [i, j] applies the attack crafted on task i to task j).
+   alpha1 is the ratio of full-resolution deviation norms. For alpha2 and combined the
+   deviations Delta(x) are average-pooled to ``pool x pool`` cells (``pool=0``: not pooled) and
+   each pooled vector rescaled to its full-resolution norm: pooling is linear, so this is the
+   coarse structure of the same deviation, and it keeps E[u_A u_B^T] small (a dense 256 x 256
+   output has 196,608 values per channel set; unpooled, the accumulator's Gram form keeps
+   n_images x m values per direction);
 4. clusters the tasks hierarchically (:func:`scipy.cluster.hierarchy.linkage`, method
    ``linkage``) on the distance d_ij = max(0, 1 - (M_ij + M_ji) / 2), M the ``cluster_metric``
    matrix, and draws the tree (``figures/taskonomy_tree.png`` in the run directory, beside the
    report's heatmaps; the linkage and a Newick string are in ``results.json``);
-5. given Taskonomy's transfer-affinity matrix as a CSV file (``affinity_csv``; see
-   :func:`advtransfer.data.taskonomy.load_affinity_csv`), reports Spearman's rank correlation
-   between alpha and affinity over the task pairs both cover: entry-wise (alpha[i, j] against
-   affinity[i, j]), transposed (against affinity[j, i], for files of the other orientation) and
-   symmetrised (the upper triangles of (A + A^T) / 2). The paper finds the adversarial-
-   transferability tree close to Taskonomy's: positive rank correlation.
+5. given Taskonomy's transfer-affinity matrix as a CSV file (``affinity_csv``, rows the source
+   task, columns the target task; see :func:`advtransfer.data.taskonomy.load_affinity_csv`),
+   correlates alpha[S, T] (attack crafted on S, evaluated on T) with affinity[S, T] (S's
+   representation transferred to T's task) over the ordered task pairs both cover: one
+   orientation, the one the authors compare (their ``exp3``: attacks crafted on each source
+   task, losses measured on the target task, against the transfer from that source to that
+   target). Pairs that share a task are not independent, so the p-value is a Mantel test
+   (:func:`advtransfer.stats.mantel`: task labels permuted jointly on rows and columns; exact
+   over all n! permutations up to 8 tasks, else ``mantel_permutations`` seeded ones), never the
+   pairwise p-value of a correlation over n(n - 1) pairs. The paper finds the
+   adversarial-transferability tree close to Taskonomy's: positive rank correlation.
+
+Differences from the authors' protocol: they attacked each task with its own training loss
+(L1, L2 or softmax cross-entropy against the clean prediction; eps 0.06 in their figure) and
+compared tasks by a tournament over per-image losses; here the attack is the theory's deviation
+objective and the comparison uses alpha1/alpha2/combined.
 
 ``weights="random"`` (used by ``--quick`` and the tests) builds the same architectures with
 seeded random weights and downloads nothing; it exercises the pipeline but its matrix says
@@ -32,7 +48,9 @@ nothing about the tasks. The real weights are fetched (with ``--download``) from
 ``checkpoints`` directory, shared with ``visualpriors``).
 
 Records: one per ordered pair of distinct tasks (attacker -> victim) with its alphas and, with
-an affinity file, the two affinity orientations, so the report also correlates them.
+an affinity file, affinity[attacker, victim]. The report does not correlate the records as if
+they were independent; the Mantel results are in its description and in ``results.json``
+(``affinity_correlation``).
 """
 
 from __future__ import annotations
@@ -44,9 +62,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from advtransfer.attacks import (
+    AttackConfig,
+    GeneratorLike,
+)
 from advtransfer.data.taskonomy import (
     PAPER_TASKS,
+    TaskOutput,
     check_tasks,
     list_images,
     load_affinity_csv,
@@ -56,7 +81,14 @@ from advtransfer.data.taskonomy import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.fileio import atomic_write_bytes
-from advtransfer.metrics import Convention, transfer_matrix
+from advtransfer.metrics import (
+    Convention,
+    TransferMatrixResult,
+    matrix_result,
+    measure_matrix,
+    resolve_device,
+)
+from advtransfer.stats import mantel
 
 METRICS = ("alpha1", "alpha2", "combined")
 TREE_FIGURE = "figures/taskonomy_tree.png"
@@ -67,7 +99,9 @@ class TaskonomyConfig:
     """``taskonomy``; see the module docstring. ``data_root``: a folder of RGB images;
     ``download``: fetch missing pretrained weights; ``verify``: check existing weight files
     against their SHA-256; ``weights_dir`` "" means torch hub's checkpoint directory;
-    ``affinity_csv`` "" means no affinity comparison; ``n_images`` None means every image."""
+    ``affinity_csv`` "" means no affinity comparison (rows: source task, columns: target task);
+    ``pool`` the cells (per side) the deviations are pooled to for alpha2/combined, 0 for none;
+    ``n_images`` None means every image."""
 
     data_root: str = "data"
     download: bool = False
@@ -93,16 +127,17 @@ class TaskonomyConfig:
     cluster_metric: str = "combined"
     linkage: str = "average"
     affinity_csv: str = ""
+    mantel_permutations: int = 9999
 
 
 QUICK_TASKS = ["autoencoding", "depth_euclidean", "normal"]
 
 
 def quick(c: TaskonomyConfig) -> TaskonomyConfig:
-    """``--quick``: three tasks' random-weight encoders on at most 16 images of 64 px, 2
-    attack steps."""
+    """``--quick``: three tasks' random-weight encoders on at most 16 images of 64 px (4 x 4
+    representations, deviations pooled to 2 x 2), 2 attack steps."""
     return replace(c, tasks=list(QUICK_TASKS), output="encoder", weights="random",
-                   image_size=64, n_images=16, steps=2)
+                   image_size=64, n_images=16, steps=2, pool=2)
 
 
 def _check(c: TaskonomyConfig) -> list[str]:
@@ -123,8 +158,8 @@ def _check(c: TaskonomyConfig) -> list[str]:
                                f"that take any distance); got {c.linkage!r}")
     if c.batch_size < 1:
         raise AdvTransferError(f"batch_size must be >= 1; got {c.batch_size}")
-    from advtransfer.attacks import AttackConfig
-
+    if c.mantel_permutations < 1:
+        raise AdvTransferError(f"mantel_permutations must be >= 1; got {c.mantel_permutations}")
     AttackConfig(eps=c.eps, norm=c.norm, objective=c.objective, solver=c.solver,  # type: ignore[arg-type]
                  steps=c.steps, step_size=c.step_size, random_start=c.random_start)
     return check_tasks(c.tasks, c.output, c.image_size)
@@ -178,32 +213,50 @@ def _tree_figure(trees: list[tuple[str, np.ndarray, list[str]]]) -> bytes:
     return buf.getvalue()
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-    from scipy.stats import spearmanr
+def pool_deviations(dev: torch.Tensor, shape: tuple[int, ...], pool: int) -> torch.Tensor:
+    """Deviations ``dev`` (batch, prod(shape)) of an output of ``shape`` average-pooled to
+    ``pool x pool`` cells when the output is spatial (C, H, W) and larger, each pooled row
+    rescaled to the norm of its full-resolution row (so ||.|| stays the full deviation's and
+    only the direction is coarse-grained); unchanged when ``pool`` is 0 or nothing to pool.
+    A row whose pooled deviation is exactly 0 stays 0 (its direction is lost)."""
+    if not pool or len(shape) != 3 or (shape[1] <= pool and shape[2] <= pool):
+        return dev
+    pooled = F.adaptive_avg_pool2d(dev.reshape(len(dev), *shape), pool).reshape(len(dev), -1)
+    full, coarse = dev.norm(dim=1, keepdim=True), pooled.norm(dim=1, keepdim=True)
+    return torch.where(coarse > 0, pooled * (full / coarse.clamp_min(torch.finfo(dev.dtype).tiny)),
+                       torch.zeros_like(pooled))
 
-    keep = np.isfinite(a) & np.isfinite(b)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
-        return {"rho": None, "p": None, "n": n}
-    res = spearmanr(a[keep], b[keep])
-    return {"rho": float(res.statistic), "p": float(res.pvalue), "n": n}
+
+def pooled_transfer_matrix(models: dict[str, TaskOutput], x: torch.Tensor,
+                           config: AttackConfig, *, pool: int, convention: Convention = "icml",
+                           batch_size: int = 16, generator: GeneratorLike = None,
+                           progress: bool = False) -> TransferMatrixResult:
+    """N x N alpha1/alpha2/combined among full-resolution task networks (entry [i, j]: attack
+    crafted on i, applied to j): :func:`advtransfer.metrics.measure_matrix` with every
+    deviation Delta_{i->j} passed through :func:`pool_deviations` before accumulation.
+
+    Each network is attacked once per image on its full output (the objective sees every
+    output value); alpha1 and the attack statistics are full-resolution norms (pooling keeps
+    each deviation's norm); the unit vectors behind alpha2 and combined are those of the pooled
+    deviations."""
+    names, mods = list(models), list(models.values())
+    device = resolve_device(mods, "auto")
+    shapes = [m.output_shape(x[:1].to(device)) for m in mods]
+    out = measure_matrix(mods, names, x, config, convention=convention,
+                         deviation_map=lambda j, d: pool_deviations(d, shapes[j], pool),
+                         batch_size=batch_size, device=device, generator=generator,
+                         progress=progress)
+    return matrix_result(names, out, {"pool": pool, "convention": convention})
 
 
-def affinity_correlations(alpha: dict[str, np.ndarray], affinity: np.ndarray) -> dict[str, Any]:
-    """Spearman's rho between each alpha matrix and the affinity matrix (same task order):
-    entry-wise and transposed over the off-diagonal pairs, symmetrised over the upper
-    triangle."""
-    n = affinity.shape[0]
-    off = ~np.eye(n, dtype=bool)
-    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
-    sym_aff = (affinity + affinity.T) / 2.0
-    out: dict[str, Any] = {}
-    for name, m in alpha.items():
-        sym = (m + m.T) / 2.0
-        out[name] = {"entrywise": _spearman(m[off], affinity[off]),
-                     "transposed": _spearman(m[off], affinity.T[off]),
-                     "symmetrised": _spearman(sym[upper], sym_aff[upper])}
-    return out
+def affinity_correlations(alpha: dict[str, np.ndarray], affinity: np.ndarray, *,
+                          n_permutations: int = 9999, seed: int = 0) -> dict[str, Any]:
+    """Spearman's rho between each alpha matrix (rows: attacker S, columns: victim T) and the
+    affinity matrix (rows: source S, columns: target T; same task order) over the ordered
+    pairs S != T, with its two-sided Mantel p-value (:func:`advtransfer.stats.mantel`)."""
+    return {name: mantel(m, affinity, method="spearman", n_permutations=n_permutations,
+                         seed=seed).to_dict()
+            for name, m in alpha.items()}
 
 
 @register("taskonomy", TaskonomyConfig,
@@ -220,7 +273,8 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
     folder, files, fingerprint = list_images(c.data_root, n=c.n_images, seed=c.seed)
     attack = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
               "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
-    unit = {"tasks": tasks, "output": c.output, "weights": c.weights, "pool": c.pool,
+    unit = {"tasks": tasks, "output": c.output, "weights": c.weights,
+            "pool_deviations": c.pool, "attack_on": "full-resolution output",
             "image_size": c.image_size, "images": {"n": len(files), "fingerprint": fingerprint},
             "attack": attack, "convention": c.convention, "batch_size": c.batch_size,
             "seed": c.seed}
@@ -230,13 +284,15 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
         models = {}
         for task in tasks:
             models[task] = task_model(
-                task, output=c.output, weights=c.weights, pool=c.pool,
+                task, output=c.output, weights=c.weights,
                 weights_dir=c.weights_dir or None, download=c.download, verify=c.verify,
                 trust_weights=c.trust_weights, seed=ctx.seed_for("taskonomy-net", task, c.seed),
             ).to(ctx.device)
-        r = transfer_matrix(models, x, device=ctx.device, convention=c.convention,
-                            batch_size=c.batch_size, generator=ctx.seed_for("taskonomy", unit),
-                            progress=ctx.progress, **attack)
+        config = AttackConfig(**attack)  # type: ignore[arg-type]
+        r = pooled_transfer_matrix(models, x, config, pool=c.pool, convention=c.convention,
+                                   batch_size=c.batch_size,
+                                   generator=ctx.seed_for("taskonomy", unit),
+                                   progress=ctx.progress)
         pairs = {}
         for (i, j), d in r.directions.items():
             pairs[f"{i},{j}"] = {
@@ -246,8 +302,8 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
         return {"alpha1": r.alpha1.tolist(), "alpha2": r.alpha2.tolist(),
                 "combined": r.combined.tolist(),
                 "alpha1_above_one": r.n_alpha1_above_one.tolist(), "pairs": pairs,
-                "output_dims": {t: int(np.prod(m(x[:1].to(ctx.device)).shape[1:]))
-                                for t, m in models.items()},
+                "output_shapes": {t: list(m.output_shape(x[:1].to(ctx.device)))
+                                  for t, m in models.items()},
                 "n_images": len(x)}
 
     result = ctx.store.record("taskonomy-matrix", unit, compute)
@@ -265,7 +321,8 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
         affinity = affinity_full[np.ix_(pos, pos)]
         run_pos = [tasks.index(t) for t in shared]
         correlations = affinity_correlations(
-            {m: v[np.ix_(run_pos, run_pos)] for m, v in mats.items()}, affinity)
+            {m: v[np.ix_(run_pos, run_pos)] for m, v in mats.items()}, affinity,
+            n_permutations=c.mantel_permutations, seed=c.seed)
 
     # the task tree
     z = _linkage(tree_distance(mats[c.cluster_metric]), c.linkage)
@@ -298,42 +355,50 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
                 if a in shared and b in shared:
                     p, q = shared.index(a), shared.index(b)
                     rec["affinity"] = _finite(affinity[p, q])
-                    rec["affinity_transposed"] = _finite(affinity[q, p])
                 else:
-                    rec["affinity"] = rec["affinity_transposed"] = None
+                    rec["affinity"] = None
             records.append(rec)
     matrices = {m: {"names": tasks, "values": _rows(mats[m])} for m in METRICS}
     if affinity is not None:
         matrices["Taskonomy affinity"] = {"names": shared, "values": _rows(affinity)}
-    outcomes = ["affinity", "affinity_transposed"] if affinity is not None else []
+    shown = ["affinity"] if affinity is not None else []
     weights_note = (
         "RANDOM-WEIGHT networks (weights='random'): this run checks the pipeline; its numbers "
         "say nothing about the tasks. " if c.weights == "random" else
         "Pretrained visualpriors weights. ")
     summary = ""
     if correlations is not None:
-        s = correlations[c.cluster_metric]["symmetrised"]
-        rho = "undefined" if s["rho"] is None else f"{s['rho']:.3f} (p = {s['p']:.3g})"
-        summary = (f" Spearman rho between symmetrised {c.cluster_metric} and symmetrised "
-                   f"affinity over {s['n']} task pairs: {rho}; all variants in results.json "
-                   "(affinity_correlation).")
+        res = correlations[c.cluster_metric]
+        kind = (f"exact over all {res['n_permutations']} task permutations" if res["exact"]
+                else
+                f"{res['n_permutations']} random task permutations, seed {res['seed']}")
+        rho = ("undefined" if res["statistic"] is None else
+               f"{res['statistic']:.3f}, two-sided Mantel p = {res['p']:.3g} ({kind})")
+        summary = (f" Spearman rho between {c.cluster_metric}[S, T] (attack crafted on S, "
+                   f"evaluated on T) and affinity[S, T] (transfer from S to T's task) over "
+                   f"{res['n_pairs']} ordered pairs of {res['n_tasks']} tasks: {rho}. The pairs "
+                   "share tasks, so they are not independent: the p-value permutes task "
+                   "labels (Mantel test), and no per-pair correlation table is given; every "
+                   "metric's test is in results.json (affinity_correlation).")
     return {
         "records": records,
         "matrices": matrices,
         "tree": body_tree,
         "affinity_correlation": correlations,
         "images": {"folder": str(folder), "n": result["n_images"], "fingerprint": fingerprint},
-        "output_dims": result["output_dims"],
+        "output_shapes": result["output_shapes"],
         "report": {
             "title": "taskonomy: adversarial transferability among Taskonomy tasks",
             "description": (
                 weights_note
-                + f"Tasks: {', '.join(tasks)}. Each network's {c.output} output "
-                + (f"average-pooled to {c.pool} x {c.pool} cells " if c.pool else "")
-                + f"on {result['n_images']} images of {c.image_size} px from {folder}. Every "
-                f"network attacked once per image: {c.solver} {c.norm} eps={c.eps} on [0, 1] "
-                f"pixels, {c.objective} objective, {c.steps} step(s); entry [i, j] of each "
-                "matrix applies the attack crafted on task i to task j"
+                + f"Tasks: {', '.join(tasks)}. Each network's full-resolution {c.output} "
+                f"output on {result['n_images']} images of {c.image_size} px from {folder}. "
+                f"Every network attacked once per image on its full output: {c.solver} "
+                f"{c.norm} eps={c.eps} on [0, 1] pixels, {c.objective} objective, {c.steps} "
+                "step(s); entry [i, j] of each matrix applies the attack crafted on task i to "
+                "task j. alpha1 compares full-resolution deviation norms"
+                + (f"; alpha2 and combined use the deviations average-pooled to {c.pool} x "
+                   f"{c.pool} cells" if c.pool else "; alpha2 and combined the full deviations")
                 + ("; alpha2 and combined squared" if c.convention == "authors" else "")
                 + ". Task tree: "
                 f"{c.linkage}-linkage clustering on 1 - symmetrised {c.cluster_metric}, drawn "
@@ -343,14 +408,13 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
             "extra_figures": [[TREE_FIGURE, f"Task tree: {c.linkage}-linkage clustering on "
                                             f"1 - symmetrised {c.cluster_metric}."]],
             "metrics": list(METRICS),
-            "outcomes": outcomes,
+            "outcomes": [],
             "sweep": None,
             "labels": {"alpha1": "alpha1 (attacker -> victim)",
                        "alpha2": "alpha2 (attacker -> victim)",
                        "combined": "combined (attacker -> victim)",
-                       "affinity": "affinity [attacker, victim]",
-                       "affinity_transposed": "affinity [victim, attacker]"},
-            "columns": ["source", *METRICS, "alpha1_above_one", *outcomes],
+                       "affinity": "affinity [attacker -> victim]"},
+            "columns": ["source", *METRICS, "alpha1_above_one", *shown],
         },
     }
 
