@@ -374,6 +374,9 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
     parser = StrictHTML()
     parser.feed(page)
     assert parser.errors == [] and parser.stack == [] and "What this run shows" in page
+    from advtransfer.report import _corr_title
+
+    assert "\nwithin equal share: r_w = 0.00 (p = 1), CI [" in _corr_title(rows[0])
 
     rows = write_report(_grouped_results(within_slope=1.0), tmp_path / "b", n_boot=500)
     assert rows[0]["within"]["r"] > 0.5

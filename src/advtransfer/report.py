@@ -287,6 +287,12 @@ def _corr_title(row: Mapping[str, Any]) -> str:
         conf = float(row.get("confidence") or 0.95)
         line2 += (f", {conf * 100:g}% CI for r: [{float(row['pearson_ci_low']):.2f}, "
                   f"{float(row['pearson_ci_high']):.2f}]")
+    within = row.get("within") or {}
+    if _finite(within.get("r")):
+        line2 += (f"\nwithin equal {within.get('group')}: r_w = {_fmt_r(within['r'])} "
+                  f"(p {_p_eq(within.get('p'))})")
+        if _finite(within.get("ci_low")) and _finite(within.get("ci_high")):
+            line2 += f", CI [{float(within['ci_low']):.2f}, {float(within['ci_high']):.2f}]"
     return f"{line1}\n{line2}"
 
 
@@ -378,6 +384,9 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     if mappable is not None:
         cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
         cbar.set_label(spec.label(spec.sweep or ""))
+        levels = sorted({c for c in colour or [] if math.isfinite(c)})
+        if len(levels) <= 10:  # a designed sweep: tick the values it takes
+            cbar.set_ticks(levels)
     fig.suptitle(f"{spec.label(outcome)} against each metric (one point per record)",
                  fontsize=12)
     _declutter_labels(fig, labelled)
@@ -524,6 +533,9 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
         if index + ncols >= len(keys):  # lowest visible subplot of this column
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel(spec.label(sweep))
+        levels = sorted({x for x in colour if math.isfinite(x)})
+        if len(levels) <= 10:  # a designed sweep: tick the values it takes
+            ax.set_xticks(levels)
     fig.suptitle(f"Outcomes and metrics along the sweep over {spec.label(sweep)}", fontsize=12)
     return fig
 
@@ -1107,6 +1119,9 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
                                        "the records table)"))
             if _sweep_values(spec) is not None:
                 caption += f", coloured by {spec.label(spec.sweep or '')}"
+            if spec.groups is not None:
+                caption += (f"; each title also gives the correlation within groups of equal "
+                            f"{spec.label(spec.groups)} (r_w)")
             save(_scatter_figure(spec, outcome, by_pair), f"scatter_{outcome}", caption + ".")
     skipped: list[str] = []
     if spec.sweep is not None and _sweep_values(spec) is None:
