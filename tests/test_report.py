@@ -377,6 +377,10 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
     from advtransfer.report import _corr_title
 
     assert "\nwithin equal share: r_w = 0.00 (p = 1), CI [" in _corr_title(rows[0])
+    assert ("In short, for accuracy: the share of target classes moves both the metrics and "
+            "accuracy, so they correlate when pooled over all sources; at a fixed share of "
+            "target classes, no metric clearly tracks accuracy, so this run gives no evidence "
+            "that the metrics predict accuracy beyond the share of target classes.") in md
 
     rows = write_report(_grouped_results(within_slope=1.0), tmp_path / "b", n_boot=500)
     assert rows[0]["within"]["r"] > 0.5
@@ -385,6 +389,19 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
     assert ("Within groups of equal share of target classes, clear correlation with accuracy "
             "for alpha1 (r_w = ") in shown
     assert "this metric carries information on accuracy beyond" in shown
+    assert "at a fixed share of target classes, alpha1 still tracks accuracy." in md
+
+
+def test_within_line_says_when_the_t_test_disagrees() -> None:
+    from advtransfer.report import _within_line
+
+    w = {"metric": "m", "outcome": "acc", "n": 20, "groups": 5, "r": 0.34, "p": 0.021,
+         "p_t": 0.2, "ci_low": 0.09, "ci_high": 0.63, "confidence": 0.95}
+    line = _within_line(w, "share")
+    assert line.startswith("m vs acc within equal share: clear positive correlation. n = 20 in "
+                           "5 groups; r_w = 0.34, p = 0.021 (permutation), 95% CI [0.09, 0.63]")
+    assert line.endswith("gives p = 0.2.")
+    assert "t test" not in _within_line({**w, "p_t": 0.03}, "share")
 
 
 def test_cli_summary_prints_within_beside_pooled(tmp_path: Path) -> None:

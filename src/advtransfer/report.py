@@ -881,8 +881,13 @@ def _within_line(w: Mapping[str, Any], group: str) -> str:
     if not _finite(w.get("r")):
         return f"{head}: no reading: {w.get('note') or 'not enough data'}."
     ev = _within_evidence(w)
-    return (f"{head}: {_reading([ev])}. n = {w.get('n')} in {w.get('groups')} groups; "
-            f"{ev.detail()}.")
+    line = (f"{head}: {_reading([ev])}. n = {w.get('n')} in {w.get('groups')} groups; "
+            f"{ev.detail()}")
+    p, p_t = w.get("p"), w.get("p_t")
+    if _finite(p) and _finite(p_t) and (float(p) < _ALPHA) != (float(p_t) < _ALPHA):
+        line += (f"; the t test, which assumes normal residuals of equal spread in every "
+                 f"group, gives p {_p_eq(p_t)}")
+    return line + "."
 
 
 def _group_means_table(spec: _Spec, summary: list[dict[str, Any]]) -> _Block:
@@ -925,6 +930,42 @@ def _listing(items: list[tuple[str, _Evidence]]) -> str:
     return "; ".join(f"{name} ({_brief(ev)})" for name, ev in items)
 
 
+def _clear(rows: list[dict[str, Any]], outcome: str, key: str, stat: str = "pearson_r",
+           within: bool = False) -> list[str]:
+    """``rows[i][key]`` of the rows for ``outcome`` whose reading is clear."""
+    def kind(r: Mapping[str, Any]) -> str:
+        return _overall([_within_evidence(r)] if within else _pooled_evidence(r))
+
+    return [str(r[key]) for r in rows
+            if r["outcome"] == outcome and _finite(r.get(stat)) and kind(r) == "clear"]
+
+
+def _in_short(spec: _Spec, design: list[dict[str, Any]], pooled: list[dict[str, Any]],
+              within: list[dict[str, Any]]) -> str:
+    """One plain sentence on the first outcome, from the same verdicts as the lists."""
+    group = spec.label(str(spec.groups))
+    outcome = spec.outcomes[0]
+    label = spec.label(outcome)
+    driven = [str(r["outcome"]) for r in design if r["outcome"] in spec.metrics
+              and _finite(r.get("pearson_r")) and _overall(_pooled_evidence(r)) == "clear"]
+    parts = []
+    if driven and _clear(design, outcome, "outcome"):
+        what = "the metrics" if len(driven) == len(spec.metrics) else ", ".join(driven)
+        parts.append(f"the {group} moves both {what} and {label}"
+                     + (", so they correlate when pooled over all sources"
+                        if _clear(pooled, outcome, "metric") else ""))
+    inside = _clear(within, outcome, "metric", stat="r", within=True)
+    if not any(w["outcome"] == outcome and _finite(w.get("r")) for w in within):
+        parts.append(f"with too few sources per {group}, nothing is measured at a fixed {group}")
+    elif inside:
+        verb = "tracks" if len(inside) == 1 else "track"
+        parts.append(f"at a fixed {group}, {', '.join(inside)} still {verb} {label}")
+    else:
+        parts.append(f"at a fixed {group}, no metric clearly tracks {label}, so this run gives "
+                     f"no evidence that the metrics predict {label} beyond the {group}")
+    return f"In short, for {label}: " + "; ".join(parts) + "."
+
+
 def _shows(spec: _Spec, n: int, design: list[dict[str, Any]], pooled: list[dict[str, Any]],
            within: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """What the run shows and what it does not, each sentence derived from the verdicts of the
@@ -939,7 +980,9 @@ def _shows(spec: _Spec, n: int, design: list[dict[str, Any]], pooled: list[dict[
             for r in design:
                 if r["outcome"] in keys and _finite(r.get("pearson_r")):
                     ev = _pooled_evidence(r)
-                    by_kind[_overall(ev)].append((str(r["outcome"]), ev[0]))
+                    name = str(r["outcome"])
+                    by_kind[_overall(ev)].append(
+                        (spec.label(name) if name in spec.outcomes else name, ev[0]))
             if by_kind["clear"]:
                 other = by_kind["none"] + by_kind["inconclusive"]
                 shows.append(f"{what} follow the designed {group}: clear correlation with it for "
@@ -1035,6 +1078,7 @@ def _within_blocks(spec: _Spec, corr_rows: list[dict[str, Any]], *, n_boot: int,
     ]
     shows, not_shown = _shows(spec, n, design, corr_rows, within)
     verdict = [_Block("h2", text="What this run shows and does not show"),
+               _Block("p", text=_in_short(spec, design, corr_rows, within)),
                _Block("p", text="Shows:"), _Block("ul", items=tuple(shows or ["nothing clear"])),
                _Block("p", text="Does not show:"), _Block("ul", items=tuple(not_shown))]
     lines = [_within_line(w, label) for w in within]
