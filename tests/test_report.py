@@ -6,11 +6,13 @@ import copy
 import csv
 import io
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 from advtransfer.errors import AdvTransferError
@@ -144,10 +146,11 @@ def test_honest_reading(report: tuple[Path, list[dict[str, Any]]]) -> None:
     lines = {line.split(":")[0][2:]: line for line in md.splitlines()
              if line.startswith("- ") and " vs " in line.split(":")[0]}
     # alpha1 rises with accuracy and falls with loss on all 6 points; alpha2 is unrelated.
-    assert "positive, significant at 5% by both" in lines["alpha1_t2s vs transfer_accuracy"]
-    assert "negative, significant at 5% by both" in lines["alpha1_t2s vs transfer_loss"]
-    assert "not significant at 5%" in lines["alpha2_t2s vs transfer_accuracy"]
-    assert "(n = 5;" in lines["combined_t2s vs transfer_accuracy"]
+    assert ": clear positive correlation." in lines["alpha1_t2s vs transfer_accuracy"]
+    assert ": clear negative correlation." in lines["alpha1_t2s vs transfer_loss"]
+    assert ": no clear correlation." in lines["alpha2_t2s vs transfer_accuracy"]
+    assert "n = 5;" in lines["combined_t2s vs transfer_accuracy"]
+    assert not any("significant" in line for line in lines.values())
 
 
 def test_html_parses_escapes_and_links_every_png(
@@ -181,7 +184,10 @@ def test_small_n_is_not_called_significant(tmp_path: Path) -> None:
     rows = write_report(results, tmp_path, n_boot=50)
     assert rows[0]["spearman_p_exact"] == pytest.approx(1 / 12)
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "m vs acc: positive, significant at 5% by Pearson only, not by Spearman" in md
+    # both intervals collapse to [1, 1]: Pearson is clear, Spearman's interval excludes 0 while
+    # its exact p does not reach 5%
+    assert ("m vs acc: inconclusive (Pearson clear; Spearman: the 95% interval [1.00, 1.00] "
+            "excludes 0 but p = 0.083)") in md
     assert "0.083 (exact)" in md
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == ["scatter_acc.png"]
 
@@ -252,3 +258,162 @@ def test_description_markdown_table_becomes_html_table():
     assert _is_md_table(table) and not _is_md_table("| not a table")
     out = _md_table_to_html(table)
     assert out.count("<tr>") == 3 and "<strong>0.74</strong>" in out and "a&lt;b" in out
+
+
+def _row(r: float, p: float, lo: float, hi: float, rho: float | None = None,
+         sp: float | None = None, slo: float | None = None, shi: float | None = None) -> dict:
+    """A correlation row whose Spearman part repeats the Pearson part unless given."""
+    return {"metric": "m", "outcome": "acc", "n": 12, "confidence": 0.95, "pearson_r": r,
+            "pearson_p": p, "pearson_ci_low": lo, "pearson_ci_high": hi,
+            "spearman_rho": r if rho is None else rho, "spearman_p": p if sp is None else sp,
+            "spearman_ci_low": lo if slo is None else slo,
+            "spearman_ci_high": hi if shi is None else shi, "spearman_p_exact": None}
+
+
+def test_honest_reading_needs_p_and_interval_to_agree() -> None:
+    """One rule: clear only when p < 0.05 and the interval excludes 0; disagreement is said."""
+    from advtransfer.report import _honest_line
+
+    line = _honest_line(_row(0.45, 0.03, -0.05, 0.6))
+    assert line.startswith("m vs acc: inconclusive (Pearson: p = 0.03 but the 95% interval "
+                           "[-0.05, 0.60] includes 0; Spearman: p = 0.03 but")
+    assert "significant" not in line and "clear positive" not in line
+    line = _honest_line(_row(0.5, 0.08, 0.02, 0.7))
+    assert "inconclusive (Pearson: the 95% interval [0.02, 0.70] excludes 0 but p = 0.08" in line
+    # only Spearman disagrees (as alpha1 vs transfer loss in the demo)
+    line = _honest_line(_row(-0.49, 0.03, -0.70, -0.13, -0.48, 0.034, -0.79, 0.08))
+    assert ("inconclusive (Pearson clear; Spearman: p = 0.034 but the 95% interval "
+            "[-0.79, 0.08] includes 0)") in line
+    assert _honest_line(_row(0.8, 0.001, 0.4, 0.95)).startswith(
+        "m vs acc: clear positive correlation. n = 12; Pearson r = 0.80, p = 0.001, 95% CI "
+        "[0.40, 0.95]; Spearman")
+    assert _honest_line(_row(-0.7, 0.01, -0.9, -0.2)).startswith(
+        "m vs acc: clear negative correlation.")
+    assert _honest_line(_row(0.1, 0.6, -0.4, 0.5)).startswith("m vs acc: no clear correlation.")
+    line = _honest_line(_row(0.05, 0.01, -0.5, -0.1))
+    assert "lies on the other side of 0 from the estimate" in line
+    line = _honest_line(_row(0.8, 0.001, math.nan, math.nan))
+    assert "inconclusive (Pearson: p = 0.001 but there is no bootstrap interval" in line
+
+
+def test_outlier_carried_correlation_is_inconclusive(tmp_path: Path) -> None:
+    """One high-leverage point: Pearson p < 0.05, but its bootstrap interval includes 0."""
+    xs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 3.0]
+    ys = [0.5, 0.2, 0.6, 0.1, 0.4, 0.3, 0.7, 0.2, 0.5, 1.5]
+    results = {"records": [{"m": x, "acc": y} for x, y in zip(xs, ys, strict=True)],
+               "report": {"title": "t", "metrics": ["m"], "outcomes": ["acc"]}}
+    row = write_report(results, tmp_path, n_boot=2000)[0]
+    assert row["pearson_p"] < 0.05 and row["pearson_ci_low"] < 0 < row["pearson_ci_high"]
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    line = next(ln for ln in md.splitlines() if ln.startswith("- m vs acc:"))
+    assert line.startswith("- m vs acc: inconclusive (Pearson: p = ")
+    assert f"[{row['pearson_ci_low']:.2f}, {row['pearson_ci_high']:.2f}] includes 0" in line
+    assert "significant" not in line
+
+
+def _grouped_results(within_slope: float) -> dict[str, Any]:
+    """Five shares x 4 seeds: the share drives both alpha and accuracy; inside each share the
+    deviations of accuracy are ``within_slope`` times those of alpha plus a pattern orthogonal
+    to them (so r_w is 0 for slope 0 and clearly positive for slope 1)."""
+    alpha_dev = [0.02, -0.02, 0.01, -0.01]
+    other_dev = [0.01, 0.01, -0.01, -0.01]  # orthogonal to alpha_dev, sums to 0
+    records = []
+    for k, share in enumerate([0.0, 0.25, 0.5, 0.75, 1.0]):
+        for j in range(4):
+            a = 0.3 + 0.4 * share + alpha_dev[(j + k) % 4] * (1 + 0.1 * k)
+            acc = 0.8 + 0.15 * share + within_slope * (a - 0.3 - 0.4 * share) + other_dev[
+                (j + k) % 4] * (1 + 0.2 * k)
+            records.append({"source": f"{round(share * 100)}%#{j}", "share": share,
+                            "alpha1": a, "acc": acc})
+    return {"records": records,
+            "report": {"title": "grouped", "metrics": ["alpha1"], "outcomes": ["acc"],
+                       "sweep": "share", "groups": "share",
+                       "labels": {"share": "share of target classes", "acc": "accuracy"}}}
+
+
+def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
+    from advtransfer.stats import correlation, within_group_correlation
+
+    results = _grouped_results(within_slope=0.0)
+    rows = write_report(results, tmp_path, n_boot=500)
+    recs = results["records"]
+    ref = within_group_correlation([r["alpha1"] for r in recs], [r["acc"] for r in recs],
+                                   [r["share"] for r in recs], n_boot=500, seed=0,
+                                   names=("alpha1", "acc"))
+    assert ref.r == pytest.approx(0.0, abs=1e-9)  # by construction
+    assert rows[0]["within"] == {"group": "share", **ref.to_dict()}
+    assert json.loads((tmp_path / "correlations.json").read_text())[0]["within"]["r"] == \
+        pytest.approx(ref.r, abs=1e-12)
+    groups = json.loads((tmp_path / "groups.json").read_text())
+    first = [r["alpha1"] for r in recs if r["share"] == 0.0]
+    assert groups["summary"][0]["group"] == 0.0 and groups["summary"][0]["n"] == 4
+    assert groups["summary"][0]["stats"]["alpha1"]["mean"] == pytest.approx(
+        sum(first) / 4, rel=1e-12)
+    share_alpha = correlation([r["share"] for r in recs], [r["alpha1"] for r in recs],
+                              n_boot=500, seed=0)
+    design = {r["outcome"]: r for r in groups["design"]}
+    assert design["alpha1"]["pearson_r"] == pytest.approx(share_alpha.pearson_r, rel=1e-12)
+
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Within groups of equal share of target classes" in md
+    mean, sd = sum(first) / 4, float(np.std(first, ddof=1))
+    assert f"| 0 | 4 | {sum(r['acc'] for r in recs[:4]) / 4:.4g} ± " in md
+    assert f" | {mean:.4g} ± {sd:.2g} |" in md
+    assert "| alpha1 | acc | 20 | 5 | 0.000 [" in md
+    assert ("- alpha1 vs acc within equal share of target classes: no clear correlation. "
+            "n = 20 in 5 groups; r_w = 0.00, p = 1 (permutation)") in md
+    assert "- alpha1 vs acc: clear positive correlation." in md  # pooled: carried by the share
+    shows = md.split("## What this run shows and does not show")[1].split("## Figures")[0]
+    shown, not_shown = shows.split("Does not show:")
+    assert "The metrics follow the designed share of target classes" in shown
+    assert "Pooled over all 20 sources, clear correlation with accuracy for alpha1" in shown
+    assert ("That alpha1 predict accuracy beyond what the share of target classes explains: "
+            "within groups of equal share of target classes, no clear correlation for alpha1 "
+            "(r_w = 0.00 [") in not_shown
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    parser = StrictHTML()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == [] and "What this run shows" in page
+    from advtransfer.report import _corr_title
+
+    assert "\nwithin equal share: r_w = 0.00 (p = 1), CI [" in _corr_title(rows[0])
+    assert ("In short, for accuracy: the share of target classes moves both the metrics and "
+            "accuracy, so they correlate when pooled over all sources; at a fixed share of "
+            "target classes, no metric clearly tracks accuracy, so this run gives no evidence "
+            "that the metrics predict accuracy beyond the share of target classes.") in md
+
+    rows = write_report(_grouped_results(within_slope=1.0), tmp_path / "b", n_boot=500)
+    assert rows[0]["within"]["r"] > 0.5
+    md = (tmp_path / "b" / "report.md").read_text(encoding="utf-8")
+    shown = md.split("Does not show:")[0].split("## What this run shows")[1]
+    assert ("Within groups of equal share of target classes, clear correlation with accuracy "
+            "for alpha1 (r_w = ") in shown
+    assert "this metric carries information on accuracy beyond" in shown
+    assert "at a fixed share of target classes, alpha1 still tracks accuracy." in md
+
+
+def test_within_line_says_when_the_t_test_disagrees() -> None:
+    from advtransfer.report import _within_line
+
+    w = {"metric": "m", "outcome": "acc", "n": 20, "groups": 5, "r": 0.34, "p": 0.021,
+         "p_t": 0.2, "ci_low": 0.09, "ci_high": 0.63, "confidence": 0.95}
+    line = _within_line(w, "share")
+    assert line.startswith("m vs acc within equal share: clear positive correlation. n = 20 in "
+                           "5 groups; r_w = 0.34, p = 0.021 (permutation), 95% CI [0.09, 0.63]")
+    assert line.endswith("gives p = 0.2.")
+    assert "t test" not in _within_line({**w, "p_t": 0.03}, "share")
+
+
+def test_cli_summary_prints_within_beside_pooled(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from advtransfer.cli import app
+
+    (tmp_path / "results.json").write_text(json.dumps(_grouped_results(within_slope=1.0)))
+    out = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    row = json.loads((tmp_path / "results.json").read_text())["correlations"][0]
+    assert "r_w" in out.output and "p_w" in out.output
+    cells = next(ln for ln in out.output.splitlines() if ln.strip().startswith("alpha1")).split()
+    assert f"{row['pearson_r']:.2f}" in cells and f"{row['within']['r']:.2f}" in cells
+    assert row["pearson_r"] != pytest.approx(row["within"]["r"], abs=0.01)

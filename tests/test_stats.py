@@ -1,4 +1,5 @@
-"""advtransfer.stats: correlations against scipy, exact Spearman p, bootstrap, degenerate data."""
+"""advtransfer.stats: correlations against scipy, exact Spearman p, bootstrap, degenerate data;
+within-group correlation against regression on group dummies and exact permutation tests."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from advtransfer.stats import (
     Correlation,
     correlation,
     correlation_table,
+    group_summary,
     mantel,
+    within_group_correlation,
+    within_group_table,
 )
 
 X7 = [0.41, 0.52, 0.33, 0.78, 0.61, 0.12, 0.95]
@@ -291,3 +295,129 @@ def test_mantel_leaves_out_missing_pairs_and_degenerate_input() -> None:
         mantel(a, a[:3, :3])
     with pytest.raises(AdvTransferError, match="alternative"):
         mantel(a, b, alternative="up")
+
+
+# ------------------------------------------------------------------------------------------------
+# Within-group correlation
+# ------------------------------------------------------------------------------------------------
+
+def _dummies(groups: np.ndarray) -> np.ndarray:
+    return (groups[:, None] == np.unique(groups)[None, :]).astype(float)
+
+
+def _grouped_data(seed: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Group effects much larger than a weak within-group slope."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(len(sizes), dtype=float) / 4, sizes)
+    x = 3.0 * g + rng.normal(scale=0.3, size=g.size)
+    y = 2.0 * g + 0.4 * (x - 3.0 * g) + rng.normal(scale=0.3, size=g.size)
+    return x, y, g
+
+
+def test_within_r_is_partial_correlation_and_p_t_is_the_ols_t_test() -> None:
+    x, y, g = _grouped_data(0, (4, 5, 3, 6, 4))
+    w = within_group_correlation(x.tolist(), y.tolist(), g.tolist(), n_boot=0, n_perm=0)
+    # residuals of least squares on one dummy per group
+    d = _dummies(g)
+    rx = x - d @ np.linalg.lstsq(d, x, rcond=None)[0]
+    ry = y - d @ np.linalg.lstsq(d, y, rcond=None)[0]
+    assert w.r == pytest.approx(np.corrcoef(rx, ry)[0, 1], rel=1e-10)
+    # the t test of the slope of x in y ~ x + group dummies (df = n - groups - 1)
+    design = np.column_stack([x, d])
+    beta, rss, *_ = np.linalg.lstsq(design, y, rcond=None)
+    df = x.size - d.shape[1] - 1
+    se = math.sqrt(rss[0] / df * np.linalg.inv(design.T @ design)[0, 0])
+    assert (w.n, w.groups, w.df) == (22, 5, df)
+    assert w.p_t == pytest.approx(2 * sps.t.sf(abs(beta[0] / se), df), rel=1e-7)
+    assert math.isnan(w.p) and math.isnan(w.ci_low) and w.note == ""
+    pooled = correlation(x, y, n_boot=0)
+    assert pooled.pearson_r > 0.9 > abs(w.r)  # the groups carry the pooled correlation
+
+
+def test_within_permutation_p_matches_exact_enumeration() -> None:
+    x, y, g = _grouped_data(3, (3, 3, 3))
+    w = within_group_correlation(x, y, g.tolist(), n_boot=0, n_perm=20000, seed=1)
+    d = _dummies(g)
+    rx, ry = x - d @ (d.T @ x / d.sum(0)), y - d @ (d.T @ y / d.sum(0))
+    observed = abs(np.corrcoef(rx, ry)[0, 1])
+    blocks = [np.flatnonzero(g == v) for v in np.unique(g)]
+    hits = total = 0
+    for perms in itertools.product(*(itertools.permutations(b) for b in blocks)):
+        idx = np.empty(x.size, dtype=int)
+        for b, p in zip(blocks, perms, strict=True):
+            idx[b] = p
+        hits += abs(np.corrcoef(rx, ry[idx])[0, 1]) >= observed - 1e-12
+        total += 1
+    exact = hits / total  # 6^3 = 216 within-group permutations
+    assert total == 216 and 0.05 < exact < 0.95
+    assert w.p == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 20000) + 1e-4)
+
+
+def test_within_is_invariant_to_group_shifts_and_bootstrap_stays_in_groups() -> None:
+    """Adding any constant per group to x and y changes nothing within groups: r, p and the
+    stratified interval (same draws) are unchanged, while the pooled r moves."""
+    x, y, g = _grouped_data(5, (5, 5, 5, 5))
+    shift = {v: 10.0 * k * (-1) ** k for k, v in enumerate(np.unique(g))}
+    xs = x + np.array([shift[v] for v in g])
+    ys = y - 3 * np.array([shift[v] for v in g])
+    a = within_group_correlation(x, y, g.tolist(), n_boot=500, n_perm=500, seed=2)
+    b = within_group_correlation(xs, ys, g.tolist(), n_boot=500, n_perm=500, seed=2)
+    assert b.r == pytest.approx(a.r, rel=1e-9)
+    assert (b.ci_low, b.ci_high) == pytest.approx((a.ci_low, a.ci_high), rel=1e-9)
+    assert b.p == a.p and a.n_boot_valid == 500
+    assert a.ci_low <= a.r <= a.ci_high and -1 <= a.ci_low < a.ci_high <= 1
+    assert correlation(xs, ys, n_boot=0).pearson_r < 0 < correlation(x, y, n_boot=0).pearson_r
+
+
+def test_within_degenerate_and_missing() -> None:
+    # one pair per group: no degrees of freedom
+    w = within_group_correlation([1, 2, 3], [1, 3, 2], [0, 1, 2])
+    assert not w.defined and w.df == -1 and "groups + 2" in w.note
+    # x differs between groups only
+    w = within_group_correlation([1, 1, 2, 2, 3, 3], [1, 2, 3, 4, 5, 7], [0, 0, 1, 1, 2, 2],
+                                 names=("alpha", "acc"))
+    assert not w.defined and "alpha is constant inside every group" in w.note
+    # missing values and missing groups drop the pair; labels may be strings
+    x, y, g = _grouped_data(1, (4, 4))
+    labels = ["a" if v == 0 else "b" for v in g]
+    full = within_group_correlation(x, y, labels, n_boot=0, n_perm=0)
+    w = within_group_correlation([*x, None, 1.0], [*y, 0.5, 2.0], [*labels, "a", None],
+                                 n_boot=0, n_perm=0)
+    assert (w.n, w.dropped, w.groups) == (8, 2, 2) and w.r == pytest.approx(full.r, rel=1e-12)
+    assert "2 pair(s)" in w.note
+    json.dumps(w.to_dict(), allow_nan=False)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"groups": [0, 1]}, "one label per pair"),
+    ({"groups": "abc"}, "sequence of group labels"),
+    ({"groups": [[0], [1], [2]]}, "hashable"),
+    ({"groups": [0, 0, 1], "n_perm": -1}, "n_perm"),
+])
+def test_within_bad_arguments_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(AdvTransferError, match=match):
+        within_group_correlation([1.0, 2.0, 3.0], [1.0, 2.0, 4.0], **kwargs)
+
+
+def test_within_group_table_and_group_summary() -> None:
+    x, y, g = _grouped_data(2, (3, 4, 3))
+    records = [{"share": float(s), "a": float(a), "acc": float(b)}
+               for s, a, b in zip(g, x, y, strict=True)]
+    records[1]["acc"] = None
+    rows = within_group_table(records[::-1], ["a"], ["acc"], "share", n_boot=50, n_perm=50)
+    ref = within_group_correlation([r["a"] for r in records[::-1]],
+                                   [r["acc"] for r in records[::-1]],
+                                   [r["share"] for r in records[::-1]], n_boot=50, n_perm=50,
+                                   names=("a", "acc"))
+    assert rows == [{"metric": "a", "outcome": "acc", "group": "share", **ref.to_dict()}]
+    summary = group_summary(records[::-1], "share", ["a", "acc"])
+    assert [s["group"] for s in summary] == [0.0, 0.25, 0.5]  # sorted, not in record order
+    assert [s["n"] for s in summary] == [3, 4, 3]
+    first = x[:3]
+    assert summary[0]["stats"]["a"]["mean"] == pytest.approx(first.sum() / 3, rel=1e-12)
+    sd = math.sqrt(((first - first.mean()) ** 2).sum() / 2)
+    assert summary[0]["stats"]["a"]["sd"] == pytest.approx(sd, rel=1e-12)
+    assert summary[0]["stats"]["acc"]["n"] == 2  # the None is skipped
+    assert summary[0]["stats"]["acc"]["mean"] == pytest.approx((y[0] + y[2]) / 2, rel=1e-12)
+    one = group_summary([{"g": "x", "v": 1.0}], "g", ["v"])
+    assert one[0]["stats"]["v"] == {"n": 1, "mean": 1.0, "sd": None}

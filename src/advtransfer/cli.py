@@ -293,15 +293,41 @@ def _print_summary(results: dict[str, Any]) -> None:
     for record in results["records"]:
         table.add_row(*(_cell(record.get(col)) for col in columns))
     console.print(table)
-    corr = Table(title="correlations (Pearson r, Spearman rho; p-values)", box=box.SIMPLE_HEAD)
-    for col in ("metric", "outcome", "n", "r", "p", "rho", "p(rho)"):
-        corr.add_column(col, justify="left" if col in ("metric", "outcome") else "right")
-    for row in results.get("correlations", []):
-        corr.add_row(row["metric"], row["outcome"].replace("transfer_", "tr_"),
-                     str(row.get("n")), _cell(row.get("pearson_r")),
-                     _cell(row.get("pearson_p")), _cell(row.get("spearman_rho")),
-                     _cell(row.get("spearman_p")))
+    rows = results.get("correlations", [])
+    group = next((r["within"]["group"] for r in rows if r.get("within")), None)
+    title = "correlations (pooled: Pearson r, Spearman rho; p-values"
+    title += f"; within equal {group}: r_w, permutation p)" if group else ")"
+    corr = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    cols = ["metric", "outcome", "n", "r", "p", "rho", "p(rho)", *(["r_w", "p_w"] if group
+                                                                  else [])]
+    for col in cols:
+        left = col in ("metric", "outcome")
+        corr.add_column(col, justify="left" if left else "right", no_wrap=True,
+                        min_width=None if left else len(col))
+    for row in rows:
+        within = row.get("within") or {}
+        outcome = row["outcome"].replace("transfer_", "tr_").replace("accuracy", "acc")
+        corr.add_row(row["metric"], outcome, str(row.get("n")), _r_cell(row.get("pearson_r")),
+                     _p_cell(row.get("pearson_p")), _r_cell(row.get("spearman_rho")),
+                     _p_cell(row.get("spearman_p_exact") if row.get("spearman_p_exact")
+                             is not None else row.get("spearman_p")),
+                     *([_r_cell(within.get("r")), _p_cell(within.get("p"))] if group else []))
     console.print(corr)
+    if group:
+        console.print(f"r_w, p_w: correlation within groups of equal {group}, which {group} "
+                      "itself cannot carry; the readings (clear / inconclusive) are in "
+                      "report.md.")
+
+
+def _r_cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _p_cell(value: Any) -> str:
+    """A p-value in at most six characters (the report has them in full)."""
+    if value is None:
+        return "-"
+    return "<0.001" if value < 1e-3 else f"{value:.2g}"
 
 
 def _cell(value: Any) -> str:

@@ -4,10 +4,19 @@
 writes, under ``out_dir``::
 
     results.csv          one row per record (union of record keys, first-seen order)
-    correlations.json    what :func:`advtransfer.stats.correlation_table` returned
+    correlations.json    what :func:`advtransfer.stats.correlation_table` returned (with, when
+                         the report names ``groups``, each row's within-group result as
+                         ``row["within"]``)
+    groups.json          only with ``groups``: per-group means, the correlation of the group
+                         variable with each metric and outcome, the within-group correlations
     figures/*.png        scatter plots per outcome, sweep curves, transfer-matrix heatmaps
     report.md            title, description, run details, tables, honest reading, figures
     report.html          the same content as one standalone page (inline CSS, relative images)
+
+``results["report"]["groups"]`` may name a record key whose values set groups by design (e.g.
+the share of the target's classes a source was trained on). The report then adds a section on
+the correlations within those groups (:func:`advtransfer.stats.within_group_correlation`), which
+the pooled ones can hide, and a section saying what the run shows and does not show.
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas, without
 pyplot: no backend is selected or switched (an interactive session keeps its own), no global
@@ -32,7 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from advtransfer.errors import AdvTransferError
 from advtransfer.fileio import atomic_write_bytes, atomic_write_text, to_jsonable, write_json
-from advtransfer.stats import EXACT_SPEARMAN_MAX_N, correlation_table
+from advtransfer.stats import (
+    EXACT_SPEARMAN_MAX_N,
+    correlation_table,
+    group_summary,
+    within_group_table,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -139,6 +153,7 @@ class _Spec:
     metrics: list[str]
     outcomes: list[str]
     sweep: str | None
+    groups: str | None
     labels: dict[str, str]
     columns: list[str] | None
     records: list[Mapping[str, Any]]
@@ -179,6 +194,10 @@ def _parse(results: Any) -> _Spec:
     if sweep is not None and not isinstance(sweep, str):
         raise AdvTransferError(f"results['report']['sweep'] must be a record key or None, "
                                f"got {sweep!r}")
+    groups = report.get("groups")
+    if groups is not None and not isinstance(groups, str):
+        raise AdvTransferError(f"results['report']['groups'] must be a record key or None, "
+                               f"got {groups!r}")
     labels = report.get("labels") or {}
     if not isinstance(labels, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
@@ -190,7 +209,7 @@ def _parse(results: Any) -> _Spec:
     if records:
         known = {k for r in records for k in r}
         wanted = {"metrics": metrics, "outcomes": outcomes, "sweep": [sweep] if sweep else [],
-                  "columns": columns or []}
+                  "groups": [groups] if groups else [], "columns": columns or []}
         for name, keys in wanted.items():
             unknown = [k for k in keys if k not in known]
             if unknown:
@@ -222,8 +241,8 @@ def _parse(results: Any) -> _Spec:
         matrices[str(mname)] = (names, values)
 
     return _Spec(title=title, description=description, metrics=metrics, outcomes=outcomes,
-                 sweep=sweep, labels=dict(labels), columns=columns, records=list(records),
-                 matrices=matrices)
+                 sweep=sweep, groups=groups, labels=dict(labels), columns=columns,
+                 records=list(records), matrices=matrices)
 
 
 def _seq(value: Any, name: str) -> Sequence[Any]:
@@ -268,6 +287,12 @@ def _corr_title(row: Mapping[str, Any]) -> str:
         conf = float(row.get("confidence") or 0.95)
         line2 += (f", {conf * 100:g}% CI for r: [{float(row['pearson_ci_low']):.2f}, "
                   f"{float(row['pearson_ci_high']):.2f}]")
+    within = row.get("within") or {}
+    if _finite(within.get("r")):
+        line2 += (f"\nwithin equal {within.get('group')}: r_w = {_fmt_r(within['r'])} "
+                  f"(p {_p_eq(within.get('p'))})")
+        if _finite(within.get("ci_low")) and _finite(within.get("ci_high")):
+            line2 += f", CI [{float(within['ci_low']):.2f}, {float(within['ci_high']):.2f}]"
     return f"{line1}\n{line2}"
 
 
@@ -359,6 +384,9 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     if mappable is not None:
         cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
         cbar.set_label(spec.label(spec.sweep or ""))
+        levels = sorted({c for c in colour or [] if math.isfinite(c)})
+        if len(levels) <= 10:  # a designed sweep: tick the values it takes
+            cbar.set_ticks(levels)
     fig.suptitle(f"{spec.label(outcome)} against each metric (one point per record)",
                  fontsize=12)
     _declutter_labels(fig, labelled)
@@ -505,6 +533,9 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
         if index + ncols >= len(keys):  # lowest visible subplot of this column
             ax.xaxis.set_tick_params(labelbottom=True)
             ax.set_xlabel(spec.label(sweep))
+        levels = sorted({x for x in colour if math.isfinite(x)})
+        if len(levels) <= 10:  # a designed sweep: tick the values it takes
+            ax.set_xticks(levels)
     fig.suptitle(f"Outcomes and metrics along the sweep over {spec.label(sweep)}", fontsize=12)
     return fig
 
@@ -710,10 +741,11 @@ def _records_table(spec: _Spec) -> _Block:
     return _Block("table", header=tuple(cols), rows=rows, right=right)
 
 
-def _correlation_table(rows: list[dict[str, Any]]) -> _Block:
+def _correlation_table(rows: list[dict[str, Any]],
+                       names: tuple[str, str] = ("metric", "outcome")) -> _Block:
     conf = next((float(r["confidence"]) for r in rows if _finite(r.get("confidence"))), 0.95)
     ci = f"[{conf * 100:g}% CI]"
-    header = ("metric", "outcome", "n", f"Pearson r {ci}", "p", f"Spearman ρ {ci}", "p")
+    header = (*names, "n", f"Pearson r {ci}", "p", f"Spearman ρ {ci}", "p")
     body = tuple(
         (str(r["metric"]), str(r["outcome"]), str(r.get("n")),
          _fmt_r_ci(r, "pearson_r", "pearson_ci_low", "pearson_ci_high"),
@@ -736,37 +768,322 @@ def _sign_word(v: float) -> str:
     return "positive" if v > 0 else "negative" if v < 0 else "zero"
 
 
+@dataclass(frozen=True)
+class _Evidence:
+    """One correlation statistic with its p-value and bootstrap interval."""
+
+    name: str  # "Pearson", "Spearman" or "" (the only statistic)
+    symbol: str
+    est: Any
+    p: Any
+    low: Any
+    high: Any
+    confidence: float
+    p_kind: str = ""  # "exact", "permutation", ... shown after the p-value
+
+    def detail(self) -> str:
+        p_kind = f" ({self.p_kind})" if self.p_kind else ""
+        name = f"{self.name} " if self.name else ""
+        text = f"{name}{self.symbol} = {_fmt_r(self.est)}, p {_p_eq(self.p)}{p_kind}, "
+        if _finite(self.low) and _finite(self.high):
+            return text + (f"{self.confidence * 100:g}% CI [{float(self.low):.2f}, "
+                           f"{float(self.high):.2f}]")
+        return text + "no interval"
+
+    def verdict(self) -> tuple[str, str]:
+        """``("clear" | "none" | "inconclusive", why)``.
+
+        The one rule of the honest reading: a correlation is clear only when p < 5% AND the
+        bootstrap interval excludes 0 on the side of the estimate; it is not clear ("none") when
+        p >= 5% and the interval includes 0 (or there is no interval); any other combination is
+        inconclusive and ``why`` says which of the two disagrees.
+        """
+        small_p = _finite(self.p) and float(self.p) < _ALPHA
+        p_text = f"p {_p_eq(self.p)}"
+        if not (_finite(self.low) and _finite(self.high)):
+            if small_p:
+                return "inconclusive", f"{p_text} but there is no bootstrap interval"
+            return "none", ""
+        low, high = float(self.low), float(self.high)
+        side = 1 if low > 0 else -1 if high < 0 else 0
+        sign = (float(self.est) > 0) - (float(self.est) < 0) if _finite(self.est) else 0
+        interval = f"the {self.confidence * 100:g}% interval [{low:.2f}, {high:.2f}]"
+        if side == 0:
+            return ("inconclusive", f"{p_text} but {interval} includes 0") if small_p else (
+                "none", "")
+        if side != sign:
+            return "inconclusive", f"{interval} lies on the other side of 0 from the estimate"
+        if small_p:
+            return "clear", ""
+        return "inconclusive", f"{interval} excludes 0 but {p_text}"
+
+
+def _overall(evidence: Sequence[_Evidence]) -> str:
+    """"clear" (every statistic clear, one sign), "none" (every one not clear), else
+    "inconclusive"."""
+    kinds = {e.verdict()[0] for e in evidence}
+    if kinds == {"clear"}:
+        return "clear" if len({_sign_word(float(e.est)) for e in evidence}) == 1 else (
+            "inconclusive")
+    return "none" if kinds == {"none"} else "inconclusive"
+
+
+def _reading(evidence: Sequence[_Evidence]) -> str:
+    """The verdict of :func:`_overall` in words, saying why when inconclusive."""
+    overall = _overall(evidence)
+    if overall == "clear":
+        return f"clear {_sign_word(float(evidence[0].est))} correlation"
+    if overall == "none":
+        return "no clear correlation"
+    verdicts = [e.verdict() for e in evidence]
+    if all(kind == "clear" for kind, _ in verdicts):
+        return "inconclusive (the statistics disagree in sign)"
+    if len(evidence) == 1:
+        return f"inconclusive ({verdicts[0][1]})"
+    states = {"clear": " clear", "none": " not clear"}
+    return "inconclusive (" + "; ".join(
+        f"{e.name}{states.get(kind) or ': ' + reason}"
+        for e, (kind, reason) in zip(evidence, verdicts, strict=True)) + ")"
+
+
+def _pooled_evidence(r: Mapping[str, Any]) -> tuple[_Evidence, _Evidence]:
+    conf = float(r.get("confidence") or 0.95)
+    return (
+        _Evidence("Pearson", "r", r.get("pearson_r"), r.get("pearson_p"),
+                  r.get("pearson_ci_low"), r.get("pearson_ci_high"), conf),
+        _Evidence("Spearman", "ρ", r.get("spearman_rho"), _spearman_p(r),
+                  r.get("spearman_ci_low"), r.get("spearman_ci_high"), conf,
+                  "exact" if _finite(r.get("spearman_p_exact")) else ""))
+
+
 def _honest_line(r: Mapping[str, Any]) -> str:
-    """Sign and 5%-significance of one correlation, in plain words, claiming nothing more."""
+    """The verdict of one pooled correlation under the rule of :meth:`_Evidence.verdict`
+    applied to Pearson and Spearman, with every number it rests on."""
     head = f"{r['metric']} vs {r['outcome']}"
     n = r.get("n")
     pr, sr = r.get("pearson_r"), r.get("spearman_rho")
     if not (_finite(pr) and _finite(sr)):
         reason = str(r.get("note") or "not enough data")
         return f"{head}: no reading, correlation undefined (n = {n}): {reason}."
-    pr, sr = float(pr), float(sr)
-    pp, sp = r.get("pearson_p"), _spearman_p(r)
-    p_sig = _finite(pp) and float(pp) < _ALPHA
-    s_sig = _finite(sp) and float(sp) < _ALPHA
-    if _sign_word(pr) == _sign_word(sr):
-        sign = _sign_word(pr)
-    else:
-        sign = f"inconsistent sign (Pearson {_sign_word(pr)}, Spearman {_sign_word(sr)})"
-    if p_sig and s_sig:
-        sig = "significant at 5% by both Pearson and Spearman"
-    elif p_sig:
-        sig = "significant at 5% by Pearson only, not by Spearman"
-    elif s_sig:
-        sig = "significant at 5% by Spearman only, not by Pearson"
-    else:
-        sig = "not significant at 5%"
-    detail = f"n = {n}; r = {pr:.2f}, p {_p_eq(pp)}; ρ = {sr:.2f}, p {_p_eq(sp)}"
-    line = f"{head}: {sign}, {sig} ({detail})"
-    lo, hi = r.get("pearson_ci_low"), r.get("pearson_ci_high")
-    if (p_sig or s_sig) and _finite(lo) and _finite(hi) and float(lo) <= 0.0 <= float(hi):
-        conf = float(r.get("confidence") or 0.95)
-        line += f"; but the {conf * 100:g}% bootstrap interval for r includes 0"
+    evidence = _pooled_evidence(r)
+    details = "; ".join(e.detail() for e in evidence)
+    return f"{head}: {_reading(evidence)}. n = {n}; {details}."
+
+
+def _within_evidence(w: Mapping[str, Any]) -> _Evidence:
+    return _Evidence("", "r_w", w.get("r"), w.get("p"), w.get("ci_low"),
+                     w.get("ci_high"), float(w.get("confidence") or 0.95), "permutation")
+
+
+def _within_line(w: Mapping[str, Any], group: str) -> str:
+    """The verdict of one within-group correlation (same rule as the pooled ones)."""
+    head = f"{w['metric']} vs {w['outcome']} within equal {group}"
+    if not _finite(w.get("r")):
+        return f"{head}: no reading: {w.get('note') or 'not enough data'}."
+    ev = _within_evidence(w)
+    line = (f"{head}: {_reading([ev])}. n = {w.get('n')} in {w.get('groups')} groups; "
+            f"{ev.detail()}")
+    p, p_t = w.get("p"), w.get("p_t")
+    if _finite(p) and _finite(p_t) and (float(p) < _ALPHA) != (float(p_t) < _ALPHA):
+        line += (f"; the t test, which assumes normal residuals of equal spread in every "
+                 f"group, gives p {_p_eq(p_t)}")
     return line + "."
+
+
+def _group_means_table(spec: _Spec, summary: list[dict[str, Any]]) -> _Block:
+    keys = list(dict.fromkeys([*spec.outcomes, *spec.metrics]))
+
+    def cell(st: Mapping[str, Any]) -> str:
+        if not _finite(st.get("mean")):
+            return _DASH
+        sd = f" ± {float(st['sd']):.2g}" if _finite(st.get("sd")) else ""
+        return f"{float(st['mean']):.4g}{sd}"
+
+    rows = tuple((_fmt_value(g["group"]), str(g["n"]), *(cell(g["stats"][k]) for k in keys))
+                 for g in summary)
+    return _Block("table", header=(str(spec.groups), "n", *keys), rows=rows,
+                  right=(True,) * (len(keys) + 2))
+
+
+def _within_table(rows: list[dict[str, Any]]) -> _Block:
+    conf = next((float(r["confidence"]) for r in rows if _finite(r.get("confidence"))), 0.95)
+    header = ("metric", "outcome", "n", "groups", f"within-group r_w [{conf * 100:g}% CI]",
+              "p (permutation)", "p (t test, df)")
+    body = tuple(
+        (str(w["metric"]), str(w["outcome"]), str(w.get("n")), str(w.get("groups")),
+         _fmt_r_ci(w, "r", "ci_low", "ci_high"),
+         _fmt_p(w.get("p")) if _finite(w.get("r")) else _DASH,
+         f"{_fmt_p(w.get('p_t'))} (df {w.get('df')})" if _finite(w.get("r")) else _DASH)
+        for w in rows)
+    return _Block("table", header=header, rows=body,
+                  right=(False, False, True, True, True, True, True))
+
+
+def _brief(ev: _Evidence) -> str:
+    """``r = 0.96 [0.93, 0.98], p < 0.001`` (interval when there is one)."""
+    ci = (f" [{float(ev.low):.2f}, {float(ev.high):.2f}]"
+          if _finite(ev.low) and _finite(ev.high) else "")
+    return f"{ev.symbol} = {_fmt_r(ev.est)}{ci}, p {_p_eq(ev.p)}"
+
+
+def _listing(items: list[tuple[str, _Evidence]]) -> str:
+    return "; ".join(f"{name} ({_brief(ev)})" for name, ev in items)
+
+
+def _clear(rows: list[dict[str, Any]], outcome: str, key: str, stat: str = "pearson_r",
+           within: bool = False) -> list[str]:
+    """``rows[i][key]`` of the rows for ``outcome`` whose reading is clear."""
+    def kind(r: Mapping[str, Any]) -> str:
+        return _overall([_within_evidence(r)] if within else _pooled_evidence(r))
+
+    return [str(r[key]) for r in rows
+            if r["outcome"] == outcome and _finite(r.get(stat)) and kind(r) == "clear"]
+
+
+def _in_short(spec: _Spec, design: list[dict[str, Any]], pooled: list[dict[str, Any]],
+              within: list[dict[str, Any]]) -> str:
+    """One plain sentence on the first outcome, from the same verdicts as the lists."""
+    group = spec.label(str(spec.groups))
+    outcome = spec.outcomes[0]
+    label = spec.label(outcome)
+    driven = [str(r["outcome"]) for r in design if r["outcome"] in spec.metrics
+              and _finite(r.get("pearson_r")) and _overall(_pooled_evidence(r)) == "clear"]
+    parts = []
+    if driven and _clear(design, outcome, "outcome"):
+        what = "the metrics" if len(driven) == len(spec.metrics) else ", ".join(driven)
+        parts.append(f"the {group} moves both {what} and {label}"
+                     + (", so they correlate when pooled over all sources"
+                        if _clear(pooled, outcome, "metric") else ""))
+    inside = _clear(within, outcome, "metric", stat="r", within=True)
+    if not any(w["outcome"] == outcome and _finite(w.get("r")) for w in within):
+        parts.append(f"with too few sources per {group}, nothing is measured at a fixed {group}")
+    elif inside:
+        verb = "tracks" if len(inside) == 1 else "track"
+        parts.append(f"at a fixed {group}, {', '.join(inside)} still {verb} {label}")
+    else:
+        parts.append(f"at a fixed {group}, no metric clearly tracks {label}, so this run gives "
+                     f"no evidence that the metrics predict {label} beyond the {group}")
+    return f"In short, for {label}: " + "; ".join(parts) + "."
+
+
+def _shows(spec: _Spec, n: int, design: list[dict[str, Any]], pooled: list[dict[str, Any]],
+           within: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """What the run shows and what it does not, each sentence derived from the verdicts of the
+    honest reading (so it says whatever the numbers say)."""
+    group = spec.label(str(spec.groups))
+    shows: list[str] = []
+    not_shown: list[str] = []
+    by_kind: dict[str, list[tuple[str, _Evidence]]]
+    if design:
+        for keys, what in ((spec.metrics, "The metrics"), (spec.outcomes, "The outcomes")):
+            by_kind = {"clear": [], "none": [], "inconclusive": []}
+            for r in design:
+                if r["outcome"] in keys and _finite(r.get("pearson_r")):
+                    ev = _pooled_evidence(r)
+                    name = str(r["outcome"])
+                    by_kind[_overall(ev)].append(
+                        (spec.label(name) if name in spec.outcomes else name, ev[0]))
+            if by_kind["clear"]:
+                other = by_kind["none"] + by_kind["inconclusive"]
+                shows.append(f"{what} follow the designed {group}: clear correlation with it for "
+                             f"{_listing(by_kind['clear'])}"
+                             + (f"; not clear for {', '.join(k for k, _ in other)}"
+                                if other else "") + ".")
+    for outcome in spec.outcomes:
+        label = spec.label(outcome)
+        clear = [(str(r["metric"]), _pooled_evidence(r)[0]) for r in pooled
+                 if r["outcome"] == outcome and _finite(r.get("pearson_r"))
+                 and _overall(_pooled_evidence(r)) == "clear"]
+        if clear:
+            shows.append(f"Pooled over all {n} sources, clear correlation with {label} for "
+                         f"{_listing(clear)}.")
+        by_kind = {"clear": [], "none": [], "inconclusive": []}
+        undefined = []
+        for w in within:
+            if w["outcome"] == outcome and _finite(w.get("r")):
+                ev = _within_evidence(w)
+                by_kind[_overall([ev])].append((str(w["metric"]), ev))
+            elif w["outcome"] == outcome:
+                undefined.append(w)
+        if undefined and not any(by_kind.values()):
+            not_shown.append(f"Whether the metrics say anything about {label} beyond the "
+                             f"{group}: no within-group correlation could be computed "
+                             f"({str(undefined[0].get('note') or 'not enough data')}).")
+        if by_kind["clear"]:
+            shows.append(f"Within groups of equal {group}, clear correlation with {label} for "
+                         f"{_listing(by_kind['clear'])}: in this run "
+                         + ("this metric carries" if len(by_kind["clear"]) == 1 else
+                            "these metrics carry")
+                         + f" information on {label} beyond the {group}.")
+        other = [f"no clear correlation for {_listing(by_kind['none'])}"] if by_kind[
+            "none"] else []
+        if by_kind["inconclusive"]:
+            other.append(f"inconclusive for {_listing(by_kind['inconclusive'])}")
+        if other:
+            names = [k for k, _ in by_kind["none"] + by_kind["inconclusive"]]
+            not_shown.append(f"That {', '.join(names)} predict {label} beyond what the {group} "
+                             f"explains: within groups of equal {group}, "
+                             + "; ".join(other) + ".")
+    not_shown.append(f"Causation, or anything about models, data or designs not in this run: "
+                     f"every correlation here is an association across these {n} sources.")
+    return shows, not_shown
+
+
+def _within_blocks(spec: _Spec, corr_rows: list[dict[str, Any]], *, n_boot: int, seed: int,
+                   confidence: float) -> tuple[list[_Block], list[_Block], list[str],
+                                               dict[str, Any]]:
+    """The within-group section, the shows / does-not-show section, the honest-reading lines
+    and the JSON of ``groups.json``.
+
+    Adds each within-group result to its pooled row as ``row["within"]``.
+    """
+    group = str(spec.groups)
+    label = spec.label(group)
+    keys = list(dict.fromkeys([*spec.outcomes, *spec.metrics]))
+    summary = group_summary(spec.records, group, keys)
+    numeric = all(r.get(group) is None or _is_number(r.get(group)) for r in spec.records)
+    design = correlation_table(spec.records, [group], keys, n_boot=n_boot, seed=seed,
+                               confidence=confidence) if numeric else []
+    within = within_group_table(spec.records, spec.metrics, spec.outcomes, group,
+                                n_boot=n_boot, seed=seed, confidence=confidence)
+    for row, w in zip(corr_rows, within, strict=True):
+        row["within"] = {k: v for k, v in w.items() if k not in ("metric", "outcome")}
+    n = len(spec.records)
+    blocks = [
+        _Block("h2", text=f"Within groups of equal {label}"),
+        _Block("p", text=(
+            f"The sources come in groups of equal {label} ({group}), set by the design. When "
+            f"the {label} drives both a metric and an outcome, their pooled correlation above "
+            f"can be carried by the design alone. Per-group means (each cell: mean ± sample "
+            f"standard deviation over the group's records):")),
+        _group_means_table(spec, summary),
+    ]
+    if design:
+        blocks += [_Block("p", text=(
+            f"Correlation of the design variable {group} with each metric and outcome "
+            "(same tests and intervals as above):")),
+                   _correlation_table(design, ("design variable", "metric or outcome"))]
+    blocks += [
+        _Block("p", text=(
+            f"Within-group correlation r_w: the Pearson correlation of the values after "
+            f"subtracting each group's mean, i.e. the partial correlation given {group} as a "
+            f"category. p (permutation): the outcome permuted within each group "
+            f"({within[0]['n_perm'] if within else 0} permutations); p (t test): t = r_w "
+            f"sqrt(df / (1 − r_w²)) with df = n − groups − 1, which assumes normal residuals "
+            f"of equal spread in every group: when one group's spread dominates the two "
+            f"p-values can differ, and the reading below uses the permutation one. Intervals: "
+            f"stratified percentile bootstrap (each group resampled within itself, {n_boot} "
+            f"resamples).")),
+        _within_table(within),
+    ]
+    shows, not_shown = _shows(spec, n, design, corr_rows, within)
+    verdict = [_Block("h2", text="What this run shows and does not show"),
+               _Block("p", text=_in_short(spec, design, corr_rows, within)),
+               _Block("p", text="Shows:"), _Block("ul", items=tuple(shows or ["nothing clear"])),
+               _Block("p", text="Does not show:"), _Block("ul", items=tuple(not_shown))]
+    lines = [_within_line(w, label) for w in within]
+    return blocks, verdict, lines, {"group": group, "summary": summary, "design": design,
+                           "within": within}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -810,6 +1127,13 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
     # correlations
     corr_rows = correlation_table(spec.records, spec.metrics, spec.outcomes, n_boot=n_boot,
                                   seed=bootstrap_seed, confidence=confidence)
+    within_section: list[_Block] = []
+    verdict: list[_Block] = []
+    within_lines: list[str] = []
+    if spec.groups is not None and corr_rows:
+        within_section, verdict, within_lines, groups_json = _within_blocks(
+            spec, corr_rows, n_boot=n_boot, seed=bootstrap_seed, confidence=confidence)
+        write_json(out / "groups.json", groups_json)
     write_json(out / "correlations.json", corr_rows)
     by_pair = {(r["metric"], r["outcome"]): r for r in corr_rows}
 
@@ -839,6 +1163,9 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
                                        "the records table)"))
             if _sweep_values(spec) is not None:
                 caption += f", coloured by {spec.label(spec.sweep or '')}"
+            if spec.groups is not None:
+                caption += (f"; each title also gives the correlation within groups of equal "
+                            f"{spec.label(spec.groups)} (r_w)")
             save(_scatter_figure(spec, outcome, by_pair), f"scatter_{outcome}", caption + ".")
     skipped: list[str] = []
     if spec.sweep is not None and _sweep_values(spec) is None:
@@ -891,15 +1218,25 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
                  if r.get("note")]
         if notes:
             blocks += [_Block("p", text="Notes:"), _Block("ul", items=tuple(notes))]
+        conf = f"{confidence * 100:g}%"
         blocks += [
+            *within_section,
             _Block("h2", text="Honest reading"),
             _Block("p", text=(
-                "Sign and significance at the 5% level of each correlation above, nothing "
-                "more. Each is an association across these source models only: it does "
-                "not show causation, and says nothing about models or data not in this "
-                "run.")),
+                f"One rule for every correlation above: it is called clear only when its "
+                f"p-value is below {_ALPHA:g} AND its {conf} bootstrap interval excludes 0 (on "
+                f"the side of the estimate), for Pearson and Spearman alike; no clear "
+                f"correlation when neither holds; inconclusive when the p-value and the "
+                f"interval disagree, and the line says which. Each is an association across "
+                f"these source models only: it does not show causation, and says nothing "
+                f"about models or data not in this run.")),
             _Block("ul", items=tuple(_honest_line(r) for r in corr_rows)),
         ]
+        if within_lines:
+            blocks += [_Block("p", text=f"Within groups of equal {spec.label(str(spec.groups))}"
+                                        " (same rule, permutation p-value):"),
+                       _Block("ul", items=tuple(within_lines))]
+        blocks += verdict
     if figures or skipped:
         blocks.append(_Block("h2", text="Figures"))
         blocks += [_Block("img", text=caption, items=(rel,)) for rel, caption in figures]

@@ -23,6 +23,24 @@ correlation and is skipped (``n_boot_valid`` counts the rest). The percentile in
 contain the point estimate, and with few pairs it is rough (perfectly monotone data collapse
 it to a point).
 
+Within-group correlation (:func:`within_group_correlation`). When the records come in groups
+set by design (e.g. the share of the target's classes a source was trained on), a pooled
+correlation of x and y can be carried entirely by the group: both follow the design variable.
+The within-group (partial) correlation removes it. With g(i) the group of pair i,
+
+    x~_i = x_i - mean{x_j : g(j) = g(i)},   y~_i likewise,
+    r_w  = sum_i x~_i y~_i / sqrt(sum_i x~_i^2 * sum_i y~_i^2),
+
+which is the partial correlation of x and y given the group indicators (x~, y~ are the residuals
+of the least-squares fit of x and y on one dummy per group). Its uncertainty:
+
+* permutation p-value: y permuted within each group (the null of no association inside groups,
+  whatever the group effects), ``p = (1 + #{|r_w(x, y_pi)| >= |r_w(x, y)|}) / (1 + n_perm)``;
+* ``p_t``: the t test of a partial correlation, ``t = r_w sqrt(df / (1 - r_w^2))`` with
+  ``df = n - G - 1`` for G groups (exact for normal residuals);
+* a stratified percentile bootstrap: each group resampled with replacement to its own size,
+  r_w recomputed (resamples in which x~ or y~ is identically zero are skipped).
+
 Nothing here raises on degenerate data: with fewer than three finite pairs or a constant variable
 every statistic is NaN and ``note`` says why. Only malformed arguments raise
 :class:`~advtransfer.errors.AdvTransferError`.
@@ -50,9 +68,13 @@ __all__ = [
     "MANTEL_EXACT_MAX_TASKS",
     "Correlation",
     "MantelResult",
+    "WithinCorrelation",
     "correlation",
     "correlation_table",
+    "group_summary",
     "mantel",
+    "within_group_correlation",
+    "within_group_table",
 ]
 
 _NAN = float("nan")
@@ -172,6 +194,35 @@ def _undefined(n: int, dropped: int, confidence: float, n_boot: int, seed: int,
                        note=note)
 
 
+def _nonneg_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise AdvTransferError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _check_options(n_boot: Any, seed: Any, confidence: Any,
+                   names: Any) -> tuple[int, int, float]:
+    n_boot, seed = _nonneg_int(n_boot, "n_boot"), _nonneg_int(seed, "seed")
+    if (isinstance(confidence, bool) or not isinstance(confidence, numbers.Real)
+            or not 0.0 < float(confidence) < 1.0):
+        raise AdvTransferError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    if (not isinstance(names, tuple) or len(names) != 2
+            or not all(isinstance(v, str) for v in names)):
+        raise AdvTransferError(f"names must be a tuple of two strings, got {names!r}")
+    return n_boot, seed, float(confidence)
+
+
+def _pair_arrays(x: Any, y: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    xa = _as_float_array(x, names[0])
+    ya = _as_float_array(y, names[1])
+    if xa.shape != ya.shape:
+        raise AdvTransferError(
+            f"{names[0]} and {names[1]} must have the same length, got {xa.shape[0]} and "
+            f"{ya.shape[0]}"
+        )
+    return xa, ya
+
+
 def correlation(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
                 confidence: float = 0.95, names: tuple[str, str] = ("x", "y")) -> Correlation:
     """Pearson r and Spearman rho of paired data, with p-values and bootstrap intervals.
@@ -192,25 +243,8 @@ def correlation(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
         A :class:`Correlation`. Fewer than three finite pairs or a constant variable give NaN
         statistics with an explanatory ``note``; this function never raises on such data.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
-        raise AdvTransferError(f"n_boot must be a non-negative integer, got {n_boot!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise AdvTransferError(f"seed must be a non-negative integer, got {seed!r}")
-    if (isinstance(confidence, bool) or not isinstance(confidence, numbers.Real)
-            or not 0.0 < float(confidence) < 1.0):
-        raise AdvTransferError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    n_boot, seed, confidence = int(n_boot), int(seed), float(confidence)
-
-    if (not isinstance(names, tuple) or len(names) != 2
-            or not all(isinstance(v, str) for v in names)):
-        raise AdvTransferError(f"names must be a tuple of two strings, got {names!r}")
-    xa = _as_float_array(x, names[0])
-    ya = _as_float_array(y, names[1])
-    if xa.shape != ya.shape:
-        raise AdvTransferError(
-            f"{names[0]} and {names[1]} must have the same length, got {xa.shape[0]} and "
-            f"{ya.shape[0]}"
-        )
+    n_boot, seed, confidence = _check_options(n_boot, seed, confidence, names)
+    xa, ya = _pair_arrays(x, y, names)
     finite = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[finite], ya[finite]
     n, dropped = int(xa.size), int((~finite).sum())
@@ -295,6 +329,12 @@ def _check_keys(keys: Any, name: str) -> list[str]:
     return list(keys)
 
 
+def _check_records(records: Any) -> None:
+    if isinstance(records, Mapping) or not isinstance(records, Sequence) or not all(
+            isinstance(r, Mapping) for r in records):
+        raise AdvTransferError("records must be a list of dicts (one per source model)")
+
+
 def correlation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str],
                       outcomes: Sequence[str], **kw: Any) -> list[dict[str, Any]]:
     """One row per (metric, outcome): ``{"metric", "outcome", **Correlation.to_dict()}``.
@@ -303,9 +343,7 @@ def correlation_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[st
     that pair is dropped. ``kw`` is passed to :func:`correlation` (``n_boot``, ``seed``,
     ``confidence``). Rows are in metric-major order.
     """
-    if isinstance(records, Mapping) or not isinstance(records, Sequence) or not all(
-            isinstance(r, Mapping) for r in records):
-        raise AdvTransferError("records must be a list of dicts (one per source model)")
+    _check_records(records)
     metrics = _check_keys(metrics, "metrics")
     outcomes = _check_keys(outcomes, "outcomes")
     rows: list[dict[str, Any]] = []
@@ -474,3 +512,199 @@ def mantel(a: Any, b: Any, *, method: str = "spearman", alternative: str = "two-
         count += int(hit.sum())  # NaN (a constant permuted sub-matrix) never counts
     p = count / n_perm if exact else (count + 1) / (n_perm + 1)
     return result(observed, float(p))
+
+
+# ----------------------------------------------------------------------------------------------
+# Correlation within groups set by design
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WithinCorrelation:
+    """Pooled within-group Pearson correlation (partial correlation given the groups).
+
+    ``r`` is r_w of the module docstring, ``p`` its within-group permutation p-value, ``p_t`` the
+    t-test p-value with ``df = n - groups - 1``, ``[ci_low, ci_high]`` the stratified bootstrap
+    interval. ``groups`` counts the groups with at least one finite pair; a pair whose group is
+    missing is dropped like a pair with a missing value.
+    """
+
+    n: int
+    dropped: int
+    groups: int
+    df: int
+    r: float
+    p: float
+    p_t: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_boot: int
+    n_boot_valid: int
+    n_perm: int
+    seed: int
+    note: str = ""
+
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.r)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types; NaN becomes ``None``."""
+        return to_jsonable(asdict(self))
+
+
+def _group_codes(groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer code per entry (-1 where the group is missing: None or a non-finite number) and
+    whether each entry has a group. Codes follow the order of first appearance."""
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence | np.ndarray):
+        raise AdvTransferError(f"groups must be a sequence of group labels, got "
+                               f"{type(groups).__name__}")
+    codes: dict[Any, int] = {}
+    out = np.full(len(groups), -1, dtype=np.intp)
+    for i, g in enumerate(groups):
+        if g is None or (isinstance(g, numbers.Real) and not math.isfinite(float(g))):
+            continue
+        try:
+            out[i] = codes.setdefault(g, len(codes))
+        except TypeError as exc:
+            raise AdvTransferError(f"groups[{i}] must be a hashable label (number or string), "
+                                   f"got {type(g).__name__}") from exc
+    return out, out >= 0
+
+
+def _demean_rows(a: np.ndarray, slices: list[slice]) -> np.ndarray:
+    """Subtract, in each row of ``a`` (shape (B, n)), the mean over each column slice."""
+    out = a.copy()
+    for s in slices:
+        out[:, s] -= out[:, s].mean(axis=1, keepdims=True)
+    return out
+
+
+def _varies(a: np.ndarray, slices: list[slice]) -> np.ndarray:
+    """Per row of ``a``: whether some column slice holds two different values."""
+    return np.any([np.ptp(a[:, s], axis=1) > 0 for s in slices], axis=0)
+
+
+def _within_r(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """r_w per row of group-demeaned rows (no re-centring: the rows already sum to zero)."""
+    num = np.einsum("ij,ij->i", dx, dy)
+    den = np.sqrt(np.einsum("ij,ij->i", dx, dx) * np.einsum("ij,ij->i", dy, dy))
+    return np.clip(num / den, -1.0, 1.0)
+
+
+def within_group_correlation(x: Any, y: Any, groups: Any, *, n_boot: int = 2000,
+                             n_perm: int = 9999, seed: int = 0, confidence: float = 0.95,
+                             names: tuple[str, str] = ("x", "y")) -> WithinCorrelation:
+    """Correlation of x and y inside groups: r_w, permutation and t p-values, bootstrap interval.
+
+    See the module docstring for the formulas. ``groups`` gives each pair's group (any hashable
+    label; ``None`` or a non-finite number drops the pair). ``n_perm`` within-group permutations
+    (0 disables ``p``) and ``n_boot`` stratified resamples (0 disables the interval) are drawn
+    from one :func:`numpy.random.default_rng` seeded with ``seed``.
+
+    Returns:
+        A :class:`WithinCorrelation`; statistics that cannot be computed (``df < 1``, x or y
+        constant inside every group) are NaN with a ``note``. Never raises on such data.
+    """
+    n_boot, seed, confidence = _check_options(n_boot, seed, confidence, names)
+    n_perm = _nonneg_int(n_perm, "n_perm")
+    xa, ya = _pair_arrays(x, y, names)
+    codes, has_group = _group_codes(groups)
+    if codes.shape != xa.shape:
+        raise AdvTransferError(f"groups must have one label per pair ({xa.shape[0]}), got "
+                               f"{codes.shape[0]}")
+    keep = np.isfinite(xa) & np.isfinite(ya) & has_group
+    order = np.argsort(codes[keep], kind="stable")  # pairs of one group side by side
+    xa, ya, codes = xa[keep][order], ya[keep][order], codes[keep][order]
+    n, dropped = int(xa.size), int((~keep).sum())
+    _, starts, sizes = np.unique(codes, return_index=True, return_counts=True)
+    slices = [slice(int(a), int(a + m)) for a, m in zip(starts, sizes, strict=True)]
+    n_groups, df = len(slices), n - len(slices) - 1
+    notes = [f"{dropped} pair(s) with a missing value or group dropped"] if dropped else []
+
+    def result(r: float = _NAN, p: float = _NAN, p_t: float = _NAN,
+               ci: tuple[float, float] = (_NAN, _NAN), n_valid: int = 0) -> WithinCorrelation:
+        return WithinCorrelation(n=n, dropped=dropped, groups=n_groups, df=df, r=r, p=p, p_t=p_t,
+                                 ci_low=ci[0], ci_high=ci[1], confidence=confidence,
+                                 n_boot=n_boot, n_boot_valid=n_valid, n_perm=n_perm, seed=seed,
+                                 note="; ".join(notes))
+
+    if df < 1:
+        notes.insert(0, f"{n} pair(s) in {n_groups} group(s): at least groups + 2 pairs are "
+                        "needed for a within-group correlation")
+        return result()
+    dx, dy = _demean_rows(xa[None, :], slices), _demean_rows(ya[None, :], slices)
+    for name, a in zip(names, (xa, ya), strict=True):
+        if not _varies(a[None, :], slices)[0]:
+            notes.insert(0, f"{name} is constant inside every group; within-group correlation "
+                            "is undefined")
+            return result()
+    r = float(_within_r(dx, dy)[0])
+    p_t = float(2.0 * sps.t.sf(abs(r) * math.sqrt(df / max(1.0 - r * r, 1e-300)), df))
+    rng = np.random.default_rng(seed)
+    p = _NAN
+    if n_perm:
+        perm = np.tile(np.arange(n), (n_perm, 1))
+        for s in slices:
+            perm[:, s] = rng.permuted(perm[:, s], axis=1)
+        null = np.abs(_within_r(np.broadcast_to(dx[0], perm.shape), dy[0][perm]))
+        # the tolerance counts permutations that tie the observed value despite rounding
+        p = float((1 + np.sum(null >= abs(r) - 1e-12)) / (1 + n_perm))
+    ci, n_valid = (_NAN, _NAN), 0
+    if n_boot:
+        idx = np.concatenate([rng.integers(s.start, s.stop, size=(n_boot, s.stop - s.start))
+                              for s in slices], axis=1)
+        bx, by = xa[idx], ya[idx]
+        valid = _varies(bx, slices) & _varies(by, slices)
+        n_valid = int(valid.sum())
+        ci = _percentile_interval(_within_r(_demean_rows(bx[valid], slices),
+                                            _demean_rows(by[valid], slices)), confidence)
+        if n_valid < n_boot:
+            notes.append(f"{n_boot - n_valid} of {n_boot} bootstrap resamples skipped (x or y "
+                         "constant inside every group)")
+    return result(r, p, p_t, ci, n_valid)
+
+
+def within_group_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str],
+                       outcomes: Sequence[str], group: str, **kw: Any) -> list[dict[str, Any]]:
+    """One row per (metric, outcome), metric-major: ``{"metric", "outcome", "group",
+    **WithinCorrelation.to_dict()}`` with groups given by ``record[group]``; ``kw`` goes to
+    :func:`within_group_correlation`."""
+    _check_records(records)
+    metrics = _check_keys(metrics, "metrics")
+    outcomes = _check_keys(outcomes, "outcomes")
+    labels = [rec.get(group) for rec in records]
+    rows: list[dict[str, Any]] = []
+    for m in metrics:
+        xs = _column(records, m)
+        for o in outcomes:
+            w = within_group_correlation(xs, _column(records, o), labels, names=(m, o), **kw)
+            rows.append({"metric": m, "outcome": o, "group": group, **w.to_dict()})
+    return rows
+
+
+def group_summary(records: Sequence[Mapping[str, Any]], group: str,
+                  keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Per distinct ``record[group]`` (sorted when all labels are numbers, else in order of first
+    appearance): ``{"group": label, "n": records, "stats": {key: {"n", "mean", "sd"}}}``.
+    ``sd`` is the sample standard deviation (ddof = 1; NaN below two values); missing values are
+    skipped."""
+    _check_records(records)
+    keys = _check_keys(keys, "keys")
+    labels = [rec.get(group) for rec in records]
+    codes, _ = _group_codes(labels)
+    members = [np.flatnonzero(codes == c) for c in range(int(codes.max(initial=-1)) + 1)]
+    if all(isinstance(labels[m[0]], numbers.Real) for m in members):
+        members.sort(key=lambda m: labels[m[0]])
+    columns = {k: _as_float_array(_column(records, k), k) for k in keys}
+    rows: list[dict[str, Any]] = []
+    for m in members:
+        row: dict[str, Any] = {"group": labels[m[0]], "n": int(m.size), "stats": {}}
+        for k, col in columns.items():
+            v = col[m]
+            v = v[np.isfinite(v)]
+            row["stats"][k] = {"n": int(v.size), "mean": float(v.mean()) if v.size else _NAN,
+                      "sd": float(v.std(ddof=1)) if v.size > 1 else _NAN}
+        rows.append(to_jsonable(row))
+    return rows

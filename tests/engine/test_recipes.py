@@ -43,6 +43,12 @@ def test_digits_distribution_end_to_end_and_rerun_reuses_everything(tmp_path):
     with open(out / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3
     assert list((out / "figures").glob("*.png"))
+    # the share is the design variable: one seed per share leaves nothing within a share
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Within groups of equal share of target classes" in md
+    assert "no within-group correlation could be computed" in md
+    assert all(row["within"]["group"] == "share" and row["within"]["r"] is None
+               for row in saved["correlations"])
     again = run("digits-distribution", out, overrides=SMALL_DIGITS, progress=False)
     assert again["units"]["computed"] == 0 and again["units"]["reused"] > 0
     assert _numbers(again) == _numbers(results)

@@ -13,6 +13,13 @@ model on the target task, then for every source:
   target's test inputs;
 
 and the report correlates the two. The paper predicts higher alpha with higher transfer accuracy.
+The share is set by design and moves alpha and transfer accuracy together, so a pooled
+correlation can be carried by the share alone; the report (``groups = "share"``) therefore also
+gives per-share means, the correlation of the share with each quantity and the correlation within
+groups of equal share (:func:`advtransfer.stats.within_group_correlation`), the test of whether
+alpha says anything about transfer beyond the share. The authors' proportions experiment
+(``exp1/visualize.py``) trains one source per share and plots alpha and transfer accuracy side by
+side per share: the trend across shares only, which the per-share means table reproduces.
 The alpha fields follow the convention of :func:`advtransfer.experiments.stages.adversarial`:
 ``alpha1`` is the mean unsquared ratio (``alpha1_ladv`` the mean squared one, the paper's
 l_adv ratio); ``alpha2`` and ``combined`` are squared only with ``convention="authors"``
@@ -155,10 +162,13 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
                 f"on the target task. Adversarial transferability: {c.solver} {c.norm} "
                 f"eps={c.eps}, {c.objective} objective, {c.steps} steps, on "
                 f"{len(x_attack)} target test inputs. The paper predicts positive correlations "
-                "of every alpha with transfer accuracy and negative ones with transfer loss."),
+                "of every alpha with transfer accuracy and negative ones with transfer loss. "
+                "The share is the design variable: it moves both alpha and transfer, so the "
+                "report also correlates them within groups of equal share."),
             "metrics": metrics,
             "outcomes": ["transfer_accuracy", "transfer_loss"],
             "sweep": "share",
+            "groups": "share",
             "labels": {**alpha_labels(c.convention), "share": "share of target classes",
                        "transfer_accuracy": "transfer accuracy",
                        "transfer_loss": "transfer loss (cross-entropy)"},
