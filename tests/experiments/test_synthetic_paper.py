@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments import run
 from advtransfer.experiments.recipes import synthetic as syn
 
 RESULTS = Path(__file__).parent / "data" / "paper_synthetic_results"
@@ -72,3 +74,12 @@ def test_the_published_script_draw_order_does_not_give_the_same_width_level_0_fi
     assert syn.paper_init_widths(100, 100, 0, "script") == (100, 100)
     assert syn.paper_init_widths(100, 100, 0, "published") == (100,)
     assert syn.paper_init_widths(100, 50, 0, "published") == (100, 50)
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ('draw_order="other"', "draw_order"), ("source_widths=[60]", "source_widths"),
+    ("source_widths=[]", "source_widths"), ("attack_levels=[10]", "attack_levels"),
+    ("n_samples=5001", "n_samples"), ("hidden=20", "hidden=100")])
+def test_bad_paper_settings_are_refused_naming_the_field(tmp_path, override, field):
+    with pytest.raises(AdvTransferError, match=field):
+        run("synthetic", tmp_path, overrides=['data="paper"', override], progress=False)
