@@ -62,19 +62,38 @@ def _top_right_singular(j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return vh[:, 0, :], s
 
 
+def _right_singular(j: torch.Tensor) -> torch.Tensor:
+    """Right singular vectors of each Jacobian, (batch, min(k, n), n), by decreasing sigma."""
+    return torch.linalg.svd(j, full_matrices=False)[2]
+
+
 def first_order_transferability(source: nn.Module, target: nn.Module, x: torch.Tensor, *,
-                                convention: Convention = "icml") -> TransferabilityResult:
+                                convention: Convention = "icml",
+                                attack_level: int = 0) -> TransferabilityResult:
     """alpha1, alpha2 and combined in both directions in the first-order regime, exactly.
 
     Deviations per unit eps: Delta_{A->B}(x) = J_B(x) v1(J_A(x)). The attack statistics are per
     unit eps too: ||delta|| = 1, and the random-noise deviation is the root mean square
     sqrt(E_n ||J_B n||^2) = ||J_B||_F / sqrt(n) over unit directions n.
+
+    ``attack_level = k`` (the ``level`` of the authors' synthetic experiment, 0 = the optimal
+    attack) makes each model attack along its (k+1)-th right singular vector v_{k+1}(J_A)
+    instead, while the victim's reference stays its own optimal attack:
+    alpha1(x) = ||J_B v_{k+1}(J_A)|| / sigma_1(J_B), and alpha2/combined use
+    Delta_{A->A} = J_A v_{k+1}(J_A), Delta_{A->B} = J_B v_{k+1}(J_A). k must be below
+    min(outputs, inputs).
     """
     j_s, j_t = jacobians(source, x, name="source"), jacobians(target, x, name="target")
-    v_s, _ = _top_right_singular(j_s)
-    v_t, _ = _top_right_singular(j_t)
-    dev = {("s", "s"): _apply(j_s, v_s), ("s", "t"): _apply(j_t, v_s),
-           ("t", "t"): _apply(j_t, v_t), ("t", "s"): _apply(j_s, v_t)}
+    rank = min(j_s.shape[1], j_t.shape[1], j_s.shape[2])
+    if isinstance(attack_level, bool) or not isinstance(attack_level, int) or not (
+            0 <= attack_level < rank):
+        raise AdvTransferError(f"attack_level must be an integer in [0, {rank - 1}] (the "
+                               f"Jacobians have {rank} singular directions); got {attack_level!r}")
+    v_s, v_t = _right_singular(j_s), _right_singular(j_t)
+    k = attack_level
+    dev = {("s", "s"): _apply(j_s, v_s[:, k]), ("s", "t"): _apply(j_t, v_s[:, k]),
+           ("t", "t"): _apply(j_t, v_t[:, k]), ("t", "s"): _apply(j_s, v_t[:, k])}
+    best = {"s": _apply(j_s, v_s[:, 0]), "t": _apply(j_t, v_t[:, 0])}
     n_in = j_s.shape[2]
     one = torch.ones(x.shape[0], dtype=j_s.dtype)
     rnd = {"s": j_s.flatten(1).norm(dim=1) / math.sqrt(n_in),
@@ -82,7 +101,7 @@ def first_order_transferability(source: nn.Module, target: nn.Module, x: torch.T
     results = {}
     for a, b, names in (("s", "t", ("source", "target")), ("t", "s", ("target", "source"))):
         acc = DirectionAccumulator(*names, convention=convention)
-        acc.update(dev[(a, a)], dev[(a, b)], dev[(b, b)], one, rnd[b])
+        acc.update(dev[(a, a)], dev[(a, b)], best[b], one, rnd[b])
         results[(a, b)] = acc.compute()
     config = _config_dict(AttackConfig(eps=1.0, solver="first_order", bounds=None),
                           convention=convention, exact=True)

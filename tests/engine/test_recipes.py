@@ -60,11 +60,23 @@ def test_synthetic_end_to_end_quick_and_paper_data(tmp_path):
     assert scales == [0.0, 0.3, 0.6, 0.9]
     first = results["records"][0]
     assert first["alpha1_s2t"] == pytest.approx(1.0) and first["gradient_matching_distance"] < 1e-8
-    paper = run("synthetic", tmp_path / "p", quick=True, overrides=['data="paper"', "hidden=100"],
-                progress=False)
-    a1 = [r["alpha1_s2t"] for r in paper["records"]]
-    assert a1[0] == pytest.approx(1.0) and all(0 < v <= 1 + 1e-9 for v in a1)
-    assert paper["target"]["test_r2"] > 0.9  # the authors' trained target fits their data
+    paper = run("synthetic", tmp_path / "p", quick=True, progress=False,
+                overrides=['data="paper"', "hidden=100", "source_widths=[100, 50]"])
+    columns = ["scale", "alpha_S_T", "alpha_T_S", "gamma_S_T", "gamma_T_S",
+               "alpha_gamma_combined_S_T", "alpha_gamma_combined_T_S", "loss_f_S", "loss_f_T",
+               "gradient_loss"]  # the authors' results files' columns, in their order
+    with open(tmp_path / "p" / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16 and all(c in rows[0] for c in columns)
+    assert {r["authors_file"] for r in rows} == {
+        f"result_scale-{s}rbf-n-50-d-10-m-100-N-400-attack_level-{k}.csv"
+        for s in ("", "crossmodel-source_m-50-") for k in (0, 1)}
+    same = paper["records"][0]  # the unperturbed target against itself, optimal attack
+    assert (same["source_hidden"], same["attack_level"], same["scale"]) == (100, 0, 0.0)
+    assert same["alpha_S_T"] == pytest.approx(1.0) and same["gradient_loss"] < 1e-8
+    assert same["alpha_gamma_combined_S_T"] == pytest.approx(same["gamma_S_T"])
+    # refitting the last layer by least squares cannot do worse than the trained one
+    assert same["loss_f_S"] <= same["loss_f_T"] + 1e-12 and same["loss_f_T"] < 0.1
 
 
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
