@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -103,6 +103,40 @@ MONKEY_AS_CIFAR = 6  # the CIFAR-10 id (frog) that no STL-10 class uses
 STL10_AS_CIFAR10: dict[int, int] = {**STL10_TO_CIFAR10, STL10_MONKEY: MONKEY_AS_CIFAR}
 """All ten STL-10 labels -> CIFAR-10 label ids (monkey takes frog's free id 6)."""
 
+@dataclass(frozen=True)
+class Preset:
+    """The training settings and network variants a ``preset`` stands for (any of these
+    settings given explicitly in the configuration wins over the preset's)."""
+
+    epochs: int
+    plain_lr: float
+    weight_decay: float
+    batch_size: int
+    finetune_batch_size: int
+    finetune_weight_decay: float
+    networks: dict[str, str]
+    """Recipe architecture name -> :data:`~advtransfer.models.architectures.ARCHITECTURES`
+    name (the architectures not listed keep their own name)."""
+
+
+PRESETS: dict[str, Preset] = {
+    # Liang et al.'s image_exp/train_clf.py and transfer.py defaults, which image_exp/cmd.sh
+    # uses for every architecture: 100 epochs, batch 64, SGD lr 0.1 (momentum 0.9, cosine),
+    # weight decay 1e-4; fine-tuning with batch 64 and weight decay 1e-4; their fc net and
+    # CIFAR AlexNet.
+    "paper": Preset(epochs=100, plain_lr=0.1, weight_decay=1e-4, batch_size=64,
+                    finetune_batch_size=64, finetune_weight_decay=1e-4,
+                    networks={"fc": "fc-liang", "alexnet": "alexnet-liang"}),
+    # this library's earlier defaults: half the epochs at twice the batch (a quarter of the SGD
+    # steps), lr 0.01 for the networks without batch normalisation, weight decay 5e-4, no
+    # weight decay in fine-tuning, and the library's own fc (3072-512-256) and AlexNet variant
+    "fast": Preset(epochs=50, plain_lr=0.01, weight_decay=5e-4, batch_size=128,
+                   finetune_batch_size=128, finetune_weight_decay=0.0,
+                   networks={"fc": "fc", "alexnet": "alexnet"}),
+}
+PRESET_FIELDS = ("epochs", "plain_lr", "weight_decay", "batch_size", "finetune_batch_size",
+                 "finetune_weight_decay")
+
 # --------------------------------------------------------------------------------------------
 # The two CIFAR-10 -> STL-10 recipes
 # --------------------------------------------------------------------------------------------
@@ -117,12 +151,13 @@ class _CifarStlConfig:
     max_samples: int | None = None
     workers: int = 0
     image_size: int = 32
+    preset: str = "paper"
     augment: bool = True
-    epochs: int = 50
+    epochs: int | None = None
     lr: float = 0.1
-    plain_lr: float = 0.01
-    weight_decay: float = 5e-4
-    batch_size: int = 128
+    plain_lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
     width: float = 1.0
     reference_architecture: str = "resnet18"
     reference_width: float = 1.0
@@ -130,11 +165,13 @@ class _CifarStlConfig:
     finetune: str = "head"
     finetune_epochs: int = 10
     finetune_lr: float = 0.1
-    eps: float = 0.05
+    finetune_batch_size: int | None = None
+    finetune_weight_decay: float | None = None
+    eps: float = 0.1
     norm: str = "linf"
     objective: str = "ce"
     solver: str = "pgd"
-    steps: int = 10
+    steps: int = 1
     step_size: float | None = None
     random_start: bool = True
     squared: bool = True
@@ -146,43 +183,89 @@ class _CifarStlConfig:
 
 @dataclass
 class CifarStlArchitecturesConfig(_CifarStlConfig):
-    """``cifar10-stl10-architectures``; see the module docstring. ``lr`` is the learning rate of
-    the batch-normalised ResNets, ``plain_lr`` that of ``fc``/``lenet``/``alexnet``; ``eps`` is
-    in [0, 1] pixel units (0.05 = the authors' 0.1 on [-1, 1] inputs); ``max_samples`` caps
-    every split; ``n_attack`` caps the attacked test images (None: all)."""
+    """``cifar10-stl10-architectures``; see the module docstring. ``preset`` (``"paper"`` or
+    ``"fast"``, see :data:`PRESETS`) fills the fields left None (``epochs``, ``plain_lr``,
+    ``weight_decay``, ``batch_size``, ``finetune_batch_size``, ``finetune_weight_decay``) and
+    picks the fc and AlexNet variants. ``lr`` is the learning rate of the batch-normalised
+    ResNets, ``plain_lr`` that of ``fc``/``lenet``/``alexnet``; ``eps`` is in [0, 1] pixel
+    units (0.1 = the authors' clamp at +-2 x 0.1 on [-1, 1] inputs); ``step_size`` None is the
+    authors' rule (:func:`authors_step_size`); ``max_samples`` caps every split; ``n_attack``
+    caps the attacked test images (None: all). Default attack: FGSM with a random start
+    (``steps=1``), as the authors' ``image_exp/cmd.sh``."""
 
     architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
 
 
 @dataclass
 class CifarStlProportionsConfig(_CifarStlConfig):
-    """``cifar10-stl10-proportions``; see the module docstring. ``source_classes`` are CIFAR-10
-    label lists, ``target_classes`` STL-10 labels (default bird, cat, deer, dog)."""
+    """``cifar10-stl10-proportions``; the fields of the architectures recipe (see
+    :class:`CifarStlArchitecturesConfig`), with ``source_classes`` (CIFAR-10 label lists) and
+    ``target_classes`` (STL-10 labels, default bird, cat, deer, dog). Default attack: 50-step
+    PGD with the authors' step 5 eps / 50 = 0.01, reported source -> reference first
+    (``direction="s2t"``), as the authors' ``image_exp/know2adv.py``."""
 
     architecture: str = "resnet18"
     source_classes: list[list[int]] = field(default_factory=lambda: [
         [0, 1, 8, 9], [2, 1, 8, 9], [2, 3, 8, 9], [2, 3, 4, 9], [2, 3, 4, 7]])
     target_classes: list[int] = field(default_factory=lambda: [1, 3, 4, 5])
+    steps: int = 50
+    direction: str = "s2t"
 
 
-def quick(c: _CifarStlConfig) -> _CifarStlConfig:
-    """``--quick``: at most 256 samples per split, one epoch, width 0.125, 2 attack steps on
-    at most 64 images."""
+def authors_step_size(eps: float, steps: int) -> float:
+    """The step of the authors' ``image_exp/attack.py`` in [0, 1] pixel units. On their
+    [-1, 1] inputs the budget is 2 eps_a and the step 2 eps_a for one step, 2 eps_a x 5 / steps
+    for more; a [-1, 1] length is half as long in pixels, so with eps = eps_a the step is eps
+    for FGSM and 5 eps / steps for PGD (0.01 for their 50 steps at eps 0.1)."""
+    return eps if steps == 1 else 5.0 * eps / steps
+
+
+_C = TypeVar("_C", bound=_CifarStlConfig)
+
+
+def resolved(c: _C) -> _C:
+    """``c`` with its preset applied: every field of :data:`PRESET_FIELDS` left None takes the
+    preset's value, and ``step_size`` None the authors' rule (:func:`authors_step_size`)."""
+    if c.preset not in PRESETS:
+        raise AdvTransferError(f"preset must be one of {list(PRESETS)}; got {c.preset!r}")
+    preset = PRESETS[c.preset]
+    filled: dict[str, Any] = {k: getattr(preset, k) for k in PRESET_FIELDS
+                              if getattr(c, k) is None}
+    if c.step_size is None:
+        filled["step_size"] = authors_step_size(c.eps, c.steps)
+    return replace(c, **filled)
+
+
+def quick(c: _C) -> _C:
+    """``--quick``: at most 256 samples per split, one epoch, width 0.125, at most 2 attack
+    steps on at most 64 images."""
     return replace(c, max_samples=256, epochs=1, reference_epochs=1, finetune_epochs=1,
-                   width=0.125, reference_width=0.125, steps=2, n_attack=64, workers=0)
+                   width=0.125, reference_width=0.125, steps=min(c.steps, 2), n_attack=64,
+                   workers=0)
 
 
-def _network(arch: str, num_classes: int, width: float, image_size: int) -> nn.Module:
-    """``arch`` behind an InputRange ([0, 1] images -> the [-1, 1] inputs it is trained on)."""
-    if arch == "fc":
-        net = build("fc", in_shape=(3, image_size, image_size), num_classes=num_classes,
-                    width=width)
-    elif arch == "lenet":
-        net = build("lenet", num_classes=num_classes, image_size=image_size, width=width)
-    elif arch in ("alexnet", "resnet18", "resnet50"):
-        net = build(arch, num_classes=num_classes, width=width)
-    else:
+def network_name(arch: str, preset: str = "paper") -> str:
+    """The :data:`~advtransfer.models.architectures.ARCHITECTURES` name a recipe architecture
+    stands for under ``preset`` (``fc`` is ``fc-liang`` in the paper preset ...)."""
+    if arch not in ARCHITECTURES:
         raise AdvTransferError(f"unknown architecture {arch!r}; choose from {list(ARCHITECTURES)}")
+    if preset not in PRESETS:
+        raise AdvTransferError(f"preset must be one of {list(PRESETS)}; got {preset!r}")
+    return PRESETS[preset].networks.get(arch, arch)
+
+
+def network(arch: str, num_classes: int, width: float, image_size: int,
+            preset: str = "paper") -> nn.Module:
+    """``arch`` (in the variant of ``preset``) behind an InputRange ([0, 1] images -> the
+    [-1, 1] inputs it is trained on)."""
+    name = network_name(arch, preset)
+    if name in ("fc", "fc-liang"):
+        net = build(name, in_shape=(3, image_size, image_size), num_classes=num_classes,
+                    width=width)
+    elif name in ("lenet", "alexnet-liang"):
+        net = build(name, num_classes=num_classes, image_size=image_size, width=width)
+    else:
+        net = build(name, num_classes=num_classes, width=width)
     return InputRange(net, (0.0, 1.0), (-1.0, 1.0))
 
 
@@ -197,13 +280,10 @@ class _Source:
 def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source],
                    target_stl: list[int] | None, title: str, sweep: str | None,
                    description: str) -> dict[str, Any]:
-    check_common(c)
-    if c.image_size < 16:
-        raise AdvTransferError(f"image_size must be >= 16; got {c.image_size}")
-    for arch in {s.arch for s in sources} | {c.reference_architecture}:
-        if arch not in ARCHITECTURES:
-            raise AdvTransferError(f"unknown architecture {arch!r}; choose from "
-                                   f"{list(ARCHITECTURES)}")
+    """The shared run of both recipes; ``c`` is already :func:`resolved`."""
+    _check(c)
+    names = {a: network_name(a, c.preset) for a in {s.arch for s in sources}
+             | {c.reference_architecture}}
     load = {"download": c.download, "verify": c.verify, "size": c.image_size}
     cifar = {split: cifar10(c.data_root, split, **load) for split in ("train", "test")}
     stl = {split: stl10(c.data_root, split, **load) for split in ("train", "test")}
@@ -225,9 +305,10 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         for s, v in views.items()}
 
     reference, ref_key = trained_classifier(
-        ctx, "reference", {"arch": c.reference_architecture, "width": c.reference_width,
+        ctx, "reference", {"arch": names[c.reference_architecture], "width": c.reference_width,
                            "task": target_id, "data": data_id, "seed": c.seed},
-        lambda: _network(c.reference_architecture, n_target, c.reference_width, c.image_size),
+        lambda: network(c.reference_architecture, n_target, c.reference_width, c.image_size,
+                        c.preset),
         target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
         optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
         augment=c.augment, description="training the STL-10 reference")
@@ -265,13 +346,13 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             readers[str(classes)] = source_reader(classes)
         source_data = readers[str(classes)]
         model, key = trained_classifier(
-            ctx, "source", {"arch": src.arch, "width": c.width, "classes": classes,
+            ctx, "source", {"arch": names[src.arch], "width": c.width, "classes": classes,
                             "data": data_id, "seed": c.seed},
-            lambda a=src.arch, k=n_cls: _network(a, k, c.width, c.image_size),
+            lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
             source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
             weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
             description=f"training source {src.name}")
-        record: dict[str, Any] = {"source": src.name, **src.fields,
+        record: dict[str, Any] = {"source": src.name, **src.fields, "network": names[src.arch],
                                   "parameters": sum(p.numel() for p in model.parameters())}
         record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
                                              f"cifar10-{classes}-test")
@@ -279,7 +360,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             record["direct_accuracy"] = _direct_accuracy(ctx, key, model, target["test"])
         kt = transfer(ctx, key, model, target["train"], target["test"], target=target_id,
                       task="classification", features="penultimate", finetune=c.finetune,
-                      epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=128)
+                      epochs=c.finetune_epochs, lr=c.finetune_lr,
+                      weight_decay=c.finetune_weight_decay, batch_size=c.finetune_batch_size)
         record.update(transfer_accuracy=kt["test_accuracy"], transfer_loss=kt["test_loss"],
                       transfer_train_accuracy=kt["train_accuracy"])
         record.update(adversarial(
@@ -296,7 +378,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         columns.insert(columns.index("transfer_accuracy"), "direct_accuracy")
     return {
         "records": records,
-        "reference": {"architecture": c.reference_architecture, "accuracy": ref_acc,
+        "reference": {"architecture": c.reference_architecture,
+                      "network": names[c.reference_architecture], "accuracy": ref_acc,
                       "classes": target_names, "n_attack": n_used},
         "report": {
             "title": title,
@@ -304,10 +387,10 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
                 f" Reference: {c.reference_architecture} (width {c.reference_width}) on the "
                 f"STL-10 target ({n_target} classes: {', '.join(target_names)}), test accuracy "
                 f"{ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning on STL-10 "
-                f"({_epochs(c.finetune_epochs)}, lr {c.finetune_lr}). Adversarial "
-                f"transferability: {c.solver} {c.norm} eps={c.eps} on [0, 1] images "
-                f"(= {2 * c.eps:g} on the models' [-1, 1] inputs), {c.objective} objective, "
-                f"{c.steps} step(s), on {n_used} STL-10 test images"
+                f"({_epochs(c.finetune_epochs)}, SGD lr {c.finetune_lr}, batch "
+                f"{c.finetune_batch_size}, weight decay {c.finetune_weight_decay:g}). "
+                f"Adversarial transferability: {_attack_text(c)} on {n_used} STL-10 test "
+                "images"
                 + (" the reference classifies correctly" if c.correct_only else "")
                 + f"; the first metrics are the {_direction_text(c.direction)} direction. "
                 "alpha1 is the mean unsquared ratio"
@@ -339,6 +422,30 @@ def _direction_text(direction: str) -> str:
             "source -> reference (attacks crafted on the source, evaluated on the reference)")
 
 
+def _attack_text(c: _CifarStlConfig) -> str:
+    name = ("FGSM" if c.steps == 1 else f"{c.steps}-step PGD") if c.solver == "pgd" else c.solver
+    return (f"{name} ({c.norm}, eps={c.eps:g} on [0, 1] images = {2 * c.eps:g} on the models' "
+            f"[-1, 1] inputs, step {c.step_size:g}, random start: {c.random_start}, "
+            f"{c.objective} objective)")
+
+
+def _training_text(c: _CifarStlConfig) -> str:
+    return (f"preset {c.preset!r}: {_epochs(c.epochs)}, batch {c.batch_size}, SGD (momentum "
+            f"0.9, cosine) lr {c.lr} (ResNets) / {c.plain_lr} (fc, LeNet, AlexNet), weight decay "
+            f"{c.weight_decay:g}; random crop and flip: {c.augment}")
+
+
+def _check(c: _CifarStlConfig) -> None:
+    check_common(c)
+    if c.image_size < 16:
+        raise AdvTransferError(f"image_size must be >= 16; got {c.image_size}")
+    if c.finetune_batch_size < 1:
+        raise AdvTransferError(f"finetune_batch_size must be >= 1; got {c.finetune_batch_size}")
+    for name in ("weight_decay", "finetune_weight_decay"):
+        if not getattr(c, name) >= 0:
+            raise AdvTransferError(f"{name} must be >= 0; got {getattr(c, name)}")
+
+
 def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
@@ -367,6 +474,7 @@ def _direct_accuracy(ctx: RunContext, key: str, model: nn.Module,
           "trained on CIFAR-10, a ResNet-18 reference on STL-10; alpha vs last-layer "
           "fine-tuning on STL-10 (needs CIFAR-10 and STL-10).", quick)
 def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[str, Any]:
+    c = resolved(c)
     if not c.architectures:
         raise AdvTransferError("architectures is empty")
     sources = [_Source(a, a, None, {"architecture": a}) for a in c.architectures]
@@ -375,8 +483,9 @@ def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[s
         title="cifar10-stl10-architectures: does adversarial transferability indicate "
               "knowledge transferability across architectures?",
         description=(
-            f"Sources: {', '.join(c.architectures)} (width {c.width}) trained on CIFAR-10 "
-            f"({_epochs(c.epochs)}, SGD; random crop and flip: {c.augment}). STL-10 labels are "
+            f"Sources: {', '.join(c.architectures)} (width {c.width}; networks "
+            f"{', '.join(network_name(a, c.preset) for a in c.architectures)}) trained on "
+            f"CIFAR-10 ({_training_text(c)}). STL-10 labels are "
             "mapped to CIFAR-10's ids; STL-10 monkey takes the id of CIFAR-10 frog (6), which "
             "STL-10 lacks. Direct accuracy: a source's CIFAR-10 predictions on the STL-10 test "
             "images of the nine shared classes, without fine-tuning."))
@@ -387,6 +496,7 @@ def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[s
           "tasks with 0-100% animal classes, a 4-class animal target on STL-10; alpha vs "
           "last-layer fine-tuning (needs CIFAR-10 and STL-10).", quick)
 def run_proportions(c: CifarStlProportionsConfig, ctx: RunContext) -> dict[str, Any]:
+    c = resolved(c)
     if not c.source_classes:
         raise AdvTransferError("source_classes is empty")
     for classes in c.source_classes:
@@ -411,5 +521,5 @@ def run_proportions(c: CifarStlProportionsConfig, ctx: RunContext) -> dict[str, 
               "transferability across data distributions?",
         description=(
             f"Sources: {c.architecture} (width {c.width}) trained on the CIFAR-10 class subsets "
-            f"{c.source_classes} ({_epochs(c.epochs)}, SGD; random crop and flip: {c.augment}); "
+            f"{c.source_classes} ({_training_text(c)}); "
             "their share of animal classes is the sweep."))
