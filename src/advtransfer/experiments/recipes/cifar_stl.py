@@ -1,10 +1,12 @@
 """The paper's CIFAR-10 -> STL-10 experiments, and the stages the real-data recipes share.
 
-Two recipes (Liang et al., ICML 2021, Section 5; the authors' ``exp1`` code):
+Two recipes (Liang et al., ICML 2021, Section 5), after the authors' released image code
+(``image_exp/``: ``cmd.sh``, ``train_clf.py``, ``transfer.py``, ``attack.py``, ``adv2know.py``,
+``know2adv.py``, ``models/``):
 
-``cifar10-stl10-architectures``
+``cifar10-stl10-architectures`` ("adversarial transferability indicates knowledge transferability")
     Source models of five architectures (``fc``, ``lenet``, ``alexnet``, ``resnet18``,
-    ``resnet50``; the 32 px CIFAR variants of :mod:`advtransfer.models.architectures`) trained on
+    ``resnet50``; 32 px CIFAR networks of :mod:`advtransfer.models.architectures`) trained on
     CIFAR-10; a reference ResNet-18 trained on STL-10 (all 10 classes, 96 px images resized to
     32 px). Labels: STL-10 labels are mapped to CIFAR-10's label ids
     (:data:`~advtransfer.data.vision.STL10_TO_CIFAR10`: STL ``car`` = CIFAR ``automobile`` ...),
@@ -13,40 +15,85 @@ Two recipes (Liang et al., ICML 2021, Section 5; the authors' ``exp1`` code):
     nine shared classes. This changes no fine-tuning result (a new head is fitted on the target's
     labels) but makes the reference's outputs readable in CIFAR-10 terms and gives each source a
     *direct* accuracy: its CIFAR-10 prediction on the STL-10 test images of the nine shared
-    classes, without any fine-tuning (monkey images, label 6, are left out of it).
+    classes, without any fine-tuning (monkey images, label 6, are left out of it). Attack: FGSM
+    (``steps=1``) crafted on the reference and evaluated on the source (``t2s``, listed first),
+    as ``adv2know.py --attack fgsm``.
 
-``cifar10-stl10-proportions``
+``cifar10-stl10-proportions`` ("knowledge transferability indicates adversarial transferability")
     Five ResNet-18 sources trained on 4-class CIFAR-10 subsets {0,1,8,9}, {2,1,8,9}, {2,3,8,9},
     {2,3,4,9}, {2,3,4,7} (airplane, automobile, ship, truck are vehicles; bird, cat, deer, dog,
-    frog, horse animals), so the share of animal classes runs 0, 25, 50, 75, 100 %; the target is
-    the 4-class animal task bird, cat, deer, dog on STL-10 (STL labels 1, 3, 4, 5, relabelled
-    0..3), with a ResNet-18 reference trained on it. (The authors' ``exp1/cmd.sh`` trains its
-    100 % source on {2,3,4,5}, the target's own classes; set ``source_classes`` to reproduce it.)
+    frog, horse animals), so the share of animal classes runs 0, 25, 50, 75, 100 %, as
+    ``image_exp/cmd.sh``; the target is the 4-class animal task bird, cat, deer, dog on STL-10
+    (STL labels 1, 3, 4, 5, relabelled 0..3), with a ResNet-18 reference trained on it. (The
+    older ``exp1/cmd.sh`` trains its 100 % source on {2,3,4,5}, the target's own classes; set
+    ``source_classes`` to reproduce it.) Attack: 50-step PGD with the authors' step (below),
+    crafted on the source and evaluated on the reference (``s2t``, listed first), as
+    ``know2adv.py --attack pgd``.
+
+Presets (``preset``; :data:`PRESETS`)
+    ``"paper"`` (default) is the authors' setting: every network, the reference included, is
+    trained 100 epochs with batch 64, SGD lr 0.1 (momentum 0.9, cosine schedule), weight decay
+    1e-4, random crop (4 px padding) and horizontal flip (``train_clf.py`` defaults, which
+    ``cmd.sh`` keeps for every architecture); ``fc`` is their fully connected net
+    3072-1176-400-120-84-10 (``fc-liang``), ``alexnet`` their CIFAR AlexNet (11x11 stride-4
+    stem, one Linear on the 256-d features; ``alexnet-liang``); LeNet and the ResNets have the
+    authors' layer structure. ``"fast"`` is this library's earlier setting: 50 epochs with batch
+    128 (a quarter of the SGD steps), lr 0.01 for fc/LeNet/AlexNet (``plain_lr``), weight decay
+    5e-4, fine-tuning with batch 128 and no weight decay, and the library's own ``fc``
+    (3072-512-256-10) and ``alexnet`` (5x5 stem, two 1024-wide hidden layers with dropout).
+    A training field set explicitly (``epochs``, ``plain_lr``, ``weight_decay``,
+    ``batch_size``, ``finetune_batch_size``, ``finetune_weight_decay``) wins over the preset.
 
 For every source, in both recipes:
 
 * **knowledge transfer**: last-layer fine-tuning on the STL-10 target (a new linear head on the
-  source's penultimate features; the authors' setting: SGD, lr 0.1, momentum 0.9, cosine schedule,
-  10 epochs; ``finetune="full"`` trains the whole network instead); test accuracy and
-  cross-entropy loss;
-* **adversarial transferability** between the reference f_T and the source f_S on STL-10 test
-  images, both directions from one attack on each model (:func:`advtransfer.transferability`).
-  The authors' protocol is the default: an L_inf PGD attack (``steps=1``: FGSM) on the
-  cross-entropy against the attacked model's own prediction (``objective="ce"``), on test
-  images the reference classifies correctly (``correct_only``). Their models see inputs in
-  [-1, 1] (``Normalize(0.5, 0.5)``) and their budget is 0.1 there; here every model is an
-  :class:`~advtransfer.models.wrappers.InputRange` (``[0, 1] -> [-1, 1]``) around the network,
-  trained and attacked on images in [0, 1], so the same budget is ``eps = 0.05`` in [0, 1] units.
+  source's penultimate features; the authors' ``transfer.py --transfer_last``: SGD lr 0.1,
+  momentum 0.9, cosine schedule, 10 epochs, batch 64, weight decay 1e-4 in the paper preset;
+  ``finetune="full"`` trains the whole network instead); test accuracy and cross-entropy loss;
+* **adversarial transferability** between the reference f_T and the source f_S on the STL-10
+  test images the reference classifies correctly (``correct_only``), both directions from one
+  attack on each model (:func:`advtransfer.transferability`): L_inf, a random start uniform in
+  the eps-ball, ascent on the cross-entropy against the attacked model's own prediction
+  (``objective="ce"``). The authors' models see inputs in [-1, 1] (``Normalize(0.5, 0.5)``)
+  and their ``attack.py`` clamps x_adv - x to +-2 eps_a with ``--eps 0.1``, i.e. 0.2 on
+  [-1, 1]; here every model is an :class:`~advtransfer.models.wrappers.InputRange`
+  (``[0, 1] -> [-1, 1]``, a factor 2) around the network, trained and attacked on images in
+  [0, 1], so the same budget is ``eps = 0.1`` in [0, 1] pixel units. Their step is 2 eps_a
+  for one step and 2 eps_a x 5 / steps for more on [-1, 1], i.e. ``step_size`` = eps (FGSM)
+  and 5 eps / steps = 0.01 for 50 steps here (:func:`authors_step_size`, used when
+  ``step_size`` is None).
 
-Reported metrics, per direction (``t2s``: crafted on the reference, applied to the source,
-listed first by default; ``s2t``: crafted on the source, applied to the reference, which is what
-the authors' released ``exp1/attack_and_transfer.py`` computes):
+Reported metrics, per direction (``t2s``: crafted on the reference, applied to the source;
+``s2t``: crafted on the source, applied to the reference; ``direction`` says which is listed
+first):
 
 * ``alpha1`` = mean_x ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)|| (unsquared ratio, as the authors),
   with ``alpha1_sq`` = mean_x of the squared ratio (the paper's statement) alongside;
 * ``alpha2`` = ||E_x[u_{A->A} u_{A->B}^T]||_F and ``combined`` = ||E_x[alpha1(x) u_{A->A}
   u_{A->B}^T]||_F, both squared when ``squared`` (default, as the authors' image code reports
   them).
+
+Where the paper preset still differs from the authors' code:
+
+* the attack (:mod:`advtransfer.attacks`) returns the iterate with the largest loss, the random
+  start included; the authors' returns the last iterate (for FGSM: the point after the step);
+* the authors keep the epoch with the best *test* accuracy (their validation set is the test
+  set), in training and in fine-tuning; here the last epoch is kept;
+* head fine-tuning fits the head on features computed once, so there is no augmentation and
+  the frozen network's batch-norm statistics stay those of CIFAR-10; the authors' fine-tuning
+  runs the whole network in train mode on augmented STL-10 batches, so a ResNet's running
+  statistics drift towards STL-10 while its weights stay frozen;
+* the cosine schedule decays per batch here, per epoch in the authors' code; the ResNets start
+  from torchvision's (Kaiming) initialisation, the authors' from PyTorch's default;
+* ``adv2know.py`` loads a ResNet-18 reference while ``cmd.sh`` trains a ResNet-50 on STL-10
+  for it; the default follows ``adv2know.py`` (``reference_architecture="resnet50"`` gives
+  the other reading);
+* the transfer loss is measured on the whole STL-10 test set; ``adv2know.py`` also records it
+  on the correctly classified images only;
+* the authors' ``alexnet`` and ``le_net`` files are not in their released ``image_exp``; the
+  AlexNet used is the CIFAR AlexNet their ``models/__init__.py`` and ``transfer.py`` point to
+  (W. Yang's ``pytorch-classification``: ``classifier`` is one Linear), the LeNet is their
+  ``exp1/models/lenet.py``.
 
 The report correlates every alpha with transfer accuracy and loss; the paper finds positive
 correlations with accuracy (and negative with loss): the more adversarially transferable a
