@@ -229,6 +229,8 @@ def test_bad_configuration_values_are_errors(vision_root: Path, tmp_path: Path) 
              'architectures=["vgg"]')
     with pytest.raises(AdvTransferError, match="preset must be one of"):
         _run("cifar10-stl10-architectures", tmp_path / "d", vision_root, 'preset="icml"')
+    with pytest.raises(AdvTransferError, match="steps"):
+        _run("cifar10-stl10-proportions", tmp_path / "e", vision_root, "steps=0")
 
 
 # ------------------------------------------------------------------------------------------

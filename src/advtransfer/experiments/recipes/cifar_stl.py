@@ -278,7 +278,7 @@ def resolved(c: _C) -> _C:
     preset = PRESETS[c.preset]
     filled: dict[str, Any] = {k: getattr(preset, k) for k in PRESET_FIELDS
                               if getattr(c, k) is None}
-    if c.step_size is None:
+    if c.step_size is None and c.steps >= 1:  # steps < 1 is reported by the checks
         filled["step_size"] = authors_step_size(c.eps, c.steps)
     return replace(c, **filled)
 
