@@ -125,6 +125,10 @@ def test_cifar10_stl10_architectures_quick(vision_root: Path, tmp_path: Path) ->
     assert results["config"]["squared"] is True and results["config"]["eps"] == AUTHORS_EPS
     assert results["config"]["preset"] == "paper" and results["config"]["steps"] == 1
     assert "FGSM" in results["report"]["description"]
+    assert results["config"]["batch_size"] is None  # filled by the preset, as results say:
+    assert results["settings"] == {"epochs": 1, "plain_lr": 0.1, "weight_decay": 1e-4,
+                                   "batch_size": 64, "finetune_batch_size": 64,
+                                   "finetune_weight_decay": 1e-4, "step_size": AUTHORS_EPS}
     assert results["reference"]["classes"][cifar_stl.MONKEY_AS_CIFAR] == "monkey"
     _rerun_reuses_everything(name, out, vision_root, results)
 

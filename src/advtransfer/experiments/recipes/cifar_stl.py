@@ -425,6 +425,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         columns.insert(columns.index("transfer_accuracy"), "direct_accuracy")
     return {
         "records": records,
+        # the configuration's None fields as the preset and the step rule filled them
+        "settings": {k: getattr(c, k) for k in (*PRESET_FIELDS, "step_size")},
         "reference": {"architecture": c.reference_architecture,
                       "network": names[c.reference_architecture], "accuracy": ref_acc,
                       "classes": target_names, "n_attack": n_used},
