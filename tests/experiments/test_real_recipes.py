@@ -116,12 +116,21 @@ def test_cifar10_stl10_architectures_quick(vision_root: Path, tmp_path: Path) ->
     _check_run(results, out, ALPHAS, ["transfer_accuracy", "transfer_loss"])
     records = results["records"]
     assert [r["source"] for r in records] == list(cifar_stl.ARCHITECTURES)
+    # the paper preset trains the authors' fc net and AlexNet (stored under their own names)
+    assert [r["network"] for r in records] == ["fc-liang", "lenet", "alexnet-liang",
+                                               "resnet18", "resnet50"]
     for r in records:
         assert 0.0 <= r["transfer_accuracy"] <= 1.0
         assert 0.0 <= r["direct_accuracy"] <= 1.0
         assert 0 < r["n_attack"] <= 64
         assert r["alpha1_ladv_t2s"] >= 0.0
-    assert results["config"]["convention"] == "authors" and results["config"]["eps"] == 0.05
+    assert results["config"]["convention"] == "authors" and results["config"]["eps"] == AUTHORS_EPS
+    assert results["config"]["preset"] == "paper" and results["config"]["steps"] == 1
+    assert "FGSM" in results["report"]["description"]
+    assert results["config"]["batch_size"] is None  # filled by the preset, as results say:
+    assert results["settings"] == {"epochs": 1, "plain_lr": 0.1, "weight_decay": 1e-4,
+                                   "batch_size": 64, "finetune_batch_size": 64,
+                                   "finetune_weight_decay": 1e-4, "step_size": AUTHORS_EPS}
     assert results["reference"]["classes"][cifar_stl.MONKEY_AS_CIFAR] == "monkey"
     _rerun_reuses_everything(name, out, vision_root, results)
 
@@ -133,6 +142,8 @@ def test_cifar10_stl10_proportions_quick(vision_root: Path, tmp_path: Path) -> N
     assert [r["share"] for r in results["records"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert results["report"]["sweep"] == "share"
     assert results["reference"]["classes"] == ["bird", "cat", "deer", "dog"]
+    assert results["report"]["metrics"][0] == "alpha1_s2t"  # as the authors' know2adv.py
+    assert "2-step PGD" in results["report"]["description"]  # --quick: 50 steps cut to 2
     assert (out / "figures").is_dir()
     _rerun_reuses_everything(name, out, vision_root, results)
 
@@ -371,6 +382,115 @@ def test_bad_configuration_values_are_errors(vision_root: Path, tmp_path: Path) 
     with pytest.raises(AdvTransferError, match="architecture"):
         _run("cifar10-stl10-architectures", tmp_path / "c", vision_root,
              'architectures=["vgg"]')
+    with pytest.raises(AdvTransferError, match="preset must be one of"):
+        _run("cifar10-stl10-architectures", tmp_path / "d", vision_root, 'preset="icml"')
+    with pytest.raises(AdvTransferError, match="steps"):
+        _run("cifar10-stl10-proportions", tmp_path / "e", vision_root, "steps=0")
+
+
+# ------------------------------------------------------------------------------------------
+# cifar10-stl10-*: the protocol of the authors' released image code (image_exp/)
+# ------------------------------------------------------------------------------------------
+
+AUTHORS_EPS = 0.1
+"""``--eps 0.1`` of every adv2know.py / know2adv.py line of the authors' image_exp/cmd.sh."""
+
+
+def _pixels(length_on_minus1_1: float) -> float:
+    """A length on the authors' inputs Normalize(0.5, 0.5)(p) = 2p - 1, in [0, 1] pixels."""
+    return length_on_minus1_1 / 2.0
+
+
+def test_default_eps_is_the_authors_budget_in_pixels() -> None:
+    # image_exp/attack.py clamps x_adv - x to [-2 eps_a, 2 eps_a] on [-1, 1] inputs, eps_a = 0.1,
+    # so the budget is 0.2 on [-1, 1] = 0.1 in pixels (not 0.05)
+    expected = _pixels(2 * AUTHORS_EPS)
+    assert expected == pytest.approx(0.1)
+    for config in (cifar_stl.CifarStlArchitecturesConfig(),
+                   cifar_stl.CifarStlProportionsConfig()):
+        assert config.eps == pytest.approx(expected)
+    # the recipe's own [0, 1] -> [-1, 1] wrapper turns that pixel budget into 2 eps_a
+    wrapped = InputRange(torch.nn.Identity())
+    x = torch.full((1, 3), 0.3)
+    moved = wrapped(x + expected) - wrapped(x)
+    torch.testing.assert_close(moved, torch.full((1, 3), 2 * AUTHORS_EPS))
+
+
+def test_architectures_attack_is_the_authors_fgsm() -> None:
+    # cmd.sh runs adv2know.py with --attack fgsm: attack(itr=1) starts uniformly in the ball
+    # (x + (rand - 0.5) * 4 eps_a) and takes one signed step of 2 eps_a on [-1, 1] inputs,
+    # crafted on the reference and evaluated on the source (t2s)
+    c = cifar_stl.resolved(cifar_stl.CifarStlArchitecturesConfig())
+    assert (c.solver, c.steps, c.norm, c.objective) == ("pgd", 1, "linf", "ce")
+    assert c.random_start and c.correct_only and c.direction == "t2s"
+    assert c.step_size == pytest.approx(_pixels(2 * AUTHORS_EPS))
+
+
+def test_proportions_attack_is_the_authors_pgd50() -> None:
+    # cmd.sh runs know2adv.py with --attack pgd: attack(itr=50), step 2 eps_a * 5 / itr on
+    # [-1, 1] inputs, crafted on the source and evaluated on the reference (s2t)
+    c = cifar_stl.resolved(cifar_stl.CifarStlProportionsConfig())
+    assert (c.solver, c.steps, c.norm, c.objective) == ("pgd", 50, "linf", "ce")
+    assert c.random_start and c.direction == "s2t"
+    assert c.step_size == pytest.approx(_pixels(2 * AUTHORS_EPS * 5 / 50))
+    assert c.step_size == pytest.approx(0.01)
+    # the rule follows eps and steps; an explicit step size is kept
+    other = cifar_stl.resolved(cifar_stl.CifarStlProportionsConfig(eps=0.03, steps=10))
+    assert other.step_size == pytest.approx(_pixels(2 * 0.03 * 5 / 10))
+    kept = cifar_stl.resolved(cifar_stl.CifarStlProportionsConfig(step_size=0.002))
+    assert kept.step_size == 0.002
+
+
+def test_paper_preset_is_the_authors_training() -> None:
+    # image_exp/train_clf.py defaults, used by cmd.sh for every architecture: 100 epochs, batch
+    # 64, SGD lr 0.1 (momentum 0.9, cosine), weight decay 1e-4, random crop and flip;
+    # transfer.py: 10 epochs, batch 64, lr 0.1, weight decay 1e-4
+    for config in (cifar_stl.CifarStlArchitecturesConfig(),
+                   cifar_stl.CifarStlProportionsConfig()):
+        c = cifar_stl.resolved(config)
+        assert c.preset == "paper"
+        assert (c.epochs, c.reference_epochs, c.batch_size) == (100, 100, 64)
+        assert (c.lr, c.plain_lr, c.weight_decay, c.augment) == (0.1, 0.1, 1e-4, True)
+        assert (c.finetune_epochs, c.finetune_lr, c.finetune_batch_size,
+                c.finetune_weight_decay) == (10, 0.1, 64, 1e-4)
+
+
+def _parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_paper_preset_trains_the_authors_networks() -> None:
+    # image_exp/models/fc.py: 3072-1176-400-120-84-10 (Linear: in * out + out parameters)
+    fc = [3 * 32 * 32, 1176, 400, 120, 84, 10]
+    fc_count = sum(a * b + b for a, b in zip(fc, fc[1:], strict=False))
+    # their CIFAR AlexNet: convs (c_in, c_out, k) then one Linear(256, 10)
+    convs = [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3), (256, 256, 3)]
+    alexnet_count = sum(k * k * a * b + b for a, b, k in convs) + 256 * 10 + 10
+    # their LeNet: conv 3->6 and 6->16 (5x5), then 400-120-84-10
+    lenet_count = (3 * 6 * 25 + 6) + (6 * 16 * 25 + 16) + sum(
+        a * b + b for a, b in [(400, 120), (120, 84), (84, 10)])
+    expected = {"fc": fc_count, "alexnet": alexnet_count, "lenet": lenet_count}
+    assert expected == {"fc": 4_143_782, "alexnet": 2_472_266, "lenet": 62_006}
+    for arch, count in expected.items():
+        assert _parameters(cifar_stl.network(arch, 10, 1.0, 32)) == count, arch
+
+
+def test_fast_preset_is_the_earlier_setting() -> None:
+    c = cifar_stl.resolved(cifar_stl.CifarStlArchitecturesConfig(preset="fast"))
+    assert (c.epochs, c.batch_size, c.lr, c.plain_lr, c.weight_decay) == (50, 128, 0.1, 0.01,
+                                                                          5e-4)
+    assert (c.finetune_batch_size, c.finetune_weight_decay) == (128, 0.0)
+    assert cifar_stl.network_name("fc", "fast") == "fc"
+    assert cifar_stl.network_name("alexnet", "fast") == "alexnet"
+    fc = [3 * 32 * 32, 512, 256, 10]  # the library's fc_net default
+    assert _parameters(cifar_stl.network("fc", 10, 1.0, 32, "fast")) == sum(
+        a * b + b for a, b in zip(fc, fc[1:], strict=False))
+    # a field given explicitly wins over the preset
+    mixed = cifar_stl.resolved(cifar_stl.CifarStlArchitecturesConfig(preset="fast", epochs=7,
+                                                                      weight_decay=0.0))
+    assert (mixed.epochs, mixed.weight_decay, mixed.batch_size) == (7, 0.0, 128)
+    with pytest.raises(AdvTransferError, match="preset must be one of"):
+        cifar_stl.resolved(cifar_stl.CifarStlArchitecturesConfig(preset="slow"))
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from advtransfer.models.architectures import (
     CifarResNet,
     TwoLayerSigmoid,
     alexnet_cifar,
+    alexnet_liang,
     build,
     digits_cnn,
     digits_mlp,
     fc_net,
+    fc_net_liang,
     head_layer,
     lenet,
     replace_head,
@@ -38,6 +40,9 @@ CASES: list[tuple[Any, dict[str, Any], tuple[int, ...], tuple[int, ...]]] = [
      (2, 1, 28, 28), (2, 7)),
     (alexnet_cifar, {"num_classes": 10, "width": 0.125}, (2, 3, 32, 32), (2, 10)),
     (alexnet_cifar, {"num_classes": 5, "width": 0.125, "in_channels": 1}, (2, 1, 32, 32), (2, 5)),
+    (fc_net_liang, {"num_classes": 10, "width": 0.125}, (2, 3, 32, 32), (2, 10)),
+    (alexnet_liang, {"num_classes": 10, "width": 0.125}, (2, 3, 32, 32), (2, 10)),
+    (alexnet_liang, {"num_classes": 4, "width": 0.125, "image_size": 96}, (2, 3, 96, 96), (2, 4)),
     (resnet18_cifar, {"num_classes": 10, "width": 0.125}, (2, 3, 32, 32), (2, 10)),
     (resnet50_cifar, {"num_classes": 100, "width": 0.25}, (2, 3, 32, 32), (2, 100)),
     (digits_mlp, {}, (2, 1, 8, 8), (2, 10)),
@@ -132,6 +137,8 @@ REGISTRY_KWARGS: dict[str, dict[str, Any]] = {
     "fc": {"in_shape": (3, 8, 8), "num_classes": 3, "hidden": (4,)},
     "lenet": {"num_classes": 3, "width": 0.5},
     "alexnet": {"num_classes": 3, "width": 0.0625},
+    "fc-liang": {"num_classes": 3, "width": 0.0625},
+    "alexnet-liang": {"num_classes": 3, "width": 0.0625},
     "resnet18": {"num_classes": 3, "width": 0.0625},
     "resnet50": {"num_classes": 3, "width": 0.0625},
     "digits-mlp": {"num_classes": 3, "hidden": 8},
@@ -172,6 +179,8 @@ def test_build_bad_keyword_lists_accepted_parameters() -> None:
         (resnet18_cifar, {"num_classes": 10, "width": -1.0}, AdvTransferError),
         (resnet18_cifar, {"num_classes": 10, "width": float("nan")}, AdvTransferError),
         (alexnet_cifar, {"num_classes": 10, "dropout": 1.0}, AdvTransferError),
+        (alexnet_liang, {"num_classes": 10, "image_size": 28}, AdvTransferError),
+        (alexnet_liang, {"num_classes": 10, "width": 0.0}, AdvTransferError),
         (fc_net, {"in_shape": "3x32x32", "num_classes": 10}, AdvTransferTypeError),
         (fc_net, {"in_shape": (3, 0), "num_classes": 10}, AdvTransferError),
         (fc_net, {"in_shape": 4, "num_classes": 10, "hidden": (4, -1)}, AdvTransferError),
@@ -243,3 +252,45 @@ def test_fc_net_in_shape_product() -> None:
     model = fc_net((3, 4, 5), 2, hidden=(6,))
     assert model.body[0].in_features == 60
     assert math.isclose(fc_net(10, 2, hidden=(100,), width=0.5).body[0].out_features, 50)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_fc_liang_is_the_authors_fc_net() -> None:
+    # Liang et al., image_exp/models/fc.py: Linear 3072->1176->400->(16*5*5=400)->120->84->10,
+    # ReLU after each hidden layer, no dropout. Parameters: sum of in*out + out per layer.
+    sizes = [3 * 32 * 32, 1176, 400, 120, 84, 10]
+    expected = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    assert expected == 4_143_782
+    model = fc_net_liang(10)
+    assert _count(model) == expected
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == list(
+        zip(sizes, sizes[1:], strict=False))
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 4
+    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+    assert build("fc-liang").fc.out_features == 10
+
+
+def test_alexnet_liang_is_the_authors_alexnet() -> None:
+    # The CIFAR AlexNet of Liang et al.'s image code: conv 11x11 stride 4 pad 5 (64) - pool -
+    # conv 5x5 (192) - pool - conv 3x3 (384, 256, 256) - pool, then a single Linear on the
+    # 256-d features. Parameters: sum of k*k*c_in*c_out + c_out per conv, plus 256*10 + 10.
+    convs = [(3, 64, 11), (64, 192, 5), (192, 384, 3), (384, 256, 3), (256, 256, 3)]
+    expected = sum(k * k * a * b + b for a, b, k in convs) + 256 * 10 + 10
+    assert expected == 2_472_266
+    model = alexnet_liang(10).eval()
+    assert _count(model) == expected
+    conv_layers = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size[0]) for m in conv_layers] == convs
+    stem = conv_layers[0]
+    assert stem.stride == (4, 4) and stem.padding == (5, 5)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.features) == 3
+    assert not any(isinstance(m, (nn.Dropout, nn.BatchNorm2d)) for m in model.modules())
+    # one Linear only, directly on the flattened 1x1x256 feature map
+    assert [m for m in model.modules() if isinstance(m, nn.Linear)] == [model.fc]
+    with torch.no_grad():
+        assert model.features(torch.rand(1, 3, 32, 32)).shape == (1, 256, 1, 1)
+    assert model.fc.in_features == 256

@@ -12,19 +12,24 @@ Layer-naming convention (the same for *all* architectures here)
   module named ``flatten``.
 * Named children, in forward order (registry name in brackets):
 
-  - ``fc_net`` ["fc"], ``digits_mlp`` ["digits-mlp"]:
+  - ``fc_net`` ["fc"], ``fc_net_liang`` ["fc-liang"], ``digits_mlp`` ["digits-mlp"]:
     ``flatten`` -> ``body`` (hidden ``Linear`` + ``ReLU`` layers) -> ``fc``
   - ``lenet`` ["lenet"], ``digits_cnn`` ["digits-cnn"]:
     ``features`` (conv trunk) -> ``flatten`` -> ``classifier`` (hidden layers) -> ``fc``
   - ``alexnet_cifar`` ["alexnet"]:
     ``features`` -> ``avgpool`` -> ``flatten`` -> ``classifier`` -> ``fc``
+  - ``alexnet_liang`` ["alexnet-liang"]: ``features`` -> ``flatten`` -> ``fc``
   - ``resnet18_cifar`` ["resnet18"], ``resnet50_cifar`` ["resnet50"]:
     ``conv1`` -> ``bn1`` -> ``relu`` -> ``layer1`` .. ``layer4`` -> ``avgpool`` -> ``flatten``
     -> ``fc`` (the same names as torchvision's ResNet, plus ``flatten``)
   - ``two_layer_sigmoid`` ["two-layer-sigmoid"]: ``hidden_layer`` -> ``act`` -> ``fc``
 
   So the penultimate features are the output of ``body`` / ``classifier`` / ``flatten``
-  (ResNets) / ``act`` (sigmoid net), i.e. always the input of ``fc``.
+  (ResNets, ``alexnet-liang``) / ``act`` (sigmoid net), i.e. always the input of ``fc``.
+
+``fc-liang`` and ``alexnet-liang`` are the fully connected network and the AlexNet of Liang et
+al.'s released image code (``image_exp/models``), which their CIFAR-10 -> STL-10 architecture
+experiment trains; ``fc`` and ``alexnet`` are this library's own, larger-headed variants.
 
 Width multipliers scale every channel count and hidden width as ``max(1, round(width * c))``,
 so ``width=0.25`` gives quick, tiny versions for tests and ``--quick`` runs.
@@ -48,16 +53,19 @@ from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 __all__ = [
     "ARCHITECTURES",
     "AlexNetCifar",
+    "AlexNetLiang",
     "CifarResNet",
     "DigitsCNN",
     "FCNet",
     "LeNet",
     "TwoLayerSigmoid",
     "alexnet_cifar",
+    "alexnet_liang",
     "build",
     "digits_cnn",
     "digits_mlp",
     "fc_net",
+    "fc_net_liang",
     "head_layer",
     "lenet",
     "replace_head",
@@ -174,6 +182,19 @@ def fc_net(
     return FCNet(in_features, _positive_int(num_classes, "num_classes"), sizes)
 
 
+#: Hidden widths of Liang et al.'s fully connected network (``image_exp/models/fc.py``).
+LIANG_FC_HIDDEN = (1176, 400, 120, 84)
+
+
+def fc_net_liang(
+    num_classes: int = 10, in_shape: int | Sequence[int] = (3, 32, 32), *, width: float = 1.0
+) -> FCNet:
+    """Liang et al.'s fully connected network: 3072-1176-400-120-84-``num_classes`` on
+    flattened 32 px RGB images, ReLU after every hidden layer, no dropout (their
+    ``image_exp/models/fc.py``). ``width`` scales the hidden widths."""
+    return fc_net(in_shape, num_classes, LIANG_FC_HIDDEN, width=width)
+
+
 def digits_mlp(num_classes: int = 10, hidden: int = 64) -> FCNet:
     """Two-hidden-layer ReLU MLP for scikit-learn digits (inputs ``1x8x8`` or ``64`` in [0, 1]).
 
@@ -285,6 +306,61 @@ def alexnet_cifar(
         _positive_int(in_channels, "in_channels"),
         _positive_float(width, "width"),
         _dropout(dropout),
+    )
+
+
+class AlexNetLiang(nn.Module):
+    """The CIFAR AlexNet of Liang et al.'s image code (the ``alexnet`` their
+    ``image_exp/models`` imports, the one of W. Yang's ``pytorch-classification``: AlexNet's
+    convolutions, fully connected layers removed).
+
+    ``features``: conv11x11/4 pad 5 (64) - ReLU - maxpool2 - conv5x5 pad 2 (192) - ReLU -
+    maxpool2 - conv3x3 (384) - ReLU - conv3x3 (256) - ReLU - conv3x3 (256) - ReLU - maxpool2
+    (32 px -> 8 -> 4 -> 2 -> 1); ``fc``: one Linear on the flattened 256-d features (the authors'
+    ``classifier``). No dropout, no batch normalisation. Channels are scaled by ``width``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int, width: float) -> None:
+        super().__init__()
+        c = [_scaled(n, width) for n in (64, 192, 384, 256, 256)]
+        side = ((image_size + 2 * 5 - 11) // 4 + 1) // 8
+        if side < 1:
+            raise AdvTransferError(
+                f"image_size must be at least 29 for alexnet-liang (an 11x11 stride-4 stem and "
+                f"three 2x2 pools), got {image_size}"
+            )
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c[0], kernel_size=11, stride=4, padding=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[0], c[1], kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[1], c[2], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c[2], c[3], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c[3], c[4], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c[4] * side * side, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.features(x)))
+
+
+def alexnet_liang(
+    num_classes: int = 10, image_size: int = 32, *, in_channels: int = 3, width: float = 1.0
+) -> AlexNetLiang:
+    """Liang et al.'s CIFAR AlexNet (see :class:`AlexNetLiang`); 2,472,266 parameters for 10
+    classes at 32 px."""
+    return AlexNetLiang(
+        _positive_int(num_classes, "num_classes"),
+        _positive_int(in_channels, "in_channels"),
+        _positive_int(image_size, "image_size"),
+        _positive_float(width, "width"),
     )
 
 
@@ -498,8 +574,10 @@ def sigmoid_net_smoothness(model: nn.Module) -> float:
 #: Name -> builder. ``build(name, **kwargs)`` calls ``ARCHITECTURES[name](**kwargs)``.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "fc": fc_net,
+    "fc-liang": fc_net_liang,
     "lenet": lenet,
     "alexnet": alexnet_cifar,
+    "alexnet-liang": alexnet_liang,
     "resnet18": resnet18_cifar,
     "resnet50": resnet50_cifar,
     "digits-mlp": digits_mlp,

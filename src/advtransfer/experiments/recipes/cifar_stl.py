@@ -1,10 +1,12 @@
 """The paper's CIFAR-10 -> STL-10 experiments, and the stages the real-data recipes share.
 
-Two recipes (Liang et al., ICML 2021, Section 5; the authors' ``exp1`` code):
+Two recipes (Liang et al., ICML 2021, Section 5), after the authors' released image code
+(``image_exp/``: ``cmd.sh``, ``train_clf.py``, ``transfer.py``, ``attack.py``, ``adv2know.py``,
+``know2adv.py``, ``models/``):
 
-``cifar10-stl10-architectures``
+``cifar10-stl10-architectures`` ("adversarial transferability indicates knowledge transferability")
     Source models of five architectures (``fc``, ``lenet``, ``alexnet``, ``resnet18``,
-    ``resnet50``; the 32 px CIFAR variants of :mod:`advtransfer.models.architectures`) trained on
+    ``resnet50``; 32 px CIFAR networks of :mod:`advtransfer.models.architectures`) trained on
     CIFAR-10; a reference ResNet-18 trained on STL-10 (all 10 classes, 96 px images resized to
     32 px). Labels: STL-10 labels are mapped to CIFAR-10's label ids
     (:data:`~advtransfer.data.vision.STL10_TO_CIFAR10`: STL ``car`` = CIFAR ``automobile`` ...),
@@ -13,40 +15,85 @@ Two recipes (Liang et al., ICML 2021, Section 5; the authors' ``exp1`` code):
     nine shared classes. This changes no fine-tuning result (a new head is fitted on the target's
     labels) but makes the reference's outputs readable in CIFAR-10 terms and gives each source a
     *direct* accuracy: its CIFAR-10 prediction on the STL-10 test images of the nine shared
-    classes, without any fine-tuning (monkey images, label 6, are left out of it).
+    classes, without any fine-tuning (monkey images, label 6, are left out of it). Attack: FGSM
+    (``steps=1``) crafted on the reference and evaluated on the source (``t2s``, listed first),
+    as ``adv2know.py --attack fgsm``.
 
-``cifar10-stl10-proportions``
+``cifar10-stl10-proportions`` ("knowledge transferability indicates adversarial transferability")
     Five ResNet-18 sources trained on 4-class CIFAR-10 subsets {0,1,8,9}, {2,1,8,9}, {2,3,8,9},
     {2,3,4,9}, {2,3,4,7} (airplane, automobile, ship, truck are vehicles; bird, cat, deer, dog,
-    frog, horse animals), so the share of animal classes runs 0, 25, 50, 75, 100 %; the target is
-    the 4-class animal task bird, cat, deer, dog on STL-10 (STL labels 1, 3, 4, 5, relabelled
-    0..3), with a ResNet-18 reference trained on it. (The authors' ``exp1/cmd.sh`` trains its
-    100 % source on {2,3,4,5}, the target's own classes; set ``source_classes`` to reproduce it.)
+    frog, horse animals), so the share of animal classes runs 0, 25, 50, 75, 100 %, as
+    ``image_exp/cmd.sh``; the target is the 4-class animal task bird, cat, deer, dog on STL-10
+    (STL labels 1, 3, 4, 5, relabelled 0..3), with a ResNet-18 reference trained on it. (The
+    older ``exp1/cmd.sh`` trains its 100 % source on {2,3,4,5}, the target's own classes; set
+    ``source_classes`` to reproduce it.) Attack: 50-step PGD with the authors' step (below),
+    crafted on the source and evaluated on the reference (``s2t``, listed first), as
+    ``know2adv.py --attack pgd``.
+
+Presets (``preset``; :data:`PRESETS`)
+    ``"paper"`` (default) is the authors' setting: every network, the reference included, is
+    trained 100 epochs with batch 64, SGD lr 0.1 (momentum 0.9, cosine schedule), weight decay
+    1e-4, random crop (4 px padding) and horizontal flip (``train_clf.py`` defaults, which
+    ``cmd.sh`` keeps for every architecture); ``fc`` is their fully connected net
+    3072-1176-400-120-84-10 (``fc-liang``), ``alexnet`` their CIFAR AlexNet (11x11 stride-4
+    stem, one Linear on the 256-d features; ``alexnet-liang``); LeNet and the ResNets have the
+    authors' layer structure. ``"fast"`` is this library's earlier setting: 50 epochs with batch
+    128 (a quarter of the SGD steps), lr 0.01 for fc/LeNet/AlexNet (``plain_lr``), weight decay
+    5e-4, fine-tuning with batch 128 and no weight decay, and the library's own ``fc``
+    (3072-512-256-10) and ``alexnet`` (5x5 stem, two 1024-wide hidden layers with dropout).
+    A training field set explicitly (``epochs``, ``plain_lr``, ``weight_decay``,
+    ``batch_size``, ``finetune_batch_size``, ``finetune_weight_decay``) wins over the preset.
 
 For every source, in both recipes:
 
 * **knowledge transfer**: last-layer fine-tuning on the STL-10 target (a new linear head on the
-  source's penultimate features; the authors' setting: SGD, lr 0.1, momentum 0.9, cosine schedule,
-  10 epochs; ``finetune="full"`` trains the whole network instead); test accuracy and
-  cross-entropy loss;
-* **adversarial transferability** between the reference f_T and the source f_S on STL-10 test
-  images, both directions from one attack on each model (:func:`advtransfer.transferability`).
-  The authors' protocol is the default: an L_inf PGD attack (``steps=1``: FGSM) on the
-  cross-entropy against the attacked model's own prediction (``objective="ce"``), on test
-  images the reference classifies correctly (``correct_only``). Their models see inputs in
-  [-1, 1] (``Normalize(0.5, 0.5)``) and their budget is 0.1 there; here every model is an
-  :class:`~advtransfer.models.wrappers.InputRange` (``[0, 1] -> [-1, 1]``) around the network,
-  trained and attacked on images in [0, 1], so the same budget is ``eps = 0.05`` in [0, 1] units.
+  source's penultimate features; the authors' ``transfer.py --transfer_last``: SGD lr 0.1,
+  momentum 0.9, cosine schedule, 10 epochs, batch 64, weight decay 1e-4 in the paper preset;
+  ``finetune="full"`` trains the whole network instead); test accuracy and cross-entropy loss;
+* **adversarial transferability** between the reference f_T and the source f_S on the STL-10
+  test images the reference classifies correctly (``correct_only``), both directions from one
+  attack on each model (:func:`advtransfer.transferability`): L_inf, a random start uniform in
+  the eps-ball, ascent on the cross-entropy against the attacked model's own prediction
+  (``objective="ce"``). The authors' models see inputs in [-1, 1] (``Normalize(0.5, 0.5)``)
+  and their ``attack.py`` clamps x_adv - x to +-2 eps_a with ``--eps 0.1``, i.e. 0.2 on
+  [-1, 1]; here every model is an :class:`~advtransfer.models.wrappers.InputRange`
+  (``[0, 1] -> [-1, 1]``, a factor 2) around the network, trained and attacked on images in
+  [0, 1], so the same budget is ``eps = 0.1`` in [0, 1] pixel units. Their step is 2 eps_a
+  for one step and 2 eps_a x 5 / steps for more on [-1, 1], i.e. ``step_size`` = eps (FGSM)
+  and 5 eps / steps = 0.01 for 50 steps here (:func:`authors_step_size`, used when
+  ``step_size`` is None).
 
-Reported metrics, per direction (``t2s``: crafted on the reference, applied to the source,
-listed first by default; ``s2t``: crafted on the source, applied to the reference, which is what
-the authors' released ``exp1/attack_and_transfer.py`` computes):
+Reported metrics, per direction (``t2s``: crafted on the reference, applied to the source;
+``s2t``: crafted on the source, applied to the reference; ``direction`` says which is listed
+first):
 
 * ``alpha1`` = mean_x ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)|| (unsquared ratio, as the authors),
   with ``alpha1_ladv`` = mean_x of the squared ratio (the paper's l_adv ratio) alongside;
 * ``alpha2`` = ||E_x[u_{A->A} u_{A->B}^T]||_F and ``combined`` = ||E_x[alpha1(x) u_{A->A}
   u_{A->B}^T]||_F, both squared with ``convention="authors"`` (default, as the authors' image code
   reports them; ``"icml"`` for the unsquared definitions).
+
+Where the paper preset still differs from the authors' code:
+
+* the attack (:mod:`advtransfer.attacks`) returns the iterate with the largest loss, the random
+  start included; the authors' returns the last iterate (for FGSM: the point after the step);
+* the authors keep the epoch with the best *test* accuracy (their validation set is the test
+  set), in training and in fine-tuning; here the last epoch is kept;
+* head fine-tuning fits the head on features computed once, so there is no augmentation and
+  the frozen network's batch-norm statistics stay those of CIFAR-10; the authors' fine-tuning
+  runs the whole network in train mode on augmented STL-10 batches, so a ResNet's running
+  statistics drift towards STL-10 while its weights stay frozen;
+* the cosine schedule decays per batch here, per epoch in the authors' code; the ResNets start
+  from torchvision's (Kaiming) initialisation, the authors' from PyTorch's default;
+* ``adv2know.py`` loads a ResNet-18 reference while ``cmd.sh`` trains a ResNet-50 on STL-10
+  for it; the default follows ``adv2know.py`` (``reference_architecture="resnet50"`` gives
+  the other reading);
+* the transfer loss is measured on the whole STL-10 test set; ``adv2know.py`` also records it
+  on the correctly classified images only;
+* the authors' ``alexnet`` and ``le_net`` files are not in their released ``image_exp``; the
+  AlexNet used is the CIFAR AlexNet their ``models/__init__.py`` and ``transfer.py`` point to
+  (W. Yang's ``pytorch-classification``: ``classifier`` is one Linear), the LeNet is their
+  ``exp1/models/lenet.py``.
 
 The report correlates every alpha with transfer accuracy and loss; the paper finds positive
 correlations with accuracy (and negative with loss): the more adversarially transferable a
@@ -61,7 +108,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -104,6 +151,40 @@ MONKEY_AS_CIFAR = 6  # the CIFAR-10 id (frog) that no STL-10 class uses
 STL10_AS_CIFAR10: dict[int, int] = {**STL10_TO_CIFAR10, STL10_MONKEY: MONKEY_AS_CIFAR}
 """All ten STL-10 labels -> CIFAR-10 label ids (monkey takes frog's free id 6)."""
 
+@dataclass(frozen=True)
+class Preset:
+    """The training settings and network variants a ``preset`` stands for (any of these
+    settings given explicitly in the configuration wins over the preset's)."""
+
+    epochs: int
+    plain_lr: float
+    weight_decay: float
+    batch_size: int
+    finetune_batch_size: int
+    finetune_weight_decay: float
+    networks: dict[str, str]
+    """Recipe architecture name -> :data:`~advtransfer.models.architectures.ARCHITECTURES`
+    name (the architectures not listed keep their own name)."""
+
+
+PRESETS: dict[str, Preset] = {
+    # Liang et al.'s image_exp/train_clf.py and transfer.py defaults, which image_exp/cmd.sh
+    # uses for every architecture: 100 epochs, batch 64, SGD lr 0.1 (momentum 0.9, cosine),
+    # weight decay 1e-4; fine-tuning with batch 64 and weight decay 1e-4; their fc net and
+    # CIFAR AlexNet.
+    "paper": Preset(epochs=100, plain_lr=0.1, weight_decay=1e-4, batch_size=64,
+                    finetune_batch_size=64, finetune_weight_decay=1e-4,
+                    networks={"fc": "fc-liang", "alexnet": "alexnet-liang"}),
+    # this library's earlier defaults: half the epochs at twice the batch (a quarter of the SGD
+    # steps), lr 0.01 for the networks without batch normalisation, weight decay 5e-4, no
+    # weight decay in fine-tuning, and the library's own fc (3072-512-256) and AlexNet variant
+    "fast": Preset(epochs=50, plain_lr=0.01, weight_decay=5e-4, batch_size=128,
+                   finetune_batch_size=128, finetune_weight_decay=0.0,
+                   networks={"fc": "fc", "alexnet": "alexnet"}),
+}
+PRESET_FIELDS = ("epochs", "plain_lr", "weight_decay", "batch_size", "finetune_batch_size",
+                 "finetune_weight_decay")
+
 # --------------------------------------------------------------------------------------------
 # The two CIFAR-10 -> STL-10 recipes
 # --------------------------------------------------------------------------------------------
@@ -118,12 +199,13 @@ class _CifarStlConfig:
     max_samples: int | None = None
     workers: int = 0
     image_size: int = 32
+    preset: str = "paper"
     augment: bool = True
-    epochs: int = 50
+    epochs: int | None = None
     lr: float = 0.1
-    plain_lr: float = 0.01
-    weight_decay: float = 5e-4
-    batch_size: int = 128
+    plain_lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
     width: float = 1.0
     reference_architecture: str = "resnet18"
     reference_width: float = 1.0
@@ -131,11 +213,13 @@ class _CifarStlConfig:
     finetune: str = "head"
     finetune_epochs: int = 10
     finetune_lr: float = 0.1
-    eps: float = 0.05
+    finetune_batch_size: int | None = None
+    finetune_weight_decay: float | None = None
+    eps: float = 0.1
     norm: str = "linf"
     objective: str = "ce"
     solver: str = "pgd"
-    steps: int = 10
+    steps: int = 1
     step_size: float | None = None
     random_start: bool = True
     convention: Convention = "authors"
@@ -147,43 +231,89 @@ class _CifarStlConfig:
 
 @dataclass
 class CifarStlArchitecturesConfig(_CifarStlConfig):
-    """``cifar10-stl10-architectures``; see the module docstring. ``lr`` is the learning rate of
-    the batch-normalised ResNets, ``plain_lr`` that of ``fc``/``lenet``/``alexnet``; ``eps`` is
-    in [0, 1] pixel units (0.05 = the authors' 0.1 on [-1, 1] inputs); ``max_samples`` caps
-    every split; ``n_attack`` caps the attacked test images (None: all)."""
+    """``cifar10-stl10-architectures``; see the module docstring. ``preset`` (``"paper"`` or
+    ``"fast"``, see :data:`PRESETS`) fills the fields left None (``epochs``, ``plain_lr``,
+    ``weight_decay``, ``batch_size``, ``finetune_batch_size``, ``finetune_weight_decay``) and
+    picks the fc and AlexNet variants. ``lr`` is the learning rate of the batch-normalised
+    ResNets, ``plain_lr`` that of ``fc``/``lenet``/``alexnet``; ``eps`` is in [0, 1] pixel
+    units (0.1 = the authors' clamp at +-2 x 0.1 on [-1, 1] inputs); ``step_size`` None is the
+    authors' rule (:func:`authors_step_size`); ``max_samples`` caps every split; ``n_attack``
+    caps the attacked test images (None: all). Default attack: FGSM with a random start
+    (``steps=1``), as the authors' ``image_exp/cmd.sh``."""
 
     architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
 
 
 @dataclass
 class CifarStlProportionsConfig(_CifarStlConfig):
-    """``cifar10-stl10-proportions``; see the module docstring. ``source_classes`` are CIFAR-10
-    label lists, ``target_classes`` STL-10 labels (default bird, cat, deer, dog)."""
+    """``cifar10-stl10-proportions``; the fields of the architectures recipe (see
+    :class:`CifarStlArchitecturesConfig`), with ``source_classes`` (CIFAR-10 label lists) and
+    ``target_classes`` (STL-10 labels, default bird, cat, deer, dog). Default attack: 50-step
+    PGD with the authors' step 5 eps / 50 = 0.01, reported source -> reference first
+    (``direction="s2t"``), as the authors' ``image_exp/know2adv.py``."""
 
     architecture: str = "resnet18"
     source_classes: list[list[int]] = field(default_factory=lambda: [
         [0, 1, 8, 9], [2, 1, 8, 9], [2, 3, 8, 9], [2, 3, 4, 9], [2, 3, 4, 7]])
     target_classes: list[int] = field(default_factory=lambda: [1, 3, 4, 5])
+    steps: int = 50
+    direction: str = "s2t"
 
 
-def quick(c: _CifarStlConfig) -> _CifarStlConfig:
-    """``--quick``: at most 256 samples per split, one epoch, width 0.125, 2 attack steps on
-    at most 64 images."""
+def authors_step_size(eps: float, steps: int) -> float:
+    """The step of the authors' ``image_exp/attack.py`` in [0, 1] pixel units. On their
+    [-1, 1] inputs the budget is 2 eps_a and the step 2 eps_a for one step, 2 eps_a x 5 / steps
+    for more; a [-1, 1] length is half as long in pixels, so with eps = eps_a the step is eps
+    for FGSM and 5 eps / steps for PGD (0.01 for their 50 steps at eps 0.1)."""
+    return eps if steps == 1 else 5.0 * eps / steps
+
+
+_C = TypeVar("_C", bound=_CifarStlConfig)
+
+
+def resolved(c: _C) -> _C:
+    """``c`` with its preset applied: every field of :data:`PRESET_FIELDS` left None takes the
+    preset's value, and ``step_size`` None the authors' rule (:func:`authors_step_size`)."""
+    if c.preset not in PRESETS:
+        raise AdvTransferError(f"preset must be one of {list(PRESETS)}; got {c.preset!r}")
+    preset = PRESETS[c.preset]
+    filled: dict[str, Any] = {k: getattr(preset, k) for k in PRESET_FIELDS
+                              if getattr(c, k) is None}
+    if c.step_size is None and c.steps >= 1:  # steps < 1 is reported by the checks
+        filled["step_size"] = authors_step_size(c.eps, c.steps)
+    return replace(c, **filled)
+
+
+def quick(c: _C) -> _C:
+    """``--quick``: at most 256 samples per split, one epoch, width 0.125, at most 2 attack
+    steps on at most 64 images."""
     return replace(c, max_samples=256, epochs=1, reference_epochs=1, finetune_epochs=1,
-                   width=0.125, reference_width=0.125, steps=2, n_attack=64, workers=0)
+                   width=0.125, reference_width=0.125, steps=min(c.steps, 2), n_attack=64,
+                   workers=0)
 
 
-def _network(arch: str, num_classes: int, width: float, image_size: int) -> nn.Module:
-    """``arch`` behind an InputRange ([0, 1] images -> the [-1, 1] inputs it is trained on)."""
-    if arch == "fc":
-        net = build("fc", in_shape=(3, image_size, image_size), num_classes=num_classes,
-                    width=width)
-    elif arch == "lenet":
-        net = build("lenet", num_classes=num_classes, image_size=image_size, width=width)
-    elif arch in ("alexnet", "resnet18", "resnet50"):
-        net = build(arch, num_classes=num_classes, width=width)
-    else:
+def network_name(arch: str, preset: str = "paper") -> str:
+    """The :data:`~advtransfer.models.architectures.ARCHITECTURES` name a recipe architecture
+    stands for under ``preset`` (``fc`` is ``fc-liang`` in the paper preset ...)."""
+    if arch not in ARCHITECTURES:
         raise AdvTransferError(f"unknown architecture {arch!r}; choose from {list(ARCHITECTURES)}")
+    if preset not in PRESETS:
+        raise AdvTransferError(f"preset must be one of {list(PRESETS)}; got {preset!r}")
+    return PRESETS[preset].networks.get(arch, arch)
+
+
+def network(arch: str, num_classes: int, width: float, image_size: int,
+            preset: str = "paper") -> nn.Module:
+    """``arch`` (in the variant of ``preset``) behind an InputRange ([0, 1] images -> the
+    [-1, 1] inputs it is trained on)."""
+    name = network_name(arch, preset)
+    if name in ("fc", "fc-liang"):
+        net = build(name, in_shape=(3, image_size, image_size), num_classes=num_classes,
+                    width=width)
+    elif name in ("lenet", "alexnet-liang"):
+        net = build(name, num_classes=num_classes, image_size=image_size, width=width)
+    else:
+        net = build(name, num_classes=num_classes, width=width)
     return InputRange(net, (0.0, 1.0), (-1.0, 1.0))
 
 
@@ -198,13 +328,10 @@ class _Source:
 def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source],
                    target_stl: list[int] | None, title: str, sweep: str | None,
                    description: str) -> dict[str, Any]:
-    check_common(c)
-    if c.image_size < 16:
-        raise AdvTransferError(f"image_size must be >= 16; got {c.image_size}")
-    for arch in {s.arch for s in sources} | {c.reference_architecture}:
-        if arch not in ARCHITECTURES:
-            raise AdvTransferError(f"unknown architecture {arch!r}; choose from "
-                                   f"{list(ARCHITECTURES)}")
+    """The shared run of both recipes; ``c`` is already :func:`resolved`."""
+    _check(c)
+    names = {a: network_name(a, c.preset) for a in {s.arch for s in sources}
+             | {c.reference_architecture}}
     load = {"download": c.download, "verify": c.verify, "size": c.image_size}
     cifar = {split: cifar10(c.data_root, split, **load) for split in ("train", "test")}
     stl = {split: stl10(c.data_root, split, **load) for split in ("train", "test")}
@@ -226,9 +353,10 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         for s, v in views.items()}
 
     reference, ref_key = trained_classifier(
-        ctx, "reference", {"arch": c.reference_architecture, "width": c.reference_width,
+        ctx, "reference", {"arch": names[c.reference_architecture], "width": c.reference_width,
                            "task": target_id, "data": data_id, "seed": c.seed},
-        lambda: _network(c.reference_architecture, n_target, c.reference_width, c.image_size),
+        lambda: network(c.reference_architecture, n_target, c.reference_width, c.image_size,
+                        c.preset),
         target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
         optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
         augment=c.augment, description="training the STL-10 reference")
@@ -266,13 +394,13 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             readers[str(classes)] = source_reader(classes)
         source_data = readers[str(classes)]
         model, key = trained_classifier(
-            ctx, "source", {"arch": src.arch, "width": c.width, "classes": classes,
+            ctx, "source", {"arch": names[src.arch], "width": c.width, "classes": classes,
                             "data": data_id, "seed": c.seed},
-            lambda a=src.arch, k=n_cls: _network(a, k, c.width, c.image_size),
+            lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
             source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
             weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
             description=f"training source {src.name}")
-        record: dict[str, Any] = {"source": src.name, **src.fields,
+        record: dict[str, Any] = {"source": src.name, **src.fields, "network": names[src.arch],
                                   "parameters": sum(p.numel() for p in model.parameters())}
         record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
                                              f"cifar10-{classes}-test")
@@ -280,7 +408,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             record["direct_accuracy"] = _direct_accuracy(ctx, key, model, target["test"])
         kt = transfer(ctx, key, model, target["train"], target["test"], target=target_id,
                       task="classification", features="penultimate", finetune=c.finetune,
-                      epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=128)
+                      epochs=c.finetune_epochs, lr=c.finetune_lr,
+                      weight_decay=c.finetune_weight_decay, batch_size=c.finetune_batch_size)
         record.update(transfer_accuracy=kt["test_accuracy"], transfer_loss=kt["test_loss"],
                       transfer_train_accuracy=kt["train_accuracy"])
         record.update(adversarial(
@@ -297,7 +426,10 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         columns.insert(columns.index("transfer_accuracy"), "direct_accuracy")
     return {
         "records": records,
-        "reference": {"architecture": c.reference_architecture, "accuracy": ref_acc,
+        # the configuration's None fields as the preset and the step rule filled them
+        "settings": {k: getattr(c, k) for k in (*PRESET_FIELDS, "step_size")},
+        "reference": {"architecture": c.reference_architecture,
+                      "network": names[c.reference_architecture], "accuracy": ref_acc,
                       "classes": target_names, "n_attack": n_used},
         "report": {
             "title": title,
@@ -305,10 +437,10 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
                 f" Reference: {c.reference_architecture} (width {c.reference_width}) on the "
                 f"STL-10 target ({n_target} classes: {', '.join(target_names)}), test accuracy "
                 f"{ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning on STL-10 "
-                f"({_epochs(c.finetune_epochs)}, lr {c.finetune_lr}). Adversarial "
-                f"transferability: {c.solver} {c.norm} eps={c.eps} on [0, 1] images "
-                f"(= {2 * c.eps:g} on the models' [-1, 1] inputs), {c.objective} objective, "
-                f"{c.steps} step(s), on {n_used} STL-10 test images"
+                f"({_epochs(c.finetune_epochs)}, SGD lr {c.finetune_lr}, batch "
+                f"{c.finetune_batch_size}, weight decay {c.finetune_weight_decay:g}). "
+                f"Adversarial transferability: {_attack_text(c)} on {n_used} STL-10 test "
+                "images"
                 + (" the reference classifies correctly" if c.correct_only else "")
                 + f"; the first metrics are the {_direction_text(c.direction)} direction. "
                 "alpha1 is the mean unsquared ratio"
@@ -340,6 +472,30 @@ def _direction_text(direction: str) -> str:
             "source -> reference (attacks crafted on the source, evaluated on the reference)")
 
 
+def _attack_text(c: _CifarStlConfig) -> str:
+    name = ("FGSM" if c.steps == 1 else f"{c.steps}-step PGD") if c.solver == "pgd" else c.solver
+    return (f"{name} ({c.norm}, eps={c.eps:g} on [0, 1] images = {2 * c.eps:g} on the models' "
+            f"[-1, 1] inputs, step {c.step_size:g}, random start: {c.random_start}, "
+            f"{c.objective} objective)")
+
+
+def _training_text(c: _CifarStlConfig) -> str:
+    return (f"preset {c.preset!r}: {_epochs(c.epochs)}, batch {c.batch_size}, SGD (momentum "
+            f"0.9, cosine) lr {c.lr} (ResNets) / {c.plain_lr} (fc, LeNet, AlexNet), weight decay "
+            f"{c.weight_decay:g}; random crop and flip: {c.augment}")
+
+
+def _check(c: _CifarStlConfig) -> None:
+    check_common(c)
+    if c.image_size < 16:
+        raise AdvTransferError(f"image_size must be >= 16; got {c.image_size}")
+    if c.finetune_batch_size < 1:
+        raise AdvTransferError(f"finetune_batch_size must be >= 1; got {c.finetune_batch_size}")
+    for name in ("weight_decay", "finetune_weight_decay"):
+        if not getattr(c, name) >= 0:
+            raise AdvTransferError(f"{name} must be >= 0; got {getattr(c, name)}")
+
+
 def _epochs(n: int) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
@@ -368,6 +524,7 @@ def _direct_accuracy(ctx: RunContext, key: str, model: nn.Module,
           "trained on CIFAR-10, a ResNet-18 reference on STL-10; alpha vs last-layer "
           "fine-tuning on STL-10 (needs CIFAR-10 and STL-10).", quick)
 def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[str, Any]:
+    c = resolved(c)
     if not c.architectures:
         raise AdvTransferError("architectures is empty")
     sources = [_Source(a, a, None, {"architecture": a}) for a in c.architectures]
@@ -376,8 +533,9 @@ def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[s
         title="cifar10-stl10-architectures: does adversarial transferability indicate "
               "knowledge transferability across architectures?",
         description=(
-            f"Sources: {', '.join(c.architectures)} (width {c.width}) trained on CIFAR-10 "
-            f"({_epochs(c.epochs)}, SGD; random crop and flip: {c.augment}). STL-10 labels are "
+            f"Sources: {', '.join(c.architectures)} (width {c.width}; networks "
+            f"{', '.join(network_name(a, c.preset) for a in c.architectures)}) trained on "
+            f"CIFAR-10 ({_training_text(c)}). STL-10 labels are "
             "mapped to CIFAR-10's ids; STL-10 monkey takes the id of CIFAR-10 frog (6), which "
             "STL-10 lacks. Direct accuracy: a source's CIFAR-10 predictions on the STL-10 test "
             "images of the nine shared classes, without fine-tuning."))
@@ -388,6 +546,7 @@ def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[s
           "tasks with 0-100% animal classes, a 4-class animal target on STL-10; alpha vs "
           "last-layer fine-tuning (needs CIFAR-10 and STL-10).", quick)
 def run_proportions(c: CifarStlProportionsConfig, ctx: RunContext) -> dict[str, Any]:
+    c = resolved(c)
     if not c.source_classes:
         raise AdvTransferError("source_classes is empty")
     for classes in c.source_classes:
@@ -412,5 +571,5 @@ def run_proportions(c: CifarStlProportionsConfig, ctx: RunContext) -> dict[str, 
               "transferability across data distributions?",
         description=(
             f"Sources: {c.architecture} (width {c.width}) trained on the CIFAR-10 class subsets "
-            f"{c.source_classes} ({_epochs(c.epochs)}, SGD; random crop and flip: {c.augment}); "
+            f"{c.source_classes} ({_training_text(c)}); "
             "their share of animal classes is the sweep."))
