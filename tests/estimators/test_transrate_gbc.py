@@ -82,7 +82,7 @@ def test_gbc_matches_loop_implementation() -> None:
     rng = np.random.default_rng(2)
     y = rng.integers(0, 3, size=30)
     f = rng.normal(size=(30, 4)) * np.array([1.0, 0.5, 2.0, 1.0]) + 0.7 * y[:, None]
-    assert gbc(f, y) == pytest.approx(_gbc_by_hand(f, y), rel=1e-10)
+    assert gbc(f, y, pca_dim=None) == pytest.approx(_gbc_by_hand(f, y), rel=1e-10)
 
 
 def test_gbc_two_classes_by_hand() -> None:
@@ -116,3 +116,66 @@ def test_gbc_variance_floor_keeps_single_sample_classes_finite() -> None:
     assert math.isfinite(value)
     # Classes 0 and 1 coincide (BC = 1 both ways); class 2 is far away from both.
     assert value == pytest.approx(-2.0, abs=1e-9)
+
+
+def _width_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """16 informative dimensions (5 Gaussian classes), and a generator for padding."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 120)
+    f16 = rng.normal(size=(5, 16))[y] + 1.5 * rng.normal(size=(y.size, 16))
+    return f16, y, rng
+
+
+def test_gbc_does_not_grow_with_feature_width() -> None:
+    # Issue 8 item 12: without the published PCA-64 step, the same 16 informative dimensions
+    # tiled to 2048 gave GBC -1e-57 instead of -2.9 (every copy adds to D_B), and padding with
+    # small noise dimensions to 2048 gave -6e-4 instead of -2.4: GBC ranked by width.
+    f16, y, rng = _width_data()
+    tiled = np.tile(f16, (1, 128))
+    # the principal axes of the tiled features are the tiled axes of f16: identical scores
+    assert gbc(tiled, y) == pytest.approx(gbc(f16, y), rel=1e-7)
+    pad64 = np.hstack([f16, 0.05 * rng.normal(size=(y.size, 48))])
+    pad2048 = np.hstack([f16, 0.05 * rng.normal(size=(y.size, 2032))])
+    assert gbc(pad2048, y) == pytest.approx(gbc(pad64, y), rel=0.1)
+    assert gbc(pad2048, y) < -1.0  # not driven to 0 by the width
+
+
+def test_gbc_pca_matches_scikit_learn_pca() -> None:
+    from sklearn.decomposition import PCA
+
+    f16, y, rng = _width_data()
+    wide = f16 @ rng.normal(size=(16, 300)) + 0.3 * rng.normal(size=(y.size, 300))
+    reduced = PCA(n_components=64, svd_solver="full").fit_transform(wide)
+    assert gbc(wide, y) == pytest.approx(gbc(reduced, y, pca_dim=None), rel=1e-8)
+    reduced8 = PCA(n_components=8, svd_solver="full").fit_transform(wide)
+    assert gbc(wide, y, pca_dim=8) == pytest.approx(gbc(reduced8, y, pca_dim=None), rel=1e-8)
+
+
+def test_gbc_spherical_is_the_released_code_formula() -> None:
+    rng = np.random.default_rng(4)
+    y = np.repeat(np.arange(3), 30)
+    f = rng.normal(size=(90, 5)) * np.array([1.0, 0.3, 2.0, 1.0, 0.5]) + 0.8 * y[:, None]
+    stats = {}
+    for c in range(3):
+        rows = f[y == c]
+        stats[c] = (rows.mean(axis=0), float(np.maximum(rows.var(axis=0), 1e-4).mean()))
+    total = 0.0
+    for a in range(3):
+        for b in range(3):
+            if a != b:
+                (m1, s1), (m2, s2) = stats[a], stats[b]
+                avg = (s1 + s2) / 2
+                d_b = np.sum((m1 - m2) ** 2) / avg / 8 + 0.5 * (
+                    math.log(avg) - 0.5 * math.log(s1) - 0.5 * math.log(s2))
+                total += math.exp(-d_b)
+    assert gbc(f, y, pca_dim=None, gaussian="spherical") == pytest.approx(-total, rel=1e-10)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"pca_dim": 0}, "pca_dim"),
+                                                ({"pca_dim": 2.5}, "pca_dim"),
+                                                ({"gaussian": "full"}, "gaussian")])
+def test_gbc_rejects_bad_options(kwargs: dict, match: str) -> None:
+    from advtransfer.errors import AdvTransferError
+
+    with pytest.raises(AdvTransferError, match=match):
+        gbc(np.zeros((4, 2)), np.array([0, 0, 1, 1]), **kwargs)
