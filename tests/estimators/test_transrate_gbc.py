@@ -10,7 +10,8 @@ import pytest
 from advtransfer.estimators import gbc, transrate
 
 
-def _transrate_direct(z: np.ndarray, y: np.ndarray, eps: float = 1e-4) -> float:
+def _transrate_direct(z: np.ndarray, y: np.ndarray, eps: float = 1e-4,
+                      center: bool = True) -> float:
     """The reference formula with d x d log-determinants (Huang et al. 2022, authors' code)."""
 
     def rate(m: np.ndarray) -> float:
@@ -19,7 +20,7 @@ def _transrate_direct(z: np.ndarray, y: np.ndarray, eps: float = 1e-4) -> float:
         assert sign > 0
         return 0.5 * logdet
 
-    z = z - z.mean(axis=0)
+    z = z - z.mean(axis=0) if center else z
     classes = np.unique(y)
     return rate(z) - sum(rate(z[y == c]) for c in classes) / len(classes)
 
@@ -28,8 +29,10 @@ def test_transrate_matches_direct_log_determinant_formula() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, size=50)
     z = rng.normal(size=(50, 6)) + y[:, None]
-    assert transrate(z, y) == pytest.approx(_transrate_direct(z, y), rel=1e-9)
-    assert transrate(z, y, eps=0.5) == pytest.approx(_transrate_direct(z, y, eps=0.5), rel=1e-9)
+    assert transrate(z, y, preprocess="center") == pytest.approx(_transrate_direct(z, y),
+                                                                 rel=1e-9)
+    assert transrate(z, y, eps=0.5, preprocess="center") == pytest.approx(
+        _transrate_direct(z, y, eps=0.5), rel=1e-9)
 
 
 def test_transrate_single_dimension_by_hand() -> None:
@@ -41,7 +44,10 @@ def test_transrate_single_dimension_by_hand() -> None:
     expected = 0.5 * math.log(1 + 20 / (4 * eps)) - 0.5 * (
         0.5 * math.log(1 + 10 / (2 * eps)) + 0.5 * math.log(1 + 10 / (2 * eps))
     )
-    assert transrate(z, y, eps=eps) == pytest.approx(expected, rel=1e-12)
+    assert transrate(z, y, eps=eps, preprocess="center") == pytest.approx(expected, rel=1e-12)
+    # standardised: centred values / sd sqrt(5) -> sum of squares 4, class sums of squares 2
+    standardized = 0.5 * math.log(1 + 4 / (4 * eps)) - 0.5 * math.log(1 + 2 / (2 * eps))
+    assert transrate(z, y, eps=eps) == pytest.approx(standardized, rel=1e-12)
 
 
 def test_transrate_informative_beats_noise() -> None:
@@ -50,6 +56,36 @@ def test_transrate_informative_beats_noise() -> None:
     noise = rng.normal(size=(400, 8))
     informative = noise + 3.0 * np.eye(4)[y] @ rng.normal(size=(4, 8))
     assert transrate(informative, y) > transrate(noise, y) + 0.5
+
+
+def test_transrate_is_invariant_to_rescaling_each_feature() -> None:
+    # Issue 8 item 12: on centred-only features, scaling 16 informative dimensions by factors
+    # from 1e-4 to 1e-2 moved TransRate from 1.33 to 0.11 (features small against eps).
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(5), 120)
+    f = rng.normal(size=(5, 16))[y] + 1.5 * rng.normal(size=(y.size, 16))
+    scales = np.geomspace(1e-4, 1e-2, 16)
+    assert transrate(f * scales + 7.0, y) == pytest.approx(transrate(f, y), rel=1e-7)
+    assert transrate(f * scales, y, preprocess="center") < 0.5 * transrate(f, y,
+                                                                           preprocess="center")
+
+
+def test_transrate_preprocessing_options_by_direct_formula() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, size=60)
+    z = rng.normal(size=(60, 5)) * np.array([1.0, 3.0, 0.1, 1.0, 2.0]) + y[:, None]
+    c = z - z.mean(axis=0)
+    assert transrate(z, y) == pytest.approx(_transrate_direct(c / c.std(axis=0), y), rel=1e-9)
+    l2 = c / np.linalg.norm(c, axis=1, keepdims=True)
+    assert transrate(z, y, preprocess="l2") == pytest.approx(
+        _transrate_direct(l2, y, center=False), rel=1e-9)  # rows normalised after centring
+    fro = c / np.linalg.norm(c)
+    assert transrate(z, y, preprocess="frobenius") == pytest.approx(_transrate_direct(fro, y),
+                                                                    rel=1e-9)
+    from advtransfer.errors import AdvTransferError
+
+    with pytest.raises(AdvTransferError, match="preprocess"):
+        transrate(z, y, preprocess="whiten")
 
 
 def _gbc_by_hand(f: np.ndarray, y: np.ndarray) -> float:
