@@ -179,3 +179,20 @@ def test_zoo_loads_cifar10_from_its_real_file_format(tmp_path):
     assert x.shape == (3, 16, 16) and 0 <= int(y) < 10
     with pytest.raises(AdvTransferError, match="could not load data set 'dtd'.*--download"):
         ms.load_zoo_dataset("dtd", "train", config)
+
+
+def test_zoo_builds_googlenet_with_transform_input_for_its_weights(tmp_path):
+    import types
+
+    import torchvision
+
+    from advtransfer.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(torchvision.models.GoogLeNet(transform_input=True, init_weights=False),
+               tmp_path / "googlenet.safetensors")
+    ctx = types.SimpleNamespace(seed_for=lambda *a: 0, device=torch.device("cpu"))
+    config = ms.ImageNetZooConfig(weights_dir=str(tmp_path), image_size=32)
+    wrapped = ms._load_zoo_model(config, "googlenet", ctx)
+    inner = wrapped.inner.inner  # Resized(Normalized(model))
+    assert isinstance(inner, torchvision.models.GoogLeNet) and inner.transform_input is True
