@@ -163,6 +163,10 @@ class RankingResult:
         timings: wall time in seconds per stage: ``adversarial`` (the whole pool), ``forward``
             (feature passes), one entry per estimator, ``finetune``.
         config: the resolved settings (attack, samples, seed, device).
+        reference_accuracy: accuracy of the reference (target-trained) model on the labelled
+            target data given to :func:`rank` (``None`` when no adversarial method was asked
+            for). The alpha scores measure how the candidates follow the reference, so they say
+            little when the reference itself classifies the target poorly.
     """
 
     candidates: tuple[str, ...]
@@ -171,6 +175,7 @@ class RankingResult:
     details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    reference_accuracy: float | None = None
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -206,6 +211,7 @@ class RankingResult:
         """A JSON-ready dictionary: scores, the ranking by every method and the sorted table."""
         m = self._method(method)
         return {"sort_by": m, "methods": list(self.methods), "candidates": list(self.candidates),
+                "reference_accuracy": self.reference_accuracy,
                 "scores": {k: dict(v) for k, v in self.scores.items()},
                 "ranking": {k: self.order(k) for k in self.methods},
                 "table": self.table(m), "details": self.details, "timings": self.timings,
@@ -466,6 +472,19 @@ def candidate_outputs(model: nn.Module, data: Any, *, batch_size: int = 256,
                             torch.cat(labels))
 
 
+def _accuracy(model: nn.Module, data: Any, *, batch_size: int, device: torch.device) -> float:
+    """Arg-max accuracy of ``model`` on labelled ``data`` (eval mode, no gradients)."""
+    correct = total = 0
+    with frozen(model), torch.no_grad():
+        for batch in labelled_loader(data, batch_size=batch_size, shuffle=False,
+                                     name="target_data"):
+            x, y = labelled(batch, name="target_data")
+            pred = forward(model, x.to(device), name="reference").argmax(1).cpu()
+            correct += int((pred == torch.as_tensor(y).reshape(-1).cpu()).sum())
+            total += len(pred)
+    return correct / total
+
+
 def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
                      name: str = "candidate",
                      timings: dict[str, float] | None = None) -> dict[str, float]:
@@ -674,9 +693,11 @@ def rank(
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),
                            "default_direction": "t2s"}
 
+    ref_accuracy: float | None = None
     if adversarial:
         assert ref_model is not None
         start = time.perf_counter()
+        ref_accuracy = _accuracy(ref_model, data, batch_size=batch_size, device=run_on)
         x_att, y_att = _take_labelled(data, attack_samples, seed)
         if correct_only:
             with frozen(ref_model), torch.no_grad():
@@ -733,7 +754,7 @@ def rank(
     if sa is not None and "source_accuracy" in methods_t:
         scores["source_accuracy"] = dict(sa)
 
-    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg)
+    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg, ref_accuracy)
 
 
 # ---------------------------------------------------------------------------------------------
