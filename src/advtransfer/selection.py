@@ -33,7 +33,7 @@ target data, all "higher is better" as published:
   candidate calls in forward, :mod:`advtransfer.models.features`):
   ``logme`` (You et al., ICML 2021; log marginal evidence per sample), ``hscore`` (Bao et al.,
   ICIP 2019), ``regularized_hscore`` (Ibrahim et al., 2022), ``transrate`` (Huang et al.,
-  ICML 2022; on standardised features) and ``gbc`` (Pándy et al., CVPR 2022; in PCA-64 space
+  ICML 2022; on Frobenius-scaled features) and ``gbc`` (Pándy et al., CVPR 2022; in PCA-64 space
   fitted per candidate; <= 0);
 * on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
 * on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
