@@ -19,7 +19,7 @@ from advtransfer.cli import app
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.models.architectures import digits_cnn, digits_mlp
-from advtransfer.models.checkpoint import save_model
+from advtransfer.models.checkpoint import load_into, save_model
 from advtransfer.selection import (
     ADVERSARIAL_METHODS,
     DEFAULT_METHODS,
@@ -137,6 +137,13 @@ def test_rank_source_accuracy_finetune_and_result_formats(target):
     assert csv_text[1].startswith("1,twin,")
     payload = json.loads(json.dumps(r.to_dict()))
     assert payload["ranking"]["source_accuracy"][0] == "random1"
+    # the reference's accuracy on the target data, beside the alpha ranking (issue 8, item 12)
+    with torch.no_grad():
+        expected = (ref(train[0]).argmax(1) == train[1]).double().mean().item()
+    assert r.reference_accuracy == pytest.approx(expected, rel=1e-12)
+    assert payload["reference_accuracy"] == pytest.approx(expected, rel=1e-12)
+    no_alpha = rank(pool, train, ref, methods=["logme"])
+    assert no_alpha.reference_accuracy is None
     assert payload["config"]["default_direction"] == "t2s"
 
 
@@ -305,6 +312,12 @@ def test_cli_rank_end_to_end(tmp_path, target):
     assert payload["candidate_specs"] == [f"{model_spec}={a_w}", f"{model_spec}={b_w}"]
     assert payload["ranking"]["alpha1"] == [model_spec, f"{model_spec}#1"]  # a: the reference
     assert payload["n_samples"] == 60
+    ref_model = small_mlp()
+    load_into(ref_model, ref_w)
+    with torch.no_grad():
+        expected = (ref_model(train[0][:60]).argmax(1) == train[1][:60]).double().mean().item()
+    assert payload["reference_accuracy"] == pytest.approx(expected, rel=1e-12)
+    assert f"reference accuracy on the target data: {expected:.4f}" in _text(result)
     csv_out = tmp_path / "r.csv"
     result = runner.invoke(app, ["rank", "--reference", f"{model_spec}={ref_w}",
                                  "-c", f"{model_spec}={a_w}", "--data", str(data),

@@ -509,6 +509,9 @@ def rank_command(
     console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"
                   "combined: attacks crafted on the reference, applied to each candidate "
                   "(target -> source); *_s2t the reverse.", style="dim")
+    if result.reference_accuracy is not None:
+        console.print(f"reference accuracy on the target data: {result.reference_accuracy:.4f}"
+                      f" ({len(x)} samples; the alpha scores are relative to this model)")
     if out is not None:
         from advtransfer.fileio import atomic_write_text, write_json
 

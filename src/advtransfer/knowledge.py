@@ -2,8 +2,9 @@
 
 The knowledge transfer of f_S to a target task y is the test loss (and accuracy) of g o h_S after
 fitting g on target training data, where h_S is the source's output (``features=None``), a named
-layer's output, or ``"penultimate"`` (the input of the source's final ``nn.Linear``, the paper's
-last-layer fine-tuning), and g is affine:
+layer's output, or ``"penultimate"`` (the input of the last ``nn.Linear`` the source calls in
+forward, :class:`advtransfer.models.features.PenultimateCapture`; the paper's last-layer
+fine-tuning), and g is affine:
 
 * regression: g(z) = W z + b by closed-form least squares, min_{W,b} sum_i ||W h(x_i) + b - y_i||^2;
 * classification: a linear head trained on cross-entropy (the authors' setting: SGD, lr 0.1,
@@ -27,6 +28,7 @@ from advtransfer.data.batches import labelled
 from advtransfer.errors import AdvTransferError
 from advtransfer.metrics import resolve_device
 from advtransfer.models.adapters import as_output, forward, frozen
+from advtransfer.models.features import PenultimateCapture
 from advtransfer.training import LabelledData, Task, evaluate, fit, labelled_loader
 
 
@@ -60,14 +62,11 @@ class _Captured(nn.Module):
         self.source = source
         self.features = features
         self._store: list[torch.Tensor] = []
+        self._capture: PenultimateCapture | None = None
         if features is None:
             return
         if features == "penultimate":
-            linears = [m for m in source.modules() if isinstance(m, nn.Linear)]
-            if not linears:
-                raise AdvTransferError("features='penultimate' needs a source whose last layer is "
-                                       "an nn.Linear")
-            linears[-1].register_forward_hook(lambda m, i, o: self._store.append(i[0]))
+            self._capture = PenultimateCapture(source, name="source")
             return
         try:
             layer = source.get_submodule(features)
@@ -79,7 +78,11 @@ class _Captured(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._store.clear()
+        if self._capture is not None:
+            self._capture.reset()
         out = as_output(self.source(x))
+        if self._capture is not None:
+            return self._capture.features(out)
         feats = out if self.features is None else self._store[-1]
         return feats.reshape(len(x), -1)
 

@@ -29,10 +29,12 @@ reference on target inputs x:
 Feature-based estimators (:mod:`advtransfer.estimators`), on the candidate's outputs for the
 target data, all "higher is better" as published:
 
-* on the *penultimate features* h_S(x) (the input of the candidate's last ``nn.Linear``):
+* on the *penultimate features* h_S(x) (the input of the last ``nn.Linear`` the
+  candidate calls in forward, :mod:`advtransfer.models.features`):
   ``logme`` (You et al., ICML 2021; log marginal evidence per sample), ``hscore`` (Bao et al.,
   ICIP 2019), ``regularized_hscore`` (Ibrahim et al., 2022), ``transrate`` (Huang et al.,
-  ICML 2022) and ``gbc`` (Pándy et al., CVPR 2022; <= 0);
+  ICML 2022; on Frobenius-scaled features) and ``gbc`` (Pándy et al., CVPR 2022; in PCA-64 space
+  fitted per candidate; <= 0);
 * on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
 * on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
 
@@ -83,6 +85,7 @@ from advtransfer.estimators import (
 )
 from advtransfer.metrics import Convention, measure_matrix, resolve_device
 from advtransfer.models.adapters import forward, frozen
+from advtransfer.models.features import PenultimateCapture, has_linear
 from advtransfer.progress import track
 from advtransfer.training import labelled_loader
 
@@ -118,7 +121,7 @@ ADVERSARIAL_METHODS: dict[str, tuple[str, str]] = {
     "alpha2_s2t": ("alpha2", "s2t"),
     "combined_s2t": ("combined", "s2t"),
 }
-#: Estimators computed on the penultimate features (input of the last ``nn.Linear``).
+#: Estimators computed on the penultimate features (input of the last ``nn.Linear`` called).
 FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "transrate", "gbc")
 #: Estimators computed on the candidate's outputs: softmax probabilities (LEEP), arg-max (NCE).
 OUTPUT_METHODS: tuple[str, ...] = ("leep", "nce")
@@ -161,6 +164,10 @@ class RankingResult:
         timings: wall time in seconds per stage: ``adversarial`` (the whole pool), ``forward``
             (feature passes), one entry per estimator, ``finetune``.
         config: the resolved settings (attack, samples, seed, device).
+        reference_accuracy: accuracy of the reference (target-trained) model on the labelled
+            target data given to :func:`rank` (``None`` when no adversarial method was asked
+            for). The alpha scores measure how the candidates follow the reference, so they say
+            little when the reference itself classifies the target poorly.
     """
 
     candidates: tuple[str, ...]
@@ -169,6 +176,7 @@ class RankingResult:
     details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    reference_accuracy: float | None = None
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -204,6 +212,7 @@ class RankingResult:
         """A JSON-ready dictionary: scores, the ranking by every method and the sorted table."""
         m = self._method(method)
         return {"sort_by": m, "methods": list(self.methods), "candidates": list(self.candidates),
+                "reference_accuracy": self.reference_accuracy,
                 "scores": {k: dict(v) for k, v in self.scores.items()},
                 "ranking": {k: self.order(k) for k in self.methods},
                 "table": self.table(m), "details": self.details, "timings": self.timings,
@@ -425,9 +434,9 @@ def _split(data: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
 class CandidateOutputs:
     """One forward pass of a candidate over the target data.
 
-    ``features``: the penultimate features (input of the last ``nn.Linear``), or ``None`` when
-    the model has no ``nn.Linear``; ``outputs``: the model's outputs (logits); ``labels``: the
-    target labels, aligned."""
+    ``features``: the penultimate features (input of the last ``nn.Linear`` called), or
+    ``None`` when the model has no ``nn.Linear``; ``outputs``: the model's outputs (logits);
+    ``labels``: the target labels, aligned."""
 
     features: torch.Tensor | None
     outputs: torch.Tensor
@@ -438,33 +447,43 @@ def candidate_outputs(model: nn.Module, data: Any, *, batch_size: int = 256,
                       device: str | torch.device = "auto",
                       name: str = "candidate") -> CandidateOutputs:
     """Penultimate features and outputs of ``model`` on labelled ``data`` in one pass (eval mode
-    and gradients restored afterwards; the temporary hook is removed even on error)."""
+    and gradients restored afterwards; the temporary hooks are removed even on error). The
+    penultimate features are the input of the last ``nn.Linear`` *called* in forward
+    (:class:`advtransfer.models.features.PenultimateCapture`, which warns when that is a
+    guess)."""
     run_on = resolve_device([model], device)
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    store: list[torch.Tensor] = []
-    handle = None
-    if linears:
-        handle = linears[-1].register_forward_hook(
-            lambda m, i, o: store.append(i[0].detach()))
+    capture = PenultimateCapture(model, name=name, detach=True) if has_linear(model) else None
     feats, outs, labels = [], [], []
     try:
         with frozen(model), torch.no_grad():
             for batch in labelled_loader(data, batch_size=batch_size, shuffle=False,
                                          name="target_data"):
                 x, y = labelled(batch, name="target_data")
-                store.clear()
-                outs.append(forward(model, x.to(run_on), name=name).detach().cpu())
-                if linears:
-                    if not store:
-                        raise AdvTransferError(f"{name}: its last nn.Linear was not called in "
-                                               "forward; penultimate features are undefined")
-                    feats.append(store[-1].reshape(len(x), -1).cpu())
+                if capture is not None:
+                    capture.reset()
+                out = forward(model, x.to(run_on), name=name).detach()
+                if capture is not None:
+                    feats.append(capture.features(out).cpu())
+                outs.append(out.cpu())
                 labels.append(torch.as_tensor(y).reshape(-1).cpu())
     finally:
-        if handle is not None:
-            handle.remove()
-    return CandidateOutputs(torch.cat(feats) if linears else None, torch.cat(outs),
+        if capture is not None:
+            capture.remove()
+    return CandidateOutputs(torch.cat(feats) if capture is not None else None, torch.cat(outs),
                             torch.cat(labels))
+
+
+def _accuracy(model: nn.Module, data: Any, *, batch_size: int, device: torch.device) -> float:
+    """Arg-max accuracy of ``model`` on labelled ``data`` (eval mode, no gradients)."""
+    correct = total = 0
+    with frozen(model), torch.no_grad():
+        for batch in labelled_loader(data, batch_size=batch_size, shuffle=False,
+                                     name="target_data"):
+            x, y = labelled(batch, name="target_data")
+            pred = forward(model, x.to(device), name="reference").argmax(1).cpu()
+            correct += int((pred == torch.as_tensor(y).reshape(-1).cpu()).sum())
+            total += len(pred)
+    return correct / total
 
 
 def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
@@ -676,9 +695,11 @@ def rank(
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),
                            "default_direction": "t2s"}
 
+    ref_accuracy: float | None = None
     if adversarial:
         assert ref_model is not None
         start = time.perf_counter()
+        ref_accuracy = _accuracy(ref_model, data, batch_size=batch_size, device=run_on)
         x_att, y_att = _take_labelled(data, attack_samples, seed)
         if correct_only:
             with frozen(ref_model), torch.no_grad():
@@ -735,7 +756,7 @@ def rank(
     if sa is not None and "source_accuracy" in methods_t:
         scores["source_accuracy"] = dict(sa)
 
-    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg)
+    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg, ref_accuracy)
 
 
 # ---------------------------------------------------------------------------------------------

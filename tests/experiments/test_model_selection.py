@@ -46,6 +46,8 @@ def test_digits_model_selection_quick_end_to_end_and_resume(tmp_path, one_thread
     assert {"source", "target", "transfer_accuracy", "source_accuracy", "alpha1",
             "logme"} <= set(record)
     assert 0.0 <= record["transfer_accuracy"] <= 1.0
+    ref_acc = results["selection"]["reference_accuracy"]
+    assert all(r["reference_accuracy"] == ref_acc[r["target"]] for r in results["records"])
     report = (out / "report.md").read_text()
     assert "Weighted Kendall tau" in report and "| method |" in report
     assert {r["metric"] for r in results["correlations"]} == set(METHODS)
@@ -179,3 +181,81 @@ def test_zoo_loads_cifar10_from_its_real_file_format(tmp_path):
     assert x.shape == (3, 16, 16) and 0 <= int(y) < 10
     with pytest.raises(AdvTransferError, match="could not load data set 'dtd'.*--download"):
         ms.load_zoo_dataset("dtd", "train", config)
+
+
+def test_zoo_builds_googlenet_with_transform_input_for_its_weights(tmp_path):
+    import types
+
+    import torchvision
+
+    from advtransfer.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(torchvision.models.GoogLeNet(transform_input=True, init_weights=False),
+               tmp_path / "googlenet.safetensors")
+    ctx = types.SimpleNamespace(seed_for=lambda *a: 0, device=torch.device("cpu"))
+    config = ms.ImageNetZooConfig(weights_dir=str(tmp_path), image_size=32)
+    wrapped = ms._load_zoo_model(config, "googlenet", ctx)
+    inner = wrapped.inner.inner  # Resized(Normalized(model))
+    assert isinstance(inner, torchvision.models.GoogLeNet) and inner.transform_input is True
+
+
+def test_full_finetune_truth_selects_on_validation_and_refits(one_thread):
+    """The grid and the final fit against direct knowledge_transfer calls (stub store)."""
+    import json
+    import types
+
+    from advtransfer.data.digits import digits
+    from advtransfer.knowledge import knowledge_transfer
+
+    split = digits(seed=0).subset([0, 1, 2])
+    train, test = (split.x_train, split.y_train), (split.x_test, split.y_test)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 5))
+    ctx = types.SimpleNamespace(
+        seed_for=lambda *parts: 7, device=torch.device("cpu"),
+        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+    c = ms.DigitsModelSelectionConfig(ground_truth="finetune", full_finetune_lrs=[0.05, 1e-4],
+                                      full_finetune_epochs=[1, 3], val_fraction=0.25)
+    out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c)
+    fit_part, val_part = ms._holdout(train, 0.25, 7)
+    assert len(val_part[1]) == round(0.25 * len(train[1]))
+    val = {(lr, e): knowledge_transfer(model, fit_part, val_part, features="penultimate",
+                                       finetune="full", epochs=e, lr=lr, seed=7).test_accuracy
+           for lr in c.full_finetune_lrs for e in c.full_finetune_epochs}
+    best = max(val, key=val.__getitem__)
+    assert (out["best_lr"], out["best_epochs"]) == best
+    assert out["best_val_accuracy"] == val[best]
+    final = knowledge_transfer(model, train, test, features="penultimate", finetune="full",
+                               epochs=best[1], lr=best[0], seed=7)
+    assert out["test_accuracy"] == final.test_accuracy and out["finetune"] == "full"
+    assert out["test_accuracy"] > 0.5  # 3 digit classes (chance 1/3): the fine-tune works
+
+
+def test_digits_recipe_with_full_finetuning_ground_truth(tmp_path, one_thread):
+    results = run("digits-model-selection", tmp_path / "ft", quick=True, progress=False,
+                  overrides=['sources=["mlp32/digits10", "linear/digits10"]', 'targets=["0-4"]',
+                             'ground_truth="finetune"', "full_finetune_lrs=[0.05]",
+                             "full_finetune_epochs=[1, 2]", 'methods=["logme", "alpha1"]'])
+    for record in results["records"]:
+        assert record["ground_truth"] == "finetune" and record["best_lr"] == 0.05
+        assert record["best_epochs"] in (1, 2) and 0.0 <= record["transfer_accuracy"] <= 1.0
+    assert "full fine-tuning" in (tmp_path / "ft" / "report.md").read_text()
+    with pytest.raises(AdvTransferError, match="ground_truth must be"):
+        run("digits-model-selection", tmp_path / "bad", quick=True, progress=False,
+            overrides=['ground_truth="probe"'])
+
+
+def test_imagenet_zoo_with_full_finetuning_ground_truth(tmp_path, one_thread):
+    results = run("imagenet-zoo", tmp_path / "zoo", quick=True, progress=False,
+                  overrides=['models=["mobilenet_v3_small", "regnet_x_400mf"]',
+                             "fake_train=16", "fake_test=8", "batch_size=8",
+                             'ground_truth="finetune"', "full_finetune_lrs=[0.01]",
+                             "full_finetune_epochs=[1]", 'methods=["logme"]'])
+    for record in results["records"]:
+        assert record["ground_truth"] == "finetune" and record["best_epochs"] == 1
+        assert 0.0 <= record["transfer_accuracy"] <= 1.0
+    with pytest.raises(AdvTransferError, match="ground_truth_csv replaces"):
+        run("imagenet-zoo", tmp_path / "bad", quick=True, progress=False,
+            overrides=['ground_truth="finetune"', f'ground_truth_csv="{tmp_path}/t.csv"'])

@@ -148,3 +148,36 @@ def test_timm_models_via_optional_import(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(AdvTransferError, match="hf-hub"):
         from_name("timm:hf-hub:org/model", weights="random")
     assert len(fake.calls) == 2  # the rejected names never reached create_model
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_tf_ported_models_get_transform_input_with_weights(name: str) -> None:
+    # torchvision's googlenet/inception_v3 builders set transform_input=True (and
+    # init_weights=False) whenever pretrained weights are given: the weights were ported from
+    # TensorFlow and expect inputs in [-1, 1]. Issue 8 item 12: from_name built them with
+    # transform_input=False and then loaded those weights.
+    kwargs = zoo._torchvision_kwargs(name, None, pretrained=True)
+    assert kwargs["transform_input"] is True and kwargs["init_weights"] is False
+    assert "transform_input" not in zoo._torchvision_kwargs(name, None)  # random: defaults
+    assert zoo._torchvision_kwargs(name, None, pretrained=True,
+                                   transform_input=False)["transform_input"] is False
+    model = torchvision.models.get_model(name, **kwargs)
+    assert model.transform_input is True
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")
+def test_googlenet_loaded_from_a_file_transforms_its_input(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.GoogLeNet(transform_input=True, aux_logits=True,
+                                             init_weights=True).eval()
+    path = tmp_path / "googlenet.safetensors"
+    save_model(reference, path)
+    model = from_name("googlenet", weights=path).eval()
+    assert model.transform_input is True
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+    assert from_name("googlenet", weights=path, transform_input=False).transform_input is False
+    assert from_name("googlenet", weights="random").transform_input is False
+    with pytest.raises(AdvTransferError, match="transform_input applies"):
+        from_name("resnet18", weights="random", transform_input=True)

@@ -13,6 +13,14 @@ only then), and loads weights from
 
 A state dict downloaded by torchvision (``$TORCH_HOME/hub/checkpoints/resnet18-*.pth``) can be
 copied to ``$ADVTRANSFER_HOME/weights/resnet18.pth`` as it is.
+
+GoogLeNet and Inception-v3 (and their quantized variants) are built as torchvision builds them
+for its pretrained weights, which were ported from TensorFlow and expect inputs in [-1, 1]:
+when a weights file is loaded, ``transform_input=True`` (the model maps ImageNet-normalised
+inputs to that range itself) and ``init_weights=False``, as ``torchvision.models.googlenet`` /
+``inception_v3`` do for ``weights=...``; with ``weights="random"`` their defaults stay
+(``transform_input=False``). ``transform_input=`` overrides this, e.g. for weights trained
+without the transform.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ TIMM_PREFIX = "timm:"
 RANDOM = "random"
 _WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, ".pth", ".pt")
 _TIMM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+#: torchvision models whose pretrained weights expect ``transform_input=True`` (TF ports).
+TRANSFORM_INPUT_MODELS = ("googlenet", "inception_v3", "quantized_googlenet",
+                          "quantized_inception_v3")
 
 
 def cache_dir() -> Path:
@@ -107,12 +118,15 @@ def _build_timm(timm: ModuleType, model_name: str, num_classes: int | None) -> n
     return model
 
 
-def _torchvision_kwargs(name: str, num_classes: int | None) -> dict[str, Any]:
+def _torchvision_kwargs(name: str, num_classes: int | None, *, pretrained: bool = False,
+                        transform_input: bool | None = None) -> dict[str, Any]:
     """Keyword arguments that build torchvision model ``name`` without any download.
 
     ``weights=None`` and every other weights-like parameter whose default is a pretrained
     ``WeightsEnum`` (e.g. ``weights_backbone`` of detection and segmentation models) is set to
-    ``None``.
+    ``None``. For :data:`TRANSFORM_INPUT_MODELS`, ``pretrained`` (a weights file will be loaded)
+    sets ``transform_input=True`` and ``init_weights=False`` as torchvision's builders do for
+    their weights; ``transform_input`` (not None) sets that flag explicitly.
     """
     builder = torchvision.models.get_model_builder(name)
     kwargs: dict[str, Any] = {"weights": None}
@@ -121,6 +135,14 @@ def _torchvision_kwargs(name: str, num_classes: int | None) -> dict[str, Any]:
             kwargs[param.name] = None
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    if name in TRANSFORM_INPUT_MODELS:
+        if pretrained:
+            kwargs.update(transform_input=True, init_weights=False)
+        if transform_input is not None:
+            kwargs["transform_input"] = bool(transform_input)
+    elif transform_input is not None:
+        raise AdvTransferError(f"transform_input applies to {list(TRANSFORM_INPUT_MODELS)} "
+                               f"only; got it for {name!r}")
     return kwargs
 
 
@@ -140,6 +162,7 @@ def from_name(
     *,
     weights: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
+    transform_input: bool | None = None,
 ) -> nn.Module:
     """Build a torchvision or ``"timm:"`` model and load local weights into it.
 
@@ -151,6 +174,8 @@ def from_name(
         num_classes: number of outputs of the built model (default: the model's own, e.g.
             1000). The weights must match it: to fine-tune on other classes, load the original
             model and call :func:`advtransfer.models.architectures.replace_head`.
+        transform_input: GoogLeNet / Inception-v3 only: ``None`` (default) = True when a
+            weights file is loaded (torchvision's pretrained weights expect it), else False.
 
     Returns:
         The model, in the mode the library builds it (training mode; call ``.eval()``).
@@ -175,6 +200,9 @@ def from_name(
     # Check the name, then resolve the weight file, before building anything.
     timm: ModuleType | None = None
     if name.startswith(TIMM_PREFIX):
+        if transform_input is not None:
+            raise AdvTransferError("transform_input applies to torchvision's "
+                                   f"{list(TRANSFORM_INPUT_MODELS)} only; got it for {name!r}")
         timm = _checked_timm(name[len(TIMM_PREFIX) :])
     else:
         _check_torchvision_name(name)
@@ -202,7 +230,9 @@ def from_name(
     if timm is not None:
         model = _build_timm(timm, name[len(TIMM_PREFIX) :], num_classes)
     else:
-        model = torchvision.models.get_model(name, **_torchvision_kwargs(name, num_classes))
+        kwargs = _torchvision_kwargs(name, num_classes, pretrained=path is not None,
+                                     transform_input=transform_input)
+        model = torchvision.models.get_model(name, **kwargs)
     if path is not None:
         load_into(model, path, strict=True)
     return model

@@ -15,7 +15,10 @@ headline metric) of every method per target and its mean.
     other input distributions (noisy, rotated, blurred, pixel-permuted digits, synthetic bar
     patterns). Target tasks are digit tasks (default digits {0..4}, {5..9} and even/odd), each
     with a reference model trained on it. Ground truth: the test accuracy of a linear head
-    fitted on each candidate's penultimate features (the paper's last-layer fine-tuning).
+    fitted on each candidate's penultimate features (the paper's last-layer fine-tuning), or
+    with ``ground_truth="finetune"`` the field's protocol, full fine-tuning of the whole
+    candidate with an lr x epochs grid selected on a validation split
+    (:func:`full_finetune_truth`).
 
 ``imagenet-zoo`` (needs the data sets and, in practice, a GPU)
     The field's standard protocol (You et al., ICML 2021 "LogME"; Pándy et al., CVPR 2022; ...):
@@ -24,12 +27,17 @@ headline metric) of every method per target and its mean.
     Pets, Flowers-102, FGVC-Aircraft, Stanford Cars, Food-101, SUN397, Caltech-101 and
     VOC2007 (as single-label classification: the class of the largest object). Ground truth:
     a learning-rate x weight-decay grid of linear-head fine-tuning on the penultimate features
-    (selected on a validation split of the training set, reported on the test split), or a CSV
-    of published numbers (``ground_truth_csv``, columns ``model,dataset,accuracy``). Weights
+    (selected on a validation split of the training set, reported on the test split), full
+    fine-tuning (``ground_truth="finetune"``, :func:`full_finetune_truth`), or a CSV of
+    published numbers (``ground_truth_csv``, columns ``model,dataset,accuracy``). Weights
     come from local files only (``weights_dir`` or the library cache); nothing is downloaded
     except data sets with ``download=true``.
 
-Every trained model, fine-tune and score is a unit of the results store, so reruns resume.
+The reference model's accuracy on the target test set is reported beside every ranking
+(``selection.reference_accuracy``, each record's ``reference_accuracy`` and the description):
+the alpha scores measure how candidates follow the reference, so they mean little when the
+reference itself is poor. Every trained model, fine-tune and score is a unit of the results
+store, so reruns resume.
 """
 
 from __future__ import annotations
@@ -73,12 +81,14 @@ from advtransfer.store import unit_key
 __all__ = [
     "DEFAULT_DIGITS_SOURCES",
     "DEFAULT_DIGITS_TARGETS",
+    "GROUND_TRUTHS",
     "ZOO_DATASETS",
     "ZOO_MODELS",
     "DigitsModelSelectionConfig",
     "ImageNetZooConfig",
     "Resized",
     "UpsampledLeNet",
+    "full_finetune_truth",
     "imagenet_top1",
     "selection_summary",
 ]
@@ -95,7 +105,16 @@ _LABELS = {
     "regularized_hscore": "shrinkage H-score", "transrate": "TransRate", "gbc": "GBC",
     "source_accuracy": "source accuracy (data-free baseline)",
     "transfer_accuracy": "transfer accuracy (fine-tuned head)",
+    "reference_accuracy": "reference accuracy (target-trained model, target test set)",
 }
+
+
+def _labels(metrics: list[str], ground_truth: str) -> dict[str, str]:
+    labels = {k: v for k, v in _LABELS.items()
+              if k in metrics or k in ("transfer_accuracy", "reference_accuracy")}
+    if ground_truth == "finetune":
+        labels["transfer_accuracy"] = "transfer accuracy (full fine-tuning)"
+    return labels
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
@@ -156,6 +175,98 @@ def _wins_losses(table: dict[str, dict[str, float]]) -> str:
         parts.append(f"{adv} beats LogME on {len(better)}/{len(table[adv]) - 1} target(s)"
                      + (f" ({', '.join(better)})" if better else ""))
     return "; ".join(parts) + "."
+
+
+GROUND_TRUTHS = ("linear_probe", "finetune")
+
+
+def _check_ground_truth(c: Any) -> None:
+    if c.ground_truth not in GROUND_TRUTHS:
+        raise AdvTransferError(f"ground_truth must be one of {list(GROUND_TRUTHS)}; got "
+                               f"{c.ground_truth!r}")
+    if not c.full_finetune_lrs or any(v <= 0 for v in c.full_finetune_lrs):
+        raise AdvTransferError("full_finetune_lrs must be a non-empty list of values > 0; got "
+                               f"{c.full_finetune_lrs}")
+    if not c.full_finetune_epochs or any(int(e) != e or e < 1 for e in c.full_finetune_epochs):
+        raise AdvTransferError("full_finetune_epochs must be a non-empty list of integers >= 1; "
+                               f"got {c.full_finetune_epochs}")
+    if c.full_finetune_weight_decay < 0:
+        raise AdvTransferError(f"full_finetune_weight_decay must be >= 0; got "
+                               f"{c.full_finetune_weight_decay}")
+    if not 0 < c.val_fraction < 1:
+        raise AdvTransferError(f"val_fraction must lie in (0, 1); got {c.val_fraction}")
+
+
+def _holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """A seeded (fit, validation) split of an (x, y) pair or a Dataset."""
+    if isinstance(data, tuple):
+        x, y = data
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(fraction * len(y)))
+        val, fit_ = perm[:n_val].sort().values, perm[n_val:].sort().values
+        return (x[fit_], y[fit_]), (x[val], y[val])
+    return (_seeded_split(data, fraction, seed, train=True),
+            _seeded_split(data, fraction, seed, train=False))
+
+
+def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module, train: Any,
+                        test: Any, c: Any, *, batch_size: int = 128) -> dict[str, Any]:
+    """The field's full fine-tuning ground truth for one (source, target) pair.
+
+    A copy of the whole source with a new linear head on its penultimate features is trained
+    (:func:`advtransfer.knowledge.knowledge_transfer` with ``finetune="full"``: SGD momentum
+    0.9, cosine schedule, weight decay ``c.full_finetune_weight_decay``) for every learning rate
+    x epochs pair of ``c.full_finetune_lrs`` x ``c.full_finetune_epochs`` on
+    ``1 - c.val_fraction`` of the target training set and evaluated on the rest; the best pair
+    is trained again on the whole training set and evaluated on the test set. Every fit is a
+    unit of the store. Returns the final :class:`KnowledgeTransferResult` dictionary plus
+    ``best_lr``, ``best_epochs``, ``best_val_accuracy`` and ``seconds`` (all fits)."""
+    seconds = 0.0
+    val_acc: dict[tuple[float, int], float] = {}
+    split_seed = ctx.seed_for("full-finetune-split", base)
+    for lr in c.full_finetune_lrs:
+        for epochs in c.full_finetune_epochs:
+            unit = {**base, "ground_truth": "finetune", "lr": lr, "epochs": int(epochs),
+                    "weight_decay": c.full_finetune_weight_decay, "val_fraction": c.val_fraction}
+
+            def grid_fit(unit: dict = unit, lr: float = lr, epochs: int = int(epochs),
+                         ) -> dict[str, Any]:
+                start = time.perf_counter()
+                fit_part, val_part = _holdout(train, c.val_fraction, split_seed)
+                kt = knowledge_transfer(model, fit_part, val_part, task="classification",
+                                        features="penultimate", finetune="full", epochs=epochs,
+                                        lr=lr, weight_decay=c.full_finetune_weight_decay,
+                                        batch_size=batch_size, device=ctx.device,
+                                        seed=ctx.seed_for("full-finetune-grid", unit))
+                return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+
+            r = ctx.store.record("full-finetune-grid", unit, grid_fit)
+            seconds += r["seconds"]
+            val_acc[(lr, int(epochs))] = float(r["test_accuracy"])
+    best_lr, best_epochs = max(val_acc, key=val_acc.__getitem__)
+    unit = {**base, "ground_truth": "finetune", "lr": best_lr, "epochs": best_epochs,
+            "weight_decay": c.full_finetune_weight_decay}
+
+    def final() -> dict[str, Any]:
+        start = time.perf_counter()
+        kt = knowledge_transfer(model, train, test, task="classification",
+                                features="penultimate", finetune="full", epochs=best_epochs,
+                                lr=best_lr, weight_decay=c.full_finetune_weight_decay,
+                                batch_size=batch_size, device=ctx.device,
+                                seed=ctx.seed_for("full-finetune", unit))
+        return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+
+    r = ctx.store.record("full-finetune", unit, final)
+    return {**r, "seconds": seconds + r["seconds"], "best_lr": best_lr,
+            "best_epochs": best_epochs, "best_val_accuracy": val_acc[(best_lr, best_epochs)]}
+
+
+def _full_finetune_text(c: Any) -> str:
+    return (f"test accuracy after full fine-tuning (the whole source plus a new linear head on "
+            f"its penultimate features; SGD momentum 0.9, cosine schedule, weight decay "
+            f"{c.full_finetune_weight_decay}), lr x epochs grid {c.full_finetune_lrs} x "
+            f"{c.full_finetune_epochs} selected on a {c.val_fraction:.0%} validation split of "
+            "the training set and retrained on all of it")
 
 
 # =============================================================================================
@@ -359,6 +470,11 @@ class DigitsModelSelectionConfig:
     lr: float = 0.01
     finetune_epochs: int = 30
     finetune_lr: float = 0.1
+    ground_truth: str = "linear_probe"
+    full_finetune_lrs: list[float] = field(default_factory=lambda: [0.01, 0.001])
+    full_finetune_epochs: list[int] = field(default_factory=lambda: [10, 30])
+    full_finetune_weight_decay: float = 0.0
+    val_fraction: float = 0.2
     methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
     eps: float = 1.0
     norm: str = "l2"
@@ -395,6 +511,7 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
         if getattr(c, name) < 1:
             raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
     _check_methods(c.methods)
+    _check_ground_truth(c)
     return [parse_source(s) for s in c.sources]
 
 
@@ -502,20 +619,25 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
                 for m in est:
                     per[m][src.name] = _num(res["scores"][m])
 
-            ft_unit = {"source": key, "target": tid, "features": "penultimate",
-                       "finetune": "head", "epochs": c.finetune_epochs, "lr": c.finetune_lr}
+            if c.ground_truth == "finetune":
+                kt = full_finetune_truth(ctx, {"source": key, "target": tid}, model, train,
+                                         test, c)
+            else:
+                ft_unit = {"source": key, "target": tid, "features": "penultimate",
+                           "finetune": "head", "epochs": c.finetune_epochs,
+                           "lr": c.finetune_lr}
 
-            def finetune(model: nn.Module = model, train: tuple = train, test: tuple = test,
-                         unit: dict = ft_unit) -> dict[str, Any]:
-                start = time.perf_counter()
-                kt = knowledge_transfer(model, train, test, task="classification",
-                                        features="penultimate", finetune="head",
-                                        epochs=c.finetune_epochs, lr=c.finetune_lr,
-                                        device=ctx.device,
-                                        seed=ctx.seed_for("selection-finetune", unit))
-                return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+                def finetune(model: nn.Module = model, train: tuple = train,
+                             test: tuple = test, unit: dict = ft_unit) -> dict[str, Any]:
+                    start = time.perf_counter()
+                    kt = knowledge_transfer(model, train, test, task="classification",
+                                            features="penultimate", finetune="head",
+                                            epochs=c.finetune_epochs, lr=c.finetune_lr,
+                                            device=ctx.device,
+                                            seed=ctx.seed_for("selection-finetune", unit))
+                    return {**kt.to_dict(), "seconds": time.perf_counter() - start}
 
-            kt = ctx.store.record("selection-finetune", ft_unit, finetune)
+                kt = ctx.store.record("selection-finetune", ft_unit, finetune)
             costs["finetune_s"] += kt["seconds"]
             truth[task][src.name] = float(kt["test_accuracy"])
             records.append({
@@ -523,6 +645,10 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
                 "source_task": src.task, "source_data": src.data,
                 "source_accuracy": src_acc[src.name],
                 "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+                "reference_accuracy": ref_acc[task], "ground_truth": c.ground_truth,
+                **({"best_lr": kt["best_lr"], "best_epochs": kt["best_epochs"],
+                    "best_val_accuracy": kt["best_val_accuracy"]}
+                   if c.ground_truth == "finetune" else {}),
                 **{m: per[m].get(src.name) for m in methods},
             })
         scores[task] = per
@@ -537,9 +663,10 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
         "architecture, source label set, source input distribution). Targets: "
         f"{', '.join(c.targets)} on clean digits; reference models "
         f"{c.reference_architecture} trained on each target (test accuracy "
-        + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + "). Ground truth: test "
-        f"accuracy of a linear head fitted on each source's penultimate features "
-        f"({c.finetune_epochs} epochs, SGD lr {c.finetune_lr}) on test sets of "
+        + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + "). Ground truth: "
+        + (_full_finetune_text(c) if c.ground_truth == "finetune" else
+           "test accuracy of a linear head fitted on each source's penultimate features "
+           f"({c.finetune_epochs} epochs, SGD lr {c.finetune_lr})") + ", on test sets of "
         + ", ".join(f"{n} ({t})" for t, n in n_test.items()) + " samples, so accuracies "
         "closer than a few samples are ties in all but name. Adversarial transferability: "
         f"{c.solver} {c.norm} eps={c.eps}, {c.objective} objective, {c.steps} steps, "
@@ -564,9 +691,9 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
             "metrics": metrics,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
-            "labels": {k: v for k, v in _LABELS.items() if k in metrics or k in
-                       ("transfer_accuracy",)},
-            "columns": ["source", "target", "source_accuracy", "transfer_accuracy", *methods],
+            "labels": _labels(metrics, c.ground_truth),
+            "columns": ["source", "target", "source_accuracy", "transfer_accuracy",
+                        "reference_accuracy", *methods],
         },
     }
 
@@ -653,6 +780,10 @@ class ImageNetZooConfig:
     finetune_weight_decays: list[float] = field(default_factory=lambda: [1e-3, 1e-4, 0.0])
     finetune_epochs: int = 30
     val_fraction: float = 0.2
+    ground_truth: str = "linear_probe"
+    full_finetune_lrs: list[float] = field(default_factory=lambda: [0.01, 0.001])
+    full_finetune_epochs: list[int] = field(default_factory=lambda: [10, 30])
+    full_finetune_weight_decay: float = 1e-4
     methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
     eps: float = 1.0
     norm: str = "l2"
@@ -860,6 +991,10 @@ def _validate_zoo(c: ImageNetZooConfig) -> None:
         if not 0 < getattr(c, name) < 1:
             raise AdvTransferError(f"{name} must lie in (0, 1); got {getattr(c, name)}")
     _check_methods(c.methods)
+    _check_ground_truth(c)
+    if c.ground_truth_csv and c.ground_truth != "linear_probe":
+        raise AdvTransferError("ground_truth_csv replaces the computed ground truth; leave "
+                               f"ground_truth at 'linear_probe' with it (got {c.ground_truth!r})")
     for m in c.models:
         _weights_path(c, m)  # fail early on a missing weights file
 
@@ -983,10 +1118,21 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                 for m in est:
                     per[m][name] = _num(res["scores"][m])
             record: dict[str, Any] = {"source": name, "target": ds_name,
-                                      "source_accuracy": top1[name]}
+                                      "source_accuracy": top1[name],
+                                      "reference_accuracy": ref_acc.get(ds_name),
+                                      "ground_truth": ("csv" if given_truth is not None
+                                                       else c.ground_truth)}
             if given_truth is not None:
                 truth[ds_name][name] = given_truth[ds_name][name]
                 record["transfer_accuracy"] = truth[ds_name][name]
+            elif c.ground_truth == "finetune":
+                kt = full_finetune_truth(ctx, base, model, train_ds, test_ds, c,
+                                         batch_size=c.batch_size)
+                truth[ds_name][name] = float(kt["test_accuracy"])
+                record.update(transfer_accuracy=kt["test_accuracy"],
+                              transfer_loss=kt["test_loss"], best_lr=kt["best_lr"],
+                              best_epochs=kt["best_epochs"],
+                              best_val_accuracy=kt["best_val_accuracy"])
             else:
                 def split_fit(outputs: Callable = outputs) -> tuple[torch.Tensor, ...]:
                     tr = outputs("train")
@@ -1043,11 +1189,14 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
         f"resized to 299/224 of the {c.image_size} px images). Targets: "
         f"{', '.join(c.datasets)}. Ground truth: "
         + ("the accuracies in " + c.ground_truth_csv if c.ground_truth_csv else
+           _full_finetune_text(c) if c.ground_truth == "finetune" else
            f"test accuracy of a linear head on the penultimate features, lr x weight decay "
            f"grid {c.finetune_lrs} x {c.finetune_weight_decays} selected on a "
            f"{c.val_fraction:.0%} validation split of the training set")
         + f". Reference per target: {c.reference_architecture} (width {c.reference_width}) at "
-        f"{c.reference_size} px. Adversarial: {c.solver} {c.norm} eps={c.eps}, {c.objective}, "
+        f"{c.reference_size} px"
+        + (" (test accuracy " + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + ")"
+           if ref_acc else "") + ". Adversarial: {c.solver} {c.norm} eps={c.eps}, {c.objective}, "
         f"{c.steps} steps, {c.attack_samples} test inputs; plain alpha names are target -> "
         "source." + caveat + "\n\n**Weighted Kendall tau per target and mean** "
         "(source_accuracy: ImageNet top-1, the data-free baseline):\n\n" + table_md + "\n\n"
@@ -1062,9 +1211,9 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             "metrics": metrics,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
-            "labels": {k: v for k, v in _LABELS.items() if k in metrics or k in
-                       ("transfer_accuracy",)},
-            "columns": ["source", "target", "source_accuracy", "transfer_accuracy", *methods],
+            "labels": _labels(metrics, c.ground_truth),
+            "columns": ["source", "target", "source_accuracy", "transfer_accuracy",
+                        "reference_accuracy", *methods],
         },
     }
 
