@@ -96,3 +96,31 @@ def test_smoothness_bound_upper_bounds_finite_differences():
         ja, jb = theory.jacobians(model, a)[0], theory.jacobians(model, b)[0]
         worst = max(worst, (torch.linalg.matrix_norm(ja - jb, 2) / (a - b).norm()).item())
     assert 0 < worst <= beta
+
+
+def _numpy_tau2(j_s: np.ndarray, j_t: np.ndarray) -> tuple[float, bool]:
+    """tau2 (S -> T) from the definition, in numpy: A = B C^+ scaled to spectral norm r when it
+    exceeds r, tau2 = <2 Delta_ST - A Delta_SS, A Delta_SS>_D / ||Delta_ST||_D^2."""
+    v_s = np.linalg.svd(j_s)[2][:, 0, :]
+    d_ss = np.einsum("bkn,bn->bk", j_s, v_s)
+    d_st = np.einsum("bkn,bn->bk", j_t, v_s)
+    n = len(v_s)
+    a = (d_st.T @ d_ss / n) @ np.linalg.pinv(d_ss.T @ d_ss / n)
+    r = np.sqrt((d_st**2).sum() / (d_ss**2).sum())
+    projected = np.linalg.norm(a, 2) > r
+    if projected:
+        a = a * r / np.linalg.norm(a, 2)
+    mapped = d_ss @ a.T
+    return float(((2 * d_st - mapped) * mapped).sum() / (d_st**2).sum()), projected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vector_tau2_scales_the_whole_map_like_the_definition(seed, x64):
+    s, t = two_layer(50 + seed, k=3), two_layer(60 + seed, k=3)
+    jac = torch.func.vmap(torch.func.jacrev(s))(x64).detach().numpy()
+    jac_t = torch.func.vmap(torch.func.jacrev(t))(x64).detach().numpy()
+    expected, projected = _numpy_tau2(jac, jac_t)
+    assert projected  # the case where scaling and clipping singular values differ
+    tau = theory.tau1_tau2(s, t, x64)
+    assert tau.tau2 == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert np.linalg.norm(tau.A, 2) == pytest.approx(tau.radius, rel=1e-9)

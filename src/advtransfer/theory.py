@@ -10,9 +10,11 @@ from alpha1, alpha2, combined, tau1 and tau2.
 * :func:`tau1_tau2` — the paper's first (2020) formulation:
   tau1(x) = <delta_S, delta_T>^2 / (||delta_S||^2 ||delta_T||^2), tau1 = E_x tau1(x);
   tau2 = 1 - ||Delta_{S->T} - A Delta_{S->S}||_D^2 / ||Delta_{S->T}||_D^2 with A = B C^+
-  (B = E[Delta_{S->T} Delta_{S->S}^T], C = E[Delta_{S->S} Delta_{S->S}^T]) projected to spectral
-  norm <= r = ||Delta_{S->T}||_D / ||Delta_{S->S}||_D.
-* :func:`theorem_bounds` — both sides of Theorems 1-3 of that formulation, with g(z) = A z + b.
+  (B = E[Delta_{S->T} Delta_{S->S}^T], C = E[Delta_{S->S} Delta_{S->S}^T]) projected by
+  proj(A, r) = r A / ||A||_2 when ||A||_2 > r (the whole matrix scaled), r = ||Delta_{S->T}||_D /
+  ||Delta_{S->S}||_D.
+* :func:`theorem_bounds` — both sides of Theorems 1-3 of that formulation, with g(z) = A z + b
+  (Theorem 2 in the paper's form and in the form of the authors' code).
 """
 
 from __future__ import annotations
@@ -127,9 +129,11 @@ class TauResult:
     radius: float
 
 
-def _spectral_clip(a: torch.Tensor, r: float) -> torch.Tensor:
-    u, s, vh = torch.linalg.svd(a, full_matrices=False)
-    return u @ torch.diag(s.clamp(max=r)) @ vh
+def _project(a: torch.Tensor, r: float) -> torch.Tensor:
+    """proj(A, r) = A if ||A||_2 <= r, else r A / ||A||_2: the whole matrix is scaled (the paper's
+    definition and the authors' compute_tau2), not each singular value clipped."""
+    norm = float(torch.linalg.matrix_norm(a, 2))
+    return a * (r / norm) if norm > r else a
 
 
 def _tau(j_s: torch.Tensor, j_t: torch.Tensor,
@@ -144,7 +148,7 @@ def _tau(j_s: torch.Tensor, j_t: torch.Tensor,
     if a is None:
         b = d_st.T @ d_ss / n
         c = d_ss.T @ d_ss / n
-        a = _spectral_clip(b @ torch.linalg.pinv(c, hermitian=True), r)
+        a = _project(b @ torch.linalg.pinv(c, hermitian=True), r)
     resid = (d_st - d_ss @ a.T).pow(2).sum() / n
     tau2 = 1.0 - float(resid / norm_st2) if norm_st2 > 0 else math.nan
     return TauResult(float(tau1_x.mean()), tau1_x.numpy(), tau2, a.numpy(), r), tau1_x
