@@ -70,6 +70,7 @@ def test_theorems_2_and_3_hold_on_random_smooth_networks(seed):
     tb = theory.theorem_bounds(s, t, x)
     assert not tb.theorem1.applies
     assert tb.theorem2.applies and tb.theorem2.holds, tb.theorem2
+    assert tb.theorem2_authors.holds, tb.theorem2_authors
     assert tb.theorem3.applies and tb.theorem3.holds, tb.theorem3
     y = t(x).detach() + 0.1
     assert theory.theorem_bounds(s, t, x, y).theorem3.holds
@@ -124,3 +125,29 @@ def test_vector_tau2_scales_the_whole_map_like_the_definition(seed, x64):
     tau = theory.tau1_tau2(s, t, x64)
     assert tau.tau2 == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert np.linalg.norm(tau.A, 2) == pytest.approx(tau.radius, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_theorem2_authors_version_spectral_lhs_and_bound_without_lipschitz(seed, x64):
+    s, t = two_layer(70 + seed, k=3), two_layer(80 + seed, k=4)
+    tb = theory.theorem_bounds(s, t, x64)
+    j_s = torch.func.vmap(torch.func.jacrev(s))(x64).detach().numpy()
+    j_t = torch.func.vmap(torch.func.jacrev(t))(x64).detach().numpy()
+    a = tb.tau.A
+    gap = j_t - np.einsum("dm,bmn->bdn", a, j_s)
+    lhs = np.mean([np.linalg.norm(g, 2) ** 2 for g in gap])
+    sv_s, sv_t = np.linalg.svd(j_s, compute_uv=False), np.linalg.svd(j_t, compute_uv=False)
+    lam_s, lam_t = sv_s[:, 1] / sv_s[:, 0], sv_t[:, 1] / sv_t[:, 0]
+    tau1, tau2 = tb.tau.tau1_per_sample, tb.tau.tau2
+    first = (1 - tau1 * tau2 + (1 - tau1) * (1 - tau2) * lam_t**2) * sv_t[:, 0] ** 2
+    second = ((lam_t**2 + lam_s**2) * sv_s[:, 0] ** 2
+              * np.mean(sv_t[:, 0] ** 2) / np.mean(sv_s[:, 0] ** 2))
+    bound = np.mean(5 * (first + second))
+    authors = tb.theorem2_authors
+    assert authors.lhs == pytest.approx(lhs, rel=1e-9)
+    assert authors.bound == pytest.approx(bound, rel=1e-9)
+    assert authors.holds
+    # the paper's version measures the gap in the Frobenius norm, never below the spectral one
+    frobenius = np.mean((gap**2).sum(axis=(1, 2)))
+    assert tb.theorem2.lhs == pytest.approx(frobenius, rel=1e-9)
+    assert tb.theorem2.lhs >= authors.lhs * (1 - 1e-12) and tb.theorem2.lhs > authors.lhs
