@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch import nn
 from advtransfer.attacks import (
     AttackConfig,
     Bounds,
+    ConvergenceLog,
     GeneratorLike,
     Norm,
     Objective,
@@ -61,13 +62,18 @@ class AttackStats:
     ``mean_delta_norm`` is mean ||delta_A||_p; ``mean_deviation`` mean ||Delta_{A->B}||_2;
     ``mean_victim_self_deviation`` mean ||Delta_{B->B}||_2 (B's own attack);
     ``mean_random_deviation`` mean ||f_B(x + n) - f_B(x)||_2 for random noise n of norm eps, the
-    baseline an attack that transfers must beat.
+    baseline an attack that transfers must beat. ``mean_iterations`` and ``fraction_converged``
+    report how converged the attack on A was (:class:`advtransfer.attacks.AttackOutput`): mean
+    iterations used per sample, and the share of samples that met ``tol`` (NaN for ``ce``
+    attacks, which run a fixed number of steps).
     """
 
     mean_delta_norm: float
     mean_deviation: float
     mean_victim_self_deviation: float
     mean_random_deviation: float
+    mean_iterations: float = math.nan
+    fraction_converged: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,7 @@ def measure_matrix(
     gen = as_generator(generator)
     accs = {(i, j): DirectionAccumulator(names[i], names[j], squared=squared) for i, j in pairs}
     attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
+    logs = {i: ConvergenceLog() for i in attackers}
     with frozen(*models):
         batches = iter_inputs(data, batch_size=batch_size)
         for x in track(batches, description="attacking", enabled=progress):
@@ -280,8 +287,11 @@ def measure_matrix(
             eps = per_sample_eps(config.eps, x)
             with torch.no_grad():
                 clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
-            deltas = {i: run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
-                      for i in attackers}
+            deltas = {}
+            for i in attackers:
+                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
+                logs[i].update(out)
+                deltas[i] = out.delta
             noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
             with torch.no_grad():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
@@ -291,7 +301,13 @@ def measure_matrix(
             for (i, j), acc in accs.items():
                 acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
                            norms(deltas[i], config.norm), rnd[j])
-    return {key: acc.compute() for key, acc in accs.items()}
+    results = {}
+    for (i, j), acc in accs.items():
+        r = acc.compute()
+        stats = replace(r.stats, mean_iterations=logs[i].mean_iterations,
+                        fraction_converged=logs[i].fraction_converged)
+        results[(i, j)] = replace(r, stats=stats)
+    return results
 
 
 def _config_dict(config: AttackConfig, **extra: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advtransfer.attacks import AttackConfig, validate_inputs
+from advtransfer.attacks import AttackConfig, jacobian_rows, validate_inputs
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.metrics import DirectionAccumulator, TransferabilityResult, _config_dict
 from advtransfer.models.adapters import forward, frozen
@@ -45,12 +45,11 @@ def jacobians(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torc
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = forward(model, xg, name=name)
-            rows = []
-            for j in range(y.shape[1]):
-                (g,) = torch.autograd.grad(y[:, j].sum(), xg, retain_graph=True,
-                                           allow_unused=True)
-                rows.append(torch.zeros_like(xg) if g is None else g)
-    return torch.stack([r.reshape(x.shape[0], -1) for r in rows], dim=1).detach().double()
+            if not y.requires_grad:  # the output does not depend on the input
+                return torch.zeros(x.shape[0], y.shape[1], x[0].numel(), dtype=torch.float64,
+                                   device=x.device)
+            jac = jacobian_rows(y, xg)
+    return jac.detach().double()
 
 
 def _top_right_singular(j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
