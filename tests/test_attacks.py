@@ -338,3 +338,29 @@ def test_sample_in_batch_equals_sample_alone_with_power_iteration(solver, monkey
     for i in range(5):
         torch.testing.assert_close(batched[i:i + 1], attack(model, x[i:i + 1], generator=8, **kw),
                                    rtol=1e-6, atol=1e-10)
+
+
+def test_every_direction_result_carries_the_convergence_report():
+    import math
+
+    from advtransfer.metrics import measure_matrix
+
+    g = torch.Generator().manual_seed(0)
+    models = [linear_model(torch.randn(5, 12, generator=g, dtype=torch.float64)),
+              two_layer(0, n=12)]
+    x = torch.rand(10, 12, generator=g, dtype=torch.float64)
+    out = measure_matrix(models, ["lin", "mlp"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, steps=3), batch_size=4,
+                         generator=0)
+    for (i, _), r in out.items():
+        # three PGD steps from a random start: the tolerance is not met by either model
+        assert r.stats.mean_iterations == 3.0 and r.stats.fraction_converged == 0.0, i
+    out = measure_matrix(models[:1], ["lin"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, random_start=False),
+                         batch_size=4)
+    assert out[(0, 0)].stats.mean_iterations == 2.0
+    assert out[(0, 0)].stats.fraction_converged == 1.0
+    out = measure_matrix(models[:1], ["lin"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, objective="ce"), generator=0)
+    assert out[(0, 0)].stats.mean_iterations == 10.0
+    assert math.isnan(out[(0, 0)].stats.fraction_converged)
