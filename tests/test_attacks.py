@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from advtransfer import AdvTransferError, attack
+from advtransfer import AdvTransferError, attack, attacks
 from advtransfer.attacks import norms
 
 from .conftest import TinyCNN, two_layer
@@ -170,6 +170,8 @@ def test_model_state_restored_even_on_error():
         (dict(eps=0.1, objective="kl"), "objective"),
         (dict(eps=0.1, solver="cw"), "solver"),
         (dict(eps=0.1, steps=0), "steps"),
+        (dict(eps=0.1, tol=-1e-3), "tol"),
+        (dict(eps=0.1, tol=1.0), "tol"),
         (dict(eps=0.1, step_size=-1.0), "step_size"),
         (dict(eps=0.1, bounds=(1.0, 0.0)), "bounds"),
         (dict(eps=torch.tensor([0.1, -0.1, 0.1])), "eps"),
@@ -230,3 +232,143 @@ def test_output_adapters_accept_tuples_and_dicts():
     torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0), ref)
     torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0, output="logits"), ref)
     torch.testing.assert_close(attack(Pair(), x, eps=0.1, generator=0, output=1), ref)
+
+
+def _alphas(d_aa: torch.Tensor, d_ab: torch.Tensor, d_bb: torch.Tensor) -> tuple[float, float]:
+    """alpha1 (mean ratio) and alpha2 = ||E[u_AA u_AB^T]||_F from the three deviations."""
+    alpha1 = (d_ab.norm(dim=1) / d_bb.norm(dim=1)).mean()
+    u_a = d_aa / d_aa.norm(dim=1, keepdim=True)
+    u_b = d_ab / d_ab.norm(dim=1, keepdim=True)
+    return float(alpha1), float(torch.linalg.matrix_norm(u_a.T @ u_b / len(u_a)))
+
+
+def _exact_alphas(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """First-order alphas of attacks on a applied to b: Delta_{A->B} = J_B v1(J_A)."""
+    ja, jb = (torch.func.vmap(torch.func.jacrev(m))(x).detach() for m in (a, b))
+    va, vb = torch.linalg.svd(ja).Vh[:, 0], torch.linalg.svd(jb).Vh[:, 0]
+    apply = lambda j, v: torch.einsum("bkn,bn->bk", j, v)  # noqa: E731
+    return _alphas(apply(ja, va), apply(jb, va), apply(jb, vb))
+
+
+def _measured_alphas(a: nn.Module, b: nn.Module, x: torch.Tensor,
+                     **kw) -> tuple[float, float]:
+    eps = 1e-4
+    da = attack(a, x, eps=eps, bounds=None, generator=0, **kw)
+    db = attack(b, x, eps=eps, bounds=None, generator=0, **kw)
+    with torch.no_grad():
+        return _alphas(a(x + da) - a(x), b(x + da) - b(x), b(x + db) - b(x))
+
+
+def _wide(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(16, 256), nn.Tanh(), nn.Linear(256, 10)).double()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_first_order_default_matches_jacobian_svd_within_1_percent(seed, x64):
+    a, b = two_layer(2 * seed + 1), two_layer(2 * seed + 2)
+    for src, dst in ((a, b), (b, a)):
+        got, exact = _measured_alphas(src, dst, x64, solver="first_order"), _exact_alphas(
+            src, dst, x64)
+        assert got == pytest.approx(exact, rel=0.01)
+
+
+def _near_degenerate_pair() -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    x = torch.rand(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a, b = _wide(1), _wide(2)
+    for m in (a, b):  # the case under test: sigma2/sigma1 about 0.95 on these inputs
+        sv = torch.linalg.svdvals(torch.func.vmap(torch.func.jacrev(m))(x).detach())
+        assert 0.94 < float((sv[:, 1] / sv[:, 0]).median()) < 0.98
+    return a, b, x
+
+
+def test_first_order_default_on_near_degenerate_wide_nets_within_1_percent():
+    a, b, x = _near_degenerate_pair()
+    for src, dst in ((a, b), (b, a)):
+        got = _measured_alphas(src, dst, x, solver="first_order")
+        assert got == pytest.approx(_exact_alphas(src, dst, x), rel=0.01)
+
+
+@pytest.mark.parametrize("solver", ["first_order", "pgd"])
+def test_power_iteration_and_pgd_to_tolerance_within_1_percent(solver, x64, monkeypatch):
+    # the power-iteration path (models with many outputs) forced on small nets
+    monkeypatch.setattr(attacks, "EXACT_MAX_OUTPUTS", 0)
+    for seed in range(5):
+        a, b = two_layer(2 * seed + 1), two_layer(2 * seed + 2)
+        got = _measured_alphas(a, b, x64, solver=solver)
+        assert got == pytest.approx(_exact_alphas(a, b, x64), rel=0.01)
+
+
+def test_convergence_report():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 12, generator=g, dtype=torch.float64)
+    cfg = dict(eps=0.1, bounds=None)
+    # exact Jacobian (5 outputs): no iteration needed
+    out = attacks.run_attack(linear_model(torch.randn(5, 12, generator=g, dtype=torch.float64)),
+                             x, attacks.AttackConfig(solver="first_order", **cfg), None)
+    assert out.iterations.tolist() == [0] * 6 and out.converged.all()
+    # power iteration on a rank-one linear map with 100 outputs: J^T 1 is already v1
+    rank_one = torch.outer(torch.randn(100, generator=g, dtype=torch.float64),
+                           torch.randn(12, generator=g, dtype=torch.float64))
+    model = linear_model(rank_one)
+    out = attacks.run_attack(model, x, attacks.AttackConfig(solver="first_order", **cfg), None)
+    assert out.converged.all() and (out.iterations <= 2).all()
+    # PGD from the first-order solution of a linear model: the loss no longer changes
+    linear = linear_model(torch.randn(5, 12, generator=g, dtype=torch.float64))
+    out = attacks.run_attack(linear, x, attacks.AttackConfig(random_start=False, **cfg), None)
+    assert out.converged.all() and out.iterations.tolist() == [2] * 6
+    # a cap too small to meet the tolerance is reported as such
+    out = attacks.run_attack(two_layer(0), x[:, :6], attacks.AttackConfig(steps=3, **cfg), g)
+    assert not out.converged.any() and out.iterations.tolist() == [3] * 6
+    # ce runs a fixed number of steps: no tolerance to report
+    out = attacks.run_attack(linear, x, attacks.AttackConfig(objective="ce", **cfg), g)
+    assert out.converged is None and out.iterations.tolist() == [10] * 6
+
+
+def test_default_steps_and_ce_unchanged():
+    assert attacks.AttackConfig(eps=0.1).steps == 100
+    assert attacks.AttackConfig(eps=0.1, solver="first_order").steps == 100
+    assert attacks.AttackConfig(eps=0.1, objective="ce").steps == 10
+    model = TinyCNN(0)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(eps=0.1, objective="ce", generator=3)
+    torch.testing.assert_close(attack(model, x, **kw), attack(model, x, steps=10, tol=0.0, **kw),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solver", ["pgd", "first_order"])
+def test_sample_in_batch_equals_sample_alone_with_power_iteration(solver, monkeypatch):
+    monkeypatch.setattr(attacks, "EXACT_MAX_OUTPUTS", 0)
+    model = two_layer(3)
+    x = torch.rand(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = dict(eps=0.2, solver=solver, random_start=False, bounds=None)
+    batched = attack(model, x, generator=7, **kw)
+    for i in range(5):
+        torch.testing.assert_close(batched[i:i + 1], attack(model, x[i:i + 1], generator=8, **kw),
+                                   rtol=1e-6, atol=1e-10)
+
+
+def test_every_direction_result_carries_the_convergence_report():
+    import math
+
+    from advtransfer.metrics import measure_matrix
+
+    g = torch.Generator().manual_seed(0)
+    models = [linear_model(torch.randn(5, 12, generator=g, dtype=torch.float64)),
+              two_layer(0, n=12)]
+    x = torch.rand(10, 12, generator=g, dtype=torch.float64)
+    out = measure_matrix(models, ["lin", "mlp"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, steps=3), batch_size=4,
+                         generator=0)
+    for (i, _), r in out.items():
+        # three PGD steps from a random start: the tolerance is not met by either model
+        assert r.stats.mean_iterations == 3.0 and r.stats.fraction_converged == 0.0, i
+    out = measure_matrix(models[:1], ["lin"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, random_start=False),
+                         batch_size=4)
+    assert out[(0, 0)].stats.mean_iterations == 2.0
+    assert out[(0, 0)].stats.fraction_converged == 1.0
+    out = measure_matrix(models[:1], ["lin"], x,
+                         attacks.AttackConfig(eps=0.1, bounds=None, objective="ce"), generator=0)
+    assert out[(0, 0)].stats.mean_iterations == 10.0
+    assert math.isnan(out[(0, 0)].stats.fraction_converged)

@@ -70,6 +70,7 @@ def test_theorems_2_and_3_hold_on_random_smooth_networks(seed):
     tb = theory.theorem_bounds(s, t, x)
     assert not tb.theorem1.applies
     assert tb.theorem2.applies and tb.theorem2.holds, tb.theorem2
+    assert tb.theorem2_authors.holds, tb.theorem2_authors
     assert tb.theorem3.applies and tb.theorem3.holds, tb.theorem3
     y = t(x).detach() + 0.1
     assert theory.theorem_bounds(s, t, x, y).theorem3.holds
@@ -96,3 +97,57 @@ def test_smoothness_bound_upper_bounds_finite_differences():
         ja, jb = theory.jacobians(model, a)[0], theory.jacobians(model, b)[0]
         worst = max(worst, (torch.linalg.matrix_norm(ja - jb, 2) / (a - b).norm()).item())
     assert 0 < worst <= beta
+
+
+def _numpy_tau2(j_s: np.ndarray, j_t: np.ndarray) -> tuple[float, bool]:
+    """tau2 (S -> T) from the definition, in numpy: A = B C^+ scaled to spectral norm r when it
+    exceeds r, tau2 = <2 Delta_ST - A Delta_SS, A Delta_SS>_D / ||Delta_ST||_D^2."""
+    v_s = np.linalg.svd(j_s)[2][:, 0, :]
+    d_ss = np.einsum("bkn,bn->bk", j_s, v_s)
+    d_st = np.einsum("bkn,bn->bk", j_t, v_s)
+    n = len(v_s)
+    a = (d_st.T @ d_ss / n) @ np.linalg.pinv(d_ss.T @ d_ss / n)
+    r = np.sqrt((d_st**2).sum() / (d_ss**2).sum())
+    projected = np.linalg.norm(a, 2) > r
+    if projected:
+        a = a * r / np.linalg.norm(a, 2)
+    mapped = d_ss @ a.T
+    return float(((2 * d_st - mapped) * mapped).sum() / (d_st**2).sum()), projected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_vector_tau2_scales_the_whole_map_like_the_definition(seed, x64):
+    s, t = two_layer(50 + seed, k=3), two_layer(60 + seed, k=3)
+    jac = torch.func.vmap(torch.func.jacrev(s))(x64).detach().numpy()
+    jac_t = torch.func.vmap(torch.func.jacrev(t))(x64).detach().numpy()
+    expected, projected = _numpy_tau2(jac, jac_t)
+    assert projected  # the case where scaling and clipping singular values differ
+    tau = theory.tau1_tau2(s, t, x64)
+    assert tau.tau2 == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert np.linalg.norm(tau.A, 2) == pytest.approx(tau.radius, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_theorem2_authors_version_spectral_lhs_and_bound_without_lipschitz(seed, x64):
+    s, t = two_layer(70 + seed, k=3), two_layer(80 + seed, k=4)
+    tb = theory.theorem_bounds(s, t, x64)
+    j_s = torch.func.vmap(torch.func.jacrev(s))(x64).detach().numpy()
+    j_t = torch.func.vmap(torch.func.jacrev(t))(x64).detach().numpy()
+    a = tb.tau.A
+    gap = j_t - np.einsum("dm,bmn->bdn", a, j_s)
+    lhs = np.mean([np.linalg.norm(g, 2) ** 2 for g in gap])
+    sv_s, sv_t = np.linalg.svd(j_s, compute_uv=False), np.linalg.svd(j_t, compute_uv=False)
+    lam_s, lam_t = sv_s[:, 1] / sv_s[:, 0], sv_t[:, 1] / sv_t[:, 0]
+    tau1, tau2 = tb.tau.tau1_per_sample, tb.tau.tau2
+    first = (1 - tau1 * tau2 + (1 - tau1) * (1 - tau2) * lam_t**2) * sv_t[:, 0] ** 2
+    second = ((lam_t**2 + lam_s**2) * sv_s[:, 0] ** 2
+              * np.mean(sv_t[:, 0] ** 2) / np.mean(sv_s[:, 0] ** 2))
+    bound = np.mean(5 * (first + second))
+    authors = tb.theorem2_authors
+    assert authors.lhs == pytest.approx(lhs, rel=1e-9)
+    assert authors.bound == pytest.approx(bound, rel=1e-9)
+    assert authors.holds
+    # the paper's version measures the gap in the Frobenius norm, never below the spectral one
+    frobenius = np.mean((gap**2).sum(axis=(1, 2)))
+    assert tb.theorem2.lhs == pytest.approx(frobenius, rel=1e-9)
+    assert tb.theorem2.lhs >= authors.lhs * (1 - 1e-12) and tb.theorem2.lhs > authors.lhs

@@ -15,7 +15,7 @@ from rich.table import Table
 from torch import nn
 
 import advtransfer
-from advtransfer.attacks import AttackConfig
+from advtransfer.attacks import DEFAULT_TOL, AttackConfig
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import resolve_device
 from advtransfer.metrics import check_convention
@@ -125,7 +125,11 @@ Eps = Annotated[float, typer.Option(help="Attack budget ||delta||_p <= eps, in i
 NormOpt = Annotated[str, typer.Option(help="Attack norm: l2 or linf.")]
 ObjectiveOpt = Annotated[str, typer.Option(help="deviation (||f(x+d)-f(x)||^2) or ce.")]
 SolverOpt = Annotated[str, typer.Option(help="pgd or first_order.")]
-StepsOpt = Annotated[int, typer.Option(help="PGD steps (1 = FGSM) or power iterations.")]
+StepsOpt = Annotated[int | None, typer.Option(
+    help="Cap on PGD steps (1 = FGSM) or power iterations; default 100 for the deviation "
+         "objective (each sample stops when its objective changes by <= --tol), 10 for ce.")]
+TolOpt = Annotated[float, typer.Option(
+    help="Relative change of the deviation objective that stops a sample's iterations.")]
 BoundsOpt = Annotated[str, typer.Option(help="Input domain 'LOW,HIGH', or 'none'.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")]
 ConventionOpt = Annotated[str, typer.Option(
@@ -152,7 +156,8 @@ def measure(
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
     solver: SolverOpt = "pgd",
-    steps: StepsOpt = 10,
+    steps: StepsOpt = None,
+    tol: TolOpt = DEFAULT_TOL,
     step_size: Annotated[float | None, typer.Option(help="PGD step size (default: see "
                                                              "docs).")] = None,
     random_start: Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")] = True,
@@ -169,14 +174,15 @@ def measure(
         run_on = str(resolve_device(device))
         config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
                               steps=steps, step_size=step_size, random_start=random_start,
-                              bounds=parse_bounds(bounds))  # fail fast, before loading models
+                              bounds=parse_bounds(bounds), tol=tol)  # fail fast
+
         check_convention(convention)
         start = time.perf_counter()
         s = load_cli_model(source, source_weights, seed=seed, quiet=quiet).to(run_on)
         t = load_cli_model(target, target_weights, seed=seed + 1, quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transferability(
-            s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+            s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
             step_size=step_size, random_start=random_start, bounds=config.bounds,
             convention=convention, batch_size=batch_size, device=run_on, generator=seed,
             progress=not quiet)
@@ -217,7 +223,8 @@ def matrix(
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
     solver: SolverOpt = "pgd",
-    steps: StepsOpt = 10,
+    steps: StepsOpt = None,
+    tol: TolOpt = DEFAULT_TOL,
     bounds: BoundsOpt = "0,1",
     convention: ConventionOpt = "icml",
     device: DeviceOpt = "auto",
@@ -230,7 +237,7 @@ def matrix(
         if len(models) < 2:
             raise AdvTransferError("matrix needs at least two models")
         run_on = str(resolve_device(device))
-        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         check_convention(convention)
         mods: dict[str, nn.Module] = {}
@@ -241,7 +248,7 @@ def matrix(
                                         quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
-            mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+            mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
             bounds=parse_bounds(bounds), convention=convention, device=run_on, generator=seed,
             progress=not quiet)
     except AdvTransferError as exc:
@@ -455,7 +462,8 @@ def rank_command(
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
     solver: SolverOpt = "pgd",
-    steps: StepsOpt = 10,
+    steps: StepsOpt = None,
+    tol: TolOpt = DEFAULT_TOL,
     bounds: BoundsOpt = "0,1",
     convention: ConventionOpt = "icml",
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
@@ -475,7 +483,7 @@ def rank_command(
             raise AdvTransferError("give at least one --candidate")
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         run_on = str(resolve_device(device))
-        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
+        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         check_convention(convention)
         start = time.perf_counter()
@@ -491,7 +499,7 @@ def rank_command(
         x, y = load_labelled_data(data, n_samples)
         result = selection.rank(
             pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
-            objective=objective, solver=solver, steps=steps,
+            objective=objective, solver=solver, steps=steps, tol=tol,
             bounds=parse_bounds(bounds), convention=convention, attack_samples=attack_samples,
             batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
     except AdvTransferError as exc:

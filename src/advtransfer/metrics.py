@@ -40,8 +40,10 @@ import torch
 from torch import nn
 
 from advtransfer.attacks import (
+    DEFAULT_TOL,
     AttackConfig,
     Bounds,
+    ConvergenceLog,
     GeneratorLike,
     Norm,
     Objective,
@@ -91,13 +93,18 @@ class AttackStats:
     ``mean_delta_norm`` is mean ||delta_A||_p; ``mean_deviation`` mean ||Delta_{A->B}||_2;
     ``mean_victim_self_deviation`` mean ||Delta_{B->B}||_2 (B's own attack);
     ``mean_random_deviation`` mean ||f_B(x + n) - f_B(x)||_2 for random noise n of norm eps, the
-    baseline an attack that transfers must beat.
+    baseline an attack that transfers must beat. ``mean_iterations`` and ``fraction_converged``
+    report how converged the attack on A was (:class:`advtransfer.attacks.AttackOutput`): mean
+    iterations used per sample, and the share of samples that met ``tol`` (NaN for ``ce``
+    attacks, which run a fixed number of steps).
     """
 
     mean_delta_norm: float
     mean_deviation: float
     mean_victim_self_deviation: float
     mean_random_deviation: float
+    mean_iterations: float = math.nan
+    fraction_converged: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,7 @@ def measure_matrix(
     eps_all = config.eps if isinstance(config.eps, torch.Tensor) and config.eps.numel() > 1 \
         else None
     seen = 0
+    logs = {i: ConvergenceLog() for i in attackers}
     with frozen(*models):
         batches = iter_inputs(data, batch_size=batch_size)
         for x in track(batches, description="attacking", enabled=progress):
@@ -349,8 +357,11 @@ def measure_matrix(
             eps = per_sample_eps(config.eps, x)
             with torch.no_grad():
                 clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
-            deltas = {i: run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
-                      for i in attackers}
+            deltas = {}
+            for i in attackers:
+                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
+                logs[i].update(out)
+                deltas[i] = out.delta
             noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
             with torch.no_grad():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
@@ -365,7 +376,13 @@ def measure_matrix(
     if eps_all is not None and seen != eps_all.numel():
         raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "
                                f"{seen} samples; give one value per sample")
-    return {key: acc.compute() for key, acc in accs.items()}
+    results = {}
+    for (i, j), acc in accs.items():
+        r = acc.compute()
+        stats = replace(r.stats, mean_iterations=logs[i].mean_iterations,
+                        fraction_converged=logs[i].fraction_converged)
+        results[(i, j)] = replace(r, stats=stats)
+    return results
 
 
 def _config_dict(config: AttackConfig, **extra: Any) -> dict[str, Any]:
@@ -385,10 +402,11 @@ def transferability(
     norm: Norm = "l2",
     objective: Objective = "deviation",
     solver: Solver = "pgd",
-    steps: int = 10,
+    steps: int | None = None,
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
+    tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
     output: OutputSelector | None = None,
     batch_size: int = 128,
@@ -420,7 +438,8 @@ def transferability(
         True
     """
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds)
+                          step_size=step_size, random_start=random_start, bounds=bounds,
+                          tol=tol)
     out = measure_matrix([source, target], ["source", "target"], data, config,
                          pairs=[(0, 1), (1, 0)], convention=convention, output=output,
                          batch_size=batch_size,
@@ -437,10 +456,11 @@ def transfer_matrix(
     norm: Norm = "l2",
     objective: Objective = "deviation",
     solver: Solver = "pgd",
-    steps: int = 10,
+    steps: int | None = None,
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
+    tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
     output: OutputSelector | None = None,
     batch_size: int = 128,
@@ -456,7 +476,8 @@ def transfer_matrix(
         mods = list(models)
         names = [f"model_{i}" for i in range(len(mods))]
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds)
+                          step_size=step_size, random_start=random_start, bounds=bounds,
+                          tol=tol)
     out = measure_matrix(mods, names, data, config, convention=convention, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)

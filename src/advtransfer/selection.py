@@ -69,7 +69,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from advtransfer.attacks import AttackConfig, Bounds, Norm, Objective, Solver
+from advtransfer.attacks import DEFAULT_TOL, AttackConfig, Bounds, Norm, Objective, Solver
 from advtransfer.data.batches import labelled
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.estimators import (
@@ -580,7 +580,8 @@ def rank(
     norm: Norm = "l2",
     objective: Objective = "deviation",
     solver: Solver = "pgd",
-    steps: int = 10,
+    steps: int | None = None,
+    tol: float = DEFAULT_TOL,
     step_size: float | None = None,
     random_start: bool = True,
     bounds: Bounds = (0.0, 1.0),
@@ -610,8 +611,8 @@ def rank(
             when it is passed). The first method is the result's default sort key.
         source_accuracy: each candidate's accuracy on its own source task (the data-free
             baseline), keyed by candidate name.
-        eps, norm, objective, solver, steps, step_size, random_start, bounds: the attack of
-            the adversarial methods (see :func:`advtransfer.attack`); eps is in input space.
+        eps, norm, objective, solver, steps, step_size, random_start, bounds, tol: the attack
+            of the adversarial methods (see :func:`advtransfer.attack`); eps is in input space.
         convention: ``"icml"`` (unsquared alpha2/combined) or ``"authors"`` (squared, as the
             authors' image code reports them); see :mod:`advtransfer.metrics`.
         attack_samples: how many target inputs (a seeded random subset) are attacked; ``None``
@@ -655,7 +656,7 @@ def rank(
         raise AdvTransferError(f"finetune_test_fraction must lie in (0, 1); got "
                                f"{finetune_test_fraction!r}")
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds)
+                          step_size=step_size, random_start=random_start, bounds=bounds, tol=tol)
     data = _check_target_data(target_data)
     models, loaded = _resolve_models(candidates)
     names = list(models)
@@ -689,7 +690,8 @@ def rank(
     details: dict[str, dict[str, Any]] = {n: {} for n in names}
     timings: dict[str, float] = {}
     cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
-                           "steps": steps, "step_size": step_size, "random_start": random_start,
+                           "steps": config.steps, "tol": tol, "step_size": step_size,
+                           "random_start": random_start,
                            "bounds": list(config.bounds) if config.bounds else None,
                            "convention": convention, "attack_samples": attack_samples,
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),

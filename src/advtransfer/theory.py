@@ -10,9 +10,11 @@ from alpha1, alpha2, combined, tau1 and tau2.
 * :func:`tau1_tau2` — the paper's first (2020) formulation:
   tau1(x) = <delta_S, delta_T>^2 / (||delta_S||^2 ||delta_T||^2), tau1 = E_x tau1(x);
   tau2 = 1 - ||Delta_{S->T} - A Delta_{S->S}||_D^2 / ||Delta_{S->T}||_D^2 with A = B C^+
-  (B = E[Delta_{S->T} Delta_{S->S}^T], C = E[Delta_{S->S} Delta_{S->S}^T]) projected to spectral
-  norm <= r = ||Delta_{S->T}||_D / ||Delta_{S->S}||_D.
-* :func:`theorem_bounds` — both sides of Theorems 1-3 of that formulation, with g(z) = A z + b.
+  (B = E[Delta_{S->T} Delta_{S->S}^T], C = E[Delta_{S->S} Delta_{S->S}^T]) projected by
+  proj(A, r) = r A / ||A||_2 when ||A||_2 > r (the whole matrix scaled), r = ||Delta_{S->T}||_D /
+  ||Delta_{S->S}||_D.
+* :func:`theorem_bounds` — both sides of Theorems 1-3 of that formulation, with g(z) = A z + b
+  (Theorem 2 in the paper's form and in the form of the authors' code).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advtransfer.attacks import AttackConfig, validate_inputs
+from advtransfer.attacks import AttackConfig, jacobian_rows, validate_inputs
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.metrics import (
     Convention,
@@ -48,12 +50,11 @@ def jacobians(model: nn.Module, x: torch.Tensor, *, name: str = "model") -> torc
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = forward(model, xg, name=name)
-            rows = []
-            for j in range(y.shape[1]):
-                (g,) = torch.autograd.grad(y[:, j].sum(), xg, retain_graph=True,
-                                           allow_unused=True)
-                rows.append(torch.zeros_like(xg) if g is None else g)
-    return torch.stack([r.reshape(x.shape[0], -1) for r in rows], dim=1).detach().double()
+            if not y.requires_grad:  # the output does not depend on the input
+                return torch.zeros(x.shape[0], y.shape[1], x[0].numel(), dtype=torch.float64,
+                                   device=x.device)
+            jac = jacobian_rows(y, xg)
+    return jac.detach().double()
 
 
 def _top_right_singular(j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,9 +152,11 @@ class TauResult:
     radius: float
 
 
-def _spectral_clip(a: torch.Tensor, r: float) -> torch.Tensor:
-    u, s, vh = torch.linalg.svd(a, full_matrices=False)
-    return u @ torch.diag(s.clamp(max=r)) @ vh
+def _project(a: torch.Tensor, r: float) -> torch.Tensor:
+    """proj(A, r) = A if ||A||_2 <= r, else r A / ||A||_2: the whole matrix is scaled (the paper's
+    definition and the authors' compute_tau2), not each singular value clipped."""
+    norm = float(torch.linalg.matrix_norm(a, 2))
+    return a * (r / norm) if norm > r else a
 
 
 def _tau(j_s: torch.Tensor, j_t: torch.Tensor,
@@ -168,7 +171,7 @@ def _tau(j_s: torch.Tensor, j_t: torch.Tensor,
     if a is None:
         b = d_st.T @ d_ss / n
         c = d_ss.T @ d_ss / n
-        a = _spectral_clip(b @ torch.linalg.pinv(c, hermitian=True), r)
+        a = _project(b @ torch.linalg.pinv(c, hermitian=True), r)
     resid = (d_st - d_ss @ a.T).pow(2).sum() / n
     tau2 = 1.0 - float(resid / norm_st2) if norm_st2 > 0 else math.nan
     return TauResult(float(tau1_x.mean()), tau1_x.numpy(), tau2, a.numpy(), r), tau1_x
@@ -203,11 +206,13 @@ class TheoremCheck:
 
 @dataclass(frozen=True)
 class TheoremBounds:
-    """Theorems 1-3 evaluated with g(z) = A z + b, A from :func:`tau1_tau2`."""
+    """Theorems 1-3 evaluated with g(z) = A z + b, A from :func:`tau1_tau2`; Theorem 2 in the
+    paper's form (``theorem2``) and in the form of the authors' code (``theorem2_authors``)."""
 
     tau: TauResult
     theorem1: TheoremCheck
     theorem2: TheoremCheck
+    theorem2_authors: TheoremCheck
     theorem3: TheoremCheck
     identity_rhs: float  # E[(1 - tau1(x) tau2) ||grad f_T(x)||^2], Theorem 1's exact value
 
@@ -233,9 +238,20 @@ def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,
     * Theorem 1 (scalar outputs): lhs = ||grad f_T - A grad f_S||_D^2,
       bound = (1 - tau1 tau2) L^2; ``identity_rhs`` = E[(1 - tau1(x) tau2) ||grad f_T||^2]
       equals lhs exactly in the first-order regime.
-    * Theorem 2 (any outputs): bound = ((1 - tau1 tau2) + (1 - tau1)(1 - tau2) lambda_T^2
-      + (lambda_T + lambda_S)^2) 5 L^2 with lambda_f(x) = sigma_2(J_f(x)) / sigma_1(J_f(x)),
-      evaluated per sample (with tau1(x)) and averaged, as the authors' code does.
+    * Theorem 2 (any outputs), two versions with lambda_f(x) = sigma_2(J_f(x)) / sigma_1(J_f(x)):
+
+      - ``theorem2``, the paper's statement (with the Lipschitz constant L):
+        lhs = ||grad f_T - A grad f_S||_D^2 in the Frobenius norm (>= the spectral norm, so
+        ``holds`` is the stronger claim), bound = E_x[(1 - tau1(x) tau2)
+        + (1 - tau1(x))(1 - tau2) lambda_T(x)^2 + (lambda_T(x) + lambda_S(x))^2] 5 L^2, the
+        lambdas and tau1 evaluated per sample and averaged.
+      - ``theorem2_authors``, the version without L that the authors' code evaluates
+        (compute_theorem_2 in their synthetic experiment): lhs = E_x ||J_T(x) - A J_S(x)||_2^2
+        (spectral norm), bound = 5 E_x[(1 - tau1(x) tau2 + (1 - tau1(x))(1 - tau2)
+        lambda_T(x)^2) ||J_T(x)||_2^2 + (lambda_T(x)^2 + lambda_S(x)^2) ||J_S(x)||_2^2
+        ||J_T||_{D,2}^2 / ||J_S||_{D,2}^2] with ||J||_{D,2}^2 = E_x ||J(x)||_2^2. Their code
+        leaves lambda_S at 0 (the line that sets it is commented out); here it is sigma_2/sigma_1
+        of J_S, as the formula reads.
     * Theorem 3 (needs ||x|| <= 1 and beta-smooth models): b is set so g(f_S(0)) = f_T(0);
       lhs = ||g o f_S - y||_D^2, bound = (||f_T - y||_D + ||grad f_T - grad(g o f_S)||_D
       + (1 + ||grad f_T||_{D,2} / ||grad f_S||_{D,2}) beta)^2. ``y`` defaults to f_T(x).
@@ -271,10 +287,25 @@ def theorem_bounds(source: nn.Module, target: nn.Module, x: torch.Tensor,
     per_sample = ((1 - tau1_x * tau.tau2) + (1 - tau1_x) * (1 - tau.tau2) * lam_t**2
                   + (lam_t + lam_s) ** 2)
     b2 = float(per_sample.mean()) * 5 * lip**2
-    t2 = TheoremCheck("2", True, grad_gap2, b2)
+    t2 = TheoremCheck("2", True, grad_gap2, b2, note="paper: Frobenius lhs, bound with L")
+    t2_authors = _theorem2_authors(j_s, j_t, a, tau1_x, tau.tau2, sv_s, sv_t, lam_s, lam_t)
 
     t3 = _theorem3(source, target, x, y, a, grad_gap2, sv_s, sv_t, beta)
-    return TheoremBounds(tau, t1, t2, t3, identity_rhs)
+    return TheoremBounds(tau, t1, t2, t2_authors, t3, identity_rhs)
+
+
+def _theorem2_authors(j_s: torch.Tensor, j_t: torch.Tensor, a: torch.Tensor,
+                      tau1_x: torch.Tensor, tau2: float, sv_s: torch.Tensor, sv_t: torch.Tensor,
+                      lam_s: torch.Tensor, lam_t: torch.Tensor) -> TheoremCheck:
+    """Theorem 2 without a Lipschitz constant, as the authors' compute_theorem_2 evaluates it
+    (see :func:`theorem_bounds`)."""
+    gap = j_t - torch.einsum("dm,bmn->bdn", a, j_s)
+    lhs = float(torch.linalg.matrix_norm(gap, 2).pow(2).mean())
+    norm_t2, norm_s2 = sv_t[:, 0].pow(2), sv_s[:, 0].pow(2)
+    first = (1 - tau1_x * tau2 + (1 - tau1_x) * (1 - tau2) * lam_t**2) * norm_t2
+    second = (lam_t**2 + lam_s**2) * norm_s2 * norm_t2.mean() / norm_s2.mean()
+    bound = float((5 * (first + second)).mean())
+    return TheoremCheck("2", True, lhs, bound, note="authors' code: spectral lhs, no L")
 
 
 def _theorem3(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
