@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -33,3 +35,32 @@ def test_submodules_named_in_the_readme_are_reachable_from_the_package():
     assert callable(advtransfer.theory.first_order_transferability)
     assert callable(advtransfer.estimators.logme)
     assert callable(advtransfer.rank)
+
+
+def _tool():
+    import importlib.util
+
+    path = README.parent / "tools" / "readme_numbers.py"
+    spec = importlib.util.spec_from_file_location("readme_numbers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_readme_numbers_block_has_a_renderer_and_the_check_compares_numbers():
+    tool = _tool()
+    names = [m.group("name") for m in tool.BLOCK.finditer(README.read_text())]
+    assert {"digits-distribution", "synthetic", "synthetic-paper"} <= set(names)
+    assert set(names) <= set(tool.TABLES)
+    table = "| a | 0.87 (<0.001) | −0.13 [−0.58, 0.40] |\n"
+    assert tool.same_numbers(table, table.replace("0.87", "0.88"), 0.02)
+    assert not tool.same_numbers(table, table.replace("0.87", "0.57"), 0.02)
+    assert not tool.same_numbers(table, table.replace("−0.13", "0.13"), 0.02)
+    assert not tool.same_numbers(table, table.replace("| a |", "| b |"), 0.02)
+
+
+@pytest.mark.slow
+def test_readme_demo_table_is_what_the_demo_computes(tmp_path):
+    # the README's expected output of `advtransfer demo` is what a run of this code gives
+    tool = _tool()
+    assert tool.main(["--check", "--only", "digits-distribution", "--runs", str(tmp_path)]) == 0
