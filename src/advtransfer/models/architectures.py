@@ -252,6 +252,19 @@ def lenet(
     )
 
 
+def _alexnet_features(stem: nn.Conv2d, c: list[int]) -> nn.Sequential:
+    """AlexNet's convolutions after ``stem`` (which maps the input to ``c[0]`` channels):
+    stem - ReLU - maxpool2 - conv5x5 (c[1]) - ReLU - maxpool2 - conv3x3 (c[2]) - ReLU -
+    conv3x3 (c[3]) - ReLU - conv3x3 (c[4]) - ReLU - maxpool2."""
+    return nn.Sequential(
+        stem, nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c[0], c[1], kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c[1], c[2], kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c[2], c[3], kernel_size=3, padding=1), nn.ReLU(),
+        nn.Conv2d(c[3], c[4], kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    )
+
+
 class AlexNetCifar(nn.Module):
     """AlexNet-style network for 32x32 images.
 
@@ -266,21 +279,7 @@ class AlexNetCifar(nn.Module):
         super().__init__()
         c = [_scaled(n, width) for n in (64, 192, 384, 256, 256)]
         hidden = _scaled(1024, width)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c[0], kernel_size=5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c[0], c[1], kernel_size=5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c[1], c[2], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c[2], c[3], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c[3], c[4], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        self.features = _alexnet_features(nn.Conv2d(in_channels, c[0], kernel_size=5, padding=2), c)
         self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
@@ -329,21 +328,8 @@ class AlexNetLiang(nn.Module):
                 f"image_size must be at least 29 for alexnet-liang (an 11x11 stride-4 stem and "
                 f"three 2x2 pools), got {image_size}"
             )
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c[0], kernel_size=11, stride=4, padding=5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c[0], c[1], kernel_size=5, padding=2),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(c[1], c[2], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c[2], c[3], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c[3], c[4], kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
+        self.features = _alexnet_features(
+            nn.Conv2d(in_channels, c[0], kernel_size=11, stride=4, padding=5), c)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c[4] * side * side, num_classes)
 
