@@ -40,8 +40,9 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
     result = runner.invoke(app, ["measure", "--source", spec, "--source-weights", str(weights),
                                  "--target", "digits-linear", "--data", str(data), "--quiet",
                                  "--steps", "2", "--solver", "first_order"])
-    # digits_mlp's default hidden width (64) does not match the 8-wide weights: a clear error
-    assert result.exit_code == 2 and "does not fit" in result.output
+    # digits_mlp's default hidden width (64) does not match the 8-wide weights: a clear runtime
+    # error (exit 1)
+    assert result.exit_code == 1 and "does not fit" in result.output
     save_model(digits_mlp(10), weights)
     result = runner.invoke(app, ["measure", "--source", spec, "--source-weights", str(weights),
                                  "--target", "digits-linear", "--data", str(data), "--quiet",
@@ -50,13 +51,13 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
     assert "8 samples" in result.output
 
 
-def test_bad_options_give_clear_errors():
-    for args, needle in [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"),
-                         (["--bounds", "x"], "--bounds"), (["--data", "nope"], "--data"),
-                         (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples"),
-                         (["--source", "no_such_model"], "no_such_model")]:
+def test_bad_options_are_usage_errors_exit_2_and_runtime_errors_exit_1():
+    usage = [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"), (["--bounds", "x"], "--bounds"),
+             (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples")]
+    runtime = [(["--data", "nope"], "--data"), (["--source", "no_such_model"], "no_such_model")]
+    for args, needle in usage + runtime:
         result = runner.invoke(app, ["measure", "--quiet", "--steps", "1", *args])
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == (2 if (args, needle) in usage else 1), (args, result.output)
         assert needle in result.output, (args, result.output)
         assert "Traceback" not in result.output
 

@@ -104,7 +104,7 @@ def test_cli_run_list_report_and_bad_input(tmp_path):
     # a long path must not be wrapped into the message: the whole sentence stays on one line
     empty = tmp_path / ("a-rather-long-directory-name-" * 4) / "empty"
     bad = runner.invoke(app, ["report", str(empty)])
-    assert bad.exit_code == 2 and f"{empty} has no results.json" in bad.output
+    assert bad.exit_code == 1 and f"{empty} has no results.json" in bad.output
 
 
 @pytest.mark.slow
