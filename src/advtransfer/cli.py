@@ -629,20 +629,23 @@ def _print_rank_table(result: Any, title: str) -> None:
     cells = {m: [_cell(row[m]) for row in rows] for m in result.methods}
     width = {m: max(len(m), *(len(c) for c in cells[m])) for m in result.methods}
     names = [str(row["candidate"]) for row in rows]
-    fixed = len("rank") + max(len("candidate"), *(len(n) for n in names)) + 2
+    # long candidate names wrap within a third of the width rather than push the scores out
+    name_width = min(max(len("candidate"), *(len(n) for n in names)),
+                     max(20, console.width // 3))
+    fixed = len("rank") + name_width + 6  # each column is padded and separated by 3 spaces
     groups: list[list[str]] = [[]]
     used = fixed
     for m in result.methods:
-        if groups[-1] and used + 2 + width[m] > console.width:
+        if groups[-1] and used + 3 + width[m] > console.width:
             groups.append([])
             used = fixed
         groups[-1].append(m)
-        used += 2 + width[m]
+        used += 3 + width[m]
     for k, group in enumerate(groups):
         part = f" ({k + 1}/{len(groups)})" if len(groups) > 1 else ""
         table = Table(title=title + part, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
         table.add_column("rank", justify="right", no_wrap=True)
-        table.add_column("candidate", overflow="fold")
+        table.add_column("candidate", overflow="fold", max_width=name_width)
         for m in group:
             table.add_column(m, justify="right", no_wrap=True)
         for i, row in enumerate(rows):
