@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -176,3 +177,47 @@ def test_model_selection_summary_prints_target_column_and_tau_table(capsys):
     assert logme[1:] == ["0.9", "0.7", "0.8"] and alpha[1:] == ["0.25", "0.75", "0.5"]
     assert lines.index(next(ln for ln in lines if ln.strip().startswith("LogME"))) < \
         lines.index(next(ln for ln in lines if ln.strip().startswith("alpha1 ")))  # best first
+
+
+class _NotATensor:
+    pass
+
+
+def test_messages_name_only_what_can_be_typed(tmp_path):
+    from pathlib import Path
+
+    from advtransfer.cli import load_cli_model
+    from advtransfer.errors import AdvTransferError
+    from advtransfer.models.zoo import from_name
+
+    bad = tmp_path / "net.pt"
+    torch.save({"weight": _NotATensor()}, bad)
+    result = runner.invoke(app, ["measure", "--quiet", "--source",
+                                 "advtransfer.models.architectures:digits_mlp",
+                                 "--source-weights", str(bad)])
+    assert result.exit_code == 1 and "refused to load" in result.output
+    assert "_NotATensor" in result.output  # what was found
+    flat = result.output.replace("`", "")
+    assert "weights_only=False" not in flat and "set to False" not in flat
+    # an architecture without weights: the hint is typeable, and names no torchvision lenet
+    # (lenet needs num_classes, so no 'random' either; digits-cnn builds without arguments)
+    result = runner.invoke(app, ["measure", "--quiet", "--source", "lenet"])
+    assert result.exit_code == 1 and "lenet=FILE in matrix" in result.output
+    assert "torchvision.models:lenet" not in result.output and "random" not in result.output
+    assert "torchvision.models:resnet18" in runner.invoke(
+        app, ["measure", "--quiet", "--source", "resnet18"]).output  # torchvision has that one
+    result = runner.invoke(app, ["matrix", "--quiet", "two-layer-sigmoid", "digits-cnn"])
+    assert "random" not in result.output
+    from advtransfer.selection import load_candidate
+
+    with pytest.raises(AdvTransferError, match=r"digits-cnn=FILE\|random in matrix"):
+        load_candidate("digits-cnn")
+    assert isinstance(load_candidate("digits-cnn", "random"), torch.nn.Module)  # as hinted
+    # 'random' typed on the command line reaches the loader (a torchvision name here)
+    assert isinstance(load_cli_model("mobilenet_v3_small", Path("random"), seed=0, quiet=True),
+                      torch.nn.Module)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(AdvTransferError, match=r"pip install 'advtransfer\[timm\]'"):
+            from_name("timm:resnet18")
