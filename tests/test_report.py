@@ -341,3 +341,56 @@ def test_model_selection_figures_colour_targets_and_chart_the_tau_table(tmp_path
     write_report(results, tmp_path, n_boot=50)
     assert (tmp_path / "figures" / "selection_weighted_tau.png").is_file()
     assert "figures/selection_weighted_tau.png" in (tmp_path / "report.html").read_text()
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run_chromium(tmp_path: Path, *args: str) -> str:
+    import subprocess
+
+    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
+    cmd = [_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+           "--hide-scrollbars", "--virtual-time-budget=10000", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (the CI installs it: "
+                                                "apt-get install chromium)")
+def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    import numpy as np
+
+    out = tmp_path / "run"
+    results = make_results()
+    results["selection"] = make_selection_results()["selection"]
+    write_report(results, out, n_boot=50)
+    page = (out / "report.html").read_text()
+    parser = StrictHTML()
+    parser.feed(page)
+    assert len(parser.images) == 5
+    for src in parser.images:  # every image file exists and decodes
+        assert mpimg.imread(out / src).size > 0
+    # the browser's own view: every <img> loaded with a real size once the page is loaded
+    probe = out / "probe.html"
+    probe.write_text(page.replace("</body>", (
+        "<script>window.addEventListener('load', () => { const imgs = [...document.images]; "
+        "document.body.dataset.images = imgs.length; document.body.dataset.broken = "
+        "imgs.filter(i => !i.complete || i.naturalWidth === 0).length; });</script></body>")))
+    dom = _run_chromium(tmp_path, "--dump-dom", probe.as_uri())
+    assert 'data-images="5"' in dom and 'data-broken="0"' in dom, dom[-500:]
+    for table in ("Records", "Correlations", "Honest reading", "Figures"):
+        assert f"<h2>{table}</h2>" in dom
+    shot = tmp_path / "shot.png"
+    _run_chromium(tmp_path, "--window-size=1200,4000", f"--screenshot={shot}",
+                  (out / "report.html").as_uri())
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (4000, 1200)
+    dark = (pixels.mean(axis=2) < 0.5).mean()  # text, table rules and figures
+    assert 0.005 < dark < 0.5 and float(np.std(pixels)) > 0.05
