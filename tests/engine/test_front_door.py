@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,19 @@ def test_cli_run_without_terminal_reports_progress(tmp_path):
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     # "description done/total elapsed", e.g. "training the target 5/5 0.1s"
     assert lines and all(ln.split()[-2].count("/") == 1 and ln.endswith("s") for ln in lines)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_installs_no_dev_extras_and_takes_a_cpu_torch_spec(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    cpu = "torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    dry = subprocess.run(["make", "-n", "-C", str(root), "demo", f"VENV={tmp_path / 'v'}",
+                          f"TORCH_SPEC={cpu}"], capture_output=True, text=True, check=True)
+    installs = [ln for ln in dry.stdout.splitlines() if "pip install" in ln]
+    assert any(ln.endswith(f"pip install -q {cpu}") for ln in installs), installs
+    assert any(ln.endswith("pip install -q -e .") for ln in installs), installs
+    assert not any("[dev]" in ln for ln in installs), installs
+    test = subprocess.run(["make", "-n", "-C", str(root), "test", f"VENV={tmp_path / 'v'}"],
+                          capture_output=True, text=True, check=True)
+    assert '-e ".[dev]"' in test.stdout
+    assert not (tmp_path / "v").exists()
