@@ -213,6 +213,8 @@ def test_messages_name_only_what_can_be_typed(tmp_path):
     with pytest.raises(AdvTransferError, match=r"digits-cnn=FILE\|random in matrix"):
         load_candidate("digits-cnn")
     assert isinstance(load_candidate("digits-cnn", "random"), torch.nn.Module)  # as hinted
+    untrained = load_cli_model("digits-cnn", Path("random"), seed=0, quiet=True)  # CLI form
+    assert sum(p.numel() for p in untrained.parameters()) > 0
     # 'random' typed on the command line reaches the loader (a torchvision name here)
     assert isinstance(load_cli_model("mobilenet_v3_small", Path("random"), seed=0, quiet=True),
                       torch.nn.Module)

@@ -248,7 +248,7 @@ def test_load_candidate_sources_and_errors(tmp_path, monkeypatch):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(AdvTransferError, match="weights file not found.*nope.safetensors"):
         load_candidate("digits-cnn", missing)
-    with pytest.raises(AdvTransferError, match="needs weights"):
+    with pytest.raises(AdvTransferError, match="needs the path of its trained weights"):
         load_candidate("digits-cnn")
     with pytest.raises(AdvTransferError, match="unknown model name"):
         load_candidate("not_a_model_at_all")

@@ -66,18 +66,20 @@ def load_cli_model(spec: str, weights: Path | None, *, seed: int,
     """A built-in digits model (trained now unless ``weights`` are given, then loaded into it),
     or anything :func:`advtransfer.selection.load_candidate` builds: 'module:factory' (+
     weights), an architecture name with weights, a torchvision / 'timm:' name (weights from a
-    local file or the cache); weights 'random' give an architecture name random weights."""
+    local file or the cache); weights 'random' give seeded random weights (untrained)."""
     from advtransfer.models.builtin import BUILTIN, builtin_model
     from advtransfer.models.checkpoint import load_into
     from advtransfer.selection import check_weights_file, load_candidate
 
+    random = weights is not None and str(weights) == "random"
     if spec in BUILTIN:
+        if random:  # seeded, untrained
+            return builtin_model(spec, seed=seed, train=False).eval()
         path = None if weights is None else check_weights_file(spec, weights)
         model = builtin_model(spec, seed=seed, train=path is None, progress=not quiet)
         if path is not None:
             load_into(model, path)
         return model.eval()
-    random = weights is not None and str(weights) == "random"
     return load_candidate(spec, "random" if random else weights)
 
 
