@@ -162,3 +162,11 @@ def test_make_demo_installs_no_dev_extras_and_takes_a_cpu_torch_spec(tmp_path):
                           capture_output=True, text=True, check=True)
     assert '-e ".[dev]"' in test.stdout
     assert not (tmp_path / "v").exists()
+
+
+def test_a_bad_value_caught_by_the_recipe_check_is_a_usage_error(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "digits-distribution", "--quiet", "--out", str(out),
+                                 "--set", "shares=[0.0, 2.0]"])
+    assert result.exit_code == 2 and "shares must be values in [0, 1]" in result.output
+    assert not out.exists()

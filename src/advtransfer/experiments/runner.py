@@ -78,10 +78,13 @@ class Plan:
 
 def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
          device: str = "auto", seed: int | None = None, quick: bool = False) -> Plan:
-    """Check everything that can be checked before the run: the recipe and its configuration,
-    the device, and ``out`` (creatable; new, empty, or a run of the same configuration).
-    Raises :class:`AdvTransferError`; writes nothing."""
+    """Check everything that can be checked before the run: the recipe and its configuration
+    (types, then the recipe's own ``check`` of the values), the device, and ``out``
+    (creatable; new, empty, or a run of the same configuration). Raises
+    :class:`AdvTransferError`; writes nothing."""
     recipe, config = resolve(recipe_or_path, overrides, seed=seed, quick=quick)
+    if recipe.check is not None:
+        recipe.check(config)
     run_on = resolve_device(device)
     out = Path(out)
     store = Store(out)
