@@ -170,3 +170,31 @@ def test_a_bad_value_caught_by_the_recipe_check_is_a_usage_error(tmp_path):
                                  "--set", "shares=[0.0, 2.0]"])
     assert result.exit_code == 2 and "shares must be values in [0, 1]" in result.output
     assert not out.exists()
+
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    """`advtransfer demo` on a reduced digits-distribution configuration (seconds, not minutes)."""
+    from dataclasses import replace
+
+    from advtransfer.experiments.registry import REGISTRY, get_recipe
+
+    recipe = get_recipe("digits-distribution")
+    small = replace(recipe.config(), repeats=1, epochs=2, finetune_epochs=2, steps=1,
+                    shares=[0.0, 0.5, 1.0])
+    monkeypatch.setitem(REGISTRY, "digits-distribution", replace(recipe, config=lambda: small))
+
+
+def test_demo_names_and_recomputes_truncated_record_and_results(small_demo, tmp_path):
+    out = tmp_path / "demo"
+    first = runner.invoke(app, ["demo", "--quiet", "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = _records(out / "results.json")
+    record = sorted((out / "records").glob("*.json"))[0]
+    _truncate(record)
+    _truncate(out / "results.json")
+    again = runner.invoke(app, ["demo", "--quiet", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "results.json is not valid JSON" in again.output
+    assert record.name in again.output and "1 units computed" in again.output
+    assert _records(out / "results.json") == before
