@@ -59,8 +59,9 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
     result = runner.invoke(app, ["measure", "--source", spec, "--source-weights", str(weights),
                                  "--target", "digits-linear", "--data", str(data), "--quiet",
                                  "--steps", "2", "--solver", "first_order"])
-    # digits_mlp's default hidden width (64) does not match the 8-wide weights: a clear error
-    assert result.exit_code == 2 and "does not fit" in result.output
+    # digits_mlp's default hidden width (64) does not match the 8-wide weights: a clear runtime
+    # error (exit 1)
+    assert result.exit_code == 1 and "does not fit" in result.output
     save_model(digits_mlp(10), weights)
     result = runner.invoke(app, ["measure", "--source", spec, "--source-weights", str(weights),
                                  "--target", "digits-linear", "--data", str(data), "--quiet",
@@ -69,14 +70,14 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
     assert "8 samples" in result.output
 
 
-def test_bad_options_give_clear_errors():
-    for args, needle in [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"),
-                         (["--bounds", "x"], "--bounds"), (["--data", "nope"], "--data"),
-                         (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples"),
-                         (["--source", "no_such_model"], "no_such_model"),
-                         (["--convention", "paper"], "convention must be one of")]:
+def test_bad_options_are_usage_errors_exit_2_and_runtime_errors_exit_1():
+    usage = [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"), (["--bounds", "x"], "--bounds"),
+             (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples"),
+             (["--convention", "paper"], "convention")]
+    runtime = [(["--data", "nope"], "--data"), (["--source", "no_such_model"], "no_such_model")]
+    for args, needle in usage + runtime:
         result = runner.invoke(app, ["measure", "--quiet", "--steps", "1", *args])
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == (2 if (args, needle) in usage else 1), (args, result.output)
         assert needle in result.output, (args, result.output)
         assert "Traceback" not in result.output
 
@@ -88,3 +89,156 @@ def test_matrix_command(tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
     assert m["names"] == ["digits-linear", "digits-mlp"] and m["alpha1"][0][0] == 1.0
+
+
+def _help(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())  # content, not layout
+
+
+def test_help_shows_choices_real_defaults_and_no_bool_metavars():
+    for command in (["measure"], ["matrix"], ["rank"], ["run"], ["demo"], ["report"], ["list"]):
+        text = _help(*command)
+        assert "<bool>" not in text, (command, text)
+    measure = _help("measure")
+    assert "--norm [l2|linf]" in measure and "--solver [pgd|first_order]" in measure
+    assert "--objective [deviation|ce]" in measure and "<str>" not in measure
+    # attacks.py: eps for one step; else 2*eps (deviation), 2.5*eps/steps (ce)
+    assert "eps when --steps 1" in measure and "2*eps" in measure and "2.5*eps/steps" in measure
+    assert "see docs" not in measure
+    rank = _help("rank")
+    assert "combined [target->source]" in rank and "[source->target]" in rank
+    assert "--seed" in _help("demo")
+
+
+def test_choice_options_refuse_other_values_as_usage_errors():
+    result = runner.invoke(app, ["measure", "--norm", "l3"])
+    assert result.exit_code == 2 and "l2" in result.output and "linf" in result.output
+
+
+def test_n_samples_above_the_data_says_so():
+    result = runner.invoke(app, ["measure", "--quiet", "--steps", "1", "--solver", "first_order",
+                                 "--source", "digits-linear", "--target", "digits-linear",
+                                 "--n-samples", "100000"])
+    assert result.exit_code == 0, result.output
+    # the bundled digits test split holds 540 inputs
+    assert "--n-samples 100000" in result.output and "using all 540" in result.output
+    assert "540 samples" in result.output
+
+
+def test_demo_passes_seed_like_run(monkeypatch):
+    import advtransfer.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_and_report", lambda recipe, out, **kw: seen.update(kw))
+    assert runner.invoke(app, ["demo", "--seed", "7", "--quiet"]).exit_code == 0
+    assert seen["seed"] == 7
+
+
+class _FakeRanking:
+    methods = ["alpha1", "alpha2", "combined", "logme", "leep", "nce", "hscore",
+               "regularized_hscore", "transrate", "gbc"]
+
+    def table(self):
+        names = ["mypkg.models:resnet_like=weights/a-long-file-name.safetensors", "digits-mlp"]
+        return [{"rank": i + 1, "candidate": n,
+                 **{m: -0.123456 * (i + 1) * (k + 1) for k, m in enumerate(self.methods)}}
+                for i, n in enumerate(names)]
+
+
+def test_rank_table_at_80_columns_keeps_every_column(monkeypatch, capsys):
+    from rich.console import Console
+
+    import advtransfer.cli as cli
+
+    monkeypatch.setattr(cli, "console", Console(width=80, color_system=None))
+    cli._print_rank_table(_FakeRanking(), "ranking")
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for m in _FakeRanking.methods:
+        assert f" {m}" in out, m  # every header whole
+    for row in _FakeRanking().table():
+        for m in _FakeRanking.methods:
+            assert cli._cell(row[m]) in out
+    tables = out.count(" rank ")
+    assert tables >= 2 and out.count("digits-mlp") == tables  # rank + name in every part
+
+
+def test_duplicate_candidates_are_refused_or_named_by_their_weights():
+    from advtransfer.cli import _unique_names
+
+    assert _unique_names(["m:f=a.pt", "m:f=b.pt", "digits-mlp"], "-c") == [
+        "m:f=a.pt", "m:f=b.pt", "digits-mlp"]
+    result = runner.invoke(app, ["rank", "--reference", "digits-cnn", "-c", "digits-mlp",
+                                 "-c", "digits-mlp"])
+    assert result.exit_code == 2 and "digits-mlp is given more than once" in result.output
+    result = runner.invoke(app, ["rank", "--reference", "digits-cnn", "-c", "digits-mlp",
+                                 "--methods", "alpha1,nope"])
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+def test_model_selection_summary_prints_target_column_and_tau_table(capsys):
+    from advtransfer.cli import _print_summary
+
+    records = [{"source": s, "target": t, "transfer_accuracy": 0.5, "alpha1": 0.1}
+               for t in ("0-4", "parity") for s in ("mlp64/digits10", "cnn8/ge5")]
+    tau = {"alpha1": {"0-4": 0.25, "parity": 0.75, "mean": 0.5},
+           "logme": {"0-4": 0.9, "parity": 0.7, "mean": 0.8}}
+    _print_summary({"records": records, "selection": {"weighted_tau": tau},
+                    "report": {"title": "t", "outcomes": ["transfer_accuracy"],
+                               "metrics": ["alpha1"], "labels": {"logme": "LogME"}}})
+    out = capsys.readouterr().out
+    assert "target" in out and "parity" in out
+    lines = out.splitlines()
+    logme = next(ln for ln in lines if ln.strip().startswith("LogME")).split()
+    alpha = next(ln for ln in lines if ln.strip().startswith("alpha1 ")).split()
+    assert logme[1:] == ["0.9", "0.7", "0.8"] and alpha[1:] == ["0.25", "0.75", "0.5"]
+    assert lines.index(next(ln for ln in lines if ln.strip().startswith("LogME"))) < \
+        lines.index(next(ln for ln in lines if ln.strip().startswith("alpha1 ")))  # best first
+
+
+class _NotATensor:
+    pass
+
+
+def test_messages_name_only_what_can_be_typed(tmp_path):
+    from pathlib import Path
+
+    from advtransfer.cli import load_cli_model
+    from advtransfer.errors import AdvTransferError
+    from advtransfer.models.zoo import from_name
+
+    bad = tmp_path / "net.pt"
+    torch.save({"weight": _NotATensor()}, bad)
+    result = runner.invoke(app, ["measure", "--quiet", "--source",
+                                 "advtransfer.models.architectures:digits_mlp",
+                                 "--source-weights", str(bad)])
+    assert result.exit_code == 1 and "refused to load" in result.output
+    assert "_NotATensor" in result.output  # what was found
+    flat = result.output.replace("`", "")
+    assert "weights_only=False" not in flat and "set to False" not in flat
+    # an architecture without weights: the hint is typeable, and names no torchvision lenet
+    # (lenet needs num_classes, so no 'random' either; digits-cnn builds without arguments)
+    result = runner.invoke(app, ["measure", "--quiet", "--source", "lenet"])
+    assert result.exit_code == 1 and "lenet=FILE in matrix" in result.output
+    assert "torchvision.models:lenet" not in result.output and "random" not in result.output
+    assert "torchvision.models:resnet18" in runner.invoke(
+        app, ["measure", "--quiet", "--source", "resnet18"]).output  # torchvision has that one
+    result = runner.invoke(app, ["matrix", "--quiet", "two-layer-sigmoid", "digits-cnn"])
+    assert "random" not in result.output
+    from advtransfer.selection import load_candidate
+
+    with pytest.raises(AdvTransferError, match=r"digits-cnn=FILE\|random in matrix"):
+        load_candidate("digits-cnn")
+    assert isinstance(load_candidate("digits-cnn", "random"), torch.nn.Module)  # as hinted
+    untrained = load_cli_model("digits-cnn", Path("random"), seed=0, quiet=True)  # CLI form
+    assert sum(p.numel() for p in untrained.parameters()) > 0
+    # 'random' typed on the command line reaches the loader (a torchvision name here)
+    assert isinstance(load_cli_model("mobilenet_v3_small", Path("random"), seed=0, quiet=True),
+                      torch.nn.Module)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(AdvTransferError, match=r"pip install 'advtransfer\[timm\]'"):
+            from_name("timm:resnet18")

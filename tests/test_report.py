@@ -417,3 +417,145 @@ def test_cli_summary_prints_within_beside_pooled(tmp_path: Path) -> None:
     cells = next(ln for ln in out.output.splitlines() if ln.strip().startswith("alpha1")).split()
     assert f"{row['pearson_r']:.2f}" in cells and f"{row['within']['r']:.2f}" in cells
     assert row["pearson_r"] != pytest.approx(row["within"]["r"], abs=0.01)
+
+
+def make_selection_results() -> dict[str, Any]:
+    """Two target tasks x three candidates, with the model-selection tau table."""
+    records = [{"source": s, "target": t, "alpha1": a, "transfer_accuracy": acc}
+               for t, rows in (("0-4", [("mlp", 0.3, 0.7), ("cnn", 0.6, 0.9),
+                                        ("lin", 0.1, 0.5)]),
+                               ("parity", [("mlp", 0.4, 0.6), ("cnn", 0.2, 0.8),
+                                           ("lin", 0.5, 0.55)]))
+               for s, a, acc in rows]
+    tau = {"alpha1": {"0-4": 1.0, "parity": -0.5, "mean": 0.25},
+           "logme": {"0-4": 0.5, "parity": 0.75, "mean": 0.625}}
+    return {"records": records, "selection": {"weighted_tau": tau},
+            "report": {"title": "selection", "metrics": ["alpha1"],
+                       "outcomes": ["transfer_accuracy"], "sweep": None,
+                       "labels": {"logme": "LogME"}}}
+
+
+def _check_readable(fig: Any) -> None:
+    """Axis labels (with units where the key has one), a title, a legend or colour bar."""
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert axes
+    for ax in axes:  # a shared x axis is labelled once, under its column
+        xlabel = any(a.get_xlabel() for a in ax.get_shared_x_axes().get_siblings(ax))
+        assert xlabel and ax.get_ylabel(), (ax.get_xlabel(), ax.get_ylabel())
+    assert fig.get_suptitle() or all(ax.get_title() for ax in axes)
+    has_legend = bool(fig.legends) or any(ax.get_legend() for ax in axes)
+    has_colourbar = any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    assert has_legend or has_colourbar
+
+
+def test_every_figure_has_labels_units_title_and_legend() -> None:
+    from advtransfer.report import (
+        _matrix_figure,
+        _parse,
+        _scatter_figure,
+        _sweep_figure,
+        _tau_figure,
+    )
+    from advtransfer.stats import correlation_table
+
+    for results in (make_results(), make_selection_results()):
+        spec = _parse(results)
+        rows = correlation_table(spec.records, spec.metrics, spec.outcomes, n_boot=50)
+        corr = {(r["metric"], r["outcome"]): r for r in rows}
+        figures = [_scatter_figure(spec, o, corr) for o in spec.outcomes]
+        figures.append(_sweep_figure(spec))
+        figures += [_matrix_figure(spec, n, *m) for n, m in spec.matrices.items()]
+        if "selection" in results:
+            figures.append(_tau_figure(spec, results["selection"]["weighted_tau"]))
+        for fig in [f for f in figures if f is not None]:
+            _check_readable(fig)
+    spec = _parse(make_results())
+    fig = _scatter_figure(spec, "transfer_accuracy", corr={
+        (m, o): {"n": 6} for m in spec.metrics for o in spec.outcomes})
+    assert "fraction correct" in fig.axes[0].get_ylabel()  # accuracy has a unit
+    assert "unitless" in fig.axes[0].get_xlabel()  # alpha1 is a ratio
+
+
+def test_model_selection_figures_colour_targets_and_chart_the_tau_table(tmp_path: Path) -> None:
+    from advtransfer.report import _parse, _scatter_figure, _tau_figure
+
+    results = make_selection_results()
+    spec = _parse(results)
+    fig = _scatter_figure(spec, "transfer_accuracy",
+                          {("alpha1", "transfer_accuracy"): {"n": 6}})
+    ax = fig.axes[0]
+    groups = {lab: c.get_offsets().tolist() for c, lab in
+              zip(ax.collections, [t.get_text() for t in fig.legends[0].get_texts()],
+                  strict=True)}
+    assert groups == {"target 0-4": [[0.3, 0.7], [0.6, 0.9], [0.1, 0.5]],
+                      "target parity": [[0.4, 0.6], [0.2, 0.8], [0.5, 0.55]]}
+    colours = {tuple(c.get_facecolor()[0]) for c in ax.collections}
+    assert len(colours) == 2
+    tau = results["selection"]["weighted_tau"]
+    fig = _tau_figure(spec, tau)
+    ax = fig.axes[0]
+    # rows best mean on top (highest y): LogME (0.625) above alpha1 (0.25)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["alpha1", "LogME"]
+    widths = sorted(round(p.get_width(), 9) for p in ax.patches)
+    assert widths == sorted([1.0, -0.5, 0.5, 0.75])  # one bar per method x target
+    means = ax.lines[0].get_xdata().tolist()
+    assert means == [0.25, 0.625]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(legend) == ["mean over targets", "target 0-4", "target parity"]
+    write_report(results, tmp_path, n_boot=50)
+    assert (tmp_path / "figures" / "selection_weighted_tau.png").is_file()
+    assert "figures/selection_weighted_tau.png" in (tmp_path / "report.html").read_text()
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run_chromium(tmp_path: Path, *args: str) -> str:
+    import subprocess
+
+    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
+    cmd = [_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-quic", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+           "--hide-scrollbars", "--virtual-time-budget=10000", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (the CI installs it: "
+                                                "apt-get install chromium)")
+def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    import numpy as np
+
+    out = tmp_path / "run"
+    results = make_results()
+    results["selection"] = make_selection_results()["selection"]
+    write_report(results, out, n_boot=50)
+    page = (out / "report.html").read_text()
+    parser = StrictHTML()
+    parser.feed(page)
+    assert len(parser.images) == 5
+    for src in parser.images:  # every image file exists and decodes
+        assert mpimg.imread(out / src).size > 0
+    # the browser's own view: every <img> loaded with a real size once the page is loaded
+    probe = out / "probe.html"
+    probe.write_text(page.replace("</body>", (
+        "<script>window.addEventListener('load', () => { const imgs = [...document.images]; "
+        "document.body.dataset.images = imgs.length; document.body.dataset.broken = "
+        "imgs.filter(i => !i.complete || i.naturalWidth === 0).length; });</script></body>")))
+    dom = _run_chromium(tmp_path, "--dump-dom", probe.as_uri())
+    assert 'data-images="5"' in dom and 'data-broken="0"' in dom, dom[-500:]
+    for table in ("Records", "Correlations", "Honest reading", "Figures"):
+        assert f"<h2>{table}</h2>" in dom
+    shot = tmp_path / "shot.png"
+    _run_chromium(tmp_path, "--window-size=1200,4000", f"--screenshot={shot}",
+                  (out / "report.html").as_uri())
+    pixels = mpimg.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (4000, 1200)
+    dark = (pixels.mean(axis=2) < 0.5).mean()  # text, table rules and figures
+    assert 0.005 < dark < 0.5 and float(np.std(pixels)) > 0.05

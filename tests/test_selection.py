@@ -255,7 +255,7 @@ def test_load_candidate_sources_and_errors(tmp_path, monkeypatch):
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(AdvTransferError, match="weights file not found.*nope.safetensors"):
         load_candidate("digits-cnn", missing)
-    with pytest.raises(AdvTransferError, match="needs weights"):
+    with pytest.raises(AdvTransferError, match="needs the path of its trained weights"):
         load_candidate("digits-cnn")
     with pytest.raises(AdvTransferError, match="unknown model name"):
         load_candidate("not_a_model_at_all")
@@ -294,11 +294,11 @@ def test_cli_rank_end_to_end(tmp_path, target):
               "--attack-samples", "24", "--quiet"]
     # the factory builds digits_mlp(10, 64): the 5-class 32-wide weights do not fit
     result = runner.invoke(app, [*common, "-c", f"{spec}={a_w}"])
-    assert result.exit_code == 2 and "does not fit" in _text(result)
+    assert result.exit_code == 1 and "does not fit" in _text(result)  # runtime error
     model_spec = "tests.test_selection:small_mlp"
     result = runner.invoke(app, ["rank", "--reference", "digits-mlp=x", "-c",
                                  f"{model_spec}={a_w}", "--data", str(data)])
-    assert result.exit_code == 2 and "weights file not found" in _text(result)
+    assert result.exit_code == 1 and "weights file not found" in _text(result)
     out = tmp_path / "r.json"
     result = runner.invoke(app, ["rank", "--reference", f"{model_spec}={ref_w}",
                                  "-c", f"{model_spec}={a_w}", "-c", f"{model_spec}={b_w}",
@@ -310,7 +310,8 @@ def test_cli_rank_end_to_end(tmp_path, target):
     payload = json.loads(out.read_text())
     assert payload["methods"] == ["alpha1", "logme", "alpha2_s2t"]
     assert payload["candidate_specs"] == [f"{model_spec}={a_w}", f"{model_spec}={b_w}"]
-    assert payload["ranking"]["alpha1"] == [model_spec, f"{model_spec}#1"]  # a: the reference
+    # the same spec twice: each named by its weights (a is the reference)
+    assert payload["ranking"]["alpha1"] == [f"{model_spec}={a_w}", f"{model_spec}={b_w}"]
     assert payload["n_samples"] == 60
     ref_model = small_mlp()
     load_into(ref_model, ref_w)

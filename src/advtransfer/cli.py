@@ -1,10 +1,15 @@
-"""The ``advtransfer`` command line (typer)."""
+"""The ``advtransfer`` command line (typer).
+
+Exit codes: 0 success; 2 usage errors (a bad option value, an unknown recipe, a bad ``--set``,
+an ``--out`` that cannot be used), reported before anything is loaded or written; 1 runtime
+errors (missing or unreadable files, a failing model or recipe); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, NoReturn
 
 import torch
 import typer
@@ -19,8 +24,12 @@ from advtransfer.attacks import DEFAULT_TOL, AttackConfig
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import resolve_device
 from advtransfer.metrics import check_convention
+from advtransfer.progress import warn
 
+# Plain help: typer's rich help ignores metavars (every flag shows <bool>, choices <str>) and
+# parses [..] in help texts as markup.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings={"max_content_width": 120},
                   help="Adversarial transferability as a predictor of knowledge "
                        "transferability (Liang et al., ICML 2021).")
 console = Console()
@@ -58,26 +67,35 @@ def load_cli_model(spec: str, weights: Path | None, *, seed: int,
     """A built-in digits model (trained now unless ``weights`` are given, then loaded into it),
     or anything :func:`advtransfer.selection.load_candidate` builds: 'module:factory' (+
     weights), an architecture name with weights, a torchvision / 'timm:' name (weights from a
-    local file or the cache)."""
+    local file or the cache); weights 'random' give seeded random weights (untrained)."""
     from advtransfer.models.builtin import BUILTIN, builtin_model
     from advtransfer.models.checkpoint import load_into
     from advtransfer.selection import check_weights_file, load_candidate
 
+    random = weights is not None and str(weights) == "random"
     if spec in BUILTIN:
+        if random:  # seeded, untrained
+            return builtin_model(spec, seed=seed, train=False).eval()
         path = None if weights is None else check_weights_file(spec, weights)
         model = builtin_model(spec, seed=seed, train=path is None, progress=not quiet)
         if path is not None:
             load_into(model, path)
         return model.eval()
-    return load_candidate(spec, weights)
+    return load_candidate(spec, "random" if random else weights)
+
+
+def check_n_samples(n_samples: int, *, labelled: bool, option: str = "--n-samples") -> None:
+    """A usage check of --n-samples (>= 2 labelled samples, >= 1 otherwise)."""
+    minimum = 2 if labelled else 1
+    if n_samples < minimum:
+        raise AdvTransferError(f"{option} must be >= {minimum}; got {n_samples}")
 
 
 def _data_tensors(spec: str, n_samples: int, *, labelled: bool) -> tuple[torch.Tensor, ...]:
     """(x,) or (x, y) from 'digits' (the bundled test split) or a .safetensors file with
-    tensors 'x' (inputs, batch first) and, when labelled, 'y' (integer class labels)."""
-    minimum = 2 if labelled else 1
-    if n_samples < minimum:
-        raise AdvTransferError(f"--n-samples must be >= {minimum}; got {n_samples}")
+    tensors 'x' (inputs, batch first) and, when labelled, 'y' (integer class labels); the first
+    ``n_samples`` (a warning says so when the data has fewer)."""
+    check_n_samples(n_samples, labelled=labelled)
     keys = ("x", "y") if labelled else ("x",)
     wanted = "tensors 'x' and 'y'" if labelled else "a tensor 'x'"
     if spec == "digits":
@@ -99,6 +117,10 @@ def _data_tensors(spec: str, n_samples: int, *, labelled: bool) -> tuple[torch.T
         if labelled and tensors["y"].is_floating_point():
             raise AdvTransferError(f"--data {spec}: 'y' must hold integer class labels; got "
                                    f"{tensors['y'].dtype}")
+    available = len(tensors["x"])
+    if n_samples > available:
+        warn(f"--n-samples {n_samples} is more than --data {spec} holds: using all {available} "
+             "samples")
     return tuple(tensors[k][:n_samples] for k in keys)
 
 
@@ -115,58 +137,107 @@ def _direction_rows(table: Table, result: Any) -> None:
                       f"{r.stats.mean_deviation:.4g}", f"{r.stats.mean_random_deviation:.4g}")
 
 
-def _fail(exc: AdvTransferError) -> None:
+def _fail(exc: AdvTransferError, code: int = 1) -> NoReturn:
+    """Print ``error: ...`` on stderr and exit with ``code`` (1: runtime error, 2: usage)."""
     # soft_wrap: the message is never hard-wrapped at the terminal width (paths stay whole)
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
-Eps = Annotated[float, typer.Option(help="Attack budget ||delta||_p <= eps, in input space.")]
-NormOpt = Annotated[str, typer.Option(help="Attack norm: l2 or linf.")]
-ObjectiveOpt = Annotated[str, typer.Option(help="deviation (||f(x+d)-f(x)||^2) or ce.")]
-SolverOpt = Annotated[str, typer.Option(help="pgd or first_order.")]
+def _usage(exc: AdvTransferError) -> NoReturn:
+    """A bad option value, found before anything is loaded or written: exit 2."""
+    _fail(exc, code=2)
+
+
+def _interrupted(resume: str | None = None) -> NoReturn:
+    """Ctrl-C: say what is kept and exit 130 (128 + SIGINT, the shell convention)."""
+    err_console.print("interrupted." + (f" {resume}" if resume else ""), soft_wrap=True)
+    raise typer.Exit(code=130)
+
+
+def _check_out_file(out: Path | None) -> None:
+    if out is not None:
+        from advtransfer.fileio import check_creatable
+
+        check_creatable(out, "--out")
+
+
+def _unique_names(items: list[str], option: str) -> list[str]:
+    """Display names of SPEC[=WEIGHTS] items: SPEC when it is unique, else SPEC=WEIGHTS; the
+    same item given twice is refused (it would be measured against itself)."""
+    twice = sorted({item for item in items if items.count(item) > 1})
+    if twice:
+        raise AdvTransferError(f"{option} {twice[0]} is given more than once; give each model "
+                               "once")
+    specs = [item.partition("=")[0] for item in items]
+    return [spec if specs.count(spec) == 1 else item for spec, item in zip(specs, items,
+                                                                            strict=True)]
+
+
+Eps = Annotated[float, typer.Option(metavar="FLOAT",
+                                     help="Attack budget ||delta||_p <= eps, in input space.")]
+NormOpt = Annotated[Literal["l2", "linf"], typer.Option(metavar="[l2|linf]",
+                                                        help="Attack norm.")]
+ObjectiveOpt = Annotated[Literal["deviation", "ce"], typer.Option(
+    metavar="[deviation|ce]", help="deviation: ||f(x+d)-f(x)||^2; ce: cross-entropy against "
+                                   "the model's own clean prediction.")]
+SolverOpt = Annotated[Literal["pgd", "first_order"], typer.Option(
+    metavar="[pgd|first_order]", help="PGD, or the first-order (Jacobian top singular "
+                                      "vector) solution.")]
 StepsOpt = Annotated[int | None, typer.Option(
-    help="Cap on PGD steps (1 = FGSM) or power iterations; default 100 for the deviation "
-         "objective (each sample stops when its objective changes by <= --tol), 10 for ce.")]
+    metavar="INT", help="Cap on PGD steps (1 = FGSM) or power iterations; default 100 for the "
+                        "deviation objective (each sample stops when its objective changes by "
+                        "<= --tol), 10 for ce.")]
 TolOpt = Annotated[float, typer.Option(
-    help="Relative change of the deviation objective that stops a sample's iterations.")]
-BoundsOpt = Annotated[str, typer.Option(help="Input domain 'LOW,HIGH', or 'none'.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:N.")]
-ConventionOpt = Annotated[str, typer.Option(
+    metavar="FLOAT", help="Relative change of the deviation objective that stops a sample's "
+                          "iterations.")]
+ConventionOpt = Annotated[Literal["icml", "authors"], typer.Option(
+    metavar="[icml|authors]",
     help="icml: alpha2 and combined unsquared (the paper's definitions); authors: squared, as "
          "the authors' image code reports them. alpha1 is the unsquared mean ratio in both.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+BoundsOpt = Annotated[str, typer.Option(metavar="LOW,HIGH|none",
+                                        help="Input domain, e.g. '0,1', or 'none'.")]
+DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
+                                        help="auto: the GPU when present, else the CPU.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+SamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Number of inputs to attack (at "
+                                                             "most what --data holds).")]
+SeedOpt = Annotated[int, typer.Option(metavar="INT", help="Seed for models and attacks.")]
 
 
 @app.command()
 def measure(
-    source: Annotated[str, typer.Option(help="Built-in model (digits-mlp, digits-cnn, "
-                                             "digits-linear), an architecture name, "
-                                             "'module:factory', or a torchvision/'timm:' name."
+    source: Annotated[str, typer.Option(metavar="SPEC", help="Built-in model (digits-mlp, "
+                                        "digits-cnn, digits-linear), an architecture name, "
+                                        "'module:factory', or a torchvision/'timm:' name."
                                         )] = "digits-mlp",
-    target: Annotated[str, typer.Option(help="The target (reference) model; as --source."
-                                        )] = "digits-cnn",
+    target: Annotated[str, typer.Option(metavar="SPEC", help="The target (reference) model; "
+                                                             "as --source.")] = "digits-cnn",
     source_weights: Annotated[Path | None, typer.Option(
-        help="Weights for --source (.safetensors, or .pt/.pth loaded with weights_only).")] = None,
-    target_weights: Annotated[Path | None, typer.Option(help="Weights for --target.")] = None,
-    data: Annotated[str, typer.Option(help="'digits' or a .safetensors file with tensor 'x'."
-                                      )] = "digits",
-    n_samples: Annotated[int, typer.Option(help="Number of inputs to attack.")] = 256,
+        metavar="FILE", help="Weights for --source (.safetensors, or .pt/.pth holding only "
+                             "tensors), or 'random' for an architecture name.")] = None,
+    target_weights: Annotated[Path | None, typer.Option(metavar="FILE",
+                                                        help="Weights for --target.")] = None,
+    data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
+                                      "file with tensor 'x'.")] = "digits",
+    n_samples: SamplesOpt = 256,
     eps: Eps = 1.0,
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
     solver: SolverOpt = "pgd",
     steps: StepsOpt = None,
     tol: TolOpt = DEFAULT_TOL,
-    step_size: Annotated[float | None, typer.Option(help="PGD step size (default: see "
-                                                             "docs).")] = None,
+    step_size: Annotated[float | None, typer.Option(
+        metavar="FLOAT", help="PGD step size. Default: eps when --steps 1; else 2*eps for "
+                              "the deviation objective, 2.5*eps/steps for ce.")] = None,
     random_start: Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")] = True,
     bounds: BoundsOpt = "0,1",
     convention: ConventionOpt = "icml",
-    batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 128,
+    batch_size: Annotated[int, typer.Option(metavar="INT", help="Attack batch size.")] = 128,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Path | None, typer.Option(metavar="FILE.json",
+                                             help="Write the result as JSON here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
@@ -175,8 +246,12 @@ def measure(
         config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
                               steps=steps, step_size=step_size, random_start=random_start,
                               bounds=parse_bounds(bounds), tol=tol)  # fail fast
-
         check_convention(convention)
+        check_n_samples(n_samples, labelled=False)
+        _check_out_file(out)
+    except AdvTransferError as exc:
+        _usage(exc)
+    try:
         start = time.perf_counter()
         s = load_cli_model(source, source_weights, seed=seed, quiet=quiet).to(run_on)
         t = load_cli_model(target, target_weights, seed=seed + 1, quiet=quiet).to(run_on)
@@ -188,6 +263,8 @@ def measure(
             progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
     table = Table(title=f"adversarial transferability: {source} vs {target} "
                         f"({len(x)} samples, {norm} eps={eps}, {solver})")
     for col in ("dir", "alpha1", "a1 median", "alpha2", "combined", "a1>1", "|delta|", "dev",
@@ -214,11 +291,12 @@ def measure(
 
 @app.command()
 def matrix(
-    models: Annotated[list[str], typer.Argument(help="Two or more models (as --source of "
-                                                     "measure); NAME=PATH gives weights.")],
-    data: Annotated[str, typer.Option(help="'digits' or a .safetensors file with tensor 'x'."
-                                      )] = "digits",
-    n_samples: Annotated[int, typer.Option(help="Number of inputs to attack.")] = 256,
+    models: Annotated[list[str], typer.Argument(metavar="SPEC[=WEIGHTS]...",
+                                                help="Two or more models (as --source of "
+                                                     "measure); SPEC=WEIGHTS gives weights.")],
+    data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
+                                      "file with tensor 'x'.")] = "digits",
+    n_samples: SamplesOpt = 256,
     eps: Eps = 1.0,
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
@@ -228,24 +306,29 @@ def matrix(
     bounds: BoundsOpt = "0,1",
     convention: ConventionOpt = "icml",
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for models and attacks.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Write the matrices as JSON here.")] = None,
+    seed: SeedOpt = 0,
+    out: Annotated[Path | None, typer.Option(metavar="FILE.json",
+                                             help="Write the matrices as JSON here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """N x N adversarial transferability between models, attacking each model once."""
     try:
         if len(models) < 2:
             raise AdvTransferError("matrix needs at least two models")
+        names = _unique_names(models, "model")
         run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         check_convention(convention)
+        check_n_samples(n_samples, labelled=False)
+        _check_out_file(out)
+    except AdvTransferError as exc:
+        _usage(exc)
+    try:
         mods: dict[str, nn.Module] = {}
-        for i, item in enumerate(models):
-            spec, _, weights = item.partition("=")
-            name = spec if spec not in mods else f"{spec}#{i}"
-            mods[name] = load_cli_model(spec, Path(weights) if weights else None, seed=seed + i,
-                                        quiet=quiet).to(run_on)
+        for i, (name, item) in enumerate(zip(names, models, strict=True)):
+            spec, weights = _split_spec(item, "model")
+            mods[name] = load_cli_model(spec, weights, seed=seed + i, quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
             mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
@@ -253,6 +336,8 @@ def matrix(
             progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
     for metric in ("alpha1", "alpha2", "combined"):
         table = Table(title=f"{metric} [attacker row -> victim column]")
         table.add_column("attacker")
@@ -270,14 +355,19 @@ def matrix(
 
 def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str,
                     seed: int | None, quick: bool, quiet: bool) -> None:
-    from advtransfer.experiments import run as run_recipe
+    from advtransfer.experiments.runner import execute, plan
 
     start = time.perf_counter()
     try:
-        results = run_recipe(recipe, out, overrides=overrides, device=device, seed=seed,
-                             quick=quick, progress=not quiet)
+        checked = plan(recipe, out, overrides=overrides, device=device, seed=seed, quick=quick)
+    except AdvTransferError as exc:
+        _usage(exc)
+    try:
+        results = execute(checked, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(f"Finished units are kept in {out}: rerun the same command to resume.")
     _print_summary(results)
     console.print(f"finished in {time.perf_counter() - start:.1f} s "
                   f"({results['units']['computed']} units computed, "
@@ -288,18 +378,25 @@ def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str
 
 def _print_summary(results: dict[str, Any]) -> None:
     rep = results.get("report", {})
+    records = results["records"]
     # the terminal gets the essentials; report.md / results.csv hold every column
-    columns = ["source", *([rep["sweep"]] if rep.get("sweep") else []),
+    per_target = any("target" in r for r in records)
+    columns = ["source", *(["target"] if per_target else []),
+               *([rep["sweep"]] if rep.get("sweep") else []),
                *rep.get("outcomes", []), *rep.get("metrics", [])[:3]]
     table = Table(title=rep.get("title", results.get("recipe", "")), box=box.SIMPLE_HEAD,
                   padding=(0, 1), pad_edge=False)
     for col in columns:
         header = col.replace("transfer_", "tr_").replace("accuracy", "acc")
-        table.add_column(header, justify="left" if col == "source" else "right", no_wrap=True,
-                         min_width=len(header) if col != "source" else 6)
-    for record in results["records"]:
+        text = col in ("source", "target")
+        table.add_column(header, justify="left" if text else "right", no_wrap=True,
+                         min_width=6 if text else len(header))
+    for record in records:
         table.add_row(*(_cell(record.get(col)) for col in columns))
     console.print(table)
+    tau = results.get("selection", {}).get("weighted_tau")
+    if tau:
+        _print_tau_table(tau, rep.get("labels", {}))
     rows = results.get("correlations", [])
     group = next((r["within"]["group"] for r in rows if r.get("within")), None)
     title = "correlations (pooled: Pearson r, Spearman rho; p-values"
@@ -337,6 +434,26 @@ def _p_cell(value: Any) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.2g}"
 
 
+def _print_tau_table(tau: dict[str, dict[str, Any]], labels: dict[str, str]) -> None:
+    """The model-selection headline: weighted Kendall tau of each method (rows, best mean
+    first) against fine-tuning, per target and mean."""
+    targets = list(dict.fromkeys(t for row in tau.values() for t in row if t != "mean"))
+
+    def mean(method: str) -> float:
+        v = tau[method].get("mean")
+        return v if isinstance(v, (int, float)) and v == v else -float("inf")
+
+    table = Table(title="weighted Kendall tau against fine-tuning accuracy (1 = same ranking)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("method")
+    for t in [*targets, "mean"]:
+        table.add_column(t, justify="right", no_wrap=True)
+    for method in sorted(tau, key=mean, reverse=True):
+        table.add_row(labels.get(method, method),
+                      *(_cell(tau[method].get(t)) for t in [*targets, "mean"]))
+    console.print(table)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
@@ -345,10 +462,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory (results, report, "
-                                                          "stored units; a rerun resumes).")]
-SetOpt = Annotated[list[str], typer.Option("--set", help="Override a configuration field: "
-                                                         "key=value (repeatable).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Run directory (results, report, stored units; a "
+                                           "rerun resumes): new, empty, or an earlier run of "
+                                           "the same configuration.")]
+SetOpt = Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
+                                           help="Override a configuration field "
+                                                "(repeatable).")]
+RunSeedOpt = Annotated[int | None, typer.Option(metavar="INT",
+                                                help="Override the configuration's seed.")]
 
 
 @app.command("list")
@@ -366,16 +488,17 @@ def list_recipes() -> None:
 
 @app.command()
 def run(
-    recipe: Annotated[str, typer.Argument(help="A recipe name (see `advtransfer list`) or a "
-                                               "CONFIG.toml file.")],
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE|CONFIG.toml",
+                                          help="A recipe name (see `advtransfer list`) or a "
+                                               "TOML file with recipe = \"NAME\".")],
     out: OutOpt,
     set_: SetOpt = [],  # noqa: B006 - typer reads the default, it is never mutated
     device: DeviceOpt = "auto",
-    seed: Annotated[int | None, typer.Option(help="Override the configuration's seed.")] = None,
+    seed: RunSeedOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="A size-limited run that exercises "
                                                         "every stage.")] = False,
-    data_root: Annotated[Path | None, typer.Option(help="Dataset directory (recipes on real "
-                                                        "data).")] = None,
+    data_root: Annotated[Path | None, typer.Option(metavar="DIR", help="Dataset directory "
+                                                   "(recipes on real data).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download missing datasets "
                                                               "(torchvision).")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Check dataset files against the "
@@ -392,19 +515,21 @@ def run(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Run directory.")] = Path(
         "runs/digits-distribution"),
     device: DeviceOpt = "auto",
+    seed: RunSeedOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the embedded default (recipe digits-distribution on the bundled digits)."""
-    _run_and_report("digits-distribution", out, overrides=[], device=device, seed=None,
+    _run_and_report("digits-distribution", out, overrides=[], device=device, seed=seed,
                     quick=False, quiet=quiet)
 
 
 @app.command()
 def report(
-    directory: Annotated[Path, typer.Argument(help="A run directory with results.json.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR",
+                                              help="A run directory with results.json.")],
 ) -> None:
     """Rewrite the report (Markdown, HTML, CSV, figures) of a finished run."""
     from advtransfer.experiments import report as write
@@ -439,25 +564,30 @@ def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.T
 
 @app.command("rank")
 def rank_command(
-    reference: Annotated[str, typer.Option(help="The target task's reference model, "
-                                                "SPEC[=WEIGHTS]: a built-in model (trained now "
-                                                "without weights), an architecture name, "
-                                                "'module:factory', or a torchvision/'timm:' "
-                                                "name.")],
-    candidate: Annotated[list[str], typer.Option("--candidate", "-c", help="A candidate source "
-                                                 "model, SPEC[=WEIGHTS] as --reference "
-                                                 "(repeatable).")],
-    data: Annotated[str, typer.Option(help="Labelled target data: 'digits' or a .safetensors "
+    reference: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
+                                           help="The target task's reference model: a built-in "
+                                                "model (trained now without weights), an "
+                                                "architecture name, 'module:factory', or a "
+                                                "torchvision/'timm:' name.")],
+    candidate: Annotated[list[str], typer.Option("--candidate", "-c", metavar="SPEC[=WEIGHTS]",
+                                                 help="A candidate source model, as "
+                                                      "--reference (repeatable).")],
+    data: Annotated[str, typer.Option(metavar="digits|FILE",
+                                      help="Labelled target data: 'digits' or a .safetensors "
                                            "file with tensors 'x' and 'y'.")] = "digits",
-    methods: Annotated[str, typer.Option(help="Comma-separated methods (alpha1, alpha2, "
-                                              "combined [target->source], alpha1_s2t, ..., "
+    methods: Annotated[str, typer.Option(metavar="M1,M2,...",
+                                         help="Comma-separated methods: alpha1, alpha2, "
+                                              "combined [target->source], alpha1_s2t, "
+                                              "alpha2_s2t, combined_s2t [source->target], "
                                               "logme, leep, nce, hscore, regularized_hscore, "
-                                              "transrate, gbc, finetune); the first sorts the "
+                                              "transrate, gbc, finetune; the first sorts the "
                                               "table.")] = (
         "alpha1,alpha2,combined,logme,leep,nce,hscore,regularized_hscore,transrate,gbc"),
-    n_samples: Annotated[int, typer.Option(help="Labelled samples used.")] = 512,
-    attack_samples: Annotated[int, typer.Option(help="Inputs attacked (a seeded subset).")
-                              ] = 256,
+    n_samples: Annotated[int, typer.Option(metavar="INT", help="Labelled samples used (at "
+                                                               "most what --data holds).")
+                         ] = 512,
+    attack_samples: Annotated[int, typer.Option(metavar="INT", help="Inputs attacked (a seeded "
+                                                                    "subset).")] = 256,
     eps: Eps = 1.0,
     norm: NormOpt = "l2",
     objective: ObjectiveOpt = "deviation",
@@ -466,11 +596,12 @@ def rank_command(
     tol: TolOpt = DEFAULT_TOL,
     bounds: BoundsOpt = "0,1",
     convention: ConventionOpt = "icml",
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 128,
+    batch_size: Annotated[int, typer.Option(metavar="INT", help="Batch size.")] = 128,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Seed for built-in models and attacks.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Write the ranking here: .json or .csv."
-                                             )] = None,
+    seed: Annotated[int, typer.Option(metavar="INT", help="Seed for built-in models and "
+                                                          "attacks.")] = 0,
+    out: Annotated[Path | None, typer.Option(metavar="FILE.json|FILE.csv",
+                                             help="Write the ranking here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Rank candidate source models for a target task (model selection), best first."""
@@ -481,22 +612,34 @@ def rank_command(
             raise AdvTransferError(f"--out must end in .json or .csv; got {out}")
         if not candidate:
             raise AdvTransferError("give at least one --candidate")
+        names = _unique_names(candidate, "--candidate")
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        unknown = [m for m in method_list if m not in selection.METHODS]
+        if unknown or not method_list:
+            raise AdvTransferError(f"--methods has unknown name(s) {unknown}; known methods are "
+                                   f"{', '.join(selection.METHODS)}")
         run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
         check_convention(convention)
+        check_n_samples(n_samples, labelled=True)
+        check_n_samples(attack_samples, labelled=False, option="--attack-samples")
+        _check_out_file(out)
+    except AdvTransferError as exc:
+        _usage(exc)
+    try:
         start = time.perf_counter()
         pool: dict[str, nn.Module] = {}
-        for i, item in enumerate(candidate):
-            name = item.partition("=")[0]
-            name = name if name not in pool else f"{name}#{i}"
+        for i, (name, item) in enumerate(zip(names, candidate, strict=True)):
             pool[name] = _load_rank_model(item, "--candidate", seed=seed + 1 + i,
                                           quiet=quiet).to(run_on)
         needs_reference = any(m in selection.ADVERSARIAL_METHODS for m in method_list)
         ref = (_load_rank_model(reference, "--reference", seed=seed, quiet=quiet).to(run_on)
                if needs_reference else None)
         x, y = load_labelled_data(data, n_samples)
+        if needs_reference and attack_samples > len(x):
+            warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
+                 f"attacking all {len(x)}")
         result = selection.rank(
             pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
             objective=objective, solver=solver, steps=steps, tol=tol,
@@ -504,16 +647,10 @@ def rank_command(
             batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
-    table = Table(title=f"model selection: {len(pool)} candidates for {data} "
-                        f"({len(x)} samples), ranked by {result.methods[0]}")
-    table.add_column("rank", justify="right")
-    table.add_column("candidate", no_wrap=True)
-    for m in result.methods:
-        table.add_column(m, justify="right", no_wrap=True)
-    for row in result.table():
-        table.add_row(str(row["rank"]), row["candidate"], *(_cell(row[m])
-                                                            for m in result.methods))
-    console.print(table)
+    except KeyboardInterrupt:
+        _interrupted()
+    _print_rank_table(result, f"model selection: {len(pool)} candidates for {data} "
+                              f"({len(x)} samples), ranked by {result.methods[0]}")
     console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"
                   "combined: attacks crafted on the reference, applied to each candidate "
                   "(target -> source); *_s2t the reverse.", style="dim")
@@ -533,6 +670,37 @@ def rank_command(
                              "wall_time_s": time.perf_counter() - start,
                              **result.to_dict()})
         console.print(f"wrote {out}")
+
+
+def _print_rank_table(result: Any, title: str) -> None:
+    """The ranking as one table per group of method columns that fits the terminal, each with
+    the rank and candidate columns: no column is ever dropped or cut."""
+    rows = result.table()
+    cells = {m: [_cell(row[m]) for row in rows] for m in result.methods}
+    width = {m: max(len(m), *(len(c) for c in cells[m])) for m in result.methods}
+    names = [str(row["candidate"]) for row in rows]
+    # long candidate names wrap within a third of the width rather than push the scores out
+    name_width = min(max(len("candidate"), *(len(n) for n in names)),
+                     max(20, console.width // 3))
+    fixed = len("rank") + name_width + 6  # each column is padded and separated by 3 spaces
+    groups: list[list[str]] = [[]]
+    used = fixed
+    for m in result.methods:
+        if groups[-1] and used + 3 + width[m] > console.width:
+            groups.append([])
+            used = fixed
+        groups[-1].append(m)
+        used += 3 + width[m]
+    for k, group in enumerate(groups):
+        part = f" ({k + 1}/{len(groups)})" if len(groups) > 1 else ""
+        table = Table(title=title + part, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        table.add_column("rank", justify="right", no_wrap=True)
+        table.add_column("candidate", overflow="fold", max_width=name_width)
+        for m in group:
+            table.add_column(m, justify="right", no_wrap=True)
+        for i, row in enumerate(rows):
+            table.add_row(str(row["rank"]), names[i], *(cells[m][i] for m in group))
+        console.print(table)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from advtransfer.errors import AdvTransferError
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (parents are created)."""
@@ -62,3 +64,39 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically write ``obj`` as indented JSON (NaN/inf become null)."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def check_creatable(path: str | os.PathLike[str], option: str) -> Path:
+    """Check, without creating anything, that ``path`` (a file or directory to be written) can be
+    created with nothing but what was asked: its parent must be an existing writable directory,
+    or lie inside the current working directory (where missing parents such as ``runs/`` are
+    created on the first write). Returns the path; raises :class:`AdvTransferError` naming
+    ``option`` otherwise (never creates directories elsewhere, e.g. at the filesystem root)."""
+    path = Path(path)
+    parent = Path(os.path.abspath(path)).parent
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise AdvTransferError(f"{option} {path}: {ancestor} is not a writable directory")
+    if ancestor != parent and not parent.is_relative_to(Path.cwd()):
+        raise AdvTransferError(f"{option} {path}: the directory {parent} does not exist; create "
+                               f"it first (only {path.name} is created outside the current "
+                               "directory)")
+    return path
+
+
+class CorruptFileError(AdvTransferError):
+    """A file that exists but does not hold valid JSON (typically truncated)."""
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The content of a JSON file; :class:`CorruptFileError` naming the file when it is not valid
+    JSON (e.g. truncated by a full disk or a copy cut short)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise CorruptFileError(f"{path} is not valid JSON ({reason}; the file is probably "
+                               "truncated)") from None

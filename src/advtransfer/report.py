@@ -322,6 +322,42 @@ def _point_label(rec: Mapping[str, Any], i: int) -> str:
     return str(src) if src is not None else f"#{i}"
 
 
+#: Units of record keys on figure axes, by substring of the key (first match wins); keys that
+#: match none get no unit rather than a made-up one.
+_UNITS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "fraction correct, 0–1"), ("loss", "cross-entropy, nats"),
+    ("rmse", "target units"), ("alpha", "ratio, unitless"), ("combined", "unitless"),
+    ("distance", "unitless"), ("share", "fraction, 0–1"), ("logme", "log evidence per sample"),
+    ("leep", "log-likelihood, nats"), ("nce", "negative conditional entropy, nats"),
+    ("hscore", "score, unitless"), ("transrate", "nats"), ("gbc", "score, unitless"),
+    ("tau", "−1 to 1, unitless"),
+)
+
+
+def _axis_label(spec: _Spec, key: str) -> str:
+    """The key's label with its unit, e.g. ``transfer accuracy (fraction correct, 0–1)``."""
+    label = spec.label(key)
+    unit = next((u for k, u in _UNITS if k in key.lower()), None)
+    return f"{label} ({unit})" if unit and unit not in label else label
+
+
+def _target_groups(spec: _Spec) -> list[tuple[str, list[int]]] | None:
+    """``[(target, record indices)]`` when the records span several target tasks (a ``target``
+    key with at least two values), so that figures can tell the targets apart; else None."""
+    values = [r.get("target") for r in spec.records]
+    if any(v is None for v in values) or len(set(map(str, values))) < 2:
+        return None
+    order = list(dict.fromkeys(map(str, values)))
+    return [(t, [i for i, v in enumerate(values) if str(v) == t]) for t in order]
+
+
+def _target_colours(targets: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {t: cmap(i % 10) for i, t in enumerate(targets)}
+
+
 #: Above this many records the scatter points are not labelled (the labels would hide the data).
 MAX_LABELLED_POINTS = 24
 
@@ -335,7 +371,9 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     ncols = min(3, k)
     nrows = math.ceil(k / ncols)
     colour = _sweep_values(spec)
-    fig = _new_figure(5.4 * ncols + (1.0 if colour else 0.0), 4.9 * nrows + 0.5)
+    groups = None if colour else _target_groups(spec)
+    colours = _target_colours([t for t, _ in groups]) if groups else {}
+    fig = _new_figure(5.4 * ncols + (1.0 if colour else 0.0), 4.9 * nrows + 0.9)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     cmap = colormaps["viridis"]
     norm = None
@@ -348,8 +386,8 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     for ax, metric in zip(axes, spec.metrics, strict=False):
         pts = [(i, _num(r.get(metric)), _num(r.get(outcome))) for i, r in enumerate(spec.records)]
         pts = [(i, x, y) for i, x, y in pts if math.isfinite(x) and math.isfinite(y)]
-        ax.set_xlabel(spec.label(metric))
-        ax.set_ylabel(spec.label(outcome))
+        ax.set_xlabel(_axis_label(spec, metric))
+        ax.set_ylabel(_axis_label(spec, outcome))
         ax.set_title(_corr_title(corr[(metric, outcome)]), fontsize=10)
         ax.grid(True, alpha=0.3)
         if not pts:
@@ -373,9 +411,15 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
                            c="0.75", s=_MARKER_SIZE, edgecolors="black", linewidths=0.6, zorder=3,
                            label=f"no {spec.label(spec.sweep or '')}")
                 ax.legend(loc="best", fontsize=8, framealpha=0.8)
+        elif groups:
+            for target, members in groups:
+                keep = [j for j, (i, _, _) in enumerate(pts) if i in members]
+                ax.scatter([xs[j] for j in keep], [ys[j] for j in keep], s=_MARKER_SIZE,
+                           color=colours[target], edgecolors="black", linewidths=0.6, zorder=3,
+                           label=f"target {target}")
         else:
             ax.scatter(xs, ys, s=_MARKER_SIZE, color="tab:blue", edgecolors="black", linewidths=0.6,
-                       zorder=3)
+                       zorder=3, label="one source model")
         if len(spec.records) <= MAX_LABELLED_POINTS:
             labelled.append((ax, _annotate_points(ax, pts, spec)))
         ax.margins(x=0.15, y=0.2)
@@ -383,12 +427,23 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
         ax.set_visible(False)
     if mappable is not None:
         cbar = fig.colorbar(mappable, ax=list(axes[:k]), shrink=0.9, pad=0.02)
-        cbar.set_label(spec.label(spec.sweep or ""))
+        cbar.set_label(f"colour: {_axis_label(spec, spec.sweep or '')}")
         levels = sorted({c for c in colour or [] if math.isfinite(c)})
         if len(levels) <= 10:  # a designed sweep: tick the values it takes
             cbar.set_ticks(levels)
-    fig.suptitle(f"{spec.label(outcome)} against each metric (one point per record)",
-                 fontsize=12)
+    else:
+        handles, names = next((ax.get_legend_handles_labels() for ax in axes[:k]
+                               if ax.get_legend_handles_labels()[0]), ([], []))
+        if handles:
+            fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 6),
+                       fontsize=10, frameon=False)
+    lower_is_better = any(k in outcome.lower() for k in ("loss", "rmse", "error"))
+    trend = ("falling to the right (r, ρ < 0) means higher scores go with lower"
+             if lower_is_better else "rising to the right (r, ρ > 0) means higher scores go "
+             "with higher")
+    title = (f"Does each score predict {spec.label(outcome)}? One panel per score, one point "
+             f"per record: a cloud {trend} {spec.label(outcome)}, i.e. better transfer")
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)), fontsize=12)
     _declutter_labels(fig, labelled)
     return fig
 
@@ -528,15 +583,56 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
             ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center",
                     va="center", color="0.4")
         ax.set_title(f"{spec.label(key)}  [{kind}]", fontsize=10, loc="left")
+        ax.set_ylabel(_axis_label(spec, key), fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.margins(y=0.15)
         if index + ncols >= len(keys):  # lowest visible subplot of this column
             ax.xaxis.set_tick_params(labelbottom=True)
-            ax.set_xlabel(spec.label(sweep))
+            ax.set_xlabel(_axis_label(spec, sweep))
         levels = sorted({x for x in colour if math.isfinite(x)})
         if len(levels) <= 10:  # a designed sweep: tick the values it takes
             ax.set_xticks(levels)
-    fig.suptitle(f"Outcomes and metrics along the sweep over {spec.label(sweep)}", fontsize=12)
+    from matplotlib.lines import Line2D
+
+    fig.legend([Line2D([], [], marker="o", ls="", color="0.5", markeredgecolor="black"),
+                Line2D([], [], color="tab:orange"), Line2D([], [], color="tab:blue")],
+               ["one record", "outcome: mean at each value", "metric: mean at each value"],
+               loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    title = (f"How outcomes (orange) and metrics (blue) move along {spec.label(sweep)}: "
+             "curves moving together mean the metric tracks the outcome")
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)), fontsize=12)
+    return fig
+
+
+def _tau_figure(spec: _Spec, tau: Mapping[str, Mapping[str, Any]]) -> Figure | None:
+    """Model selection's headline table as a chart: one row per method (best mean on top), a
+    bar per target task (coloured as in the scatter plots) and the mean as a black diamond."""
+    methods = [m for m in tau if isinstance(tau[m], Mapping)]
+    targets = list(dict.fromkeys(t for m in methods for t in tau[m] if t != "mean"))
+    if not methods or not targets:
+        return None
+    methods.sort(key=lambda m: _num(tau[m].get("mean")) if _finite(tau[m].get("mean"))
+                 else -math.inf)
+    colours = _target_colours(targets)
+    fig = _new_figure(8.5, 1.4 + 0.42 * len(methods) * max(1.0, len(targets) / 3))
+    ax = fig.subplots()
+    height = 0.8 / len(targets)
+    for j, t in enumerate(targets):
+        ys = [i + 0.4 - height * (j + 0.5) for i in range(len(methods))]  # first on top
+        ax.barh(ys, [_num(tau[m].get(t)) for m in methods], height=height * 0.95,
+                color=colours[t], edgecolor="black", linewidth=0.4, label=f"target {t}")
+    ax.plot([_num(tau[m].get("mean")) for m in methods], range(len(methods)), "D",
+            color="black", markersize=6, label="mean over targets", zorder=3)
+    ax.axvline(0.0, color="0.3", linewidth=0.8)
+    ax.set_yticks(range(len(methods)), [spec.label(m) for m in methods])
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("weighted Kendall tau vs fine-tuning accuracy (unitless, −1 to 1)")
+    ax.set_ylabel("method")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(loc="outside upper center", ncols=min(len(targets) + 1, 5), fontsize=9,
+               frameon=False)
+    ax.set_title("Which method ranks the candidate sources as fine-tuning does?\nLonger bars "
+                 "to the right are better; best mean on top", fontsize=11)
     return fig
 
 
@@ -584,12 +680,13 @@ def _matrix_figure(spec: _Spec, name: str, names: list[str], values: list[list[A
         for lab in ax.get_xticklabels():
             lab.set_horizontalalignment("right")
             lab.set_rotation_mode("anchor")
-    ax.set_xlabel("victim")
-    ax.set_ylabel("attacker")
+    ax.set_xlabel("victim (model the attack is applied to)")
+    ax.set_ylabel("attacker (model the attack is crafted on)")
     label = spec.label(name)
-    ax.set_title(f"{label}\n(row: attacker, column: victim)", fontsize=11)
+    ax.set_title(f"{label}: brighter cells = attacks that transfer more\n(row: attacker, "
+                 "column: victim; — undefined)", fontsize=11)
     cbar = fig.colorbar(im, ax=ax, shrink=0.85)
-    cbar.set_label(label)
+    cbar.set_label(f"colour: {_axis_label(spec, name)}")
     return fig
 
 
@@ -1179,6 +1276,11 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
         save(_matrix_figure(spec, mname, names, values), f"matrix_{mname}",
              f"{spec.label(mname)}: rows are attackers (adversarial examples crafted on), "
              "columns are victims (evaluated on).")
+    tau = (results.get("selection") or {}).get("weighted_tau")
+    if isinstance(tau, Mapping) and tau:
+        save(_tau_figure(spec, tau), "selection_weighted_tau",
+             "Weighted Kendall tau of each method's ranking of the candidates against their "
+             "fine-tuning accuracy, per target task (bars) and mean (diamonds).")
     # figures a recipe drew itself into the run directory: [relative path, caption] pairs
     for rel, caption in results.get("report", {}).get("extra_figures", []):
         if (out / rel).is_file():

@@ -285,11 +285,22 @@ def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> 
     elif random_init:
         model = build(spec)
     elif weights is None:
+        import inspect
+
+        import torchvision
+
+        # 'random' only where the architecture builds without arguments (lenet needs
+        # num_classes, which only a weights file tells)
+        free = all(p.default is not p.empty
+                   for p in inspect.signature(ARCHITECTURES[spec]).parameters.values())
+        alt, r = (", or 'random' for a random initialisation", "|random") if free else ("", "")
+        hint = (f" (for torchvision's model of that name use the spec "
+                f"'torchvision.models:{spec}')" if spec in torchvision.models.list_models()
+                else "")
         raise AdvTransferError(
-            f"candidate {spec!r} is an architecture name and needs weights: pass the path of "
-            "its trained weights (e.g. SPEC=WEIGHTS on the command line), or weights='random' "
-            "for a random initialisation (for torchvision's model of that name use the spec "
-            f"'torchvision.models:{spec}')")
+            f"candidate {spec!r} is an architecture name and needs the path of its trained "
+            f"weights{alt} (command line: --source-weights FILE{r} in measure, "
+            f"{spec}=FILE{r} in matrix and rank; Python: weights=...){hint}")
     else:
         model = load_model(spec, weights)
     return model.eval()

@@ -6,7 +6,8 @@ Its key is ``<kind>-<sha256(config)[:16]>``; records are JSON files under ``reco
 safetensors files under ``models/``, each written to a temporary file and renamed into place.
 A rerun finds finished units and recomputes nothing; a run killed at any moment leaves only
 complete files, so the rerun finishes with the same numbers; a changed configuration changes
-the key, so stale results are never reused. Nothing is ever deleted.
+the key, so stale results are never reused. Nothing is ever deleted; nothing is created
+before the first unit is written (a refused run leaves no trace).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from typing import Any
 from torch import nn
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.fileio import to_jsonable, write_json
+from advtransfer.fileio import (
+    CorruptFileError,
+    check_creatable,
+    read_json,
+    to_jsonable,
+    write_json,
+)
+from advtransfer.progress import warn
 
 
 def canonical(config: Any) -> str:
@@ -35,22 +43,39 @@ def unit_key(kind: str, config: Any) -> str:
 
 
 class Store:
-    """Finished units under ``root`` (see the module docstring)."""
+    """Finished units under ``root`` (see the module docstring).
+
+    Nothing is created until the first unit is written: opening a store only checks that
+    ``root`` can be created (see :func:`advtransfer.fileio.check_creatable`), and
+    :meth:`check_run` only reads, so a run refused for a bad configuration or missing data
+    leaves no trace. A record or ``run.json`` that is not valid JSON (a truncated file) is named
+    on stderr and recomputed, resp. reported with what to do."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        try:
-            (self.root / "records").mkdir(parents=True, exist_ok=True)
-            (self.root / "models").mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise AdvTransferError(f"--out {self.root} is not a writable directory: "
-                                   f"{exc.strerror or exc}") from None
+        if self.root.exists() and not self.root.is_dir():
+            raise AdvTransferError(f"--out {self.root} is not a writable directory (a file)")
+        check_creatable(self.root, "--out")
         self.hits = 0
         self.misses = 0
         self.touched: list[str] = []  # unit files used by this run, relative to root
+        self._identity: dict | None = None  # run.json content, written with the first unit
+        self._ready = False
+
+    def prepare(self) -> None:
+        """Create the run directory (and ``run.json`` of :meth:`check_run`): called before the
+        first file is written."""
+        if self._ready:
+            return
+        try:
+            (self.root / "records").mkdir(parents=True, exist_ok=True)
+            (self.root / "models").mkdir(parents=True, exist_ok=True)
+            if self._identity is not None and not (self.root / "run.json").exists():
+                write_json(self.root / "run.json", self._identity)
+        except OSError as exc:
+            raise AdvTransferError(f"--out {self.root} is not a writable directory: "
+                                   f"{exc.strerror or exc}") from None
+        self._ready = True
 
     def record_path(self, kind: str, config: Any) -> Path:
         return self.root / "records" / f"{unit_key(kind, config)}.json"
@@ -59,45 +84,68 @@ class Store:
         return self.root / "models" / f"{unit_key(kind, config)}.safetensors"
 
     def record(self, kind: str, config: Any, compute: Callable[[], dict]) -> dict:
-        """The stored result of a unit, computing and storing it first if it is not there."""
+        """The stored result of a unit, computing and storing it first if it is not there (or
+        if its file is corrupt, which is said on stderr)."""
         path = self.record_path(kind, config)
         self.touched.append(str(path.relative_to(self.root)))
         if path.exists():
-            stored = json.loads(path.read_text())
-            if stored.get("config") == json.loads(canonical(config)):
-                self.hits += 1
-                return stored["result"]
+            try:
+                stored = read_json(path)
+            except CorruptFileError as exc:
+                warn(f"{exc}; recomputing this {kind} unit")
+            else:
+                if isinstance(stored, dict) and stored.get("config") == json.loads(
+                        canonical(config)):
+                    self.hits += 1
+                    return stored["result"]
         self.misses += 1
         result = compute()
+        self.prepare()
         write_json(path, {"kind": kind, "config": config, "result": result})
         return json.loads(json.dumps(to_jsonable(result)))
 
     def model(self, kind: str, config: Any, build: Callable[[], nn.Module],
               train: Callable[[nn.Module], nn.Module]) -> nn.Module:
-        """A trained model: loaded from the store when there, else built, trained and saved.
-        ``build`` must return the untrained architecture (the weights are loaded into it)."""
+        """A trained model: loaded from the store when there, else built, trained and saved
+        (also when the stored file cannot be read, which is said on stderr). ``build`` must
+        return the untrained architecture (the weights are loaded into it)."""
         from advtransfer.models.checkpoint import load_into, save_model
 
         path = self.model_path(kind, config)
         self.touched.append(str(path.relative_to(self.root)))
         model = build()
         if path.exists():
-            self.hits += 1
-            return load_into(model, path).eval()
+            try:
+                loaded = load_into(model, path).eval()
+            except AdvTransferError as exc:
+                warn(f"{path} cannot be loaded ({exc}); retraining this {kind} unit")
+                model = build()
+            else:
+                self.hits += 1
+                return loaded
         self.misses += 1
         model = train(model)
+        self.prepare()
         save_model(model, path, metadata={"kind": kind, "config": canonical(config)})
         return model.eval()
 
     def check_run(self, identity: dict) -> None:
-        """Record which recipe and configuration own this directory; refuse another one.
+        """Check that this directory is new, empty, or a run of the same recipe and
+        configuration, whose identity is then written (with the first unit) to ``run.json``.
 
-        Raises :class:`AdvTransferError` naming the differing keys when the directory was
-        written by a different configuration (nothing is deleted or overwritten)."""
+        Raises :class:`AdvTransferError` when the directory was written by a different
+        configuration (naming the differing keys), when its ``run.json`` is corrupt, or when it
+        is a non-empty folder that is not a run directory. Nothing is deleted or written."""
         path = self.root / "run.json"
+        new = json.loads(canonical(identity))
         if path.exists():
-            old = json.loads(path.read_text())
-            new = json.loads(canonical(identity))
+            try:
+                old = read_json(path)
+            except CorruptFileError as exc:
+                raise AdvTransferError(
+                    f"{exc}. It records which recipe and configuration own {self.root}. If "
+                    f"you are rerunning the same command, delete {path} and rerun: finished "
+                    "units are kept and reused. Otherwise choose another --out.") from None
             if old != new:
                 diffs = _differences(old, new)
                 raise AdvTransferError(
@@ -105,8 +153,11 @@ class Store:
                     f"{', '.join(diffs[:8])}); choose another --out, or rerun with the same "
                     "configuration to resume. Nothing was changed."
                 )
-            return
-        write_json(path, json.loads(canonical(identity)))
+        elif self.root.is_dir() and any(not p.name.startswith(".") for p in self.root.iterdir()):
+            raise AdvTransferError(
+                f"--out {self.root} is a non-empty folder that is not a run directory (it has "
+                "no run.json); give a new or empty directory. Nothing was written.")
+        self._identity = new
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -122,7 +122,7 @@ def test_cli_run_list_report_and_bad_input(tmp_path):
     # a long path must not be wrapped into the message: the whole sentence stays on one line
     empty = tmp_path / ("a-rather-long-directory-name-" * 4) / "empty"
     bad = runner.invoke(app, ["report", str(empty)])
-    assert bad.exit_code == 2 and f"{empty} has no results.json" in bad.output
+    assert bad.exit_code == 1 and f"{empty} has no results.json" in bad.output
 
 
 @pytest.mark.slow
@@ -136,3 +136,21 @@ def test_demo_full_size_and_fast_rerun(tmp_path):
     run("digits-distribution", out, progress=False)
     assert time.perf_counter() - start < 0.1 * t_first + 5.0
     assert Path(out / "report.html").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("recipe, value", [
+    ("synthetic", "data=paperz"), ("synthetic", "test_fraction=1.5"),
+    ("taskonomy", "pool=-1"), ("celeba-attributes", "n_attack=0"),
+    ("cifar10-stl10-architectures", "finetune=x"), ("cifar10-stl10-proportions", "workers=-1"),
+])
+def test_every_recipe_checks_its_configuration_before_writing(tmp_path, recipe, value):
+    # a bad value is a usage error (exit 2) found before anything is written, in every recipe
+    from typer.testing import CliRunner
+
+    from advtransfer.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", recipe, "--out", str(out), "--set", value,
+                                      "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert value.split("=")[0] in result.output and not out.exists()

@@ -97,6 +97,7 @@ def test_unwritable_out(tmp_path):
 def test_store_ignores_record_with_other_config_under_same_key(tmp_path):
     store = Store(tmp_path)
     path = store.record_path("k", {"a": 1})
+    path.parent.mkdir()  # opening a store creates nothing
     path.write_text(json.dumps({"kind": "k", "config": {"a": 999}, "result": {"v": 0}}))
     assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
 

@@ -109,7 +109,7 @@ def test_pretrained_backbones_are_never_requested() -> None:
 
 def test_timm_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
-    with pytest.raises(AdvTransferError, match="pip install timm"):
+    with pytest.raises(AdvTransferError, match=r"pip install 'advtransfer\[timm\]'"):
         from_name("timm:resnet18", weights="random")
 
 

@@ -369,13 +369,16 @@ def _fetch(files: dict[str, str], folder: Path, *, download: bool, verify: bool,
 def _state_dict(path: Path, *, trust: bool) -> dict[str, torch.Tensor]:
     import pickle
 
+    from advtransfer.models.checkpoint import unpickling_reason
+
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         raise AdvTransferError(
             f"{path} holds more than tensors and plain containers, so torch.load refused it "
-            f"with weights_only=True ({exc}). Its SHA-256 matched the official file when it "
-            "was downloaded; set trust_weights=true to unpickle it fully.") from exc
+            f"with weights_only=True ({unpickling_reason(exc)}). Its SHA-256 matched the "
+            "official file when it was downloaded; set trust_weights=true to unpickle it "
+            "fully.") from exc
     except (OSError, RuntimeError, EOFError) as exc:
         raise AdvTransferError(f"cannot read the checkpoint {path} ({exc}); delete it and "
                                "rerun with --download") from exc

@@ -41,19 +41,24 @@ class Recipe:
     run: Callable[[Any, RunContext], dict]
     description: str
     quick: Callable[[Any], Any] | None = None  # the --quick reduction of a configuration
+    #: Checks a configuration's values without running anything (raises AdvTransferError):
+    #: called before the run, so that a bad value is a usage error (CLI exit 2).
+    check: Callable[[Any], None] | None = None
 
 
 REGISTRY: dict[str, Recipe] = {}
 
 
 def register(name: str, config: type, description: str,
-             quick: Callable[[Any], Any] | None = None) -> Callable:
-    """Decorator registering ``run(config, ctx) -> results`` as recipe ``name``."""
+             quick: Callable[[Any], Any] | None = None,
+             check: Callable[[Any], None] | None = None) -> Callable:
+    """Decorator registering ``run(config, ctx) -> results`` as recipe ``name``; ``check``
+    validates a configuration before the run (see :class:`Recipe`)."""
     if not dataclasses.is_dataclass(config):
         raise TypeError("a recipe configuration must be a dataclass")
 
     def wrap(run: Callable[[Any, RunContext], dict]) -> Callable[[Any, RunContext], dict]:
-        REGISTRY[name] = Recipe(name, config, run, description, quick)
+        REGISTRY[name] = Recipe(name, config, run, description, quick, check)
         return run
 
     return wrap

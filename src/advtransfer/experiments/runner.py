@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import advtransfer
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
-from advtransfer.fileio import to_jsonable, write_json
+from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
+from advtransfer.progress import warn
 from advtransfer.store import Store
 
 
@@ -62,47 +64,87 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-        device: str = "auto", seed: int | None = None, quick: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run a recipe into ``out`` (resuming what is already there) and return its results."""
+@dataclass(frozen=True)
+class Plan:
+    """A run checked before anything is written: recipe, resolved configuration, device, and
+    the store of the run directory (nothing created yet)."""
+
+    recipe: Recipe
+    config: Any
+    device: torch.device
+    out: Path
+    store: Store
+
+
+def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
+         device: str = "auto", seed: int | None = None, quick: bool = False) -> Plan:
+    """Check everything that can be checked before the run: the recipe and its configuration
+    (types, then the recipe's own ``check`` of the values), the device, and ``out``
+    (creatable; new, empty, or a run of the same configuration). Raises
+    :class:`AdvTransferError`; writes nothing."""
     recipe, config = resolve(recipe_or_path, overrides, seed=seed, quick=quick)
+    if recipe.check is not None:
+        recipe.check(config)
     run_on = resolve_device(device)
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)})
-    previous = _finished(out)
+    return Plan(recipe, config, run_on, out, store)
+
+
+def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
+    """Run a :func:`plan` (resuming what is already in its directory), write the results and
+    the report, and return the results. The recipe checks its own values and data before its
+    first unit, and the run directory is created with that first unit, so a run refused there
+    leaves nothing behind."""
+    previous = _finished(p.out)
     if (previous is not None and previous.get("config") == json.loads(json.dumps(
-            to_jsonable(to_dict(config)))) and previous.get("unit_files")
-            and all((out / f).exists() for f in previous["unit_files"])):
+            to_jsonable(to_dict(p.config)))) and previous.get("unit_files")
+            and all((p.out / f).exists() for f in previous["unit_files"])):
         # a finished run with every unit in place: nothing to recompute or rewrite
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
-    ctx = RunContext(store=store, device=run_on, progress=progress)
+    ctx = RunContext(store=p.store, device=p.device, progress=progress)
     start = time.perf_counter()
-    body = recipe.run(config, ctx)
+    body = p.recipe.run(p.config, ctx)
     results = {
-        "recipe": recipe.name,
-        "config": to_dict(config),
+        "recipe": p.recipe.name,
+        "config": to_dict(p.config),
         "versions": {"advtransfer": advtransfer.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
-        "seed": getattr(config, "seed", None),
-        "device": str(run_on),
+        "seed": getattr(p.config, "seed", None),
+        "device": str(p.device),
         "wall_time_s": time.perf_counter() - start,
-        "units": {"computed": store.misses, "reused": store.hits},
-        "unit_files": sorted(set(store.touched)),
+        "units": {"computed": p.store.misses, "reused": p.store.hits},
+        "unit_files": sorted(set(p.store.touched)),
         **body,
     }
-    write_json(out / "results.json", results)
-    return report(out)
+    p.store.prepare()
+    write_json(p.out / "results.json", results)
+    return report(p.out)
+
+
+def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
+        device: str = "auto", seed: int | None = None, quick: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+    """Run a recipe into ``out`` (resuming what is already there) and return its results:
+    :func:`plan` then :func:`execute`."""
+    return execute(plan(recipe_or_path, out, overrides=overrides, device=device, seed=seed,
+                        quick=quick), progress=progress)
 
 
 def _finished(out: Path) -> dict[str, Any] | None:
-    """The results of a finished run in ``out`` (results.json with correlations and a report)."""
+    """The results of a finished run in ``out`` (results.json with correlations and a report);
+    None when there is none, or when results.json is corrupt (said on stderr: it is rewritten
+    from the stored units)."""
     path = out / "results.json"
     if not (path.exists() and (out / "report.md").exists() and (out / "report.html").exists()):
         return None
-    results = json.loads(path.read_text())
-    return results if "correlations" in results else None
+    try:
+        results = read_json(path)
+    except CorruptFileError as exc:
+        warn(f"{exc}; rewriting it from the stored units")
+        return None
+    return results if isinstance(results, dict) and "correlations" in results else None
 
 
 def report(out: str | Path) -> dict[str, Any]:
@@ -114,7 +156,13 @@ def report(out: str | Path) -> dict[str, Any]:
     path = out / "results.json"
     if not path.exists():
         raise AdvTransferError(f"{out} has no results.json; run a recipe with --out {out} first")
-    results = json.loads(path.read_text())
+    try:
+        results = read_json(path)
+    except CorruptFileError as exc:
+        raise AdvTransferError(f"{exc}. Rerun the command that made this run (advtransfer run "
+                               f"RECIPE --out {out} with the same options): it rewrites "
+                               "results.json from the stored units without recomputing "
+                               "them.") from None
     results["correlations"] = write_report(results, out)
     write_json(path, results)
     return results

@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -207,6 +208,17 @@ def _is_tensor_dict(obj: object) -> bool:
     )
 
 
+def unpickling_reason(exc: BaseException) -> str:
+    """What a ``torch.load(..., weights_only=True)`` refusal found (e.g. ``it references
+    mypkg.Net``), without torch's advice to disable the check."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it references {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?:\. Please|\n|$)", text)
+    return found.group(1).strip() if found else "a pickled object"
+
+
 def load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict (``str -> Tensor``, on CPU) from a checkpoint file.
 
@@ -238,9 +250,9 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         raise AdvTransferError(
             f"refused to load {path}: it contains objects other than tensors and plain "
-            "containers, and loading it would execute arbitrary code (torch.load with "
-            "weights_only=True). Re-save only the state dict (e.g. as .safetensors with "
-            f"advtransfer.models.checkpoint.save_model). Details: {exc}"
+            f"containers ({unpickling_reason(exc)}), and unpickling them could execute "
+            "arbitrary code. Re-save only the state dict (e.g. as .safetensors with "
+            "advtransfer.models.checkpoint.save_model)."
         ) from None
     except Exception as exc:
         raise AdvTransferError(f"cannot read checkpoint {path}: {exc}") from exc

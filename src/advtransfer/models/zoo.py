@@ -84,7 +84,7 @@ def _import_timm() -> ModuleType:
     except ImportError as exc:
         raise AdvTransferError(
             "model names starting with 'timm:' need the optional package timm, which is not "
-            "installed; install it with `pip install timm` (or `pip install advtransfer[timm]`)"
+            "installed; install it with: pip install 'advtransfer[timm]'"
         ) from exc
 
 

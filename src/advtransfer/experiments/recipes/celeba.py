@@ -261,7 +261,7 @@ def _check(c: CelebAAttributesConfig) -> None:
 @register("celeba-attributes", CelebAAttributesConfig,
           "The paper's CelebA experiment: one ResNet-18 per facial attribute, a face-identity "
           "reference; alpha in embedding space vs fine-tuning to identity recognition (needs "
-          "CelebA).", quick)
+          "CelebA).", quick, check=_check)
 def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     _check(c)
     splits = celeba_splits(c)

@@ -522,7 +522,8 @@ def _direct_accuracy(ctx: RunContext, key: str, model: nn.Module,
 @register("cifar10-stl10-architectures", CifarStlArchitecturesConfig,
           "The paper's architecture experiment: fc, LeNet, AlexNet, ResNet-18 and ResNet-50 "
           "trained on CIFAR-10, a ResNet-18 reference on STL-10; alpha vs last-layer "
-          "fine-tuning on STL-10 (needs CIFAR-10 and STL-10).", quick)
+          "fine-tuning on STL-10 (needs CIFAR-10 and STL-10).", quick,
+          check=lambda c: _check(resolved(c)))
 def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[str, Any]:
     c = resolved(c)
     if not c.architectures:
@@ -544,7 +545,8 @@ def run_architectures(c: CifarStlArchitecturesConfig, ctx: RunContext) -> dict[s
 @register("cifar10-stl10-proportions", CifarStlProportionsConfig,
           "The paper's data-distribution experiment: ResNet-18 sources on 4-class CIFAR-10 "
           "tasks with 0-100% animal classes, a 4-class animal target on STL-10; alpha vs "
-          "last-layer fine-tuning (needs CIFAR-10 and STL-10).", quick)
+          "last-layer fine-tuning (needs CIFAR-10 and STL-10).", quick,
+          check=lambda c: _check(resolved(c)))
 def run_proportions(c: CifarStlProportionsConfig, ctx: RunContext) -> dict[str, Any]:
     c = resolved(c)
     if not c.source_classes:

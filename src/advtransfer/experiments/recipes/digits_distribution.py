@@ -101,7 +101,8 @@ def _validate(c: DigitsDistributionConfig) -> None:
 
 @register("digits-distribution", DigitsDistributionConfig,
           "Embedded default: sources trained on digit tasks sharing 0-100% of the target's "
-          "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick)
+          "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick,
+          check=_validate)
 def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     _validate(c)
     split = digits(test_fraction=c.test_fraction, seed=c.seed)

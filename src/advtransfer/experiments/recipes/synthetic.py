@@ -237,16 +237,23 @@ def _split(n: int, c: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor]:
 @register("synthetic", SyntheticConfig,
           "The paper's synthetic experiment: perturbed two-layer sigmoid networks, exact "
           "first-order alpha, gradient matching and transfer RMSE against the scale; "
-          "data=\"paper\" reruns the authors' sweep.", quick)
+          "data=\"paper\" reruns the authors' sweep.", quick, check=lambda c: _check(c))
 def run(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
-    if c.data not in ("generated", "paper"):
-        raise AdvTransferError(f"data must be 'generated' or 'paper'; got {c.data!r}")
+    _check(c)
     return _run_paper(c, ctx) if c.data == "paper" else _run_generated(c, ctx)
 
 
-def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
-    if not 0 < c.test_fraction < 1:
+def _check(c: SyntheticConfig) -> None:
+    """Every configuration error, before anything is written."""
+    if c.data not in ("generated", "paper"):
+        raise AdvTransferError(f"data must be 'generated' or 'paper'; got {c.data!r}")
+    if c.data == "paper":
+        _check_paper(c, len(paper_data()[0]))
+    elif not 0 < c.test_fraction < 1:
         raise AdvTransferError(f"test_fraction must lie in (0, 1); got {c.test_fraction}")
+
+
+def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
     x, y = rbf_mixture(c.n_samples, c.input_dim, c.output_dim, c.n_centers, c.seed)
     train, test = _split(len(x), c)
     x_tr, y_tr, x_te, y_te = x[train], y[train], x[test], y[test]

@@ -263,7 +263,7 @@ def affinity_correlations(alpha: dict[str, np.ndarray], affinity: np.ndarray, *,
           "The paper's Taskonomy experiment: the N x N adversarial-transferability matrix among "
           "Taskonomy task networks (visualpriors), the task tree it implies and its rank "
           "correlation with Taskonomy's transfer affinities (needs images; --download fetches "
-          "the network weights).", quick)
+          "the network weights).", quick, check=_check)
 def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
     tasks = _check(c)
     affinity_tasks: list[str] = []
