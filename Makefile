@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/advtransfer demo --out runs/digits-distribution
 
 lint: install-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 test: install-dev lint
 	$(BIN)/python -m pytest

@@ -26,6 +26,7 @@ def test_measure_builtin_pair_writes_json(tmp_path):
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "alpha1" in result.output and "S->T" in result.output
+    assert "attack convergence: source" in result.output
     payload = json.loads(out.read_text())
     assert payload["source_to_target"]["n_samples"] == 16
     assert 0 <= payload["target_to_source"]["alpha2"] <= 1

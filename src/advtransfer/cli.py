@@ -7,6 +7,7 @@ errors (missing or unreadable files, a failing model or recipe); 130 interrupted
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
@@ -135,6 +136,19 @@ def _direction_rows(table: Table, result: Any) -> None:
                       f"{r.combined:.4f}",
                       f"{r.n_alpha1_above_one}/{r.n_samples}", f"{r.stats.mean_delta_norm:.4g}",
                       f"{r.stats.mean_deviation:.4g}", f"{r.stats.mean_random_deviation:.4g}")
+
+
+def _convergence_line(result: Any) -> str:
+    """How converged the attack on each model was (its own direction's statistics)."""
+    parts = []
+    for name, r in (("source", result.source_to_target), ("target", result.target_to_source)):
+        st = r.stats
+        if math.isnan(st.fraction_converged):  # ce: a fixed number of steps
+            parts.append(f"{name} {st.mean_iterations:.3g} steps")
+        else:
+            parts.append(f"{name} {st.mean_iterations:.3g} iterations on average, "
+                         f"{100 * st.fraction_converged:.0f}% of samples met --tol")
+    return "attack convergence: " + "; ".join(parts) + "."
 
 
 def _fail(exc: AdvTransferError, code: int = 1) -> NoReturn:
@@ -278,6 +292,7 @@ def measure(
                   "with alpha1 above 1; |delta|: mean perturbation norm; dev / rand dev: the "
                   "victim's mean output deviation under the attack / under random noise of norm "
                   "eps.", style="dim")
+    console.print(_convergence_line(result), style="dim")
     if out is not None:
         from advtransfer.fileio import write_json
 
