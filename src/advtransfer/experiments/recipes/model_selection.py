@@ -98,6 +98,7 @@ __all__ = [
     "UpsampledLeNet",
     "full_finetune_truth",
     "imagenet_top1",
+    "seed_agreement",
     "selection_summary",
     "subsample_intervals",
 ]
@@ -571,8 +572,6 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
             raise AdvTransferError(f"{name} must be >= 0 (0 = all / the source epochs); got "
                                    f"{getattr(c, name)}")
     _check_methods(c.methods)
-    if any(m not in c.methods for m in c.primary):
-        raise AdvTransferError(f"primary must list methods of methods; got {c.primary}")
     _check_ground_truth(c)
     return [parse_source(s) for s in c.sources]
 
@@ -652,6 +651,24 @@ def _seed_taus(scores: dict[str, dict[str, dict[str, float]]],
                            for t in truth})
         for m in methods:
             out[m].append(table[m]["mean"])
+    return out
+
+
+def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """How well the ground truth ranks itself: per target, the mean over pairs of fine-tuning
+    seeds of the weighted Kendall tau between the two seeds' accuracies (``nan`` with one
+    seed), and its ``"mean"`` over targets. A method can hardly be expected to agree with the
+    mean truth much better than two runs of the truth agree with each other."""
+    out: dict[str, float] = {}
+    for t, tr in per_seed.items():
+        names = list(tr)
+        k = len(tr[names[0]])
+        taus = [weighted_kendall_tau([tr[n][i] for n in names], [tr[n][j] for n in names])
+                for i in range(k) for j in range(i + 1, k)]
+        taus = [v for v in taus if math.isfinite(v)]
+        out[t] = sum(taus) / len(taus) if taus else math.nan
+    vals = [v for v in out.values() if math.isfinite(v)]
+    out["mean"] = sum(vals) / len(vals) if vals else math.nan
     return out
 
 
@@ -930,6 +947,7 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         seed_taus = _seed_taus(full_scores, per_seed, all_methods) if g == "finetune" else None
         if seed_taus is not None:
             by_truth[g]["per_seed_weighted_tau"] = seed_taus
+            by_truth[g]["seed_agreement"] = seed_agreement(per_seed)
         tables[g] = _tau_table(table, ci, seed_taus, against)
     selection = dict(by_truth[c.ground_truth])
     selection["by_ground_truth"] = by_truth
@@ -960,7 +978,8 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         "mean**; interval: 2.5-97.5 % over "
         f"{c.resamples} draws of 80 % of the candidates; P: share of draws in which the "
         f"method's mean beats the best estimator's ({by_truth[c.ground_truth]['best_estimator']})"
-        ":\n\n" + tables[c.ground_truth] + "\n\n" + by_truth[c.ground_truth]["goal"] + "\n\n"
+        ":\n\n" + tables[c.ground_truth] + "\n\n" + by_truth[c.ground_truth]["goal"]
+        + _agreement_text(by_truth["finetune"].get("seed_agreement")) + "\n\n"
         f"**Weighted Kendall tau against {_g_name(other)}:**\n\n" + tables[other] + "\n\n"
         + by_truth[other]["goal"] + "\n\n**Cost per candidate and target** (wall seconds on "
         f"this machine; one full fine-tune = {fit_seconds:.3f} s):\n\n"
@@ -980,6 +999,14 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
                         *methods],
         },
     }
+
+
+def _agreement_text(agreement: dict[str, float] | None) -> str:
+    if not agreement or not math.isfinite(agreement["mean"]):
+        return ""
+    return (" Agreement of the full fine-tuning truth with itself (weighted tau between two "
+            "fine-tuning seeds): " + ", ".join(f"{t} {v:.3f}" for t, v in agreement.items())
+            + ".")
 
 
 def _g_name(ground_truth: str) -> str:
