@@ -21,6 +21,17 @@ reference on target inputs x:
   ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the candidate, applied to the reference).
   Both directions come from the same attacks, so asking for both costs nothing extra.
 
+  **On the transferred representation** (an extension of the paper, issue 11): the paper's
+  affine g acts on f_S's outputs, but fine-tuning fits its new head on the penultimate features
+  h_S(x) (the input of the last ``nn.Linear`` called, :mod:`advtransfer.models.features`).
+  ``alpha1_features``, ``alpha2_features``, ``combined_features`` (t2s) and their ``*_s2t``
+  twins are the same three quantities with the candidate's output f_S replaced by h_S, e.g.
+  ``alpha1_features`` = mean over x of ||h_S(x + delta_T(x)) - h_S(x)|| /
+  ||h_S(x + delta_{h_S}(x)) - h_S(x)||, with delta_T the attack on the reference's outputs and
+  delta_{h_S} the attack that maximises the deviation of h_S itself. The reference side stays
+  f_T's outputs. For a linear h_S(x) = W x + b and f_T(x) = A x with L2 attacks this is
+  ||W v_A|| / sigma_1(W), v_A the top right singular vector of A (tested).
+
   **Perturbation cache.** All candidates are measured in one
   :func:`advtransfer.metrics.measure_matrix` call with the pairs (reference, i) and
   (i, reference): the reference is attacked *once per sample for the whole pool* and each
@@ -37,6 +48,12 @@ target data, all "higher is better" as published:
   fitted per candidate; <= 0);
 * on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
 * on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
+
+Combinations (:func:`rank_average`, no fitted weight): ``alpha1_logme_rankavg``,
+``alpha1_leep_rankavg``, ``alpha1_features_logme_rankavg`` and ``alpha1_features_leep_rankavg``
+score each candidate by the mean of its normalised ranks (1 = best, 0 = worst) under the two
+named methods, s(c) = (q_alpha(c) + q_est(c)) / 2 (a Borda count, the usual scale-free way to
+merge rankings whose units differ; see :data:`RANK_AVERAGE_METHODS`).
 
 Baselines:
 

@@ -14,11 +14,20 @@ headline metric) of every method per target and its mean.
     digits: other label sets (all ten digits, subsets, parity, >= 5, mod 3, random labels) and
     other input distributions (noisy, rotated, blurred, pixel-permuted digits, synthetic bar
     patterns). Target tasks are digit tasks (default digits {0..4}, {5..9} and even/odd), each
-    with a reference model trained on it. Ground truth: the test accuracy of a linear head
-    fitted on each candidate's penultimate features (the paper's last-layer fine-tuning), or
-    with ``ground_truth="finetune"`` the field's protocol, full fine-tuning of the whole
-    candidate with an lr x epochs grid selected on a validation split
-    (:func:`full_finetune_truth`).
+    with a reference model trained on it. Two ground truths, both always computed and
+    reported: the field's protocol, full fine-tuning of the whole candidate with an lr x epochs
+    grid selected on a validation split and refit with ``finetune_seeds`` seeds
+    (:func:`full_finetune_truth`; the headline, ``ground_truth="finetune"``), and the test
+    accuracy of a linear head fitted on each candidate's penultimate features (the paper's
+    last-layer fine-tuning, ``ground_truth="linear_probe"`` makes it the headline). Each mean
+    weighted tau carries a subsampling interval (:func:`subsample_intervals`), the full
+    fine-tuning truth its agreement with itself across seeds (:func:`seed_agreement`), and
+    every method its cost per candidate relative to one full fine-tune.
+
+``digits-model-selection-shift`` (the second benchmark, same protocol)
+    12 sources trained on rotated / inverted / class-subset digit tasks (MLPs of several widths
+    and depths, ``mlpWxD``; CNNs; LeNet; linear), ranked for low-data targets (mod 3, >= 5,
+    digits 3-8; 30 training samples per class) that no source was trained on.
 
 ``imagenet-zoo`` (needs the data sets and, in practice, a GPU)
     The field's standard protocol (You et al., ICML 2021 "LogME"; Pándy et al., CVPR 2022; ...):
