@@ -341,3 +341,13 @@ def test_digits_shift_quick_end_to_end(tmp_path, one_thread):
                for r in results["records"])
     report = (tmp_path / "shift" / "report.md").read_text()
     assert "Pre-registered alpha1_features" in report and "linear probe" in report
+
+
+def test_logit_ensemble_reference_averages_its_members():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(64, 3), torch.nn.Linear(64, 3)
+    x = torch.rand(5, 64)
+    ens = ms.LogitEnsemble([a, b])
+    torch.testing.assert_close(ens(x), (a(x) + b(x)) / 2)
+    with pytest.raises(AdvTransferError, match="unknown architecture"):
+        ms._validate_digits(ms.DigitsModelSelectionConfig(reference_architecture="cnn16+rnn"))

@@ -103,6 +103,7 @@ __all__ = [
     "DigitsModelSelectionConfig",
     "DigitsShiftConfig",
     "ImageNetZooConfig",
+    "LogitEnsemble",
     "Resized",
     "UpsampledLeNet",
     "full_finetune_truth",
@@ -569,7 +570,8 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
                                f"{c.targets}")
     for t in c.targets:
         _check_task(t, target=True)
-    _check_arch(c.reference_architecture)
+    for arch in c.reference_architecture.split("+"):
+        _check_arch(arch)
     if not 0 < c.test_fraction < 1:
         raise AdvTransferError(f"test_fraction must lie in (0, 1); got {c.test_fraction}")
     for name in ("epochs", "finetune_epochs", "steps", "attack_samples", "finetune_seeds",
@@ -849,6 +851,35 @@ def _adversarial_units(c: DigitsModelSelectionConfig, ctx: RunContext, models: d
     return scores, seconds
 
 
+class LogitEnsemble(nn.Module):
+    """The mean of several classifiers' logits: an ensemble reference model."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def _reference(c: DigitsModelSelectionConfig, ctx: RunContext, tid: dict, train: tuple,
+               n_cls: int) -> tuple[nn.Module, str]:
+    """The reference model trained on the target (stored), or with ``reference_architecture``
+    ``"A+B+..."`` the :class:`LogitEnsemble` of one such model per architecture."""
+    models, keys = [], []
+    for arch in c.reference_architecture.split("+"):
+        unit = {"arch": arch, **tid,
+                **({"epochs": c.reference_epochs} if c.reference_epochs else {})}
+        model, key = trained_classifier(
+            ctx, "reference", unit, lambda arch=arch: build_digits_model(arch, n_cls), train,
+            epochs=c.reference_epochs or c.epochs, lr=c.lr)
+        models.append(model)
+        keys.append(key)
+    if len(models) == 1:
+        return models[0], keys[0]
+    return LogitEnsemble(models).eval(), unit_key("reference-ensemble", {"members": keys})
+
+
 def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> dict[str, Any]:
     pool = _validate_digits(c)
     methods = list(c.methods)
@@ -872,12 +903,7 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
                                          per_class=c.target_train_per_class)
         tid = {"task": task, "split": split_id,
                **({"per_class": c.target_train_per_class} if c.target_train_per_class else {})}
-        ref_unit = {"arch": c.reference_architecture, **tid,
-                    **({"epochs": c.reference_epochs} if c.reference_epochs else {})}
-        reference, ref_key = trained_classifier(
-            ctx, "reference", ref_unit,
-            lambda n=n_cls: build_digits_model(c.reference_architecture, n), train,
-            epochs=c.reference_epochs or c.epochs, lr=c.lr)
+        reference, ref_key = _reference(c, ctx, tid, train, n_cls)
         ref_acc[task] = accuracy(ctx, ref_key, reference, test, f"digits-{tid}-test")
         n_test[task], n_train[task] = len(test[1]), len(train[1])
         per, secs = _adversarial_units(c, ctx, models, keys, pool, ref_key, reference, test,
