@@ -11,6 +11,8 @@ warm-up) and reported as ratios to LogME's cost and to fine-tuning that candidat
 * ``adversarial (pool, cheap)``: the same with ``--cheap-steps`` PGD steps on
   ``--cheap-samples`` inputs (default 2 x 64; on this pool the rankings are about as good as
   with 10 x 256, see the report of the ``digits-model-selection`` recipe);
+* ``adversarial on features (pool)``: the ``*_features`` methods (alpha on the candidates'
+  penultimate features) for the whole pool, divided by the pool size;
 * each estimator: one forward pass over the target training set plus the estimator itself;
 * ``finetune (head)``: the recipe's ground truth, a linear head on the penultimate features
   (30 epochs, the authors' setting); ``finetune (full)``: the whole network, 30 epochs.
@@ -42,6 +44,7 @@ from advtransfer.experiments.recipes.model_selection import (
 )
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.selection import (
+    ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
     FEATURE_METHODS,
     OUTPUT_METHODS,
@@ -51,7 +54,8 @@ from advtransfer.selection import (
 )
 from advtransfer.training import fit
 
-ADV = [m for m in ADVERSARIAL_METHODS if m.endswith(("_t2s", "_s2t"))]
+ADV = [m for m in ADVERSARIAL_METHODS
+       if m.endswith(("_t2s", "_s2t")) and m not in ADVERSARIAL_FEATURE_METHODS]
 ESTIMATORS = ["logme", "leep", "nce", "hscore", "regularized_hscore", "transrate", "gbc"]
 assert set(ESTIMATORS) == set(FEATURE_METHODS) | set(OUTPUT_METHODS)
 
@@ -96,6 +100,9 @@ def run(*, repeats: int, quick: bool, attack_samples: int, steps: int, cheap_sam
                              repeats)
     cheap_time = _median_time(lambda: rank(pool, test, reference, methods=ADV, **cheap),
                               repeats)
+    feature_time = _median_time(lambda: rank(pool, test, reference,
+                                             methods=list(ADVERSARIAL_FEATURE_METHODS), **attack),
+                                repeats)
     for name, model in pool.items():
         c: dict[str, float] = {}
         c["adversarial (pair)"] = _median_time(
@@ -103,6 +110,7 @@ def run(*, repeats: int, quick: bool, attack_samples: int, steps: int, cheap_sam
                                                 **attack), repeats)
         c["adversarial (pool)"] = pool_time / len(pool)
         c["adversarial (pool, cheap)"] = cheap_time / len(pool)
+        c["adversarial on features (pool)"] = feature_time / len(pool)
         c["forward pass"] = _median_time(lambda model=model: candidate_outputs(model, train),
                                          repeats)
         outs = candidate_outputs(model, train)
@@ -130,7 +138,8 @@ def run(*, repeats: int, quick: bool, attack_samples: int, steps: int, cheap_sam
             "of_finetune_full": statistics.median(per[n] / costs[n]["finetune (full)"]
                                                   for n in costs),
         }
-    adv_rows = ("adversarial (pair)", "adversarial (pool)", "adversarial (pool, cheap)")
+    adv_rows = ("adversarial (pair)", "adversarial (pool)", "adversarial (pool, cheap)",
+                "adversarial on features (pool)")
     goal = {k: summary[k]["of_finetune_head"] <= 1 / 20 for k in adv_rows}
     goal_full = {k: summary[k]["of_finetune_full"] <= 1 / 20 for k in adv_rows}
     return {"settings": {"candidates": len(pool), "repeats": repeats, "target": "digits 0-4",

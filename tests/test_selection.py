@@ -25,11 +25,15 @@ from advtransfer.selection import (
     DEFAULT_METHODS,
     FEATURE_METHODS,
     OUTPUT_METHODS,
+    RANK_AVERAGE_METHODS,
     RankingResult,
     evaluate_methods,
     load_candidate,
     markdown_table,
+    needs_reference,
+    normalized_ranks,
     rank,
+    rank_average,
     summarize,
 )
 from advtransfer.training import fit
@@ -347,3 +351,96 @@ def test_rank_is_exported_at_the_top_level():
     from advtransfer.selection import rank
 
     assert advtransfer.rank is rank and "rank" in advtransfer.__all__
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 11: alpha on the penultimate features, rank averages
+# ---------------------------------------------------------------------------------------------
+
+
+def test_normalized_ranks_and_rank_average_by_hand():
+    # ascending: d (undefined, last) < b < a = c (tied: ranks 3 and 4 -> 3.5); q = (R - 1) / 3
+    q = normalized_ranks({"a": 3.0, "b": 1.0, "c": 3.0, "d": math.nan})
+    assert q == pytest.approx({"a": 2.5 / 3, "b": 1 / 3, "c": 2.5 / 3, "d": 0.0}, rel=1e-12)
+    # m1 ranks a < b < c (q = 0, .5, 1); m2 ranks b < c < a (q = .5, 0, 1 -> a 1, b 0, c .5)
+    avg = rank_average({"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 30.0, "b": 10.0, "c": 20.0})
+    assert avg == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.75}, rel=1e-12)
+    assert normalized_ranks({"only": -5.0}) == {"only": 1.0}
+    with pytest.raises(AdvTransferError, match="same candidates"):
+        rank_average({"a": 1.0}, {"b": 1.0})
+    assert needs_reference(["logme", "alpha1_features_leep_rankavg"])
+    assert not needs_reference(["logme", "leep"])
+
+
+def _linear_pair(seed: int) -> tuple[nn.Module, torch.Tensor]:
+    """A candidate whose penultimate features are h(x) = W x + b (no activation)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3)).double()
+    return model, model[0].weight.detach()
+
+
+def _top_right(m: torch.Tensor) -> tuple[torch.Tensor, float]:
+    _, s, vh = torch.linalg.svd(m)
+    return vh[0], float(s[0])
+
+
+def test_feature_alpha_matches_the_closed_form_of_linear_maps():
+    """Reference f_T(x) = A x, candidate features h(x) = W x + b: the l2 deviation attack of
+    size eps on a linear map is eps times its top right singular vector v (either sign), so
+    alpha1_features (t2s) = ||W v_A|| / sigma_1(W), alpha1_features_s2t = ||A v_W|| / sigma_1(A),
+    and the unit deviations are the same for every x, so alpha2 = 1 and combined = alpha1."""
+    cand, w = _linear_pair(1)
+    torch.manual_seed(2)
+    ref = nn.Linear(6, 2, bias=False).double()
+    a = ref.weight.detach()
+    x = torch.rand(12, 6, dtype=torch.float64)
+    y = torch.arange(12) % 2
+    names = ["alpha1_features", "alpha2_features", "combined_features",
+             "alpha1_features_s2t", "alpha2_features_s2t", "combined_features_s2t"]
+    r = rank({"c": cand}, (x, y), ref, methods=names, eps=0.01, bounds=None, steps=200,
+             tol=1e-12, attack_samples=None)
+    v_a, s_a = _top_right(a)
+    v_w, s_w = _top_right(w)
+    t2s, s2t = float((w @ v_a).norm()) / s_w, float((a @ v_w).norm()) / s_a
+    sc = {m: r.scores[m]["c"] for m in names}
+    assert sc["alpha1_features"] == pytest.approx(t2s, rel=1e-3)
+    assert sc["alpha1_features_s2t"] == pytest.approx(s2t, rel=1e-3)
+    for m in ("alpha2_features", "alpha2_features_s2t"):
+        assert sc[m] == pytest.approx(1.0, rel=1e-3)
+    assert sc["combined_features"] == pytest.approx(t2s, rel=1e-3)
+    assert sc["combined_features_s2t"] == pytest.approx(s2t, rel=1e-3)
+    # the logit methods see f_S = V (W x + b) instead: a different number
+    logits = rank({"c": cand}, (x, y), ref, methods=["alpha1"], eps=0.01, bounds=None,
+                  steps=200, tol=1e-12, attack_samples=None).scores["alpha1"]["c"]
+    vw = cand[1].weight.detach() @ w
+    assert logits == pytest.approx(float((vw @ v_a).norm()) / _top_right(vw)[1], rel=1e-3)
+    # no hook is left on the candidate
+    assert all(not m._forward_hooks for m in cand.modules())
+
+
+def test_rank_average_methods_average_the_normalised_ranks_of_their_components(target):
+    train, _, ref = target
+    pool = {**_random_pool(3), "twin": copy.deepcopy(ref)}
+    combos = list(RANK_AVERAGE_METHODS)
+    parts = sorted({c for m in combos for c in RANK_AVERAGE_METHODS[m]})
+    kw = {"steps": 3, "attack_samples": 64, "seed": 0}
+    r = rank(pool, train, ref, methods=combos, **kw)
+    comp = rank(pool, train, ref, methods=parts, **kw).scores
+    assert r.methods == tuple(combos) and set(r.scores) == set(combos)
+
+    def by_hand(scores: dict) -> dict:  # distinct scores: q = (number of smaller scores) / 3
+        return {c: sum(v < scores[c] for v in scores.values()) / 3 for c in scores}
+
+    for m in combos:
+        first, second = (by_hand(comp[c]) for c in RANK_AVERAGE_METHODS[m])
+        expected = {c: (first[c] + second[c]) / 2 for c in pool}
+        assert r.scores[m] == pytest.approx(expected, rel=1e-12), m
+    with pytest.raises(AdvTransferError, match="needs the reference|reference is None"):
+        rank(pool, train, None, methods=["alpha1_logme_rankavg"])
+
+
+def test_feature_alpha_needs_a_linear_layer(target):
+    train, _, ref = target
+    conv = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 5, 8), nn.Flatten())
+    with pytest.raises(AdvTransferError, match="no nn.Linear"):
+        rank({"conv": conv}, train, ref, methods=["alpha1_features"], steps=1)

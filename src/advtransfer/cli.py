@@ -648,7 +648,7 @@ def rank_command(
         for i, (name, item) in enumerate(zip(names, candidate, strict=True)):
             pool[name] = _load_rank_model(item, "--candidate", seed=seed + 1 + i,
                                           quiet=quiet).to(run_on)
-        needs_reference = any(m in selection.ADVERSARIAL_METHODS for m in method_list)
+        needs_reference = selection.needs_reference(method_list)
         ref = (_load_rank_model(reference, "--reference", seed=seed, quiet=quiet).to(run_on)
                if needs_reference else None)
         x, y = load_labelled_data(data, n_samples)

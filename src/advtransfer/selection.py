@@ -21,6 +21,17 @@ reference on target inputs x:
   ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the candidate, applied to the reference).
   Both directions come from the same attacks, so asking for both costs nothing extra.
 
+  **On the transferred representation** (an extension of the paper, issue 11): the paper's
+  affine g acts on f_S's outputs, but fine-tuning fits its new head on the penultimate features
+  h_S(x) (the input of the last ``nn.Linear`` called, :mod:`advtransfer.models.features`).
+  ``alpha1_features``, ``alpha2_features``, ``combined_features`` (t2s) and their ``*_s2t``
+  twins are the same three quantities with the candidate's output f_S replaced by h_S, e.g.
+  ``alpha1_features`` = mean over x of ||h_S(x + delta_T(x)) - h_S(x)|| /
+  ||h_S(x + delta_{h_S}(x)) - h_S(x)||, with delta_T the attack on the reference's outputs and
+  delta_{h_S} the attack that maximises the deviation of h_S itself. The reference side stays
+  f_T's outputs. For a linear h_S(x) = W x + b and f_T(x) = A x with L2 attacks this is
+  ||W v_A|| / sigma_1(W), v_A the top right singular vector of A (tested).
+
   **Perturbation cache.** All candidates are measured in one
   :func:`advtransfer.metrics.measure_matrix` call with the pairs (reference, i) and
   (i, reference): the reference is attacked *once per sample for the whole pool* and each
@@ -37,6 +48,12 @@ target data, all "higher is better" as published:
   fitted per candidate; <= 0);
 * on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
 * on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
+
+Combinations (:func:`rank_average`, no fitted weight): ``alpha1_logme_rankavg``,
+``alpha1_leep_rankavg``, ``alpha1_features_logme_rankavg`` and ``alpha1_features_leep_rankavg``
+score each candidate by the mean of its normalised ranks (1 = best, 0 = worst) under the two
+named methods, s(c) = (q_alpha(c) + q_est(c)) / 2 (a Borda count, the usual scale-free way to
+merge rankings whose units differ; see :data:`RANK_AVERAGE_METHODS`).
 
 Baselines:
 
@@ -90,11 +107,13 @@ from advtransfer.progress import track
 from advtransfer.training import labelled_loader
 
 __all__ = [
+    "ADVERSARIAL_FEATURE_METHODS",
     "ADVERSARIAL_METHODS",
     "DEFAULT_METHODS",
     "FEATURE_METHODS",
     "METHODS",
     "OUTPUT_METHODS",
+    "RANK_AVERAGE_METHODS",
     "CandidateOutputs",
     "RankingResult",
     "candidate_outputs",
@@ -103,7 +122,10 @@ __all__ = [
     "evaluation_to_dict",
     "load_candidate",
     "markdown_table",
+    "needs_reference",
+    "normalized_ranks",
     "rank",
+    "rank_average",
     "summarize",
 ]
 
@@ -120,6 +142,25 @@ ADVERSARIAL_METHODS: dict[str, tuple[str, str]] = {
     "alpha1_s2t": ("alpha1", "s2t"),
     "alpha2_s2t": ("alpha2", "s2t"),
     "combined_s2t": ("combined", "s2t"),
+    "alpha1_features": ("alpha1", "t2s"),
+    "alpha2_features": ("alpha2", "t2s"),
+    "combined_features": ("combined", "t2s"),
+    "alpha1_features_s2t": ("alpha1", "s2t"),
+    "alpha2_features_s2t": ("alpha2", "s2t"),
+    "combined_features_s2t": ("combined", "s2t"),
+}
+#: The adversarial methods measured on the candidate's *penultimate features* h_S(x) (the
+#: representation the fine-tuned head is fitted on) instead of its outputs f_S(x); the
+#: reference side is always the reference's outputs f_T(x).
+ADVERSARIAL_FEATURE_METHODS: tuple[str, ...] = tuple(m for m in ADVERSARIAL_METHODS
+                                                     if "_features" in m)
+#: Rank-average combinations: name -> the methods whose normalised ranks are averaged
+#: (:func:`rank_average`).
+RANK_AVERAGE_METHODS: dict[str, tuple[str, ...]] = {
+    "alpha1_logme_rankavg": ("alpha1", "logme"),
+    "alpha1_leep_rankavg": ("alpha1", "leep"),
+    "alpha1_features_logme_rankavg": ("alpha1_features", "logme"),
+    "alpha1_features_leep_rankavg": ("alpha1_features", "leep"),
 }
 #: Estimators computed on the penultimate features (input of the last ``nn.Linear`` called).
 FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "transrate", "gbc")
@@ -127,7 +168,7 @@ FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "tr
 OUTPUT_METHODS: tuple[str, ...] = ("leep", "nce")
 #: Every method :func:`rank` knows.
 METHODS: tuple[str, ...] = (*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS,
-                            "source_accuracy", "finetune")
+                            *RANK_AVERAGE_METHODS, "source_accuracy", "finetune")
 #: The methods :func:`rank` computes when ``methods`` is not given (``source_accuracy`` is added
 #: when the caller passes ``source_accuracy``).
 DEFAULT_METHODS: tuple[str, ...] = ("alpha1", "alpha2", "combined", "logme", "leep", "nce",
@@ -527,6 +568,75 @@ def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
 
 
 # ---------------------------------------------------------------------------------------------
+# combinations
+# ---------------------------------------------------------------------------------------------
+
+
+def normalized_ranks(scores: Mapping[str, float]) -> dict[str, float]:
+    r"""Each candidate's rank by ``scores``, scaled to [0, 1] (1 = best, 0 = worst).
+
+    q(c) = (R(c) - 1) / (N - 1), with R(c) in 1..N the ascending rank of the score of c among the
+    N candidates (ties share their average rank, :func:`scipy.stats.rankdata`); non-finite
+    scores are undefined and ranked below every finite score (tied with each other), as in
+    :func:`evaluate_methods`. A single candidate gets q = 1."""
+    names = list(scores)
+    if not names:
+        raise AdvTransferError("scores is empty; pass at least one candidate")
+    if len(names) == 1:
+        return {names[0]: 1.0}
+    from scipy.stats import rankdata
+
+    values = np.array([float(scores[c]) if _finite(scores[c]) else -np.inf for c in names])
+    ranks = rankdata(values, method="average")
+    return {c: float((r - 1.0) / (len(names) - 1)) for c, r in zip(names, ranks, strict=True)}
+
+
+def rank_average(*method_scores: Mapping[str, float]) -> dict[str, float]:
+    r"""Rank average (Borda count) of several methods' scores of the same candidates.
+
+    s(c) = (1/M) sum_{m=1}^{M} q_m(c), with q_m the normalised rank of c by method m
+    (:func:`normalized_ranks`: 1 = best, 0 = worst, ties averaged). Rank averaging is the
+    standard scale-free way to combine scores whose units differ (alpha is a ratio in
+    [0, ~1], LogME a log evidence per sample, LEEP a log likelihood); it has no weight, so
+    nothing is fitted on any target. The combinations named in :data:`RANK_AVERAGE_METHODS`
+    (e.g. ``alpha1_features_logme_rankavg``) are this function of their components."""
+    if not method_scores:
+        raise AdvTransferError("rank_average needs at least one method's scores")
+    names = set(method_scores[0])
+    if any(set(s) != names for s in method_scores[1:]):
+        raise AdvTransferError("rank_average: every method must score the same candidates")
+    qs = [normalized_ranks(s) for s in method_scores]
+    return {c: float(np.mean([q[c] for q in qs])) for c in method_scores[0]}
+
+
+def needs_reference(methods: Iterable[str]) -> bool:
+    """Whether any of ``methods`` (directly or through a combination) is adversarial and so
+    needs the reference model."""
+    return any(m in ADVERSARIAL_METHODS or any(c in ADVERSARIAL_METHODS
+                                               for c in RANK_AVERAGE_METHODS.get(m, ()))
+               for m in methods)
+
+
+class _FeatureMap(nn.Module):
+    """``model``'s penultimate features h_S(x) as a differentiable output (the input of its
+    last ``nn.Linear`` called, :class:`advtransfer.models.features.PenultimateCapture`)."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        if not has_linear(model):
+            raise AdvTransferError(f"the *_features adversarial methods need the penultimate "
+                                   f"features of candidate {name!r}, but it has no nn.Linear "
+                                   "layer; leave those methods out for it")
+        self.model = model
+        self.name = name
+        self.capture = PenultimateCapture(model, name=name, detach=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.capture.reset()
+        return self.capture.features(forward(self.model, x, name=self.name))
+
+
+# ---------------------------------------------------------------------------------------------
 # rank
 # ---------------------------------------------------------------------------------------------
 
@@ -653,8 +763,11 @@ def rank(
         True
     """
     methods_t = _check_methods(methods, source_accuracy is not None)
-    adversarial = [m for m in methods_t if m in ADVERSARIAL_METHODS]
-    estimators = [m for m in methods_t if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    # the methods computed: those asked for plus the components of the combinations
+    needed = list(dict.fromkeys(c for m in methods_t for c in (*RANK_AVERAGE_METHODS.get(m, ()),
+                                                                 m)))
+    adversarial = [m for m in needed if m in ADVERSARIAL_METHODS]
+    estimators = [m for m in needed if m in FEATURE_METHODS or m in OUTPUT_METHODS]
     if "source_accuracy" in methods_t and source_accuracy is None:
         raise AdvTransferError("method 'source_accuracy' needs source_accuracy= (each "
                                "candidate's accuracy on its own source task)")
@@ -697,7 +810,7 @@ def rank(
     if ref_model is not None and ref_loaded:
         ref_model = ref_model.to(run_on)
 
-    scores: dict[str, dict[str, float]] = {m: {} for m in methods_t}
+    scores: dict[str, dict[str, float]] = {m: {} for m in needed}
     details: dict[str, dict[str, Any]] = {n: {} for n in names}
     timings: dict[str, float] = {}
     cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
@@ -724,18 +837,9 @@ def rank(
                                        "the attacked target inputs correctly")
             x_att = x_att[keep]
         cfg["n_attacked"] = len(x_att)
-        pool = [ref_model, *models.values()]
-        pairs = [p for i in range(1, len(pool)) for p in ((0, i), (i, 0))]
-        out = measure_matrix(pool, ["reference", *names], x_att, config, pairs=pairs,
-                             convention=convention, batch_size=batch_size, device=run_on,
-                             generator=seed, progress=progress)
-        for i, n in enumerate(names, start=1):
-            direction = {"t2s": out[(0, i)], "s2t": out[(i, 0)]}
-            for m in adversarial:
-                metric, d = ADVERSARIAL_METHODS[m]
-                scores[m][n] = float(getattr(direction[d], metric))
-            for d, r in direction.items():
-                details[n][f"n_alpha1_above_one_{d}"] = r.n_alpha1_above_one
+        _adversarial_scores(ref_model, models, x_att, config, adversarial, scores, details,
+                            convention=convention, batch_size=batch_size, device=run_on,
+                            seed=seed, progress=progress)
         timings["adversarial"] = time.perf_counter() - start
 
     if estimators:
@@ -768,8 +872,49 @@ def rank(
 
     if sa is not None and "source_accuracy" in methods_t:
         scores["source_accuracy"] = dict(sa)
+    for m in methods_t:
+        if m in RANK_AVERAGE_METHODS:
+            scores[m] = rank_average(*(scores[c] for c in RANK_AVERAGE_METHODS[m]))
 
-    return RankingResult(tuple(names), methods_t, scores, details, timings, cfg, ref_accuracy)
+    return RankingResult(tuple(names), methods_t, {m: scores[m] for m in methods_t}, details,
+                         timings, cfg, ref_accuracy)
+
+
+def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
+                        x_att: torch.Tensor, config: AttackConfig, adversarial: Sequence[str],
+                        scores: dict[str, dict[str, float]], details: dict[str, dict[str, Any]],
+                        *, convention: Convention, batch_size: int, device: torch.device,
+                        seed: int, progress: bool) -> None:
+    """Fill ``scores[m][candidate]`` for the adversarial methods ``m`` in one
+    :func:`measure_matrix` call: the reference (index 0) is attacked once per sample for the
+    whole pool; each candidate's outputs (indices 1..N) and, for the ``*_features`` methods,
+    its penultimate features (indices N+1..2N) are attacked once per sample."""
+    names = list(models)
+    n = len(names)
+    on_logits = any(m not in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
+    on_features = any(m in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
+    maps = [_FeatureMap(models[c], c) for c in names] if on_features else []
+    try:
+        pool = [ref_model, *models.values(), *maps]
+        pool_names = ["reference", *names, *(f"{c}:features" for c in names if on_features)]
+        idx = ([i for i in range(1, n + 1)] if on_logits else []) + \
+              ([n + i for i in range(1, n + 1)] if on_features else [])
+        pairs = [p for i in idx for p in ((0, i), (i, 0))]
+        out = measure_matrix(pool, pool_names, x_att, config, pairs=pairs,
+                             convention=convention, batch_size=batch_size, device=device,
+                             generator=seed, progress=progress)
+    finally:
+        for fm in maps:
+            fm.capture.remove()
+    for i, c in enumerate(names, start=1):
+        for m in adversarial:
+            metric, d = ADVERSARIAL_METHODS[m]
+            j = n + i if m in ADVERSARIAL_FEATURE_METHODS else i
+            scores[m][c] = float(getattr(out[(0, j)] if d == "t2s" else out[(j, 0)], metric))
+        for space, j in (("", i), ("_features", n + i)):
+            if j in idx:
+                for d, key in (("t2s", (0, j)), ("s2t", (j, 0))):
+                    details[c][f"n_alpha1_above_one{space}_{d}"] = out[key].n_alpha1_above_one
 
 
 # ---------------------------------------------------------------------------------------------

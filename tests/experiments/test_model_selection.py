@@ -12,6 +12,7 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.experiments import run
 
 METHODS = [*ms.RECIPE_METHODS, "source_accuracy"]
+DIGITS_METHODS = [*ms.DIGITS_METHODS, "source_accuracy"]
 
 
 @pytest.fixture
@@ -23,9 +24,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _check_selection(results: dict, targets: list[str], n_sources: int) -> None:
+def _check_selection(results: dict, targets: list[str], n_sources: int,
+                     methods: list[str] = METHODS) -> None:
     table = results["selection"]["weighted_tau"]
-    assert set(table) == set(METHODS)
+    assert set(table) == set(methods)
     for method, row in table.items():
         assert list(row) == [*targets, "mean"], method
         finite = [v for t, v in row.items() if t != "mean" and v is not None]
@@ -34,25 +36,30 @@ def _check_selection(results: dict, targets: list[str], n_sources: int) -> None:
     assert len(results["records"]) == n_sources * len(targets)
     assert set(results["selection"]["best"]) == set(targets)
     for ev in results["selection"]["evaluations"].values():
-        assert set(ev) == set(METHODS) and "top1" in ev["logme"]
+        assert set(ev) == set(methods) and "top1" in ev["logme"]
 
 
 def test_digits_model_selection_quick_end_to_end_and_resume(tmp_path, one_thread):
     out = tmp_path / "run"
     results = run("digits-model-selection", out, quick=True, progress=False)
     config = ms.quick_digits(ms.DigitsModelSelectionConfig())
-    _check_selection(results, config.targets, len(config.sources))
+    _check_selection(results, config.targets, len(config.sources), DIGITS_METHODS)
     record = results["records"][0]
     assert {"source", "target", "transfer_accuracy", "source_accuracy", "alpha1",
-            "logme"} <= set(record)
+            "logme", "linear_probe_accuracy", "finetune_accuracy"} <= set(record)
+    # both ground truths are evaluated; the headline is full fine-tuning
+    by_truth = results["selection"]["by_ground_truth"]
+    assert set(by_truth) == {"finetune", "linear_probe"}
+    assert results["selection"]["weighted_tau"] == by_truth["finetune"]["weighted_tau"]
+    assert record["transfer_accuracy"] == record["finetune_accuracy"]
     assert 0.0 <= record["transfer_accuracy"] <= 1.0
     ref_acc = results["selection"]["reference_accuracy"]
     assert all(r["reference_accuracy"] == ref_acc[r["target"]] for r in results["records"])
     report = (out / "report.md").read_text()
     assert "Weighted Kendall tau" in report and "| method |" in report
-    assert {r["metric"] for r in results["correlations"]} == set(METHODS)
+    assert {r["metric"] for r in results["correlations"]} == set(DIGITS_METHODS)
     # the linear "model" (pixels as features) transfers far better than the untrained MLP
-    truth = results["selection"]["truth"]["0-4"]
+    truth = by_truth["linear_probe"]["truth"]["0-4"]
     assert truth["linear/digits10"] > truth["mlp32/untrained"]
     again = run("digits-model-selection", out, quick=True, progress=False)
     assert again["units"]["computed"] == 0 and again["units"]["reused"] > 0
@@ -259,3 +266,88 @@ def test_imagenet_zoo_with_full_finetuning_ground_truth(tmp_path, one_thread):
     with pytest.raises(AdvTransferError, match="ground_truth_csv replaces"):
         run("imagenet-zoo", tmp_path / "bad", quick=True, progress=False,
             overrides=['ground_truth="finetune"', f'ground_truth_csv="{tmp_path}/t.csv"'])
+
+
+def test_full_finetune_truth_averages_its_seeds(one_thread):
+    """seeds=2: two refits at the selected (lr, epochs) with distinct seeds, averaged."""
+    import json
+    import types
+
+    from advtransfer.data.digits import digits
+    from advtransfer.knowledge import knowledge_transfer
+
+    split = digits(seed=0).subset([0, 1, 2])
+    train, test = (split.x_train, split.y_train), (split.x_test, split.y_test)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 3))
+
+    def seed_for(*parts):
+        return 11 + 5 * ("replicate" in repr(parts))
+
+    ctx = types.SimpleNamespace(
+        seed_for=seed_for, device=torch.device("cpu"),
+        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+    c = ms.DigitsModelSelectionConfig(full_finetune_lrs=[0.05], full_finetune_epochs=[2])
+    out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c, seeds=2)
+    direct = [knowledge_transfer(model, train, test, features="penultimate", finetune="full",
+                                 epochs=2, lr=0.05, seed=s).test_accuracy for s in (11, 16)]
+    assert out["test_accuracies"] == direct
+    assert out["test_accuracy"] == pytest.approx(sum(direct) / 2, rel=1e-12)
+
+
+def test_subsample_intervals_and_seed_agreement_by_hand():
+    from scipy.stats import weightedtau
+
+    truth = {"t": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}}
+    scores = {"t": {"good": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0},
+                    "bad": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}}}
+    # fraction 1: every draw keeps all 4 candidates, so the interval collapses to the value
+    ci = ms.subsample_intervals(scores, truth, ["good", "bad"], against="bad", resamples=5,
+                                seed=0, fraction=1.0)
+    assert ci["good"] == {"low": pytest.approx(1.0), "high": pytest.approx(1.0), "p_beats": 1.0}
+    assert ci["bad"]["low"] == pytest.approx(-1.0) and ci["bad"]["p_beats"] == 0.0
+    # 3 of 4 candidates per draw: a perfect ranking stays perfect
+    ci = ms.subsample_intervals(scores, truth, ["good"], against="good", resamples=20, seed=1,
+                                fraction=0.75)
+    assert ci["good"]["low"] == pytest.approx(1.0) and ci["good"]["p_beats"] == 0.0
+    per_seed = {"t": {"a": [0.9, 0.7], "b": [0.8, 0.8], "c": [0.7, 0.9]}}
+    agree = ms.seed_agreement(per_seed)
+    expected = weightedtau([0.9, 0.8, 0.7], [0.7, 0.8, 0.9]).statistic
+    assert agree["t"] == pytest.approx(expected) and agree["mean"] == pytest.approx(expected)
+
+
+def test_shift_pool_depths_and_low_data_targets():
+    model = ms.build_digits_model("mlp32x4", 3)
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 5
+    assert ms.build_digits_model("mlp64x1", 2)(torch.rand(2, 64)).shape == (2, 2)
+    with pytest.raises(AdvTransferError, match="unknown architecture"):
+        ms.parse_source("mlp32x/digits10")
+    (x, y), (xt, yt), n = ms.target_data("mod3", test_fraction=0.3, seed=0, per_class=7)
+    assert n == 3 and torch.bincount(y).tolist() == [7, 7, 7] and len(yt) > 300
+    full = ms.target_data("mod3", test_fraction=0.3, seed=0)
+    assert torch.equal(full[1][1], yt)
+    # no target of the shift benchmark is a task any of its sources was trained on
+    tasks = {ms.parse_source(s).task for s in ms.SHIFT_SOURCES}
+    assert not tasks & set(ms.SHIFT_TARGETS)
+
+
+def test_digits_shift_quick_end_to_end(tmp_path, one_thread):
+    results = run("digits-model-selection-shift", tmp_path / "shift", quick=True,
+                  progress=False)
+    config = ms.quick_shift(ms.DigitsShiftConfig())
+    _check_selection(results, config.targets, len(config.sources), DIGITS_METHODS)
+    assert all(r["source_accuracy"] > 0.5 or r["source"].startswith("linear")
+               for r in results["records"])
+    report = (tmp_path / "shift" / "report.md").read_text()
+    assert "Pre-registered alpha1_features" in report and "linear probe" in report
+
+
+def test_logit_ensemble_reference_averages_its_members():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(64, 3), torch.nn.Linear(64, 3)
+    x = torch.rand(5, 64)
+    ens = ms.LogitEnsemble([a, b])
+    torch.testing.assert_close(ens(x), (a(x) + b(x)) / 2)
+    with pytest.raises(AdvTransferError, match="unknown architecture"):
+        ms._validate_digits(ms.DigitsModelSelectionConfig(reference_architecture="cnn16+rnn"))

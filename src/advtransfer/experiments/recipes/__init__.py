@@ -14,6 +14,7 @@ MODULES: dict[str, str] = {
     "celeba-attributes": "celeba",
     "taskonomy": "taskonomy",
     "digits-model-selection": "model_selection",
+    "digits-model-selection-shift": "model_selection",
     "imagenet-zoo": "model_selection",
 }
 

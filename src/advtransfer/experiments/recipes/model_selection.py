@@ -14,11 +14,20 @@ headline metric) of every method per target and its mean.
     digits: other label sets (all ten digits, subsets, parity, >= 5, mod 3, random labels) and
     other input distributions (noisy, rotated, blurred, pixel-permuted digits, synthetic bar
     patterns). Target tasks are digit tasks (default digits {0..4}, {5..9} and even/odd), each
-    with a reference model trained on it. Ground truth: the test accuracy of a linear head
-    fitted on each candidate's penultimate features (the paper's last-layer fine-tuning), or
-    with ``ground_truth="finetune"`` the field's protocol, full fine-tuning of the whole
-    candidate with an lr x epochs grid selected on a validation split
-    (:func:`full_finetune_truth`).
+    with a reference model trained on it. Two ground truths, both always computed and
+    reported: the field's protocol, full fine-tuning of the whole candidate with an lr x epochs
+    grid selected on a validation split and refit with ``finetune_seeds`` seeds
+    (:func:`full_finetune_truth`; the headline, ``ground_truth="finetune"``), and the test
+    accuracy of a linear head fitted on each candidate's penultimate features (the paper's
+    last-layer fine-tuning, ``ground_truth="linear_probe"`` makes it the headline). Each mean
+    weighted tau carries a subsampling interval (:func:`subsample_intervals`), the full
+    fine-tuning truth its agreement with itself across seeds (:func:`seed_agreement`), and
+    every method its cost per candidate relative to one full fine-tune.
+
+``digits-model-selection-shift`` (the second benchmark, same protocol)
+    12 sources trained on rotated / inverted / class-subset digit tasks (MLPs of several widths
+    and depths, ``mlpWxD``; CNNs; LeNet; linear), ranked for low-data targets (mod 3, >= 5,
+    digits 3-8; 30 training samples per class) that no source was trained on.
 
 ``imagenet-zoo`` (needs the data sets and, in practice, a GPU)
     The field's standard protocol (You et al., ICML 2021 "LogME"; Pándy et al., CVPR 2022; ...):
@@ -58,22 +67,26 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
+from advtransfer.estimators import weighted_kendall_tau
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import accuracy, trained_classifier
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import Convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
 from advtransfer.selection import (
+    ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
     FEATURE_METHODS,
     METHODS,
     OUTPUT_METHODS,
+    RANK_AVERAGE_METHODS,
     candidate_outputs,
     estimator_scores,
     evaluate_methods,
     evaluation_to_dict,
     markdown_table,
     rank,
+    rank_average,
     summarize,
 )
 from advtransfer.store import unit_key
@@ -81,16 +94,23 @@ from advtransfer.store import unit_key
 __all__ = [
     "DEFAULT_DIGITS_SOURCES",
     "DEFAULT_DIGITS_TARGETS",
+    "DIGITS_METHODS",
+    "SHIFT_SOURCES",
+    "SHIFT_TARGETS",
     "GROUND_TRUTHS",
     "ZOO_DATASETS",
     "ZOO_MODELS",
     "DigitsModelSelectionConfig",
+    "DigitsShiftConfig",
     "ImageNetZooConfig",
+    "LogitEnsemble",
     "Resized",
     "UpsampledLeNet",
     "full_finetune_truth",
     "imagenet_top1",
+    "seed_agreement",
     "selection_summary",
+    "subsample_intervals",
 ]
 
 #: Every method scored by the recipes (the data-free source-accuracy baseline is added on top).
@@ -210,7 +230,8 @@ def _holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
 
 
 def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module, train: Any,
-                        test: Any, c: Any, *, batch_size: int = 128) -> dict[str, Any]:
+                        test: Any, c: Any, *, batch_size: int = 128,
+                        seeds: int = 1) -> dict[str, Any]:
     """The field's full fine-tuning ground truth for one (source, target) pair.
 
     A copy of the whole source with a new linear head on its penultimate features is trained
@@ -218,9 +239,12 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
     0.9, cosine schedule, weight decay ``c.full_finetune_weight_decay``) for every learning rate
     x epochs pair of ``c.full_finetune_lrs`` x ``c.full_finetune_epochs`` on
     ``1 - c.val_fraction`` of the target training set and evaluated on the rest; the best pair
-    is trained again on the whole training set and evaluated on the test set. Every fit is a
-    unit of the store. Returns the final :class:`KnowledgeTransferResult` dictionary plus
-    ``best_lr``, ``best_epochs``, ``best_val_accuracy`` and ``seconds`` (all fits)."""
+    is trained again on the whole training set, ``seeds`` times with different seeds (head
+    initialisation and batch order), and evaluated on the test set. Every fit is a unit of the
+    store. Returns the final :class:`KnowledgeTransferResult` dictionary with ``test_accuracy``
+    and ``test_loss`` the means over the ``seeds`` refits (``test_accuracies`` lists each),
+    plus ``best_lr``, ``best_epochs``, ``best_val_accuracy``, ``seconds`` (all fits) and
+    ``fit_seconds`` (the mean time of one refit: the cost of one full fine-tune)."""
     seconds = 0.0
     val_acc: dict[tuple[float, int], float] = {}
     split_seed = ctx.seed_for("full-finetune-split", base)
@@ -244,20 +268,28 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
             seconds += r["seconds"]
             val_acc[(lr, int(epochs))] = float(r["test_accuracy"])
     best_lr, best_epochs = max(val_acc, key=val_acc.__getitem__)
-    unit = {**base, "ground_truth": "finetune", "lr": best_lr, "epochs": best_epochs,
-            "weight_decay": c.full_finetune_weight_decay}
+    fits = []
+    for replicate in range(seeds):
+        unit = {**base, "ground_truth": "finetune", "lr": best_lr, "epochs": best_epochs,
+                "weight_decay": c.full_finetune_weight_decay,
+                **({"replicate": replicate} if replicate else {})}
 
-    def final() -> dict[str, Any]:
-        start = time.perf_counter()
-        kt = knowledge_transfer(model, train, test, task="classification",
-                                features="penultimate", finetune="full", epochs=best_epochs,
-                                lr=best_lr, weight_decay=c.full_finetune_weight_decay,
-                                batch_size=batch_size, device=ctx.device,
-                                seed=ctx.seed_for("full-finetune", unit))
-        return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+        def final(unit: dict = unit) -> dict[str, Any]:
+            start = time.perf_counter()
+            kt = knowledge_transfer(model, train, test, task="classification",
+                                    features="penultimate", finetune="full", epochs=best_epochs,
+                                    lr=best_lr, weight_decay=c.full_finetune_weight_decay,
+                                    batch_size=batch_size, device=ctx.device,
+                                    seed=ctx.seed_for("full-finetune", unit))
+            return {**kt.to_dict(), "seconds": time.perf_counter() - start}
 
-    r = ctx.store.record("full-finetune", unit, final)
-    return {**r, "seconds": seconds + r["seconds"], "best_lr": best_lr,
+        fits.append(ctx.store.record("full-finetune", unit, final))
+    accs = [float(r["test_accuracy"]) for r in fits]
+    fit_seconds = [float(r["seconds"]) for r in fits]
+    return {**fits[0], "test_accuracy": sum(accs) / seeds,
+            "test_loss": sum(float(r["test_loss"]) for r in fits) / seeds,
+            "test_accuracies": accs, "seconds": seconds + sum(fit_seconds),
+            "fit_seconds": sum(fit_seconds) / seeds, "best_lr": best_lr,
             "best_epochs": best_epochs, "best_val_accuracy": val_acc[(best_lr, best_epochs)]}
 
 
@@ -314,10 +346,12 @@ class DigitsSource:
 
 
 def _check_arch(arch: str) -> None:
-    if arch in ("linear", "lenet") or re.fullmatch(r"(mlp|cnn)[1-9]\d*", arch):
+    if arch in ("linear", "lenet") or re.fullmatch(r"(mlp[1-9]\d*(x[1-9]\d*)?|cnn[1-9]\d*)",
+                                                   arch):
         return
-    raise AdvTransferError(f"unknown architecture {arch!r}: use mlpW (digits MLP of hidden "
-                           "width W), cnnW (digits CNN of width W), linear or lenet")
+    raise AdvTransferError(f"unknown architecture {arch!r}: use mlpW (digits MLP, two hidden "
+                           "layers of width W), mlpWxD (D hidden layers of width W), cnnW "
+                           "(digits CNN of width W), linear or lenet")
 
 
 def _check_task(task: str, *, target: bool = False) -> None:
@@ -356,13 +390,17 @@ def parse_source(spec: str) -> DigitsSource:
 
 
 def build_digits_model(arch: str, num_classes: int) -> nn.Module:
-    """The pool's architectures: mlpW, cnnW, linear (logistic regression on the 64 pixels, whose
-    penultimate features are the pixels themselves) and lenet (:class:`UpsampledLeNet`)."""
+    """The pool's architectures: mlpW (two hidden ReLU layers of width W), mlpWxD (D hidden
+    layers), cnnW, linear (logistic regression on the 64 pixels, whose penultimate features are
+    the pixels themselves) and lenet (:class:`UpsampledLeNet`)."""
     _check_arch(arch)
     if arch == "linear":
         return fc_net(64, num_classes, hidden=())
     if arch == "lenet":
         return UpsampledLeNet(num_classes)
+    if "x" in arch:
+        width, depth = (int(v) for v in arch[3:].split("x"))
+        return fc_net(64, num_classes, hidden=(width,) * depth)
     width = int(arch[3:])
     return digits_mlp(num_classes, hidden=width) if arch.startswith("mlp") else \
         digits_cnn(num_classes, width=width)
@@ -445,10 +483,12 @@ def source_data(src: DigitsSource, *, test_fraction: float, seed: int,
     return out[0], out[1], n_cls
 
 
-def target_data(task: str, *, test_fraction: float, seed: int,
+def target_data(task: str, *, test_fraction: float, seed: int, per_class: int = 0,
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
                            int]:
-    """(train, test, number of classes) of a target task on clean digits."""
+    """(train, test, number of classes) of a target task on clean digits; ``per_class`` > 0
+    keeps a seeded random ``per_class`` training samples of each target class (a low-data
+    target), the test set is always whole."""
     _check_task(task, target=True)
     split = digits(test_fraction=test_fraction, seed=seed)
     out = []
@@ -456,7 +496,25 @@ def target_data(task: str, *, test_fraction: float, seed: int,
     for x, y in ((split.x_train, split.y_train), (split.x_test, split.y_test)):
         keep, labels, n_cls = _task_labels(task, y, seed)
         out.append((x[keep], labels))
+    if per_class:
+        x, y = out[0]
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 7))
+        idx = torch.cat([perm[y[perm] == k][:per_class] for k in range(n_cls)]).sort().values
+        out[0] = (x[idx], y[idx])
     return out[0], out[1], n_cls
+
+
+#: The methods the digits recipes score by default: every method of :data:`RECIPE_METHODS`,
+#: alpha on the penultimate features in both directions and the rank-average combinations.
+DIGITS_METHODS: list[str] = [*RECIPE_METHODS, "alpha1_features", "alpha2_features",
+                             "combined_features", "alpha1_features_s2t", "alpha2_features_s2t",
+                             "combined_features_s2t", *RANK_AVERAGE_METHODS]
+
+
+#: The scores pre-registered (before any full run) as the candidates for the goal "beat every
+#: estimator against full fine-tuning": pure adversarial on the transferred representation, and
+#: its rank average with LogME.
+PRIMARY_METHODS: list[str] = ["alpha1_features", "alpha1_features_logme_rankavg"]
 
 
 @dataclass
@@ -464,18 +522,22 @@ class DigitsModelSelectionConfig:
     seed: int = 0
     sources: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_SOURCES))
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_TARGETS))
+    target_train_per_class: int = 0
     reference_architecture: str = "cnn16"
+    reference_epochs: int = 0
     test_fraction: float = 0.3
     epochs: int = 30
     lr: float = 0.01
     finetune_epochs: int = 30
     finetune_lr: float = 0.1
-    ground_truth: str = "linear_probe"
-    full_finetune_lrs: list[float] = field(default_factory=lambda: [0.01, 0.001])
-    full_finetune_epochs: list[int] = field(default_factory=lambda: [10, 30])
+    ground_truth: str = "finetune"
+    full_finetune_lrs: list[float] = field(default_factory=lambda: [0.1, 0.01])
+    full_finetune_epochs: list[int] = field(default_factory=lambda: [5, 15])
     full_finetune_weight_decay: float = 0.0
+    full_finetune_batch_size: int = 32
+    finetune_seeds: int = 2
     val_fraction: float = 0.2
-    methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DIGITS_METHODS))
     eps: float = 1.0
     norm: str = "l2"
     objective: str = "deviation"
@@ -484,14 +546,18 @@ class DigitsModelSelectionConfig:
     convention: Convention = "icml"
     attack_samples: int = 256
     correct_only: bool = False
+    resamples: int = 500
+    primary: list[str] = field(default_factory=lambda: list(PRIMARY_METHODS))
 
 
 def quick_digits(config: DigitsModelSelectionConfig) -> DigitsModelSelectionConfig:
-    """Five sources, three targets, 3 epochs, 2 attack steps on 64 inputs."""
+    """Five sources, three targets, 3 epochs, 2 attack steps on 64 inputs, one fine-tuning
+    seed and a 1 x 1 grid."""
     return replace(config, sources=["mlp32/digits10", "linear/digits10", "cnn8/ge5",
                                     "mlp32/digits10/permuted", "mlp32/untrained"],
                    reference_architecture="mlp32", epochs=3, finetune_epochs=3, steps=2,
-                   attack_samples=64)
+                   attack_samples=64, full_finetune_lrs=[0.1], full_finetune_epochs=[2],
+                   finetune_seeds=1, resamples=50)
 
 
 def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
@@ -504,12 +570,18 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
                                f"{c.targets}")
     for t in c.targets:
         _check_task(t, target=True)
-    _check_arch(c.reference_architecture)
+    for arch in c.reference_architecture.split("+"):
+        _check_arch(arch)
     if not 0 < c.test_fraction < 1:
         raise AdvTransferError(f"test_fraction must lie in (0, 1); got {c.test_fraction}")
-    for name in ("epochs", "finetune_epochs", "steps", "attack_samples"):
+    for name in ("epochs", "finetune_epochs", "steps", "attack_samples", "finetune_seeds",
+                 "full_finetune_batch_size", "resamples"):
         if getattr(c, name) < 1:
             raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
+    for name in ("target_train_per_class", "reference_epochs"):
+        if getattr(c, name) < 0:
+            raise AdvTransferError(f"{name} must be >= 0 (0 = all / the source epochs); got "
+                                   f"{getattr(c, name)}")
     _check_methods(c.methods)
     _check_ground_truth(c)
     return [parse_source(s) for s in c.sources]
@@ -521,20 +593,186 @@ def _attack(c: Any) -> dict[str, Any]:
             "correct_only": c.correct_only}
 
 
-@register("digits-model-selection", DigitsModelSelectionConfig,
-          "Model selection on the bundled digits: a pool of 15 small source models (MLPs, CNNs, "
-          "linear, LeNet; other label sets, noisy/rotated/blurred/permuted/synthetic inputs) "
-          "ranked for 3 digit targets by alpha1/alpha2/combined vs LogME, LEEP, NCE, H-score, "
-          "TransRate, GBC and source accuracy; weighted Kendall tau against fine-tuning "
-          "(no download, minutes on CPU).", quick_digits)
-def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]:
-    pool = _validate_digits(c)
-    methods = list(c.methods)
-    adv = [m for m in methods if m in ADVERSARIAL_METHODS]
-    est = [m for m in methods if m in FEATURE_METHODS or m in OUTPUT_METHODS]
-    split_id = {"test_fraction": c.test_fraction, "seed": c.seed}
+def _components(methods: Sequence[str]) -> list[str]:
+    """``methods`` plus the components of its rank-average combinations, components first."""
+    return list(dict.fromkeys(m2 for m in methods for m2 in (*RANK_AVERAGE_METHODS.get(m, ()),
+                                                              m)))
 
-    # sources
+
+def _floored(values: Sequence[float]) -> list[float]:
+    """Non-finite scores replaced by a value below every finite one (ranked last), the rule of
+    :func:`advtransfer.selection.evaluate_methods`."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return [0.0] * len(values)
+    floor = min(finite) - 1.0 - (max(finite) - min(finite))
+    return [v if math.isfinite(v) else floor for v in values]
+
+
+def subsample_intervals(scores: dict[str, dict[str, dict[str, float]]],
+                        truth: dict[str, dict[str, float]], methods: Sequence[str], *,
+                        against: str, resamples: int, seed: int,
+                        fraction: float = 0.8) -> dict[str, dict[str, float]]:
+    """Percentile intervals of the mean (over targets) weighted Kendall tau by subsampling
+    candidates.
+
+    Each of ``resamples`` draws keeps a seeded random ``fraction`` of the candidates of every
+    target (without replacement, so no artificial ties), and recomputes every method's weighted
+    tau and its mean over targets. Returns ``{method: {"low": 2.5 %, "high": 97.5 %,
+    "p_beats": share of draws where the method's mean tau exceeds that of ``against``}}``
+    (paired: the same candidates for every method)."""
+    rng = torch.Generator().manual_seed(seed)
+    targets = list(truth)
+    draws: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(resamples):
+        per: dict[str, list[float]] = {m: [] for m in methods}
+        for t in targets:
+            names = list(truth[t])
+            k = max(3, round(fraction * len(names)))
+            keep = [names[i] for i in torch.randperm(len(names), generator=rng)[:k].tolist()]
+            tr = [truth[t][n] for n in keep]
+            for m in methods:
+                sc = _floored([_num(scores[t][m][n]) for n in keep])
+                per[m].append(weighted_kendall_tau(sc, tr))
+        for m in methods:
+            vals = [v for v in per[m] if math.isfinite(v)]
+            draws[m].append(sum(vals) / len(vals) if vals else math.nan)
+    out: dict[str, dict[str, float]] = {}
+    base = torch.tensor(draws[against], dtype=torch.float64)
+    for m in methods:
+        d = torch.tensor(draws[m], dtype=torch.float64)
+        ok = torch.isfinite(d)
+        q = torch.quantile(d[ok], torch.tensor([0.025, 0.975], dtype=torch.float64)) \
+            if bool(ok.any()) else torch.tensor([math.nan, math.nan])
+        out[m] = {"low": float(q[0]), "high": float(q[1]),
+                  "p_beats": float((d > base).double().mean())}
+    return out
+
+
+def _seed_taus(scores: dict[str, dict[str, dict[str, float]]],
+               per_seed: dict[str, dict[str, list[float]]],
+               methods: Sequence[str]) -> dict[str, list[float]]:
+    """Mean (over targets) weighted tau of every method against each fine-tuning seed's truth
+    alone."""
+    seeds = len(next(iter(next(iter(per_seed.values())).values())))
+    out: dict[str, list[float]] = {m: [] for m in methods}
+    for s in range(seeds):
+        truth = {t: {n: v[s] for n, v in tr.items()} for t, tr in per_seed.items()}
+        table = summarize({t: evaluate_methods({m: scores[t][m] for m in methods}, truth[t])
+                           for t in truth})
+        for m in methods:
+            out[m].append(table[m]["mean"])
+    return out
+
+
+def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """How well the ground truth ranks itself: per target, the mean over pairs of fine-tuning
+    seeds of the weighted Kendall tau between the two seeds' accuracies (``nan`` with one
+    seed), and its ``"mean"`` over targets. A method can hardly be expected to agree with the
+    mean truth much better than two runs of the truth agree with each other."""
+    out: dict[str, float] = {}
+    for t, tr in per_seed.items():
+        names = list(tr)
+        k = len(tr[names[0]])
+        taus = [weighted_kendall_tau([tr[n][i] for n in names], [tr[n][j] for n in names])
+                for i in range(k) for j in range(i + 1, k)]
+        taus = [v for v in taus if math.isfinite(v)]
+        out[t] = sum(taus) / len(taus) if taus else math.nan
+    vals = [v for v in out.values() if math.isfinite(v)]
+    out["mean"] = sum(vals) / len(vals) if vals else math.nan
+    return out
+
+
+def _tau_table(table: dict[str, dict[str, float]], ci: dict[str, dict[str, float]] | None,
+               seed_taus: dict[str, list[float]] | None, against: str) -> str:
+    """Markdown: per-target weighted tau, mean, its subsampling interval, the range over
+    fine-tuning seeds, and P(mean tau > the best feature estimator's)."""
+    targets = [t for t in next(iter(table.values())) if t != "mean"]
+    head = ["method", *targets, "mean"]
+    if ci is not None:
+        head += ["95% interval", f"P(> {against})"]
+    if seed_taus is not None:
+        head += ["per fine-tuning seed"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+
+    def f(v: float) -> str:
+        return f"{v:.3f}" if math.isfinite(v) else "—"
+
+    rows = sorted(table.items(), key=lambda kv: -kv[1]["mean"] if math.isfinite(
+        kv[1]["mean"]) else math.inf)
+    for m, row in rows:
+        cells = [m, *(f(row[t]) for t in targets), f"**{f(row['mean'])}**"]
+        if ci is not None:
+            iv = ci.get(m)
+            cells += ([f"[{f(iv['low'])}, {f(iv['high'])}]",
+                       "—" if m == against else f"{iv['p_beats']:.2f}"] if iv else ["", ""])
+        if seed_taus is not None:
+            cells.append(" / ".join(f(v) for v in seed_taus.get(m, [])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cost_table(costs: dict[str, float], fit_seconds: float) -> str:
+    """Markdown: seconds per candidate and target of each method, and relative to one full
+    fine-tune."""
+    lines = ["| method | s per candidate | x one full fine-tune |", "|---|---:|---:|"]
+    for m, v in sorted(costs.items(), key=lambda kv: kv[1]):
+        lines.append(f"| {m} | {v:.4f} | {v / fit_seconds:.3f} |")
+    return "\n".join(lines)
+
+
+def _method_costs(methods: Sequence[str], adv_seconds: dict[str, float],
+                  est_seconds: dict[str, float], n_pairs: int) -> dict[str, float]:
+    """Seconds per (candidate, target) of each method: the adversarial units shared by every
+    method of one space (logits / features, the reference attack amortised over the pool),
+    the forward pass plus the estimator for the estimators, the sum of the components for a
+    rank average."""
+    out: dict[str, float] = {}
+    for m in _components(methods):
+        if m in ADVERSARIAL_METHODS:
+            space = "features" if m in ADVERSARIAL_FEATURE_METHODS else "logits"
+            out[m] = adv_seconds[space] / n_pairs
+        elif m in RANK_AVERAGE_METHODS:
+            out[m] = sum(out[c] for c in RANK_AVERAGE_METHODS[m])
+        elif m in est_seconds:
+            out[m] = (est_seconds["forward"] + est_seconds[m]) / n_pairs
+    return {m: out[m] for m in methods if m in out}
+
+
+def _best_estimator(table: dict[str, dict[str, float]]) -> str:
+    """The feature/output estimator with the highest mean weighted tau."""
+    est = [m for m in table if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    return max(est, key=lambda m: table[m]["mean"] if math.isfinite(table[m]["mean"])
+               else -math.inf)
+
+
+def _goal_sentence(table: dict[str, dict[str, float]], against: str,
+                   primary: Sequence[str]) -> str:
+    """Plain sentences: does each pre-registered ``primary`` score, and (post hoc) the best of
+    all adversarial / combined scores, beat the best feature/output estimator in mean weighted
+    tau?"""
+    def mean(m: str) -> float:
+        v = table[m]["mean"]
+        return v if math.isfinite(v) else -math.inf
+
+    adv = [m for m in table if m in ADVERSARIAL_METHODS or m in RANK_AVERAGE_METHODS]
+    if not adv or against not in table:
+        return ""
+    e = mean(against)
+    parts = [f"Pre-registered {m}: {mean(m):.3f}, "
+             f"{'beats' if mean(m) > e else 'does not beat'} the best estimator {against} "
+             f"({e:.3f})" for m in primary if m in table]
+    best = max(adv, key=mean)
+    parts.append(f"best of all {len(adv)} adversarial / combined scores (post hoc, so "
+                 f"optimistic): {best} ({mean(best):.3f}, "
+                 f"{'beats' if mean(best) > e else 'does not beat'} it)")
+    return "; ".join(parts) + "."
+
+
+def _train_sources(c: DigitsModelSelectionConfig, ctx: RunContext, pool: list[DigitsSource],
+                   ) -> tuple[dict[str, nn.Module], dict[str, str], dict[str, float]]:
+    """Train (or reload) every source; returns models, store keys and source test accuracies."""
+    split_id = {"test_fraction": c.test_fraction, "seed": c.seed}
     models: dict[str, nn.Module] = {}
     keys: dict[str, str] = {}
     src_acc: dict[str, float] = {}
@@ -562,46 +800,118 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
         models[src.name], keys[src.name] = model, key
         src_acc[src.name] = accuracy(ctx, key, model, test,
                                      f"digits-{src.task}-{src.data}-{split_id}-test")
+    return models, keys, src_acc
 
-    # targets
+
+def _linear_probe(c: DigitsModelSelectionConfig, ctx: RunContext, key: str, tid: dict,
+                  model: nn.Module, train: tuple, test: tuple) -> dict[str, Any]:
+    """The linear-probe ground truth: a linear head on the penultimate features."""
+    unit = {"source": key, "target": tid, "features": "penultimate", "finetune": "head",
+            "epochs": c.finetune_epochs, "lr": c.finetune_lr}
+
+    def finetune() -> dict[str, Any]:
+        start = time.perf_counter()
+        kt = knowledge_transfer(model, train, test, task="classification",
+                                features="penultimate", finetune="head",
+                                epochs=c.finetune_epochs, lr=c.finetune_lr, device=ctx.device,
+                                seed=ctx.seed_for("selection-finetune", unit))
+        return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+
+    return ctx.store.record("selection-finetune", unit, finetune)
+
+
+def _adversarial_units(c: DigitsModelSelectionConfig, ctx: RunContext, models: dict,
+                       keys: dict, pool: list[DigitsSource], ref_key: str, reference: nn.Module,
+                       test: tuple, needed: list[str]) -> tuple[dict, dict[str, float]]:
+    """Adversarial scores (one store unit for the logit methods, one for the feature methods)
+    and the seconds of each unit."""
+    scores: dict[str, dict[str, float]] = {}
+    seconds = {"logits": 0.0, "features": 0.0}
+    for space in ("logits", "features"):
+        adv = [m for m in needed if m in ADVERSARIAL_METHODS
+               and (m in ADVERSARIAL_FEATURE_METHODS) == (space == "features")]
+        if not adv:
+            continue
+        unit = {"reference": ref_key, "sources": [keys[s.name] for s in pool],
+                "names": [s.name for s in pool], "methods": adv, **_attack(c)}
+
+        def measure(unit: dict = unit, adv: list = adv) -> dict[str, Any]:
+            start = time.perf_counter()
+            r = rank(models, test, reference, methods=adv, eps=c.eps,
+                     norm=c.norm, objective=c.objective, solver=c.solver,
+                     steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
+                     correct_only=c.correct_only, device=ctx.device,
+                     seed=ctx.seed_for("selection-adversarial", unit), progress=ctx.progress)
+            return {"scores": r.scores, "details": r.details,
+                    "seconds": time.perf_counter() - start}
+
+        res = ctx.store.record("selection-adversarial", unit, measure)
+        seconds[space] = res["seconds"]
+        scores.update({m: {n: _num(v) for n, v in res["scores"][m].items()} for m in adv})
+    return scores, seconds
+
+
+class LogitEnsemble(nn.Module):
+    """The mean of several classifiers' logits: an ensemble reference model."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def _reference(c: DigitsModelSelectionConfig, ctx: RunContext, tid: dict, train: tuple,
+               n_cls: int) -> tuple[nn.Module, str]:
+    """The reference model trained on the target (stored), or with ``reference_architecture``
+    ``"A+B+..."`` the :class:`LogitEnsemble` of one such model per architecture."""
+    models, keys = [], []
+    for arch in c.reference_architecture.split("+"):
+        unit = {"arch": arch, **tid,
+                **({"epochs": c.reference_epochs} if c.reference_epochs else {})}
+        model, key = trained_classifier(
+            ctx, "reference", unit, lambda arch=arch: build_digits_model(arch, n_cls), train,
+            epochs=c.reference_epochs or c.epochs, lr=c.lr)
+        models.append(model)
+        keys.append(key)
+    if len(models) == 1:
+        return models[0], keys[0]
+    return LogitEnsemble(models).eval(), unit_key("reference-ensemble", {"members": keys})
+
+
+def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> dict[str, Any]:
+    pool = _validate_digits(c)
+    methods = list(c.methods)
+    needed = _components(methods)
+    est = [m for m in needed if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    split_id = {"test_fraction": c.test_fraction, "seed": c.seed}
+    models, keys, src_acc = _train_sources(c, ctx, pool)
+
     records: list[dict[str, Any]] = []
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    truth: dict[str, dict[str, float]] = {}
+    truths: dict[str, dict[str, dict[str, float]]] = {"finetune": {}, "linear_probe": {}}
+    per_seed: dict[str, dict[str, list[float]]] = {}
     ref_acc: dict[str, float] = {}
     n_test: dict[str, int] = {}
-    costs = {"adversarial_s": 0.0, "estimators_s": 0.0, "finetune_s": 0.0}
+    n_train: dict[str, int] = {}
+    adv_s = {"logits": 0.0, "features": 0.0}
+    est_s: dict[str, float] = {"forward": 0.0, **{m: 0.0 for m in est}}
+    ft_s = {"finetune_protocol": 0.0, "finetune_fit": 0.0, "linear_probe": 0.0}
     for task in c.targets:
-        train, test, n_cls = target_data(task, test_fraction=c.test_fraction, seed=c.seed)
-        tid = {"task": task, "split": split_id}
-        reference, ref_key = trained_classifier(
-            ctx, "reference", {"arch": c.reference_architecture, **tid},
-            lambda n=n_cls: build_digits_model(c.reference_architecture, n), train,
-            epochs=c.epochs, lr=c.lr)
+        train, test, n_cls = target_data(task, test_fraction=c.test_fraction, seed=c.seed,
+                                         per_class=c.target_train_per_class)
+        tid = {"task": task, "split": split_id,
+               **({"per_class": c.target_train_per_class} if c.target_train_per_class else {})}
+        reference, ref_key = _reference(c, ctx, tid, train, n_cls)
         ref_acc[task] = accuracy(ctx, ref_key, reference, test, f"digits-{tid}-test")
-        n_test[task] = len(test[1])
-        per: dict[str, dict[str, float]] = {m: {} for m in methods}
+        n_test[task], n_train[task] = len(test[1]), len(train[1])
+        per, secs = _adversarial_units(c, ctx, models, keys, pool, ref_key, reference, test,
+                                       needed)
+        for k, v in secs.items():
+            adv_s[k] += v
 
-        if adv:
-            unit = {"reference": ref_key, "sources": [keys[s.name] for s in pool],
-                    "names": [s.name for s in pool], "methods": adv, **_attack(c)}
-
-            def measure(unit: dict = unit, reference: nn.Module = reference,
-                        test: tuple = test) -> dict[str, Any]:
-                start = time.perf_counter()
-                r = rank(models, test, reference, methods=adv, eps=c.eps,
-                         norm=c.norm, objective=c.objective, solver=c.solver,
-                         steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
-                         correct_only=c.correct_only, device=ctx.device,
-                         seed=ctx.seed_for("selection-adversarial", unit), progress=ctx.progress)
-                return {"scores": r.scores, "details": r.details,
-                        "seconds": time.perf_counter() - start}
-
-            res = ctx.store.record("selection-adversarial", unit, measure)
-            costs["adversarial_s"] += res["seconds"]
-            for m in adv:
-                per[m] = {n: _num(v) for n, v in res["scores"][m].items()}
-
-        truth[task] = {}
+        truths["finetune"][task], truths["linear_probe"][task], per_seed[task] = {}, {}, {}
         for src in pool:
             model, key = models[src.name], keys[src.name]
             if est:
@@ -612,90 +922,178 @@ def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]
                     start = time.perf_counter()
                     r = rank({name: model}, train, None, methods=est, device=ctx.device)
                     return {"scores": {m: r.scores[m][name] for m in est},
-                            "seconds": time.perf_counter() - start}
+                            "timings": r.timings, "seconds": time.perf_counter() - start}
 
                 res = ctx.store.record("selection-estimators", unit, estimate)
-                costs["estimators_s"] += res["seconds"]
+                for k in est_s:
+                    est_s[k] += res["timings"].get(k, 0.0)
                 for m in est:
-                    per[m][src.name] = _num(res["scores"][m])
-
-            if c.ground_truth == "finetune":
-                kt = full_finetune_truth(ctx, {"source": key, "target": tid}, model, train,
-                                         test, c)
-            else:
-                ft_unit = {"source": key, "target": tid, "features": "penultimate",
-                           "finetune": "head", "epochs": c.finetune_epochs,
-                           "lr": c.finetune_lr}
-
-                def finetune(model: nn.Module = model, train: tuple = train,
-                             test: tuple = test, unit: dict = ft_unit) -> dict[str, Any]:
-                    start = time.perf_counter()
-                    kt = knowledge_transfer(model, train, test, task="classification",
-                                            features="penultimate", finetune="head",
-                                            epochs=c.finetune_epochs, lr=c.finetune_lr,
-                                            device=ctx.device,
-                                            seed=ctx.seed_for("selection-finetune", unit))
-                    return {**kt.to_dict(), "seconds": time.perf_counter() - start}
-
-                kt = ctx.store.record("selection-finetune", ft_unit, finetune)
-            costs["finetune_s"] += kt["seconds"]
-            truth[task][src.name] = float(kt["test_accuracy"])
+                    per.setdefault(m, {})[src.name] = _num(res["scores"][m])
+            ft = full_finetune_truth(ctx, {"source": key, "target": tid}, model, train, test,
+                                     c, batch_size=c.full_finetune_batch_size,
+                                     seeds=c.finetune_seeds)
+            lp = _linear_probe(c, ctx, key, tid, model, train, test)
+            ft_s["finetune_protocol"] += ft["seconds"]
+            ft_s["finetune_fit"] += ft["fit_seconds"]
+            ft_s["linear_probe"] += lp["seconds"]
+            truths["finetune"][task][src.name] = float(ft["test_accuracy"])
+            truths["linear_probe"][task][src.name] = float(lp["test_accuracy"])
+            per_seed[task][src.name] = [float(v) for v in ft["test_accuracies"]]
+            head = ft if c.ground_truth == "finetune" else lp
             records.append({
                 "source": src.name, "target": task, "architecture": src.arch,
                 "source_task": src.task, "source_data": src.data,
                 "source_accuracy": src_acc[src.name],
-                "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+                "transfer_accuracy": head["test_accuracy"], "transfer_loss": head["test_loss"],
+                "finetune_accuracy": ft["test_accuracy"],
+                "finetune_accuracies": ft["test_accuracies"],
+                "linear_probe_accuracy": lp["test_accuracy"],
                 "reference_accuracy": ref_acc[task], "ground_truth": c.ground_truth,
-                **({"best_lr": kt["best_lr"], "best_epochs": kt["best_epochs"],
-                    "best_val_accuracy": kt["best_val_accuracy"]}
-                   if c.ground_truth == "finetune" else {}),
-                **{m: per[m].get(src.name) for m in methods},
+                "best_lr": ft["best_lr"], "best_epochs": ft["best_epochs"],
+                "best_val_accuracy": ft["best_val_accuracy"],
             })
-        scores[task] = per
+        for m in methods:
+            if m in RANK_AVERAGE_METHODS:
+                per[m] = rank_average(*(per[k] for k in RANK_AVERAGE_METHODS[m]))
+        scores[task] = {m: per[m] for m in methods}
+        for r in records[-len(pool):]:
+            r.update({m: scores[task][m].get(r["source"]) for m in methods})
 
     sa = {t: dict(src_acc) for t in c.targets}
-    selection = selection_summary(scores, truth, sa)
+    all_methods = [*methods, "source_accuracy"]
+    full_scores = {t: {**scores[t], "source_accuracy": sa[t]} for t in c.targets}
+    by_truth = {g: selection_summary(scores, truths[g], sa) for g in GROUND_TRUTHS}
+    n_pairs = len(pool) * len(c.targets)
+    fit_seconds = ft_s["finetune_fit"] / n_pairs
+    costs = _method_costs(methods, adv_s, est_s, n_pairs)
+    costs.update({"linear probe (ground truth)": ft_s["linear_probe"] / n_pairs,
+                  "full fine-tuning protocol (grid + seeds)":
+                      ft_s["finetune_protocol"] / n_pairs})
+    tables = {}
+    for g in GROUND_TRUTHS:
+        table = by_truth[g]["weighted_tau"]
+        against = _best_estimator(table)
+        ci = subsample_intervals(full_scores, truths[g], all_methods, against=against,
+                                 resamples=c.resamples,
+                                 seed=ctx.seed_for("selection-intervals", g))
+        by_truth[g]["intervals"] = ci
+        by_truth[g]["best_estimator"] = against
+        by_truth[g]["goal"] = _goal_sentence(table, against, c.primary)
+        seed_taus = _seed_taus(full_scores, per_seed, all_methods) if g == "finetune" else None
+        if seed_taus is not None:
+            by_truth[g]["per_seed_weighted_tau"] = seed_taus
+            by_truth[g]["seed_agreement"] = seed_agreement(per_seed)
+        tables[g] = _tau_table(table, ci, seed_taus, against)
+    selection = dict(by_truth[c.ground_truth])
+    selection["by_ground_truth"] = by_truth
     selection["reference_accuracy"] = ref_acc
-    selection["costs"] = costs
-    table_md = markdown_table(selection["weighted_tau"])
+    selection["costs"] = {"seconds_per_candidate": costs, "full_finetune_fit_s": fit_seconds,
+                          "adversarial_s": adv_s, "estimators_s": est_s, "truth_s": ft_s}
+    other = "linear_probe" if c.ground_truth == "finetune" else "finetune"
+    gt_text = {"finetune": _full_finetune_text(c) + f", mean of {c.finetune_seeds} seed(s)",
+               "linear_probe": "test accuracy of a linear head fitted on each source's "
+               f"penultimate features ({c.finetune_epochs} epochs, SGD lr {c.finetune_lr})"}
     description = (
         f"Pool: {len(pool)} source models ({', '.join(s.name for s in pool)}; ARCH/TASK[/DATA]: "
         "architecture, source label set, source input distribution). Targets: "
-        f"{', '.join(c.targets)} on clean digits; reference models "
-        f"{c.reference_architecture} trained on each target (test accuracy "
-        + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + "). Ground truth: "
-        + (_full_finetune_text(c) if c.ground_truth == "finetune" else
-           "test accuracy of a linear head fitted on each source's penultimate features "
-           f"({c.finetune_epochs} epochs, SGD lr {c.finetune_lr})") + ", on test sets of "
-        + ", ".join(f"{n} ({t})" for t, n in n_test.items()) + " samples, so accuracies "
-        "closer than a few samples are ties in all but name. Adversarial transferability: "
-        f"{c.solver} {c.norm} eps={c.eps}, {c.objective} objective, {c.steps} steps, "
-        f"{c.attack_samples} target test inputs, the reference attacked once for the whole "
-        "pool; plain alpha1/alpha2/combined are target -> source (attacks crafted on the "
-        "reference, applied to the source), *_s2t the reverse. Estimators on the target "
-        "training set.\n\n"
-        "**Weighted Kendall tau of each method's ranking against fine-tuning, per target and "
-        "mean** (1 = perfect, 0 = unrelated; source_accuracy is the data-free baseline):\n\n"
-        + table_md + "\n\n" + _wins_losses(selection["weighted_tau"]) + " Costs (s, all "
-        f"targets): adversarial {costs['adversarial_s']:.2f}, estimators "
-        f"{costs['estimators_s']:.2f}, fine-tuning {costs['finetune_s']:.2f} (the time of the "
-        "original computation, stored with each unit). Correlations below pool the "
-        "targets, whose score scales differ; the per-target table above is the headline.")
-    metrics = [*methods, "source_accuracy"]
+        f"{', '.join(c.targets)} on clean digits ("
+        + ", ".join(f"{n_train[t]} training / {n_test[t]} test samples for {t}"
+                    for t in c.targets)
+        + f"); reference models {c.reference_architecture} trained on each target (test "
+        "accuracy " + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + "). "
+        f"Headline ground truth: {gt_text[c.ground_truth]}; also reported: {gt_text[other]}. "
+        "Accuracies closer than a few test samples are ties in all but name. Adversarial "
+        f"transferability: {c.solver} {c.norm} eps={c.eps}, {c.objective} objective, "
+        f"{c.steps} steps, {c.attack_samples} target test inputs, the reference attacked once "
+        "for the whole pool; plain alpha names are target -> source on the candidates' "
+        "outputs, *_features on their penultimate features, *_s2t the reverse direction; "
+        "*_rankavg average the normalised ranks of their two components (no fitted weight). "
+        "Estimators on the target training set.\n\n"
+        f"**Weighted Kendall tau against {_g_name(c.ground_truth)} (headline), per target and "
+        "mean**; interval: 2.5-97.5 % over "
+        f"{c.resamples} draws of 80 % of the candidates; P: share of draws in which the "
+        f"method's mean beats the best estimator's ({by_truth[c.ground_truth]['best_estimator']})"
+        ":\n\n" + tables[c.ground_truth] + "\n\n" + by_truth[c.ground_truth]["goal"]
+        + _agreement_text(by_truth["finetune"].get("seed_agreement")) + "\n\n"
+        f"**Weighted Kendall tau against {_g_name(other)}:**\n\n" + tables[other] + "\n\n"
+        + by_truth[other]["goal"] + "\n\n**Cost per candidate and target** (wall seconds on "
+        f"this machine; one full fine-tune = {fit_seconds:.3f} s):\n\n"
+        + _cost_table(costs, fit_seconds))
     return {
         "records": records,
         "selection": selection,
         "report": {
-            "title": "digits-model-selection: which source model transfers best?",
+            "title": f"{name}: which source model transfers best?",
             "description": description,
-            "metrics": metrics,
+            "metrics": all_methods,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
-            "labels": _labels(metrics, c.ground_truth),
+            "labels": _labels(all_methods, c.ground_truth),
             "columns": ["source", "target", "source_accuracy", "transfer_accuracy",
-                        "reference_accuracy", *methods],
+                        "linear_probe_accuracy", "finetune_accuracy", "reference_accuracy",
+                        *methods],
         },
     }
+
+
+def _agreement_text(agreement: dict[str, float] | None) -> str:
+    if not agreement or not math.isfinite(agreement["mean"]):
+        return ""
+    return (" Agreement of the full fine-tuning truth with itself (weighted tau between two "
+            "fine-tuning seeds): " + ", ".join(f"{t} {v:.3f}" for t, v in agreement.items())
+            + ".")
+
+
+def _g_name(ground_truth: str) -> str:
+    """Readable name of a ground truth."""
+    return "full fine-tuning" if ground_truth == "finetune" else "the linear probe"
+
+
+@register("digits-model-selection", DigitsModelSelectionConfig,
+          "Model selection on the bundled digits: a pool of 15 small source models (MLPs, CNNs, "
+          "linear, LeNet; other label sets, noisy/rotated/blurred/permuted/synthetic inputs) "
+          "ranked for 3 digit targets by alpha (on outputs and on penultimate features), "
+          "rank averages with LogME/LEEP, LogME, LEEP, NCE, H-score, TransRate, GBC and source "
+          "accuracy; weighted Kendall tau against full fine-tuning (2 seeds) and a linear "
+          "probe (no download, minutes on CPU).", quick_digits)
+def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]:
+    return _run_digits(c, ctx, "digits-model-selection")
+
+
+#: The shift benchmark's pool: rotated / inverted / class-subset source tasks, several widths
+#: and depths; none is trained on a target task.
+SHIFT_SOURCES: list[str] = [
+    "mlp16/digits10/rotated", "mlp128/digits10/rotated", "cnn8/digits10/inverted",
+    "cnn32/digits10/inverted", "mlp64x1/0-4", "mlp64x3/5-9", "cnn16/0-4/rotated",
+    "cnn16/5-9/inverted", "mlp32x4/parity/inverted", "lenet/0-4/inverted",
+    "mlp64/digits10/noisy", "linear/digits10/rotated",
+]
+#: The shift benchmark's targets: label sets no source was trained on, low-data.
+SHIFT_TARGETS: list[str] = ["mod3", "ge5", "3-8"]
+
+
+@dataclass
+class DigitsShiftConfig(DigitsModelSelectionConfig):
+    sources: list[str] = field(default_factory=lambda: list(SHIFT_SOURCES))
+    targets: list[str] = field(default_factory=lambda: list(SHIFT_TARGETS))
+    target_train_per_class: int = 30
+
+
+def quick_shift(config: DigitsShiftConfig) -> DigitsShiftConfig:
+    """Four sources, the quick settings of ``digits-model-selection``."""
+    return replace(quick_digits(config), sources=["mlp16/digits10/rotated", "mlp64x1/0-4",
+                                                  "cnn8/digits10/inverted",
+                                                  "linear/digits10/rotated"])
+
+
+@register("digits-model-selection-shift", DigitsShiftConfig,
+          "Second model-selection benchmark on the bundled digits: 12 sources trained on "
+          "rotated / inverted / class-subset digit tasks (MLPs of several widths and depths, "
+          "CNNs, LeNet, linear), ranked for 3 low-data targets (mod 3, >= 5, digits 3-8, 30 "
+          "training samples per class) that no source was trained on; same methods and ground "
+          "truths as digits-model-selection.", quick_shift)
+def run_digits_shift(c: DigitsShiftConfig, ctx: RunContext) -> dict[str, Any]:
+    return _run_digits(c, ctx, "digits-model-selection-shift")
 
 
 def _num(v: Any) -> float:
