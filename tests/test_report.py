@@ -559,3 +559,17 @@ def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert pixels.shape[:2] == (4000, 1200)
     dark = (pixels.mean(axis=2) < 0.5).mean()  # text, table rules and figures
     assert 0.005 < dark < 0.5 and float(np.std(pixels)) > 0.05
+
+
+def test_axis_unit_follows_the_recipes_label_before_the_key() -> None:
+    # the authors' synthetic columns: loss_f_S is an RMSE, gradient_loss a distance
+    from advtransfer.report import _axis_label, _parse
+
+    spec = _parse({"records": [{"loss_f_S": 0.1, "gradient_loss": 0.2, "transfer_loss": 1.0}],
+                   "report": {"title": "t", "metrics": ["gradient_loss"],
+                              "outcomes": ["loss_f_S"],
+                              "labels": {"loss_f_S": "transfer RMSE (f_S refitted)",
+                                         "gradient_loss": "gradient-matching distance"}}})
+    assert _axis_label(spec, "loss_f_S").endswith("(target units)")
+    assert _axis_label(spec, "gradient_loss").endswith("(unitless)")
+    assert _axis_label(spec, "transfer_loss").endswith("(cross-entropy, nats)")

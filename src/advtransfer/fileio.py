@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +19,44 @@ import numpy as np
 from advtransfer.errors import AdvTransferError
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parents are created)."""
+def _new_file_mode(path: Path) -> int:
+    """An existing file's mode, else what ``open()`` would give: 0o666 less the umask (mkstemp's
+    0o600 would make results unreadable to colleagues sharing the run directory)."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file in the same directory,
+    which is then given the mode of :func:`_new_file_mode`, fsynced and moved over ``path``
+    (parents are created). On any error the temporary file is removed and ``path`` is as it was.
+    The one atomic writer of the package (JSON, text, figures, checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        os.chmod(tmp, _new_file_mode(path))
+        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (parents are created)."""
+    return atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -337,7 +337,10 @@ _UNITS: tuple[tuple[str, str], ...] = (
 def _axis_label(spec: _Spec, key: str) -> str:
     """The key's label with its unit, e.g. ``transfer accuracy (fraction correct, 0–1)``."""
     label = spec.label(key)
-    unit = next((u for k, u in _UNITS if k in key.lower()), None)
+    # the label a recipe gives says what the quantity is (``loss_f_S`` is labelled as an
+    # RMSE): look there first, then at the key
+    unit = next((u for text in (label.lower(), key.lower()) for k, u in _UNITS if k in text),
+                None)
     return f"{label} ({unit})" if unit and unit not in label else label
 
 

@@ -107,3 +107,29 @@ def test_recipe_module_map_lists_every_registered_recipe():
     from advtransfer.experiments.registry import all_recipes
 
     assert sorted(r.name for r in all_recipes()) == sorted(MODULES)
+
+
+def test_atomic_writes_follow_the_umask_and_keep_an_existing_mode(tmp_path):
+    # results and checkpoints must be readable by colleagues sharing a run directory
+    import os
+
+    from torch import nn
+
+    from advtransfer.fileio import write_json
+    from advtransfer.models.checkpoint import save_model
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+        save_model(nn.Linear(2, 2), tmp_path / "m.safetensors")
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "r.json", 0o640)
+        write_json(tmp_path / "r.json", {"a": 2})
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+        os.umask(0o077)
+        write_json(tmp_path / "private.json", {})
+        assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.fileio import atomic_write_with
 from advtransfer.models.architectures import ARCHITECTURES, build
 
 __all__ = [
@@ -158,27 +158,9 @@ def save_model(
             raise AdvTransferError(f"kwargs must be JSON-serialisable: {exc}") from None
     tensors = _state_tensors(model)
 
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        safetensors.torch.save_file(tensors, str(tmp), metadata=info)
-        # mkstemp creates the file with mode 0600: keep an existing file's mode, else 0644.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_directory(directory)
+    atomic_write_with(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp),
+                                                                   metadata=info))
+    _fsync_directory(path.parent)
     return path
 
 

@@ -372,7 +372,8 @@ def _run_paper(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
                           "loss_f_T": loss_f_t}
                 records.append({
                     "source": f"m{m}/level{level}/{scale:g}", "source_hidden": m,
-                    "attack_level": level, "authors_file": authors_file(c.hidden, m, level, len(x)),
+                    "attack_level": level, "run": f"width {m}, attack level {level}",
+                    "authors_file": authors_file(c.hidden, m, level, len(x)),
                     "scale": scale, **{k: result[k] for k in PAPER_LABELS}})
     metrics = [k for k in PAPER_LABELS if k not in ("loss_f_S", "loss_f_T")]
     return {
@@ -388,13 +389,16 @@ def _run_paper(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
                 f"{c.scales}, attack levels {c.attack_levels} (0: the optimal attack, k: the "
                 f"(k+1)-th singular direction). All {len(x)} samples serve for the exact "
                 "first-order alphas, the gradient-matching distance and the refit of the "
-                "source's last layer (loss_f_S, RMSE). The records pool every run; results.csv "
-                "has the authors' columns, one run per value of authors_file, to compare with "
-                "their published files."),
+                "source's last layer (loss_f_S, RMSE). The records pool every run (source width x "
+                "attack level), so the pooled correlations mix runs; the within-run analysis "
+                "is the one the paper's per-file curves correspond to. results.csv has the "
+                "authors' columns, one run per value of authors_file, to compare with their "
+                "published files."),
             "metrics": metrics,
             "outcomes": ["loss_f_S"],
             "sweep": "scale",
-            "labels": {"scale": "weight-deviation scale", **PAPER_LABELS},
+            "groups": "run",
+            "labels": {"scale": "weight-deviation scale", "run": "run", **PAPER_LABELS},
             "columns": ["source", "scale", *metrics, "loss_f_S"],
         },
     }
