@@ -528,6 +528,23 @@ def list_recipes() -> None:
     console.print(table)
 
 
+@app.command("models")
+def list_model_specs(
+    prefix: Annotated[str | None, typer.Argument(
+        metavar="[builtin|cifar|tv|timm]", help="Only this namespace.")] = None,
+) -> None:
+    """List the model specs that --source, --target, matrix and rank accept (one a line;
+    package.module:factory aside)."""
+    from advtransfer.models.registry import list_models
+
+    try:
+        specs = list_models(prefix)
+    except AdvTransferError as exc:
+        _usage(exc)
+    for spec in specs:
+        console.print(spec, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
     recipe: Annotated[str, typer.Argument(metavar="RECIPE|CONFIG.toml",

@@ -262,3 +262,17 @@ def test_num_classes_option_of_matrix_and_rank(tmp_path: Path) -> None:
                                  "cifar:fc-liang=random", "--methods", "alpha1,logme",
                                  "--attack-samples", "4", *common, "--num-classes", "3"])
     assert result.exit_code == 0, result.output
+
+
+def test_models_command_lists_the_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)
+    result = runner.invoke(app, ["models", "builtin"])
+    assert result.exit_code == 0
+    assert result.output.split() == ["builtin:digits-cnn", "builtin:digits-linear",
+                                     "builtin:digits-mlp"]
+    listed = runner.invoke(app, ["models"]).output.split()
+    assert {"cifar:fc-liang", "cifar:alexnet-liang", "tv:resnet101"} <= set(listed)
+    assert listed == list_models()
+    result = runner.invoke(app, ["models", "torchvision"])
+    assert result.exit_code == 2 and "prefix must be one of" in result.output
+    assert "<bool>" not in runner.invoke(app, ["models", "--help"]).output
