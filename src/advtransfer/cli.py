@@ -666,7 +666,8 @@ def rank_command(
         if not candidate:
             raise AdvTransferError("give at least one --candidate")
         names = _unique_names(candidate, "--candidate")
-        _check_specs([_split_spec(item, "--candidate")[0] for item in [reference, *candidate]])
+        _check_specs([_split_spec(reference, "--reference")[0],
+                      *(_split_spec(item, "--candidate")[0] for item in candidate)])
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         unknown = [m for m in method_list if m not in selection.METHODS]
         if unknown or not method_list:

@@ -276,3 +276,10 @@ def test_models_command_lists_the_specs(monkeypatch: pytest.MonkeyPatch) -> None
     result = runner.invoke(app, ["models", "torchvision"])
     assert result.exit_code == 2 and "prefix must be one of" in result.output
     assert "<bool>" not in runner.invoke(app, ["models", "--help"]).output
+
+
+def test_rank_checks_every_spec_before_loading() -> None:
+    result = runner.invoke(app, ["rank", "--reference", "x=", "-c", "digits-mlp"])
+    assert result.exit_code == 2 and "--reference must be SPEC or SPEC=WEIGHTS" in result.output
+    result = runner.invoke(app, ["rank", "--reference", "digits-cnn", "-c", "resnet50"])
+    assert result.exit_code == 2 and "cifar:resnet50 or tv:resnet50" in result.output
