@@ -74,8 +74,9 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
 def test_bad_options_are_usage_errors_exit_2_and_runtime_errors_exit_1():
     usage = [(["--eps", "0"], "eps"), (["--norm", "l3"], "norm"), (["--bounds", "x"], "--bounds"),
              (["--device", "tpu"], "--device"), (["--n-samples", "0"], "n-samples"),
-             (["--convention", "paper"], "convention")]
-    runtime = [(["--data", "nope"], "--data"), (["--source", "no_such_model"], "no_such_model")]
+             (["--convention", "paper"], "convention"),
+             (["--source", "no_such_model"], "no_such_model")]
+    runtime = [(["--data", "nope"], "--data")]
     for args, needle in usage + runtime:
         result = runner.invoke(app, ["measure", "--quiet", "--steps", "1", *args])
         assert result.exit_code == (2 if (args, needle) in usage else 1), (args, result.output)
@@ -224,14 +225,15 @@ def test_messages_name_only_what_can_be_typed(tmp_path):
     result = runner.invoke(app, ["measure", "--quiet", "--source", "lenet"])
     assert result.exit_code == 1 and "lenet=FILE in matrix" in result.output
     assert "torchvision.models:lenet" not in result.output and "random" not in result.output
-    assert "torchvision.models:resnet18" in runner.invoke(
-        app, ["measure", "--quiet", "--source", "resnet18"]).output  # torchvision has that one
+    result = runner.invoke(app, ["measure", "--quiet", "--source", "resnet18"])
+    assert result.exit_code == 2  # ambiguous: a usage error, before anything is loaded
+    assert "cifar:resnet18" in result.output and "tv:resnet18" in result.output
     result = runner.invoke(app, ["matrix", "--quiet", "two-layer-sigmoid", "digits-cnn"])
     assert "random" not in result.output
     from advtransfer.selection import load_candidate
 
-    with pytest.raises(AdvTransferError, match=r"digits-cnn=FILE\|random in matrix"):
-        load_candidate("digits-cnn")
+    with pytest.raises(AdvTransferError, match=r"cifar:digits-cnn=FILE\|random in matrix"):
+        load_candidate("cifar:digits-cnn")
     assert isinstance(load_candidate("digits-cnn", "random"), torch.nn.Module)  # as hinted
     untrained = load_cli_model("digits-cnn", Path("random"), seed=0, quiet=True)  # CLI form
     assert sum(p.numel() for p in untrained.parameters()) > 0

@@ -64,3 +64,45 @@ def test_readme_demo_table_is_what_the_demo_computes(tmp_path):
     # the README's expected output of `advtransfer demo` is what a run of this code gives
     tool = _tool()
     assert tool.main(["--check", "--only", "digits-distribution", "--runs", str(tmp_path)]) == 0
+
+
+def test_readme_measure_example_with_a_factory_and_a_cifar_target_runs(tmp_path, monkeypatch):
+    # the README's `measure --source mypkg.models:make_net ... --target cifar:resnet18
+    # --target-num-classes 10 ...` command, run as written in a directory holding those files
+    # (mypkg/ in the working directory and not on the import path, as under the console script)
+    import shlex
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+    from typer.testing import CliRunner
+
+    from advtransfer.cli import app
+    from advtransfer.models.architectures import resnet18_cifar
+    from advtransfer.models.checkpoint import save_model
+
+    block = re.search(r"## Command line\n\n```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    lines = block.replace("\\\n", " ").splitlines()
+    (command,) = [c for c in lines if c.startswith("advtransfer measure --source mypkg")]
+    args = shlex.split(command)[1:]
+    assert "cifar:resnet18" in args and "--target-num-classes" in args
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "models.py").write_text(
+        "from torch import nn\n\n\ndef make_net():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))\n")
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    save_model(source, tmp_path / "net.safetensors")
+    save_model(resnet18_cifar(10), tmp_path / "ref.safetensors")
+    save_file({"x": torch.rand(2, 3, 32, 32)}, str(tmp_path / "inputs.safetensors"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        result = CliRunner().invoke(app, [*args, "--n-samples", "2", "--steps", "1", "--quiet"])
+    finally:
+        for name in ("mypkg.models", "mypkg"):
+            sys.modules.pop(name, None)
+    assert result.exit_code == 0, result.output
+    assert "alpha1" in result.output

@@ -260,7 +260,7 @@ def test_load_candidate_sources_and_errors(tmp_path, monkeypatch):
     with pytest.raises(AdvTransferError, match="weights file not found.*nope.safetensors"):
         load_candidate("digits-cnn", missing)
     with pytest.raises(AdvTransferError, match="needs the path of its trained weights"):
-        load_candidate("digits-cnn")
+        load_candidate("cifar:digits-cnn")  # unprefixed digits-cnn is the built-in: trained now
     with pytest.raises(AdvTransferError, match="unknown model name"):
         load_candidate("not_a_model_at_all")
     weights = tmp_path / "cnn.safetensors"

@@ -1,8 +1,12 @@
 """The ``advtransfer`` command line (typer).
 
-Exit codes: 0 success; 2 usage errors (a bad option value, an unknown recipe, a bad ``--set``,
-an ``--out`` that cannot be used), reported before anything is loaded or written; 1 runtime
-errors (missing or unreadable files, a failing model or recipe); 130 interrupted (Ctrl-C).
+Exit codes: 0 success; 2 usage errors (a bad option value, an unknown recipe, an unknown or
+ambiguous model name, a bad ``--set``, an ``--out`` that cannot be used), reported before
+anything is loaded or written; 1 runtime errors (missing or unreadable files, a failing model or
+recipe); 130 interrupted (Ctrl-C).
+
+Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``, ``tv:``,
+``timm:``, ``package.module:factory``), the same as in Python.
 """
 
 from __future__ import annotations
@@ -63,26 +67,21 @@ def parse_bounds(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
-def load_cli_model(spec: str, weights: Path | None, *, seed: int,
-                   quiet: bool) -> nn.Module:
-    """A built-in digits model (trained now unless ``weights`` are given, then loaded into it),
-    or anything :func:`advtransfer.selection.load_candidate` builds: 'module:factory' (+
-    weights), an architecture name with weights, a torchvision / 'timm:' name (weights from a
-    local file or the cache); weights 'random' give seeded random weights (untrained)."""
-    from advtransfer.models.builtin import BUILTIN, builtin_model
-    from advtransfer.models.checkpoint import load_into
-    from advtransfer.selection import check_weights_file, load_candidate
+def load_cli_model(spec: str, weights: Path | None, *, num_classes: int | None = None,
+                   download: bool = False, seed: int, quiet: bool) -> nn.Module:
+    """:func:`advtransfer.models.create` with a command's options (``--...-weights FILE|random``,
+    ``--num-classes``, ``--download``, ``--seed``, ``--quiet``)."""
+    from advtransfer.models.registry import create
 
-    random = weights is not None and str(weights) == "random"
-    if spec in BUILTIN:
-        if random:  # seeded, untrained
-            return builtin_model(spec, seed=seed, train=False).eval()
-        path = None if weights is None else check_weights_file(spec, weights)
-        model = builtin_model(spec, seed=seed, train=path is None, progress=not quiet)
-        if path is not None:
-            load_into(model, path)
-        return model.eval()
-    return load_candidate(spec, "random" if random else weights)
+    return create(spec, weights, num_classes, download=download, seed=seed, progress=not quiet)
+
+
+def _check_specs(specs: list[str]) -> None:
+    """A usage check: every model spec names a namespace (or is unambiguous) before loading."""
+    from advtransfer.models.registry import resolve_spec
+
+    for spec in specs:
+        resolve_spec(spec)
 
 
 def check_n_samples(n_samples: int, *, labelled: bool, option: str = "--n-samples") -> None:
@@ -217,21 +216,41 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress outpu
 SamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Number of inputs to attack (at "
                                                              "most what --data holds).")]
 SeedOpt = Annotated[int, typer.Option(metavar="INT", help="Seed for models and attacks.")]
+_SPEC_HELP = ("builtin:NAME (digits-mlp, digits-cnn, digits-linear: trained now unless weights "
+              "are given), cifar:NAME (an architecture; needs weights), tv:NAME (torchvision), "
+              "timm:NAME, or package.module:factory (imported from the current directory "
+              "first); unprefixed names work where unambiguous.")
+DownloadOpt = Annotated[bool, typer.Option(
+    "--download", help="Fetch torchvision's published weights for tv: models that have no "
+                       "local weights (hash-checked, cached in $ADVTRANSFER_HOME/weights). "
+                       "Off: nothing is downloaded.")]
+
+
+def _num_classes_opt(what: str) -> Any:
+    return Annotated[int | None, typer.Option(
+        metavar="INT", min=1, help=f"Number of classes of {what}, passed to its builder "
+                                   "(cifar:, tv:, timm:, module:factory; default: the "
+                                   "builder's).")]
+
+
+NumClassesOpt = _num_classes_opt("every model")
+SourceClassesOpt = _num_classes_opt("--source")
+TargetClassesOpt = _num_classes_opt("--target")
 
 
 @app.command()
 def measure(
-    source: Annotated[str, typer.Option(metavar="SPEC", help="Built-in model (digits-mlp, "
-                                        "digits-cnn, digits-linear), an architecture name, "
-                                        "'module:factory', or a torchvision/'timm:' name."
-                                        )] = "digits-mlp",
+    source: Annotated[str, typer.Option(metavar="SPEC", help=_SPEC_HELP)] = "digits-mlp",
     target: Annotated[str, typer.Option(metavar="SPEC", help="The target (reference) model; "
                                                              "as --source.")] = "digits-cnn",
     source_weights: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Weights for --source (.safetensors, or .pt/.pth holding only "
-                             "tensors), or 'random' for an architecture name.")] = None,
+                             "tensors), or 'random' for a seeded random initialisation.")] = None,
     target_weights: Annotated[Path | None, typer.Option(metavar="FILE",
                                                         help="Weights for --target.")] = None,
+    source_num_classes: SourceClassesOpt = None,
+    target_num_classes: TargetClassesOpt = None,
+    download: DownloadOpt = False,
     data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
                                       "file with tensor 'x'.")] = "digits",
     n_samples: SamplesOpt = 256,
@@ -263,12 +282,15 @@ def measure(
         check_convention(convention)
         check_n_samples(n_samples, labelled=False)
         _check_out_file(out)
+        _check_specs([source, target])
     except AdvTransferError as exc:
         _usage(exc)
     try:
         start = time.perf_counter()
-        s = load_cli_model(source, source_weights, seed=seed, quiet=quiet).to(run_on)
-        t = load_cli_model(target, target_weights, seed=seed + 1, quiet=quiet).to(run_on)
+        s = load_cli_model(source, source_weights, num_classes=source_num_classes,
+                           download=download, seed=seed, quiet=quiet).to(run_on)
+        t = load_cli_model(target, target_weights, num_classes=target_num_classes,
+                           download=download, seed=seed + 1, quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transferability(
             s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
@@ -309,6 +331,8 @@ def matrix(
     models: Annotated[list[str], typer.Argument(metavar="SPEC[=WEIGHTS]...",
                                                 help="Two or more models (as --source of "
                                                      "measure); SPEC=WEIGHTS gives weights.")],
+    num_classes: NumClassesOpt = None,
+    download: DownloadOpt = False,
     data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
                                       "file with tensor 'x'.")] = "digits",
     n_samples: SamplesOpt = 256,
@@ -331,6 +355,7 @@ def matrix(
         if len(models) < 2:
             raise AdvTransferError("matrix needs at least two models")
         names = _unique_names(models, "model")
+        _check_specs([_split_spec(item, "model")[0] for item in models])
         run_on = str(resolve_device(device))
         AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
                      bounds=parse_bounds(bounds))  # fail fast, before loading models
@@ -343,7 +368,9 @@ def matrix(
         mods: dict[str, nn.Module] = {}
         for i, (name, item) in enumerate(zip(names, models, strict=True)):
             spec, weights = _split_spec(item, "model")
-            mods[name] = load_cli_model(spec, weights, seed=seed + i, quiet=quiet).to(run_on)
+            mods[name] = load_cli_model(spec, weights, num_classes=num_classes,
+                                        download=download, seed=seed + i,
+                                        quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
             mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
@@ -501,6 +528,23 @@ def list_recipes() -> None:
     console.print(table)
 
 
+@app.command("models")
+def list_model_specs(
+    prefix: Annotated[str | None, typer.Argument(
+        metavar="[builtin|cifar|tv|timm]", help="Only this namespace.")] = None,
+) -> None:
+    """List the model specs that --source, --target, matrix and rank accept (one a line;
+    package.module:factory aside)."""
+    from advtransfer.models.registry import list_models
+
+    try:
+        specs = list_models(prefix)
+    except AdvTransferError as exc:
+        _usage(exc)
+    for spec in specs:
+        console.print(spec, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
     recipe: Annotated[str, typer.Argument(metavar="RECIPE|CONFIG.toml",
@@ -565,12 +609,6 @@ def _split_spec(item: str, option: str) -> tuple[str, Path | None]:
     return spec, Path(weights) if weights else None
 
 
-def _load_rank_model(item: str, option: str, *, seed: int, quiet: bool) -> nn.Module:
-    """SPEC[=WEIGHTS] of the rank command, loaded as every command loads models."""
-    spec, weights = _split_spec(item, option)
-    return load_cli_model(spec, weights, seed=seed, quiet=quiet)
-
-
 def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) of --data ('digits' or a .safetensors file with tensors 'x' and 'y')."""
     x, y = _data_tensors(spec, n_samples, labelled=True)
@@ -580,13 +618,13 @@ def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.T
 @app.command("rank")
 def rank_command(
     reference: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
-                                           help="The target task's reference model: a built-in "
-                                                "model (trained now without weights), an "
-                                                "architecture name, 'module:factory', or a "
-                                                "torchvision/'timm:' name.")],
+                                           help="The target task's reference model: "
+                                                + _SPEC_HELP)],
     candidate: Annotated[list[str], typer.Option("--candidate", "-c", metavar="SPEC[=WEIGHTS]",
                                                  help="A candidate source model, as "
                                                       "--reference (repeatable).")],
+    num_classes: NumClassesOpt = None,
+    download: DownloadOpt = False,
     data: Annotated[str, typer.Option(metavar="digits|FILE",
                                       help="Labelled target data: 'digits' or a .safetensors "
                                            "file with tensors 'x' and 'y'.")] = "digits",
@@ -628,6 +666,8 @@ def rank_command(
         if not candidate:
             raise AdvTransferError("give at least one --candidate")
         names = _unique_names(candidate, "--candidate")
+        _check_specs([_split_spec(reference, "--reference")[0],
+                      *(_split_spec(item, "--candidate")[0] for item in candidate)])
         method_list = [m.strip() for m in methods.split(",") if m.strip()]
         unknown = [m for m in method_list if m not in selection.METHODS]
         if unknown or not method_list:
@@ -646,10 +686,12 @@ def rank_command(
         start = time.perf_counter()
         pool: dict[str, nn.Module] = {}
         for i, (name, item) in enumerate(zip(names, candidate, strict=True)):
-            pool[name] = _load_rank_model(item, "--candidate", seed=seed + 1 + i,
-                                          quiet=quiet).to(run_on)
+            pool[name] = load_cli_model(*_split_spec(item, "--candidate"),
+                                        num_classes=num_classes, download=download,
+                                        seed=seed + 1 + i, quiet=quiet).to(run_on)
         needs_reference = selection.needs_reference(method_list)
-        ref = (_load_rank_model(reference, "--reference", seed=seed, quiet=quiet).to(run_on)
+        ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
+                              download=download, seed=seed, quiet=quiet).to(run_on)
                if needs_reference else None)
         x, y = load_labelled_data(data, n_samples)
         if needs_reference and attack_samples > len(x):

@@ -78,7 +78,6 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,7 +177,6 @@ _ESTIMATORS = {
     "logme": logme, "hscore": hscore, "regularized_hscore": regularized_hscore,
     "transrate": transrate, "gbc": gbc,
 }
-_RANDOM = "random"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,71 +278,14 @@ def _finite(v: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_weights_file(spec: str, weights: str | os.PathLike[str]) -> Path:
-    """The path of ``spec``'s weights file; a clear error naming it when it does not exist."""
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise AdvTransferError(f"weights file not found for candidate {spec!r}: looked for "
-                               f"{path} (weights={str(weights)!r})")
-    return path
-
-
 def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> nn.Module:
-    """Build a candidate model from a specification and local weights (never downloaded).
+    """``advtransfer.models.create(spec, weights)``: a candidate model from a spec (kept for
+    backward compatibility; see :func:`advtransfer.models.registry.create` for the specs, e.g.
+    ``"builtin:digits-cnn"``, ``"cifar:resnet18"``, ``"tv:resnet50"``, ``"timm:NAME"``,
+    ``"package.module:factory"``). Returns the model in eval mode."""
+    from advtransfer.models.registry import create
 
-    ``spec`` is one of
-
-    * ``"package.module:factory"`` (see :func:`advtransfer.models.checkpoint.load_model`), with
-      ``weights`` a ``.safetensors`` (or ``.pt``/``.pth``, read with ``weights_only``) file, or
-      ``None`` to keep the factory's own weights;
-    * an architecture name of :data:`advtransfer.models.architectures.ARCHITECTURES`
-      (``"digits-cnn"``, ``"resnet18"`` = the CIFAR ResNet-18, ...) with ``weights`` (required;
-      ``weights="random"`` for a random initialisation);
-    * a torchvision model name (``"resnet50"``) or ``"timm:NAME"``, with ``weights`` a local file,
-      ``None`` for the library cache (``$ADVTRANSFER_HOME/weights/<name>.safetensors`` etc.,
-      see :func:`advtransfer.models.zoo.weight_candidates`) or ``"random"``.
-
-    Returns the model in eval mode. Raises :class:`AdvTransferError` for an unknown spec or a
-    missing weight file (naming the paths searched).
-    """
-    from advtransfer.models.architectures import ARCHITECTURES, build
-    from advtransfer.models.checkpoint import load_model
-    from advtransfer.models.zoo import TIMM_PREFIX, from_name
-
-    if not isinstance(spec, str) or not spec.strip():
-        raise AdvTransferTypeError(f"spec must be a non-empty string; got {spec!r}")
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise AdvTransferTypeError(f"weights must be a path, 'random' or None; got "
-                                   f"{type(weights).__name__}")
-    random_init = isinstance(weights, str) and weights == _RANDOM
-    if weights is not None and not random_init:
-        check_weights_file(spec, weights)
-    if spec.startswith(TIMM_PREFIX) or (":" not in spec and spec not in ARCHITECTURES):
-        model = from_name(spec, weights=None if weights is None else str(weights))
-    elif ":" in spec:
-        model = load_model(spec, None if random_init else weights)
-    elif random_init:
-        model = build(spec)
-    elif weights is None:
-        import inspect
-
-        import torchvision
-
-        # 'random' only where the architecture builds without arguments (lenet needs
-        # num_classes, which only a weights file tells)
-        free = all(p.default is not p.empty
-                   for p in inspect.signature(ARCHITECTURES[spec]).parameters.values())
-        alt, r = (", or 'random' for a random initialisation", "|random") if free else ("", "")
-        hint = (f" (for torchvision's model of that name use the spec "
-                f"'torchvision.models:{spec}')" if spec in torchvision.models.list_models()
-                else "")
-        raise AdvTransferError(
-            f"candidate {spec!r} is an architecture name and needs the path of its trained "
-            f"weights{alt} (command line: --source-weights FILE{r} in measure, "
-            f"{spec}=FILE{r} in matrix and rank; Python: weights=...){hint}")
-    else:
-        model = load_model(spec, weights)
-    return model.eval()
+    return create(spec, weights)
 
 
 def _resolve_models(candidates: Any) -> tuple[dict[str, nn.Module], set[str]]:

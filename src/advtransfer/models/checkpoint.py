@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -306,9 +307,26 @@ def load_into(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = 
     return model
 
 
+def _import_like_python_m(module_name: str) -> Any:
+    """Import ``module_name`` with the current directory first on ``sys.path``, as
+    ``python -m`` puts it there (a console script does not); ``sys.path`` is restored after."""
+    here = os.getcwd()
+    if here in sys.path or "" in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, here)
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(here)
+
+
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """Resolve ``"package.module:factory"`` to a callable returning an :class:`nn.Module`.
 
+    The module is imported with the current directory first on the import path, as
+    ``python -m`` does (so ``mypkg/`` in the working directory needs no ``PYTHONPATH``).
     ``factory`` may be a dotted attribute path (``"pkg.mod:Class.build"``). The returned callable
     forwards its arguments to the factory and raises :class:`AdvTransferTypeError` if the result
     is not an ``nn.Module``.
@@ -332,7 +350,7 @@ def load_factory(spec: str) -> Callable[..., nn.Module]:
             f"'advtransfer.models.architectures:lenet'), got {spec!r}"
         )
     try:
-        module = importlib.import_module(module_name)
+        module = _import_like_python_m(module_name)
     except ImportError as exc:
         raise AdvTransferError(
             f"cannot import module {module_name!r} from spec {spec!r}: {exc}"

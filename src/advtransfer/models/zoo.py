@@ -1,4 +1,5 @@
-"""Named torchvision / timm models with weights from local files only (never downloaded).
+"""Named torchvision / timm models with weights from local files (:func:`from_name` never
+downloads; :func:`advtransfer.models.create` with ``download=True`` fetches torchvision's weights).
 
 :func:`from_name` builds ``torchvision.models.get_model(name, weights=None)`` or, for names
 prefixed ``"timm:"``, ``timm.create_model(name, pretrained=False)`` (timm is optional and imported
@@ -224,7 +225,8 @@ def from_name(
                 + f". Provide them with weights=PATH ({suffixes}), by putting a file at one of "
                 f"those paths (the directory is ${HOME_ENV}/weights, default "
                 f"~/.cache/advtransfer/weights), or pass weights={RANDOM!r} for random "
-                "initialisation. advtransfer never downloads weights."
+                "initialisation. advtransfer never downloads weights unless asked (tv: models: "
+                "download=True, command line --download)."
             )
 
     if timm is not None:
