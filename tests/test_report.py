@@ -573,3 +573,21 @@ def test_axis_unit_follows_the_recipes_label_before_the_key() -> None:
     assert _axis_label(spec, "loss_f_S").endswith("(target units)")
     assert _axis_label(spec, "gradient_loss").endswith("(unitless)")
     assert _axis_label(spec, "transfer_loss").endswith("(cross-entropy, nats)")
+
+
+def test_sweep_figure_draws_one_line_per_design_group() -> None:
+    # several runs swept over the same scale (the authors' synthetic sweep): one line per run,
+    # not one mean over runs that the design keeps apart
+    from advtransfer.report import _parse, _sweep_figure
+
+    records = [{"run": run, "scale": s, "alpha1": a * (1 - s), "loss": s + a}
+               for run, a in (("a", 1.0), ("b", 0.5), ("c", 0.2)) for s in (0.0, 0.5, 1.0)]
+    spec = _parse({"records": records,
+                   "report": {"title": "t", "metrics": ["alpha1"], "outcomes": ["loss"],
+                              "sweep": "scale", "groups": "run"}})
+    fig = _sweep_figure(spec)
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "c"]
+    assert ax.lines[1].get_ydata().tolist() == [0.5, 1.0, 1.5]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
+    _check_readable(fig)

@@ -418,6 +418,16 @@ def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str
                   f"figures/)")
 
 
+def _fitting_column(table: Table, header: str, values: list[str], *, text: bool) -> None:
+    """A column that never truncates a number: numeric columns keep their widest cell; text
+    columns (names) fold onto several lines when the terminal is narrow."""
+    if text:
+        table.add_column(header, justify="left", overflow="fold", min_width=6)
+    else:
+        width = max([len(header), *map(len, values)])
+        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+
+
 def _print_summary(results: dict[str, Any]) -> None:
     rep = results.get("report", {})
     records = results["records"]
@@ -428,13 +438,13 @@ def _print_summary(results: dict[str, Any]) -> None:
                *rep.get("outcomes", []), *rep.get("metrics", [])[:3]]
     table = Table(title=rep.get("title", results.get("recipe", "")), box=box.SIMPLE_HEAD,
                   padding=(0, 1), pad_edge=False)
-    for col in columns:
+    cells = [[_cell(record.get(col)) for col in columns] for record in records]
+    for k, col in enumerate(columns):
         header = col.replace("transfer_", "tr_").replace("accuracy", "acc")
-        text = col in ("source", "target")
-        table.add_column(header, justify="left" if text else "right", no_wrap=True,
-                         min_width=6 if text else len(header))
-    for record in records:
-        table.add_row(*(_cell(record.get(col)) for col in columns))
+        _fitting_column(table, header, [row[k] for row in cells],
+                        text=col in ("source", "target"))
+    for row in cells:
+        table.add_row(*row)
     console.print(table)
     tau = results.get("selection", {}).get("weighted_tau")
     if tau:
@@ -446,18 +456,19 @@ def _print_summary(results: dict[str, Any]) -> None:
     corr = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     cols = ["metric", "outcome", "n", "r", "p", "rho", "p(rho)", *(["r_w", "p_w"] if group
                                                                   else [])]
-    for col in cols:
-        left = col in ("metric", "outcome")
-        corr.add_column(col, justify="left" if left else "right", no_wrap=True,
-                        min_width=None if left else len(col))
+    cells = []
     for row in rows:
         within = row.get("within") or {}
         outcome = row["outcome"].replace("transfer_", "tr_").replace("accuracy", "acc")
-        corr.add_row(row["metric"], outcome, str(row.get("n")), _r_cell(row.get("pearson_r")),
-                     _p_cell(row.get("pearson_p")), _r_cell(row.get("spearman_rho")),
-                     _p_cell(row.get("spearman_p_exact") if row.get("spearman_p_exact")
-                             is not None else row.get("spearman_p")),
-                     *([_r_cell(within.get("r")), _p_cell(within.get("p"))] if group else []))
+        cells.append([row["metric"], outcome, str(row.get("n")), _r_cell(row.get("pearson_r")),
+                      _p_cell(row.get("pearson_p")), _r_cell(row.get("spearman_rho")),
+                      _p_cell(row.get("spearman_p_exact") if row.get("spearman_p_exact")
+                              is not None else row.get("spearman_p")),
+                      *([_r_cell(within.get("r")), _p_cell(within.get("p"))] if group else [])])
+    for k, col in enumerate(cols):
+        _fitting_column(corr, col, [c[k] for c in cells], text=col in ("metric", "outcome"))
+    for c in cells:
+        corr.add_row(*c)
     console.print(corr)
     if group:
         console.print(f"r_w, p_w: correlation within groups of equal {group}, which {group} "

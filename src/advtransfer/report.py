@@ -544,6 +544,19 @@ def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> No
             taken.append(_text_extent(ann, renderer))
 
 
+def _series(spec: _Spec) -> list[tuple[str, list[int]]] | None:
+    """``[(group, record indices)]`` when the design groups the records by something other than
+    the sweep (e.g. the runs of the authors' synthetic sweep), so that each group gets its own
+    line; None otherwise (or above 10 groups)."""
+    if spec.groups is None or spec.groups == spec.sweep:
+        return None
+    values = [str(r.get(spec.groups)) for r in spec.records]
+    order = list(dict.fromkeys(values))
+    if not 2 <= len(order) <= 10:
+        return None
+    return [(g, [i for i, v in enumerate(values) if v == g]) for g in order]
+
+
 def _sweep_figure(spec: _Spec) -> Figure | None:
     """Outcomes (orange) then metrics (blue) against the sweep key, in a grid of at most three
     columns with a shared x axis."""
@@ -555,6 +568,7 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
     keys = [*outcomes, *spec.metrics]
     if not keys:
         return None
+    series = _series(spec)
     ncols = min(3, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig = _new_figure(5.2 * ncols, 2.7 * nrows + 0.9)
@@ -571,7 +585,15 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
         pairs = sorted((colour[i], _num(r.get(key))) for i, r in enumerate(spec.records)
                        if math.isfinite(colour[i]))
         finite = [(x, v) for x, v in pairs if math.isfinite(v)]
-        if finite:
+        if finite and series:
+            for (name, members), c in zip(series, _target_colours([n for n, _ in series]).values(),
+                                          strict=True):
+                pts = sorted((colour[i], _num(spec.records[i].get(key))) for i in members
+                             if math.isfinite(colour[i]))
+                ax.plot([x for x, _ in pts], [v for _, v in pts], "o-", color=c, markersize=4,
+                        markeredgecolor="black", markeredgewidth=0.4, linewidth=1.2,
+                        label=name)
+        elif finite:
             # One marker per record; the line joins the mean at each sweep value, with a
             # gap where no record at that value has this quantity.
             ax.plot([x for x, _ in finite], [v for _, v in finite], "o", color=line_colour,
@@ -597,12 +619,20 @@ def _sweep_figure(spec: _Spec) -> Figure | None:
             ax.set_xticks(levels)
     from matplotlib.lines import Line2D
 
-    fig.legend([Line2D([], [], marker="o", ls="", color="0.5", markeredgecolor="black"),
-                Line2D([], [], color="tab:orange"), Line2D([], [], color="tab:blue")],
-               ["one record", "outcome: mean at each value", "metric: mean at each value"],
-               loc="outside lower center", ncols=3, fontsize=9, frameon=False)
-    title = (f"How outcomes (orange) and metrics (blue) move along {spec.label(sweep)}: "
-             "curves moving together mean the metric tracks the outcome")
+    if series:
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3),
+                   fontsize=9, frameon=False, title=spec.label(str(spec.groups)))
+        title = (f"How outcomes (first panels) and metrics move along {spec.label(sweep)}, one "
+                 f"line per {spec.label(str(spec.groups))}: curves moving together mean the "
+                 "metric tracks the outcome")
+    else:
+        fig.legend([Line2D([], [], marker="o", ls="", color="0.5", markeredgecolor="black"),
+                    Line2D([], [], color="tab:orange"), Line2D([], [], color="tab:blue")],
+                   ["one record", "outcome: mean at each value", "metric: mean at each value"],
+                   loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+        title = (f"How outcomes (orange) and metrics (blue) move along {spec.label(sweep)}: "
+                 "curves moving together mean the metric tracks the outcome")
     fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)), fontsize=12)
     return fig
 
