@@ -25,19 +25,9 @@ from advtransfer.models.checkpoint import save_model
 from advtransfer.models.registry import resolve_spec
 from advtransfer.selection import load_candidate
 
+from .conftest import state_equal
+
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("ADVTRANSFER_HOME", str(home))
-    return home
-
-
-def _state_equal(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _seeded(seed: int, build: Any) -> nn.Module:
@@ -65,11 +55,11 @@ def test_each_prefix_builds_from_its_own_namespace(monkeypatch: pytest.MonkeyPat
     assert advtransfer.models.create is create
     # builtin: the digits linear classifier, seeded, untrained with 'random'
     linear = create("builtin:digits-linear", "random", seed=3)
-    assert _state_equal(linear, _seeded(3, lambda: fc_net(64, 10, hidden=())))
-    assert _state_equal(create("digits-linear", "random", seed=3), linear)  # unprefixed
+    assert state_equal(linear, _seeded(3, lambda: fc_net(64, 10, hidden=())))
+    assert state_equal(create("digits-linear", "random", seed=3), linear)  # unprefixed
     # cifar: the library's builder with num_classes and builder keywords
     net = create("cifar:lenet", "random", num_classes=7, seed=1, width=0.5)
-    assert _state_equal(net, _seeded(1, lambda: lenet(7, width=0.5)))
+    assert state_equal(net, _seeded(1, lambda: lenet(7, width=0.5)))
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 7)
     # tv: torchvision's model (a different class from the CIFAR one of the same name)
     tv = create("tv:squeezenet1_1", "random", num_classes=5)
@@ -113,7 +103,7 @@ def test_num_classes_reaches_the_builder(tmp_path: Path) -> None:
     path = tmp_path / "ref.safetensors"
     save_model(source, path)
     loaded = create("cifar:resnet18", path, num_classes=10, width=0.125)
-    assert _state_equal(loaded, source)
+    assert state_equal(loaded, source)
     with pytest.raises(AdvTransferError, match="num_classes"):
         create("cifar:resnet18", path, width=0.125)  # resnet18_cifar has no default
     assert create("tv:squeezenet1_1", "random", num_classes=4)(
@@ -155,12 +145,12 @@ def test_digits_linear_works_in_python(tmp_path: Path) -> None:
     model = _seeded(5, lambda: fc_net(64, 10, hidden=()))
     path = tmp_path / "linear.safetensors"
     save_model(model, path)
-    assert _state_equal(load_candidate("digits-linear", path), model)
-    assert _state_equal(create("builtin:digits-linear", str(path)), model)
+    assert state_equal(load_candidate("digits-linear", path), model)
+    assert state_equal(create("builtin:digits-linear", str(path)), model)
     # without weights the built-in model is trained now, as on the command line
     cnn = _seeded(0, lambda: digits_cnn(10, width=16))
     trained = create("builtin:digits-cnn", seed=0)
-    assert not _state_equal(trained, cnn)
+    assert not state_equal(trained, cnn)
 
 
 def test_list_models_names_every_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,9 +207,9 @@ def test_download_is_opt_in_hash_checked_and_cached(
     assert published == url
     target = _isolated_home / "weights" / "squeezenet1_1.pth"
     assert fake.calls == [(url, str(target), "b8a52dc0")]
-    assert _state_equal(model, fake.model)
-    assert _state_equal(create("tv:squeezenet1_1", download=True), fake.model)  # cached
-    assert _state_equal(create("tv:squeezenet1_1"), fake.model)
+    assert state_equal(model, fake.model)
+    assert state_equal(create("tv:squeezenet1_1", download=True), fake.model)  # cached
+    assert state_equal(create("tv:squeezenet1_1"), fake.model)
     assert len(fake.calls) == 1
     monkeypatch.setitem(sys.modules, "timm", _FakeTimm())
     with pytest.raises(AdvTransferError, match="not supported for timm"):

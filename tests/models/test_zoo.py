@@ -15,17 +15,7 @@ from advtransfer.models import zoo
 from advtransfer.models.checkpoint import save_model
 from advtransfer.models.zoo import cache_dir, from_name, weight_candidates
 
-
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("ADVTRANSFER_HOME", str(home))
-    return home
-
-
-def _state_equal(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+from .conftest import state_equal
 
 
 def test_random_torchvision_model() -> None:
@@ -67,15 +57,15 @@ def test_weights_from_cache_directory(kind: str) -> None:
     else:
         torch.save(source.state_dict(), target)
     loaded = from_name("squeezenet1_1", num_classes=5)
-    assert _state_equal(loaded, source)
+    assert state_equal(loaded, source)
 
 
 def test_weights_from_explicit_path(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = from_name("squeezenet1_1", weights="random", num_classes=3)
     path = save_model(source, tmp_path / "w.safetensors")
-    assert _state_equal(from_name("squeezenet1_1", weights=path, num_classes=3), source)
-    assert _state_equal(from_name("squeezenet1_1", weights=str(path), num_classes=3), source)
+    assert state_equal(from_name("squeezenet1_1", weights=path, num_classes=3), source)
+    assert state_equal(from_name("squeezenet1_1", weights=str(path), num_classes=3), source)
     # Weights for 3 classes do not fit the default 1000-class model: clear shape error.
     with pytest.raises(AdvTransferError, match="shape mismatches"):
         from_name("squeezenet1_1", weights=path)
@@ -141,7 +131,7 @@ def test_timm_models_via_optional_import(monkeypatch: pytest.MonkeyPatch) -> Non
     target = cache_dir() / "timm" / "tiny_net.safetensors"
     target.parent.mkdir(parents=True)
     save_model(model, target)
-    assert _state_equal(from_name("timm:tiny_net", num_classes=3), model)
+    assert state_equal(from_name("timm:tiny_net", num_classes=3), model)
 
     with pytest.raises(AdvTransferError, match="timm:tiny_net"):
         from_name("timm:tiny_nett", weights="random")

@@ -245,6 +245,15 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
     and ``test_loss`` the means over the ``seeds`` refits (``test_accuracies`` lists each),
     plus ``best_lr``, ``best_epochs``, ``best_val_accuracy``, ``seconds`` (all fits) and
     ``fit_seconds`` (the mean time of one refit: the cost of one full fine-tune)."""
+    def fit(fit_on: Any, evaluate_on: Any, lr: float, epochs: int, seed: int) -> dict[str, Any]:
+        """One timed full fine-tune: trained on ``fit_on``, evaluated on ``evaluate_on``."""
+        start = time.perf_counter()
+        kt = knowledge_transfer(model, fit_on, evaluate_on, task="classification",
+                                features="penultimate", finetune="full", epochs=epochs, lr=lr,
+                                weight_decay=c.full_finetune_weight_decay,
+                                batch_size=batch_size, device=ctx.device, seed=seed)
+        return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+
     seconds = 0.0
     val_acc: dict[tuple[float, int], float] = {}
     split_seed = ctx.seed_for("full-finetune-split", base)
@@ -255,14 +264,8 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
 
             def grid_fit(unit: dict = unit, lr: float = lr, epochs: int = int(epochs),
                          ) -> dict[str, Any]:
-                start = time.perf_counter()
-                fit_part, val_part = _holdout(train, c.val_fraction, split_seed)
-                kt = knowledge_transfer(model, fit_part, val_part, task="classification",
-                                        features="penultimate", finetune="full", epochs=epochs,
-                                        lr=lr, weight_decay=c.full_finetune_weight_decay,
-                                        batch_size=batch_size, device=ctx.device,
-                                        seed=ctx.seed_for("full-finetune-grid", unit))
-                return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+                return fit(*_holdout(train, c.val_fraction, split_seed), lr, epochs,
+                           ctx.seed_for("full-finetune-grid", unit))
 
             r = ctx.store.record("full-finetune-grid", unit, grid_fit)
             seconds += r["seconds"]
@@ -275,13 +278,7 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
                 **({"replicate": replicate} if replicate else {})}
 
         def final(unit: dict = unit) -> dict[str, Any]:
-            start = time.perf_counter()
-            kt = knowledge_transfer(model, train, test, task="classification",
-                                    features="penultimate", finetune="full", epochs=best_epochs,
-                                    lr=best_lr, weight_decay=c.full_finetune_weight_decay,
-                                    batch_size=batch_size, device=ctx.device,
-                                    seed=ctx.seed_for("full-finetune", unit))
-            return {**kt.to_dict(), "seconds": time.perf_counter() - start}
+            return fit(train, test, best_lr, best_epochs, ctx.seed_for("full-finetune", unit))
 
         fits.append(ctx.store.record("full-finetune", unit, final))
     accs = [float(r["test_accuracy"]) for r in fits]
