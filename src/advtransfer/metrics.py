@@ -51,6 +51,7 @@ from advtransfer.attacks import (
     as_generator,
     check_bounds,
     clip_to_bounds,
+    gives_clean,
     norms,
     per_sample_eps,
     random_on_sphere,
@@ -93,7 +94,8 @@ class AttackStats:
     ``mean_delta_norm`` is mean ||delta_A||_p; ``mean_deviation`` mean ||Delta_{A->B}||_2;
     ``mean_victim_self_deviation`` mean ||Delta_{B->B}||_2 (B's own attack);
     ``mean_random_deviation`` mean ||f_B(x + n) - f_B(x)||_2 for random noise n of norm eps, the
-    baseline an attack that transfers must beat. ``mean_iterations`` and ``fraction_converged``
+    baseline an attack that transfers must beat (NaN unless asked for with ``noise_baseline=True``:
+    it costs one forward pass per model and sample). ``mean_iterations`` and ``fraction_converged``
     report how converged the attack on A was (:class:`advtransfer.attacks.AttackOutput`): mean
     iterations used per sample, and the share of samples that met ``tol`` (NaN for ``ce``
     attacks, which run a fixed number of steps).
@@ -307,6 +309,7 @@ def measure_matrix(
     *,
     pairs: Sequence[tuple[int, int]] | None = None,
     convention: Convention = "icml",
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     deviation_map: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 128,
@@ -322,6 +325,14 @@ def measure_matrix(
     ``deviation_map(j, Delta)`` transforms every deviation (batch, k_j) of victim j before it is
     accumulated (e.g. pooling a dense output for alpha2 while keeping its norm); the attacks
     always see the full output.
+
+    Only the passes the pairs need are run: per batch one clean forward per model (none for a
+    model whose FGSM attack computes f(x) itself), one attack per model in any pair, and the
+    deviations Delta_{i->j}, Delta_{i->i} and Delta_{j->j} of each pair (i, j) (alpha1 needs the
+    first and last, alpha2 the first two), evaluated under ``torch.inference_mode``. The
+    random-noise baseline (``AttackStats.mean_random_deviation``) adds one forward per model
+    and is computed only with ``noise_baseline=True`` (NaN otherwise); its noise is drawn either
+    way, so switching it does not change any other number.
     """
     n = len(models)
     if n == 0:
@@ -335,6 +346,8 @@ def measure_matrix(
     accs = {(i, j): DirectionAccumulator(names[i], names[j], convention=convention)
             for i, j in pairs}
     attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
+    needed = sorted({k for i, j in pairs for k in ((i, i), (i, j), (j, j))})
+    victims = sorted({j for _, j in pairs})
     eps_all = config.eps if isinstance(config.eps, torch.Tensor) and config.eps.numel() > 1 \
         else None
     seen = 0
@@ -355,24 +368,28 @@ def measure_matrix(
                 config = replace(config, eps=eps_all.reshape(-1)[seen:seen + len(x)])
             seen += len(x)
             eps = per_sample_eps(config.eps, x)
-            with torch.no_grad():
-                clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
+            clean: dict[int, torch.Tensor] = {}
+            if not gives_clean(config):
+                with torch.no_grad():
+                    clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
             deltas = {}
             for i in attackers:
-                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
+                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean.get(i))
                 logs[i].update(out)
                 deltas[i] = out.delta
+                if out.clean is not None:
+                    clean[i] = out.clean
             noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
-            with torch.no_grad():
+            with torch.inference_mode():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
-                       for i in attackers for j in attackers if (i, j) in accs or i == j}
+                       for i, j in needed}
                 if deviation_map is not None:
                     dev = {(i, j): deviation_map(j, d) for (i, j), d in dev.items()}
                 rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
-                       for j in attackers}
+                       for j in victims} if noise_baseline else {}
             for (i, j), acc in accs.items():
                 acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
-                           norms(deltas[i], config.norm), rnd[j])
+                           norms(deltas[i], config.norm), rnd.get(j))
     if eps_all is not None and seen != eps_all.numel():
         raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "
                                f"{seen} samples; give one value per sample")
@@ -380,7 +397,9 @@ def measure_matrix(
     for (i, j), acc in accs.items():
         r = acc.compute()
         stats = replace(r.stats, mean_iterations=logs[i].mean_iterations,
-                        fraction_converged=logs[i].fraction_converged)
+                        fraction_converged=logs[i].fraction_converged,
+                        mean_random_deviation=r.stats.mean_random_deviation if noise_baseline
+                        else math.nan)
         results[(i, j)] = replace(r, stats=stats)
     return results
 
@@ -408,6 +427,7 @@ def transferability(
     bounds: Bounds = (0.0, 1.0),
     tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -428,6 +448,8 @@ def transferability(
     when its output is a tuple, a mapping or an object: an int index, a str key/attribute or a
     callable; ``None`` uses :func:`advtransfer.models.adapters.as_output` (tensors as they are,
     ``logits``/``out``/... keys, the first element of a tuple with a warning).
+    ``noise_baseline=True`` also measures each victim's deviation under random noise of norm
+    eps (``stats.mean_random_deviation``; one more forward per model and sample; NaN when off).
 
     Example:
         >>> import torch
@@ -441,7 +463,8 @@ def transferability(
                           step_size=step_size, random_start=random_start, bounds=bounds,
                           tol=tol)
     out = measure_matrix([source, target], ["source", "target"], data, config,
-                         pairs=[(0, 1), (1, 0)], convention=convention, output=output,
+                         pairs=[(0, 1), (1, 0)], convention=convention,
+                         noise_baseline=noise_baseline, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return TransferabilityResult(out[(0, 1)], out[(1, 0)],
@@ -462,6 +485,7 @@ def transfer_matrix(
     bounds: Bounds = (0.0, 1.0),
     tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -469,7 +493,8 @@ def transfer_matrix(
     progress: bool = False,
 ) -> TransferMatrixResult:
     """N x N alpha1/alpha2/combined between every ordered pair of ``models`` (a list, or a mapping
-    from names to models), attacking each model once per sample (N attacks, not N^2)."""
+    from names to models), attacking each model once per sample (N attacks, not N^2).
+    Arguments as in :func:`transferability`."""
     if isinstance(models, Mapping):
         names, mods = [str(k) for k in models], list(models.values())
     else:
@@ -478,7 +503,8 @@ def transfer_matrix(
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                           step_size=step_size, random_start=random_start, bounds=bounds,
                           tol=tol)
-    out = measure_matrix(mods, names, data, config, convention=convention, output=output,
+    out = measure_matrix(mods, names, data, config, convention=convention,
+                         noise_baseline=noise_baseline, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return matrix_result(names, out, _config_dict(config, convention=convention))
