@@ -18,8 +18,7 @@ The fine-tuned model's clean loss the published loop also records (for knowledge
 left out: it is no part of alpha1. The published code leaves the parameters requiring
 gradients, so every backward also fills the parameters' gradients; by default the loop here
 freezes them (``requires_grad=False``, the loop at its fastest, a conservative comparison);
-``--as-published`` keeps them on (measured once: about 10x slower than the frozen loop's
-ratio suggests, see README).
+``--as-published`` keeps them on.
 
 Compared with ``advtransfer.rank(methods=["alpha1"], correct_only=True)`` on the same 3 random
 CIFAR ResNet-18 sources, reference and 48 random 32 px images in [-1, 1] (labels = the
