@@ -324,6 +324,21 @@ def test_only_the_passes_the_pairs_need_are_run(noise):
     assert (rnd > 0) if noise else math.isnan(rnd)
 
 
+def test_alpha1_alone_skips_the_attackers_own_deviation():
+    """alpha2=False: Delta_{0->0} is not evaluated for pairs (0, 1), (0, 2); alpha1 is exactly
+    the one computed beside alpha2, and alpha2 and combined are NaN."""
+    models = [_Counting(TinyCNN(i)) for i in range(3)]
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    pairs = [(0, 1), (0, 2)]
+    alone = measure_matrix(models, ["a", "b", "c"], x, FGSM, pairs=pairs, alpha2=False)
+    assert [m.eval_calls for m in models] == [0, 2, 2]
+    full = measure_matrix(models, ["a", "b", "c"], x, FGSM, pairs=pairs)
+    for key in pairs:
+        np.testing.assert_array_equal(alone[key].alpha1_per_sample, full[key].alpha1_per_sample)
+        assert math.isnan(alone[key].alpha2) and math.isnan(alone[key].combined)
+        assert not math.isnan(full[key].alpha2)
+
+
 def test_skipped_passes_change_no_requested_number():
     """PGD with a random start over several batches (the generator stream matters): the pairs
     asked alone, without the noise baseline, give exactly the numbers of all pairs with it."""

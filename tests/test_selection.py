@@ -129,6 +129,8 @@ def test_rank_measures_only_the_directions_asked(target, monkeypatch):
     for m in ("alpha1", "alpha2", "combined"):
         assert t2s.scores[m] == both.scores[m]
     assert s2t.scores["alpha1_s2t"] == both.scores["alpha1_s2t"]
+    a1 = rank(pool, train, ref, methods=["alpha1"], **kw)
+    assert a1.scores["alpha1"] == both.scores["alpha1"]
     assert set(t2s.details["random0"]) == {"n_alpha1_above_one_t2s"}
 
 

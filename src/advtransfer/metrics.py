@@ -199,6 +199,7 @@ class DirectionAccumulator:
 
     ``update`` takes Delta_{A->A} (batch, m_A), Delta_{A->B} (batch, m_B) and Delta_{B->B}
     (batch, m_B), plus ||delta_A||_p and B's deviation under random noise for the statistics.
+    Delta_{A->A} may be None in every update (alpha1 only): alpha2 and combined are then NaN.
     """
 
     def __init__(self, attacker: str = "A", victim: str = "B", *,
@@ -212,16 +213,26 @@ class DirectionAccumulator:
         self._sums = np.zeros(4)
         self._n = 0
 
-    def update(self, dev_aa: torch.Tensor, dev_ab: torch.Tensor, dev_bb: torch.Tensor,
+    def update(self, dev_aa: torch.Tensor | None, dev_ab: torch.Tensor, dev_bb: torch.Tensor,
                delta_norm: torch.Tensor | None = None,
                random_dev: torch.Tensor | None = None) -> None:
-        dev_aa, dev_ab, dev_bb = (t.detach().to(torch.float64) for t in (dev_aa, dev_ab, dev_bb))
+        dev_ab, dev_bb = (t.detach().to(torch.float64) for t in (dev_ab, dev_bb))
         n_ab, n_bb = dev_ab.norm(dim=1), dev_bb.norm(dim=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (n_ab / n_bb).cpu().numpy()
         defined = n_bb > 0
         ratio = np.where(defined.cpu().numpy(), ratio, np.nan)
         self._alpha1.append(ratio)
+        if dev_aa is not None:
+            self._update_outer(dev_aa.detach().to(torch.float64), dev_ab, defined, ratio)
+        zeros = torch.zeros_like(n_ab)
+        stats = (delta_norm if delta_norm is not None else zeros, n_ab, n_bb,
+                 random_dev if random_dev is not None else zeros)
+        self._sums += np.array([float(t.double().sum()) for t in stats])
+        self._n += dev_ab.shape[0]
+
+    def _update_outer(self, dev_aa: torch.Tensor, dev_ab: torch.Tensor, defined: torch.Tensor,
+                      ratio: np.ndarray) -> None:
         # samples without alpha1 are left out of alpha2 and combined too (one sample set)
         keep = defined.to(torch.float64)[:, None]
         u_a, u_b = _unit_rows(dev_aa) * keep, _unit_rows(dev_ab) * keep
@@ -233,13 +244,10 @@ class DirectionAccumulator:
             self._weighted = weighted if self._weighted is None else self._weighted + weighted
         else:
             self._units.append((u_a.cpu(), u_b.cpu(), w.cpu()))
-        zeros = torch.zeros_like(n_ab)
-        stats = (delta_norm if delta_norm is not None else zeros, n_ab, n_bb,
-                 random_dev if random_dev is not None else zeros)
-        self._sums += np.array([float(t.double().sum()) for t in stats])
-        self._n += dev_ab.shape[0]
 
     def _frobenius(self) -> tuple[float, float]:
+        if self._outer is None and not self._units:
+            return math.nan, math.nan
         if self._outer is not None:
             return float(self._outer.norm()), float(self._weighted.norm())
         u_a = torch.cat([u[0] for u in self._units])
@@ -309,6 +317,7 @@ def measure_matrix(
     *,
     pairs: Sequence[tuple[int, int]] | None = None,
     convention: Convention = "icml",
+    alpha2: bool = True,
     noise_baseline: bool = False,
     output: OutputSelector | None = None,
     deviation_map: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
@@ -329,7 +338,9 @@ def measure_matrix(
     Only the passes the pairs need are run: per batch one clean forward per model (none for a
     model whose FGSM attack computes f(x) itself), one attack per model in any pair, and the
     deviations Delta_{i->j}, Delta_{i->i} and Delta_{j->j} of each pair (i, j) (alpha1 needs the
-    first and last, alpha2 the first two), evaluated under ``torch.inference_mode``. The
+    first and last, alpha2 the first two; ``alpha2=False`` asks for alpha1 alone: Delta_{i->i}
+    of an attacker i that is no victim is then not evaluated and alpha2 and combined are NaN),
+    evaluated under ``torch.inference_mode``. The
     random-noise baseline (``AttackStats.mean_random_deviation``) adds one forward per model
     and is computed only with ``noise_baseline=True`` (NaN otherwise); its noise is drawn either
     way, so switching it does not change any other number.
@@ -346,7 +357,7 @@ def measure_matrix(
     accs = {(i, j): DirectionAccumulator(names[i], names[j], convention=convention)
             for i, j in pairs}
     attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
-    needed = sorted({k for i, j in pairs for k in ((i, i), (i, j), (j, j))})
+    needed = sorted({k for i, j in pairs for k in ((i, j), (j, j), *([(i, i)] if alpha2 else []))})
     victims = sorted({j for _, j in pairs})
     eps_all = config.eps if isinstance(config.eps, torch.Tensor) and config.eps.numel() > 1 \
         else None
@@ -388,7 +399,7 @@ def measure_matrix(
                 rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
                        for j in victims} if noise_baseline else {}
             for (i, j), acc in accs.items():
-                acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
+                acc.update(dev[(i, i)] if alpha2 else None, dev[(i, j)], dev[(j, j)],
                            norms(deltas[i], config.norm), rnd.get(j))
     if eps_all is not None and seen != eps_all.numel():
         raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "

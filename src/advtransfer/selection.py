@@ -891,7 +891,8 @@ def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
     whole pool; each candidate's outputs (indices 1..N) and, for the ``*_features`` methods,
     its penultimate features (indices N+1..2N) are attacked once per sample. Only the
     directions the methods name are measured (t2s: pairs (0, i); s2t: pairs (i, 0)), so no
-    deviation pass of the other direction is run; the noise baseline is off."""
+    deviation pass of the other direction is run (nor, for alpha1 methods alone, the
+    reference's own deviation, which only alpha2 and combined use); the noise baseline is off."""
     names = list(models)
     n = len(names)
     on_logits = any(m not in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
@@ -905,9 +906,10 @@ def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
         directions = {ADVERSARIAL_METHODS[m][1] for m in adversarial}
         pairs = [p for i in idx for d, p in (("t2s", (0, i)), ("s2t", (i, 0)))
                  if d in directions]
+        alpha2 = any(ADVERSARIAL_METHODS[m][0] != "alpha1" for m in adversarial)
         out = measure_matrix(pool, pool_names, x_att, config, pairs=pairs,
-                             convention=convention, batch_size=batch_size, device=device,
-                             generator=seed, progress=progress)
+                             convention=convention, alpha2=alpha2, batch_size=batch_size,
+                             device=device, generator=seed, progress=progress)
     finally:
         for fm in maps:
             fm.capture.remove()
