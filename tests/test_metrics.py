@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from advtransfer import AdvTransferError, transfer_matrix, transferability
-from advtransfer.metrics import DirectionAccumulator
+from advtransfer.attacks import AttackConfig, run_attack
+from advtransfer.metrics import DirectionAccumulator, measure_matrix
 from advtransfer.theory import first_order_transferability
 
 from .conftest import TinyCNN, two_layer
@@ -240,7 +244,7 @@ def test_matrix_attacks_each_model_once_per_batch(monkeypatch, x64):
 def test_same_generator_same_numbers_and_stats_sane():
     s, t = TinyCNN(0), TinyCNN(1)
     x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    a = transferability(s, t, x, eps=0.2, generator=3)
+    a = transferability(s, t, x, eps=0.2, generator=3, noise_baseline=True)
     b = transferability(s, t, x, eps=0.2, generator=3)
     np.testing.assert_array_equal(a.source_to_target.alpha1_per_sample,
                                   b.source_to_target.alpha1_per_sample)
@@ -283,3 +287,85 @@ def test_bad_data_and_models():
         transferability(s, Wrong(), torch.rand(3, 6, dtype=torch.float64), eps=0.1)
     with pytest.raises(AdvTransferError, match="steps"):
         transferability(s, t, torch.rand(3, 6, dtype=torch.float64), eps=0.1, steps=0)
+
+
+class _Counting(nn.Module):
+    """Counts forward calls made with autograd on (attack passes) and off (evaluations)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.grad_calls = self.eval_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.grad_calls += 1
+        else:
+            self.eval_calls += 1
+        return self.model(x)
+
+
+FGSM = AttackConfig(eps=0.1, norm="linf", objective="ce", solver="first_order")
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_only_the_passes_the_pairs_need_are_run(noise):
+    """Pairs (0, 1), (0, 2) with FGSM, one batch: each model is attacked once (one forward with
+    autograd, which also gives f(x)); the evaluations are Delta_{0->0} on model 0 and
+    Delta_{0->j}, Delta_{j->j} on each victim j, plus one noise pass per victim when asked."""
+    models = [_Counting(TinyCNN(i)) for i in range(3)]
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = measure_matrix(models, ["a", "b", "c"], x, FGSM, pairs=[(0, 1), (0, 2)],
+                         noise_baseline=noise, generator=0)
+    assert [m.grad_calls for m in models] == [1, 1, 1]
+    assert [m.eval_calls for m in models] == [1, 2 + noise, 2 + noise]
+    assert set(out) == {(0, 1), (0, 2)}
+    rnd = out[(0, 1)].stats.mean_random_deviation
+    assert (rnd > 0) if noise else math.isnan(rnd)
+
+
+def test_alpha1_alone_skips_the_attackers_own_deviation():
+    """alpha2=False: Delta_{0->0} is not evaluated for pairs (0, 1), (0, 2); alpha1 is exactly
+    the one computed beside alpha2, and alpha2 and combined are NaN."""
+    models = [_Counting(TinyCNN(i)) for i in range(3)]
+    x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    pairs = [(0, 1), (0, 2)]
+    alone = measure_matrix(models, ["a", "b", "c"], x, FGSM, pairs=pairs, alpha2=False)
+    assert [m.eval_calls for m in models] == [0, 2, 2]
+    full = measure_matrix(models, ["a", "b", "c"], x, FGSM, pairs=pairs)
+    for key in pairs:
+        np.testing.assert_array_equal(alone[key].alpha1_per_sample, full[key].alpha1_per_sample)
+        assert math.isnan(alone[key].alpha2) and math.isnan(alone[key].combined)
+        assert not math.isnan(full[key].alpha2)
+
+
+def test_skipped_passes_change_no_requested_number():
+    """PGD with a random start over several batches (the generator stream matters): the pairs
+    asked alone, without the noise baseline, give exactly the numbers of all pairs with it."""
+    models = [TinyCNN(i) for i in range(3)]
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    config = AttackConfig(eps=0.3, steps=4)
+    full = measure_matrix(models, ["a", "b", "c"], x, config, noise_baseline=True,
+                          batch_size=8, generator=5)
+    some = measure_matrix(models, ["a", "b", "c"], x, config, pairs=[(0, 1), (2, 0)],
+                          batch_size=8, generator=5)
+    for key, r in some.items():
+        f = full[key]
+        np.testing.assert_array_equal(r.alpha1_per_sample, f.alpha1_per_sample)
+        assert (r.alpha2, r.combined) == (f.alpha2, f.combined)
+        assert replace(r.stats, mean_random_deviation=0.0) == \
+            replace(f.stats, mean_random_deviation=0.0)
+
+
+def test_fgsm_clean_output_comes_from_the_attack_pass():
+    """The FGSM perturbation equals one signed step of CE(f(x + d), argmax f(x)) computed here
+    by hand, and the deviations use that f(x)."""
+    model = TinyCNN(3).eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    d = torch.zeros_like(x, requires_grad=True)
+    y = model(x + d)
+    nn.functional.cross_entropy(y, y.detach().argmax(1), reduction="sum").backward()
+    delta = (x + 0.1 * d.grad.sign()).clamp(0, 1) - x
+    out = run_attack(model, x, FGSM, None)
+    torch.testing.assert_close(out.delta, delta, rtol=0, atol=1e-7)
+    torch.testing.assert_close(out.clean, model(x).detach(), rtol=1e-6, atol=1e-7)

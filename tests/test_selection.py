@@ -15,12 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
 import advtransfer.metrics
+from advtransfer import selection
 from advtransfer.cli import app
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.models.architectures import digits_cnn, digits_mlp
 from advtransfer.models.checkpoint import load_into, save_model
 from advtransfer.selection import (
+    ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
     DEFAULT_METHODS,
     FEATURE_METHODS,
@@ -101,6 +103,35 @@ def test_reference_is_attacked_once_for_the_whole_pool(target, monkeypatch):
     rank(pool, train, ref, methods=["combined"], steps=2, attack_samples=40, batch_size=16)
     assert calls["reference"] == 3  # once per batch of 16 of the 40 inputs, for all 4 candidates
     assert all(calls[n] == 3 for n in pool)
+
+
+def test_rank_measures_only_the_directions_asked(target, monkeypatch):
+    """t2s methods alone evaluate no s2t pass (and no noise baseline), and their scores are
+    exactly those computed beside every other adversarial method."""
+    train, _, ref = target
+    seen = []
+    original = selection.measure_matrix
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["pairs"], kwargs.get("noise_baseline", False)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "measure_matrix", recording)
+    pool = _random_pool(3)
+    kw = {"steps": 3, "attack_samples": 40, "batch_size": 16, "seed": 1}
+    t2s = rank(pool, train, ref, methods=["alpha1", "alpha2", "combined"], **kw)
+    assert seen.pop() == ([(0, 1), (0, 2), (0, 3)], False)
+    s2t = rank(pool, train, ref, methods=["alpha1_s2t"], **kw)
+    assert seen.pop() == ([(1, 0), (2, 0), (3, 0)], False)
+    both = rank(pool, train, ref, methods=[m for m in ADVERSARIAL_METHODS
+                                           if m not in ADVERSARIAL_FEATURE_METHODS], **kw)
+    assert seen.pop()[0] == [(0, 1), (1, 0), (0, 2), (2, 0), (0, 3), (3, 0)]
+    for m in ("alpha1", "alpha2", "combined"):
+        assert t2s.scores[m] == both.scores[m]
+    assert s2t.scores["alpha1_s2t"] == both.scores["alpha1_s2t"]
+    a1 = rank(pool, train, ref, methods=["alpha1"], **kw)
+    assert a1.scores["alpha1"] == both.scores["alpha1"]
+    assert set(t2s.details["random0"]) == {"n_alpha1_above_one_t2s"}
 
 
 def test_rank_accepts_datasets_loaders_and_specs(target, tmp_path):

@@ -276,12 +276,15 @@ class AttackOutput:
     ``iterations`` counts power iterations (first-order solver; 0 when v1 comes from the exact
     Jacobian) or PGD gradient evaluations. ``converged`` says whether the relative change of the
     objective between the last two iterates was <= ``tol``; None for the fixed-step attacks
-    (objective ``"ce"``), which have no tolerance.
+    (objective ``"ce"``), which have no tolerance. ``clean`` is f(x) when the attack computed it
+    itself in its first forward pass (the one-step ``ce`` attack, FGSM, when no ``y_clean`` was
+    given), so callers need no separate clean pass; None otherwise.
     """
 
     delta: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor | None
+    clean: torch.Tensor | None = None
 
 
 class ConvergenceLog:
@@ -420,6 +423,8 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig,
     report (internal form of :func:`attack`; ``y_clean`` may pass the clean output f(x) when the
     caller has it)."""
     eps = per_sample_eps(config.eps, x)
+    if y_clean is None and gives_clean(config):
+        return _fgsm(model, x, eps, config, name)
     if y_clean is None:
         with torch.no_grad():
             y_clean = forward(model, x, name=name)
@@ -449,6 +454,28 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig,
         delta = torch.zeros_like(x)
     delta = clip_to_bounds(x, delta, config.bounds)
     return _pgd(model, x, delta, eps, y_clean, config, name)
+
+
+def gives_clean(config: AttackConfig) -> bool:
+    """Whether :func:`run_attack` without ``y_clean`` returns f(x) in ``AttackOutput.clean``:
+    the one-step ``ce`` attack (FGSM) reads the label argmax f(x) from the same forward pass
+    whose gradient it follows, as the authors' FGSM does."""
+    return config.solver == "first_order" and config.objective == "ce"
+
+
+def _fgsm(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, config: AttackConfig,
+          name: str) -> AttackOutput:
+    """One signed (linf) or normalised (l2) step of CE(f(x + d), argmax f(x)) at d = 0: a
+    single forward and backward, the forward's output being the clean f(x)."""
+    d = torch.zeros_like(x).requires_grad_(True)
+    with torch.enable_grad():
+        y = forward(model, x + d, name=name)
+        loss = adversarial_loss(y, y.detach(), "ce")
+        (grad,) = torch.autograd.grad(loss.sum(), d)
+    step = _ascent_direction(grad, config.norm)
+    delta = clip_to_bounds(x, step * _bcast(eps, x), config.bounds).detach()
+    used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
+    return AttackOutput(delta, used, None, clean=y.detach())
 
 
 def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tensor,

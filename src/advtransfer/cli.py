@@ -295,8 +295,8 @@ def measure(
         result = advtransfer.transferability(
             s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
             step_size=step_size, random_start=random_start, bounds=config.bounds,
-            convention=convention, batch_size=batch_size, device=run_on, generator=seed,
-            progress=not quiet)
+            convention=convention, noise_baseline=True, batch_size=batch_size, device=run_on,
+            generator=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -51,6 +51,7 @@ from advtransfer.attacks import (
     as_generator,
     check_bounds,
     clip_to_bounds,
+    gives_clean,
     norms,
     per_sample_eps,
     random_on_sphere,
@@ -93,7 +94,8 @@ class AttackStats:
     ``mean_delta_norm`` is mean ||delta_A||_p; ``mean_deviation`` mean ||Delta_{A->B}||_2;
     ``mean_victim_self_deviation`` mean ||Delta_{B->B}||_2 (B's own attack);
     ``mean_random_deviation`` mean ||f_B(x + n) - f_B(x)||_2 for random noise n of norm eps, the
-    baseline an attack that transfers must beat. ``mean_iterations`` and ``fraction_converged``
+    baseline an attack that transfers must beat (NaN unless asked for with ``noise_baseline=True``:
+    it costs one forward pass per model and sample). ``mean_iterations`` and ``fraction_converged``
     report how converged the attack on A was (:class:`advtransfer.attacks.AttackOutput`): mean
     iterations used per sample, and the share of samples that met ``tol`` (NaN for ``ce``
     attacks, which run a fixed number of steps).
@@ -197,6 +199,7 @@ class DirectionAccumulator:
 
     ``update`` takes Delta_{A->A} (batch, m_A), Delta_{A->B} (batch, m_B) and Delta_{B->B}
     (batch, m_B), plus ||delta_A||_p and B's deviation under random noise for the statistics.
+    Delta_{A->A} may be None in every update (alpha1 only): alpha2 and combined are then NaN.
     """
 
     def __init__(self, attacker: str = "A", victim: str = "B", *,
@@ -210,16 +213,26 @@ class DirectionAccumulator:
         self._sums = np.zeros(4)
         self._n = 0
 
-    def update(self, dev_aa: torch.Tensor, dev_ab: torch.Tensor, dev_bb: torch.Tensor,
+    def update(self, dev_aa: torch.Tensor | None, dev_ab: torch.Tensor, dev_bb: torch.Tensor,
                delta_norm: torch.Tensor | None = None,
                random_dev: torch.Tensor | None = None) -> None:
-        dev_aa, dev_ab, dev_bb = (t.detach().to(torch.float64) for t in (dev_aa, dev_ab, dev_bb))
+        dev_ab, dev_bb = (t.detach().to(torch.float64) for t in (dev_ab, dev_bb))
         n_ab, n_bb = dev_ab.norm(dim=1), dev_bb.norm(dim=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (n_ab / n_bb).cpu().numpy()
         defined = n_bb > 0
         ratio = np.where(defined.cpu().numpy(), ratio, np.nan)
         self._alpha1.append(ratio)
+        if dev_aa is not None:
+            self._update_outer(dev_aa.detach().to(torch.float64), dev_ab, defined, ratio)
+        zeros = torch.zeros_like(n_ab)
+        stats = (delta_norm if delta_norm is not None else zeros, n_ab, n_bb,
+                 random_dev if random_dev is not None else zeros)
+        self._sums += np.array([float(t.double().sum()) for t in stats])
+        self._n += dev_ab.shape[0]
+
+    def _update_outer(self, dev_aa: torch.Tensor, dev_ab: torch.Tensor, defined: torch.Tensor,
+                      ratio: np.ndarray) -> None:
         # samples without alpha1 are left out of alpha2 and combined too (one sample set)
         keep = defined.to(torch.float64)[:, None]
         u_a, u_b = _unit_rows(dev_aa) * keep, _unit_rows(dev_ab) * keep
@@ -231,13 +244,10 @@ class DirectionAccumulator:
             self._weighted = weighted if self._weighted is None else self._weighted + weighted
         else:
             self._units.append((u_a.cpu(), u_b.cpu(), w.cpu()))
-        zeros = torch.zeros_like(n_ab)
-        stats = (delta_norm if delta_norm is not None else zeros, n_ab, n_bb,
-                 random_dev if random_dev is not None else zeros)
-        self._sums += np.array([float(t.double().sum()) for t in stats])
-        self._n += dev_ab.shape[0]
 
     def _frobenius(self) -> tuple[float, float]:
+        if self._outer is None and not self._units:
+            return math.nan, math.nan
         if self._outer is not None:
             return float(self._outer.norm()), float(self._weighted.norm())
         u_a = torch.cat([u[0] for u in self._units])
@@ -307,6 +317,8 @@ def measure_matrix(
     *,
     pairs: Sequence[tuple[int, int]] | None = None,
     convention: Convention = "icml",
+    alpha2: bool = True,
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     deviation_map: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 128,
@@ -322,6 +334,16 @@ def measure_matrix(
     ``deviation_map(j, Delta)`` transforms every deviation (batch, k_j) of victim j before it is
     accumulated (e.g. pooling a dense output for alpha2 while keeping its norm); the attacks
     always see the full output.
+
+    Only the passes the pairs need are run: per batch one clean forward per model (none for a
+    model whose FGSM attack computes f(x) itself), one attack per model in any pair, and the
+    deviations Delta_{i->j}, Delta_{i->i} and Delta_{j->j} of each pair (i, j) (alpha1 needs the
+    first and last, alpha2 the first two; ``alpha2=False`` asks for alpha1 alone: Delta_{i->i}
+    of an attacker i that is no victim is then not evaluated and alpha2 and combined are NaN),
+    evaluated under ``torch.inference_mode``. The
+    random-noise baseline (``AttackStats.mean_random_deviation``) adds one forward per model
+    and is computed only with ``noise_baseline=True`` (NaN otherwise); its noise is drawn either
+    way, so switching it does not change any other number.
     """
     n = len(models)
     if n == 0:
@@ -335,6 +357,8 @@ def measure_matrix(
     accs = {(i, j): DirectionAccumulator(names[i], names[j], convention=convention)
             for i, j in pairs}
     attackers = sorted({i for i, _ in pairs} | {j for _, j in pairs})
+    needed = sorted({k for i, j in pairs for k in ((i, j), (j, j), *([(i, i)] if alpha2 else []))})
+    victims = sorted({j for _, j in pairs})
     eps_all = config.eps if isinstance(config.eps, torch.Tensor) and config.eps.numel() > 1 \
         else None
     seen = 0
@@ -355,24 +379,28 @@ def measure_matrix(
                 config = replace(config, eps=eps_all.reshape(-1)[seen:seen + len(x)])
             seen += len(x)
             eps = per_sample_eps(config.eps, x)
-            with torch.no_grad():
-                clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
+            clean: dict[int, torch.Tensor] = {}
+            if not gives_clean(config):
+                with torch.no_grad():
+                    clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
             deltas = {}
             for i in attackers:
-                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean[i])
+                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean.get(i))
                 logs[i].update(out)
                 deltas[i] = out.delta
+                if out.clean is not None:
+                    clean[i] = out.clean
             noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
-            with torch.no_grad():
+            with torch.inference_mode():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
-                       for i in attackers for j in attackers if (i, j) in accs or i == j}
+                       for i, j in needed}
                 if deviation_map is not None:
                     dev = {(i, j): deviation_map(j, d) for (i, j), d in dev.items()}
                 rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
-                       for j in attackers}
+                       for j in victims} if noise_baseline else {}
             for (i, j), acc in accs.items():
-                acc.update(dev[(i, i)], dev[(i, j)], dev[(j, j)],
-                           norms(deltas[i], config.norm), rnd[j])
+                acc.update(dev[(i, i)] if alpha2 else None, dev[(i, j)], dev[(j, j)],
+                           norms(deltas[i], config.norm), rnd.get(j))
     if eps_all is not None and seen != eps_all.numel():
         raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "
                                f"{seen} samples; give one value per sample")
@@ -380,7 +408,9 @@ def measure_matrix(
     for (i, j), acc in accs.items():
         r = acc.compute()
         stats = replace(r.stats, mean_iterations=logs[i].mean_iterations,
-                        fraction_converged=logs[i].fraction_converged)
+                        fraction_converged=logs[i].fraction_converged,
+                        mean_random_deviation=r.stats.mean_random_deviation if noise_baseline
+                        else math.nan)
         results[(i, j)] = replace(r, stats=stats)
     return results
 
@@ -408,6 +438,7 @@ def transferability(
     bounds: Bounds = (0.0, 1.0),
     tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -428,6 +459,8 @@ def transferability(
     when its output is a tuple, a mapping or an object: an int index, a str key/attribute or a
     callable; ``None`` uses :func:`advtransfer.models.adapters.as_output` (tensors as they are,
     ``logits``/``out``/... keys, the first element of a tuple with a warning).
+    ``noise_baseline=True`` also measures each victim's deviation under random noise of norm
+    eps (``stats.mean_random_deviation``; one more forward per model and sample; NaN when off).
 
     Example:
         >>> import torch
@@ -441,7 +474,8 @@ def transferability(
                           step_size=step_size, random_start=random_start, bounds=bounds,
                           tol=tol)
     out = measure_matrix([source, target], ["source", "target"], data, config,
-                         pairs=[(0, 1), (1, 0)], convention=convention, output=output,
+                         pairs=[(0, 1), (1, 0)], convention=convention,
+                         noise_baseline=noise_baseline, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return TransferabilityResult(out[(0, 1)], out[(1, 0)],
@@ -462,6 +496,7 @@ def transfer_matrix(
     bounds: Bounds = (0.0, 1.0),
     tol: float = DEFAULT_TOL,
     convention: Convention = "icml",
+    noise_baseline: bool = False,
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -469,7 +504,8 @@ def transfer_matrix(
     progress: bool = False,
 ) -> TransferMatrixResult:
     """N x N alpha1/alpha2/combined between every ordered pair of ``models`` (a list, or a mapping
-    from names to models), attacking each model once per sample (N attacks, not N^2)."""
+    from names to models), attacking each model once per sample (N attacks, not N^2).
+    Arguments as in :func:`transferability`."""
     if isinstance(models, Mapping):
         names, mods = [str(k) for k in models], list(models.values())
     else:
@@ -478,7 +514,8 @@ def transfer_matrix(
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                           step_size=step_size, random_start=random_start, bounds=bounds,
                           tol=tol)
-    out = measure_matrix(mods, names, data, config, convention=convention, output=output,
+    out = measure_matrix(mods, names, data, config, convention=convention,
+                         noise_baseline=noise_baseline, output=output,
                          batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return matrix_result(names, out, _config_dict(config, convention=convention))

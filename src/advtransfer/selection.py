@@ -19,7 +19,8 @@ reference on target inputs x:
   target-trained model, evaluate the source). Both directions are always available by name:
   ``alpha1_t2s`` (= ``alpha1``), ``alpha2_t2s``, ``combined_t2s`` and ``alpha1_s2t``,
   ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the candidate, applied to the reference).
-  Both directions come from the same attacks, so asking for both costs nothing extra.
+  Both directions come from the same attacks, so asking for both costs no extra attack (only
+  one deviation pass per candidate and sample; a direction nobody asked for is not evaluated).
 
   **On the transferred representation** (an extension of the paper, issue 11): the paper's
   affine g acts on f_S's outputs, but fine-tuning fits its new head on the penultimate features
@@ -829,7 +830,10 @@ def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
     """Fill ``scores[m][candidate]`` for the adversarial methods ``m`` in one
     :func:`measure_matrix` call: the reference (index 0) is attacked once per sample for the
     whole pool; each candidate's outputs (indices 1..N) and, for the ``*_features`` methods,
-    its penultimate features (indices N+1..2N) are attacked once per sample."""
+    its penultimate features (indices N+1..2N) are attacked once per sample. Only the
+    directions the methods name are measured (t2s: pairs (0, i); s2t: pairs (i, 0)), so no
+    deviation pass of the other direction is run (nor, for alpha1 methods alone, the
+    reference's own deviation, which only alpha2 and combined use); the noise baseline is off."""
     names = list(models)
     n = len(names)
     on_logits = any(m not in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
@@ -840,10 +844,13 @@ def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
         pool_names = ["reference", *names, *(f"{c}:features" for c in names if on_features)]
         idx = ([i for i in range(1, n + 1)] if on_logits else []) + \
               ([n + i for i in range(1, n + 1)] if on_features else [])
-        pairs = [p for i in idx for p in ((0, i), (i, 0))]
+        directions = {ADVERSARIAL_METHODS[m][1] for m in adversarial}
+        pairs = [p for i in idx for d, p in (("t2s", (0, i)), ("s2t", (i, 0)))
+                 if d in directions]
+        alpha2 = any(ADVERSARIAL_METHODS[m][0] != "alpha1" for m in adversarial)
         out = measure_matrix(pool, pool_names, x_att, config, pairs=pairs,
-                             convention=convention, batch_size=batch_size, device=device,
-                             generator=seed, progress=progress)
+                             convention=convention, alpha2=alpha2, batch_size=batch_size,
+                             device=device, generator=seed, progress=progress)
     finally:
         for fm in maps:
             fm.capture.remove()
@@ -855,7 +862,9 @@ def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
         for space, j in (("", i), ("_features", n + i)):
             if j in idx:
                 for d, key in (("t2s", (0, j)), ("s2t", (j, 0))):
-                    details[c][f"n_alpha1_above_one{space}_{d}"] = out[key].n_alpha1_above_one
+                    if key in out:
+                        details[c][f"n_alpha1_above_one{space}_{d}"] = \
+                            out[key].n_alpha1_above_one
 
 
 # ---------------------------------------------------------------------------------------------

@@ -275,7 +275,7 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
         seed = ctx.seed_for("adversarial", {k: v for k, v in unit.items() if k != "convention"})
         r = transferability(source, target, data.to(ctx.device), device=ctx.device,
                             generator=seed, progress=ctx.progress, convention=convention,
-                            **attack)
+                            noise_baseline=True, **attack)
         out: dict[str, Any] = {"n_attack": len(data)}
         for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
             out.update({

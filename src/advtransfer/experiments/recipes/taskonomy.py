@@ -242,7 +242,7 @@ def pooled_transfer_matrix(models: dict[str, TaskOutput], x: torch.Tensor,
     names, mods = list(models), list(models.values())
     device = resolve_device(mods, "auto")
     shapes = [m.output_shape(x[:1].to(device)) for m in mods]
-    out = measure_matrix(mods, names, x, config, convention=convention,
+    out = measure_matrix(mods, names, x, config, convention=convention, noise_baseline=True,
                          deviation_map=lambda j, d: pool_deviations(d, shapes[j], pool),
                          batch_size=batch_size, device=device, generator=generator,
                          progress=progress)
