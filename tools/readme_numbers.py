@@ -186,6 +186,7 @@ def compute(name: str, runs: Path, threads: int) -> tuple[str, float]:
     from advtransfer.experiments.runner import run
 
     recipe, overrides, render = TABLES[name]
+    runs.mkdir(parents=True, exist_ok=True)  # the recipe creates only its own directory
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
