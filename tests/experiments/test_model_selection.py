@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -207,22 +208,34 @@ def test_zoo_builds_googlenet_with_transform_input_for_its_weights(tmp_path):
     assert isinstance(inner, torchvision.models.GoogLeNet) and inner.transform_input is True
 
 
-def test_full_finetune_truth_selects_on_validation_and_refits(one_thread):
-    """The grid and the final fit against direct knowledge_transfer calls (stub store)."""
+def _three_digit_task(head: int) -> tuple[tuple, tuple, torch.nn.Module]:
+    """Digits 0-2 (train, test) and a seeded small MLP with ``head`` outputs."""
+    from advtransfer.data.digits import digits
+
+    split = digits(seed=0).subset([0, 1, 2])
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, head))
+    return (split.x_train, split.y_train), (split.x_test, split.y_test), model
+
+
+def _stub_context(seed_for: Any) -> Any:
+    """A run context whose store computes every unit (JSON round trip) and whose seeds are
+    ``seed_for``."""
     import json
     import types
 
-    from advtransfer.data.digits import digits
+    return types.SimpleNamespace(
+        seed_for=seed_for, device=torch.device("cpu"),
+        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+
+
+def test_full_finetune_truth_selects_on_validation_and_refits(one_thread):
+    """The grid and the final fit against direct knowledge_transfer calls (stub store)."""
     from advtransfer.knowledge import knowledge_transfer
 
-    split = digits(seed=0).subset([0, 1, 2])
-    train, test = (split.x_train, split.y_train), (split.x_test, split.y_test)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
-                                torch.nn.Linear(16, 5))
-    ctx = types.SimpleNamespace(
-        seed_for=lambda *parts: 7, device=torch.device("cpu"),
-        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+    train, test, model = _three_digit_task(head=5)
+    ctx = _stub_context(lambda *parts: 7)
     c = ms.DigitsModelSelectionConfig(ground_truth="finetune", full_finetune_lrs=[0.05, 1e-4],
                                       full_finetune_epochs=[1, 3], val_fraction=0.25)
     out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c)
@@ -270,24 +283,10 @@ def test_imagenet_zoo_with_full_finetuning_ground_truth(tmp_path, one_thread):
 
 def test_full_finetune_truth_averages_its_seeds(one_thread):
     """seeds=2: two refits at the selected (lr, epochs) with distinct seeds, averaged."""
-    import json
-    import types
-
-    from advtransfer.data.digits import digits
     from advtransfer.knowledge import knowledge_transfer
 
-    split = digits(seed=0).subset([0, 1, 2])
-    train, test = (split.x_train, split.y_train), (split.x_test, split.y_test)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
-                                torch.nn.Linear(16, 3))
-
-    def seed_for(*parts):
-        return 11 + 5 * ("replicate" in repr(parts))
-
-    ctx = types.SimpleNamespace(
-        seed_for=seed_for, device=torch.device("cpu"),
-        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+    train, test, model = _three_digit_task(head=3)
+    ctx = _stub_context(lambda *parts: 11 + 5 * ("replicate" in repr(parts)))
     c = ms.DigitsModelSelectionConfig(full_finetune_lrs=[0.05], full_finetune_epochs=[2])
     out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c, seeds=2)
     direct = [knowledge_transfer(model, train, test, features="penultimate", finetune="full",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from advtransfer.models.checkpoint import save_model
 from advtransfer.models.registry import resolve_spec
 from advtransfer.selection import load_candidate
 
-from .conftest import state_equal
+from .conftest import FakeTimm, state_equal
 
 runner = CliRunner()
 
@@ -35,20 +34,6 @@ def _seeded(seed: int, build: Any) -> nn.Module:
     return build()
 
 
-class _FakeTimm(types.ModuleType):
-    def __init__(self) -> None:
-        super().__init__("timm")
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def is_model(self, name: str) -> bool:
-        return name == "tiny_net"
-
-    def list_models(self) -> list[str]:
-        return ["tiny_net"]
-
-    def create_model(self, name: str, **kwargs: Any) -> nn.Module:
-        self.calls.append((name, kwargs))
-        return nn.Linear(4, kwargs.get("num_classes", 1000))
 
 
 def test_each_prefix_builds_from_its_own_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +54,7 @@ def test_each_prefix_builds_from_its_own_namespace(monkeypatch: pytest.MonkeyPat
     assert type(create("cifar:resnet18", "random", num_classes=10, width=0.125)
                 ).__module__.startswith("advtransfer")
     # timm: the optional package, asked for num_classes and never for pretrained weights
-    fake = _FakeTimm()
+    fake = FakeTimm()
     monkeypatch.setitem(sys.modules, "timm", fake)
     small = create("timm:tiny_net", "random", num_classes=3)
     assert isinstance(small, nn.Linear) and small.out_features == 3
@@ -166,7 +151,7 @@ def test_list_models_names_every_namespace(monkeypatch: pytest.MonkeyPatch) -> N
     assert set(everything) == set(cifar) | set(list_models("builtin")) | set(list_models("tv"))
     for spec in everything:
         assert resolve_spec(spec) == tuple(spec.split(":", 1))
-    monkeypatch.setitem(sys.modules, "timm", _FakeTimm())
+    monkeypatch.setitem(sys.modules, "timm", FakeTimm())
     assert list_models("timm") == ["timm:tiny_net"]
     with pytest.raises(AdvTransferError, match="prefix must be one of"):
         list_models("torchvision")
@@ -211,7 +196,7 @@ def test_download_is_opt_in_hash_checked_and_cached(
     assert state_equal(create("tv:squeezenet1_1", download=True), fake.model)  # cached
     assert state_equal(create("tv:squeezenet1_1"), fake.model)
     assert len(fake.calls) == 1
-    monkeypatch.setitem(sys.modules, "timm", _FakeTimm())
+    monkeypatch.setitem(sys.modules, "timm", FakeTimm())
     with pytest.raises(AdvTransferError, match="not supported for timm"):
         create("timm:tiny_net", download=True)
 

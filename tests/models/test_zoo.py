@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from advtransfer.models import zoo
 from advtransfer.models.checkpoint import save_model
 from advtransfer.models.zoo import cache_dir, from_name, weight_candidates
 
-from .conftest import state_equal
+from .conftest import FakeTimm, state_equal
 
 
 def test_random_torchvision_model() -> None:
@@ -103,25 +101,10 @@ def test_timm_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
         from_name("timm:resnet18", weights="random")
 
 
-class _FakeTimm(types.ModuleType):
-    def __init__(self) -> None:
-        super().__init__("timm")
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def is_model(self, name: str) -> bool:
-        return name == "tiny_net"
-
-    def list_models(self) -> list[str]:
-        return ["tiny_net", "resnet50"]
-
-    def create_model(self, name: str, **kwargs: Any) -> nn.Module:
-        self.calls.append((name, kwargs))
-        torch.manual_seed(0)
-        return nn.Linear(4, kwargs.get("num_classes", 1000))
 
 
 def test_timm_models_via_optional_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeTimm()
+    fake = FakeTimm(("tiny_net", "resnet50"))
     monkeypatch.setitem(sys.modules, "timm", fake)
     model = from_name("timm:tiny_net", weights="random", num_classes=3)
     assert isinstance(model, nn.Linear) and model.out_features == 3
