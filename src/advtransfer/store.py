@@ -3,7 +3,8 @@
 A unit (a trained model, a fine-tune result, a pair measurement) is identified by its *kind*
 and the canonical JSON of its configuration, which includes the keys of the units it depends on.
 Its key is ``<kind>-<sha256(config)[:16]>``; records are JSON files under ``records/`` and models
-safetensors files under ``models/``, each written to a temporary file and renamed into place.
+safetensors files under ``models/``, tensor results (a reference model's attack) safetensors
+files under ``tensors/``, each written to a temporary file and renamed into place.
 A rerun finds finished units and recomputes nothing; a run killed at any moment leaves only
 complete files, so the rerun finishes with the same numbers; a changed configuration changes
 the key, so stale results are never reused. Nothing is ever deleted; nothing is created
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from advtransfer.errors import AdvTransferError
@@ -56,9 +58,10 @@ class Store:
         if self.root.exists() and not self.root.is_dir():
             raise AdvTransferError(f"--out {self.root} is not a writable directory (a file)")
         check_creatable(self.root, "--out")
-        self.hits = 0
-        self.misses = 0
-        self.touched: list[str] = []  # unit files used by this run, relative to root
+        # unit files used by this run (relative to root) -> "computed" or "reused"; a unit
+        # computed by this run and read again later still counts as computed, once
+        self._units: dict[str, str] = {}
+        self._last_tensors: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._identity: dict | None = None  # run.json content, written with the first unit
         self._ready = False
 
@@ -77,6 +80,24 @@ class Store:
                                    f"{exc.strerror or exc}") from None
         self._ready = True
 
+    @property
+    def touched(self) -> list[str]:
+        """The unit files this run used, relative to the root."""
+        return list(self._units)
+
+    @property
+    def hits(self) -> int:
+        """Distinct units found stored (not computed by this run)."""
+        return sum(v == "reused" for v in self._units.values())
+
+    @property
+    def misses(self) -> int:
+        """Distinct units computed by this run."""
+        return sum(v == "computed" for v in self._units.values())
+
+    def _use(self, path: Path, status: str) -> None:
+        self._units.setdefault(str(path.relative_to(self.root)), status)
+
     def record_path(self, kind: str, config: Any) -> Path:
         return self.root / "records" / f"{unit_key(kind, config)}.json"
 
@@ -87,7 +108,6 @@ class Store:
         """The stored result of a unit, computing and storing it first if it is not there (or
         if its file is corrupt, which is said on stderr)."""
         path = self.record_path(kind, config)
-        self.touched.append(str(path.relative_to(self.root)))
         if path.exists():
             try:
                 stored = read_json(path)
@@ -96,10 +116,10 @@ class Store:
             else:
                 if isinstance(stored, dict) and stored.get("config") == json.loads(
                         canonical(config)):
-                    self.hits += 1
+                    self._use(path, "reused")
                     return stored["result"]
-        self.misses += 1
         result = compute()
+        self._use(path, "computed")
         self.prepare()
         write_json(path, {"kind": kind, "config": config, "result": result})
         return json.loads(json.dumps(to_jsonable(result)))
@@ -112,7 +132,6 @@ class Store:
         from advtransfer.models.checkpoint import load_into, save_model
 
         path = self.model_path(kind, config)
-        self.touched.append(str(path.relative_to(self.root)))
         model = build()
         if path.exists():
             try:
@@ -121,13 +140,51 @@ class Store:
                 warn(f"{path} cannot be loaded ({exc}); retraining this {kind} unit")
                 model = build()
             else:
-                self.hits += 1
+                self._use(path, "reused")
                 return loaded
-        self.misses += 1
         model = train(model)
+        self._use(path, "computed")
         self.prepare()
         save_model(model, path, metadata={"kind": kind, "config": canonical(config)})
         return model.eval()
+
+    def tensors_path(self, kind: str, config: Any) -> Path:
+        return self.root / "tensors" / f"{unit_key(kind, config)}.safetensors"
+
+    def tensors(self, kind: str, config: Any,
+                compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """A stored unit whose result is a set of named tensors (e.g. a reference model's
+        attack, :class:`advtransfer.reference.ReferenceAttack`), kept as one safetensors file
+        under ``tensors/`` with the unit's configuration in its metadata: read when there (and
+        its configuration matches), else computed and written atomically. An unreadable file
+        is said on stderr and recomputed."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from advtransfer.models.checkpoint import save_model
+
+        path = self.tensors_path(kind, config)
+        wanted = canonical(config)
+        if self._last_tensors is not None and self._last_tensors[0] == path:
+            return self._last_tensors[1]  # the unit this run used last: no second read
+        if path.exists():
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    stored = (f.metadata() or {}).get("config")
+                loaded = load_file(str(path))
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is recomputed
+                warn(f"{path} cannot be read ({exc}); recomputing this {kind} unit")
+            else:
+                if stored == wanted:
+                    self._use(path, "reused")
+                    self._last_tensors = (path, loaded)
+                    return loaded
+        result = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+        self.prepare()
+        save_model(result, path, metadata={"kind": kind, "config": wanted})
+        self._use(path, "computed")
+        self._last_tensors = (path, result)
+        return result
 
     def check_run(self, identity: dict) -> None:
         """Check that this directory is new, empty, or a run of the same recipe and

@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from advtransfer.attacks import AttackConfig
 from advtransfer.data.subsets import take
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.knowledge import knowledge_transfer
-from advtransfer.metrics import Convention, check_convention, transferability
+from advtransfer.metrics import Convention, check_convention
 from advtransfer.progress import track
+from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
 from advtransfer.store import unit_key
 from advtransfer.training import LabelledData, evaluate, fit
 
@@ -241,6 +243,34 @@ def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, te
     return ctx.store.record("transfer", unit, compute)
 
 
+def _reference_unit(target_key: str, inputs: dict[str, Any], batch_size: int | None,
+                    attack: dict[str, Any]) -> dict[str, Any]:
+    return {"reference": target_key, **inputs, **attack,
+            **({"batch_size": batch_size} if batch_size is not None else {})}
+
+
+def reference_attack(ctx: RunContext, target_key: str, target: nn.Module, x: Inputs, *,
+                     inputs: dict[str, Any], batch_size: int | None = None,
+                     **attack: Any) -> tuple[ReferenceAttack, str]:
+    """The stored model ``target``'s attack on the float inputs ``x``
+    (:func:`advtransfer.reference.attack_reference`, with the noise baseline), computed once
+    per run and shared by every source compared with it: a stored tensor unit keyed by the
+    model, ``inputs`` (which must identify the attacked inputs), the attack settings and
+    ``batch_size``. Returns it with its unit key."""
+    unit = _reference_unit(target_key, inputs, batch_size, attack)
+    config = AttackConfig(**attack)
+
+    def compute() -> dict[str, torch.Tensor]:
+        data = resolve(x)
+        return attack_reference(target, data.to(ctx.device), config,
+                                seed=ctx.seed_for("reference-attack", unit),
+                                noise_baseline=True, batch_size=batch_size or 128,
+                                device=ctx.device, progress=ctx.progress).tensors()
+
+    tensors = ctx.store.tensors("reference-attack", unit, compute)
+    return ReferenceAttack.from_tensors(tensors), unit_key("reference-attack", unit)
+
+
 def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Module,
                 target: nn.Module, x: Inputs, *, inputs: dict[str, Any],
                 convention: Convention = "icml", batch_size: int | None = None,
@@ -248,11 +278,14 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
     """alpha1/alpha2/combined in both directions between two stored models on the float
     inputs ``x`` (a stored unit keyed by both models, ``inputs``, which must identify the
     attacked inputs, the attack settings ``attack``, ``convention`` and ``batch_size``, when
-    given; None is :func:`advtransfer.transferability`'s default).
+    given; None is a batch of 128).
 
-    One attack per model per input (:func:`advtransfer.transferability`), reported per
-    direction ``tag`` in ``s2t`` (crafted on ``source``, applied to ``target``) and ``t2s``
-    exactly as the library reports it (:mod:`advtransfer.metrics`, ``convention``):
+    ``target`` is the reference every source of a recipe is compared with: its attack is a
+    unit of its own (:func:`reference_attack`), computed once for all sources, and each source
+    is attacked once (:func:`advtransfer.reference.measure_against_reference`): N sources cost
+    N + 1 attacks. Reported per direction ``tag`` in ``s2t`` (crafted on ``source``, applied
+    to ``target``) and ``t2s`` exactly as the library reports it (:mod:`advtransfer.metrics`,
+    ``convention``):
 
     * ``alpha1_tag`` (mean unsquared ratio), ``alpha1_median_tag``, ``alpha1_ladv_tag`` (the
       paper's l_adv ratio, the mean squared ratio);
@@ -263,21 +296,21 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
 
     and ``n_attack``: the number of attacked inputs."""
     check_convention(convention)
-    unit = {"source": source_key, "target": target_key, **inputs, **attack,
-            "convention": convention}
-    if batch_size is not None:
-        unit["batch_size"] = batch_size
-        attack = {**attack, "batch_size": batch_size}
+    # read (or computed) first, so that every run of the recipe uses the shared unit
+    ref, ref_key = reference_attack(ctx, target_key, target, x, inputs=inputs,
+                                    batch_size=batch_size, **attack)
 
     def compute() -> dict[str, Any]:
-        data = resolve(x)
         # the convention only changes the reporting: the measurement is seeded without it
         seed = ctx.seed_for("adversarial", {k: v for k, v in unit.items() if k != "convention"})
-        r = transferability(source, target, data.to(ctx.device), device=ctx.device,
-                            generator=seed, progress=ctx.progress, convention=convention,
-                            noise_baseline=True, **attack)
-        out: dict[str, Any] = {"n_attack": len(data)}
-        for tag, d in (("s2t", r.source_to_target), ("t2s", r.target_to_source)):
+        r = measure_against_reference(source, ref, AttackConfig(**attack), reference=target,
+                                      seed=seed, name="source", reference_name="target",
+                                      convention=convention, noise_baseline=True,
+                                      batch_size=batch_size or 128, device=ctx.device,
+                                      progress=ctx.progress)
+        out: dict[str, Any] = {"n_attack": len(ref)}
+        for tag in ("s2t", "t2s"):
+            d = r[tag]
             out.update({
                 f"alpha1_{tag}": d.alpha1, f"alpha1_median_{tag}": d.alpha1_median,
                 f"alpha1_ladv_{tag}": d.alpha1_ladv, f"alpha2_{tag}": d.alpha2,
@@ -287,6 +320,10 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
             out.update({f"{k}_{tag}": v for k, v in asdict(d.stats).items()})
         return out
 
+    unit = {"source": source_key, "target": target_key, **inputs, **attack,
+            "convention": convention, "reference_attack": ref_key}
+    if batch_size is not None:
+        unit["batch_size"] = batch_size
     return ctx.store.record("adversarial", unit, compute)
 
 
