@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
 import advtransfer.metrics
+import advtransfer.reference
 from advtransfer import selection
 from advtransfer.cli import app
 from advtransfer.data.digits import digits
@@ -86,13 +87,13 @@ def test_rank_feature_methods_find_the_reference_feature_extractor(target):
 def test_reference_is_attacked_once_for_the_whole_pool(target, monkeypatch):
     train, _, ref = target
     calls: Counter[str] = Counter()
-    original = advtransfer.metrics.run_attack
+    original = advtransfer.reference.run_attack
 
     def counting(model, x, config, generator, *, name="model", y_clean=None):
         calls[name] += 1
         return original(model, x, config, generator, name=name, y_clean=y_clean)
 
-    monkeypatch.setattr(advtransfer.metrics, "run_attack", counting)
+    monkeypatch.setattr(advtransfer.reference, "run_attack", counting)
     pool = _random_pool(4)
     r = rank(pool, train, ref, methods=["alpha1", "alpha2_s2t"], steps=2, attack_samples=40,
              batch_size=64)
@@ -110,22 +111,26 @@ def test_rank_measures_only_the_directions_asked(target, monkeypatch):
     exactly those computed beside every other adversarial method."""
     train, _, ref = target
     seen = []
-    original = selection.measure_matrix
+    original = selection.measure_against_reference
 
-    def recording(*args, **kwargs):
-        seen.append((kwargs["pairs"], kwargs.get("noise_baseline", False)))
-        return original(*args, **kwargs)
+    def recording(victim, ref, config, **kwargs):
+        seen.append((kwargs["name"], tuple(kwargs["directions"]), kwargs["alpha2"],
+                     kwargs["reference"] is not None, kwargs.get("noise_baseline", False)))
+        return original(victim, ref, config, **kwargs)
 
-    monkeypatch.setattr(selection, "measure_matrix", recording)
+    monkeypatch.setattr(selection, "measure_against_reference", recording)
     pool = _random_pool(3)
     kw = {"steps": 3, "attack_samples": 40, "batch_size": 16, "seed": 1}
     t2s = rank(pool, train, ref, methods=["alpha1", "alpha2", "combined"], **kw)
-    assert seen.pop() == ([(0, 1), (0, 2), (0, 3)], False)
+    # t2s alone: the reference model is not even passed to the candidates' units
+    assert seen == [(n, ("t2s",), True, False, False) for n in pool]
+    seen.clear()
     s2t = rank(pool, train, ref, methods=["alpha1_s2t"], **kw)
-    assert seen.pop() == ([(1, 0), (2, 0), (3, 0)], False)
+    assert seen == [(n, ("s2t",), False, True, False) for n in pool]
+    seen.clear()
     both = rank(pool, train, ref, methods=[m for m in ADVERSARIAL_METHODS
                                            if m not in ADVERSARIAL_FEATURE_METHODS], **kw)
-    assert seen.pop()[0] == [(0, 1), (1, 0), (0, 2), (2, 0), (0, 3), (3, 0)]
+    assert seen == [(n, ("s2t", "t2s"), True, True, False) for n in pool]
     for m in ("alpha1", "alpha2", "combined"):
         assert t2s.scores[m] == both.scores[m]
     assert s2t.scores["alpha1_s2t"] == both.scores["alpha1_s2t"]

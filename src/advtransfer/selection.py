@@ -33,10 +33,14 @@ reference on target inputs x:
   f_T's outputs. For a linear h_S(x) = W x + b and f_T(x) = A x with L2 attacks this is
   ||W v_A|| / sigma_1(W), v_A the top right singular vector of A (tested).
 
-  **Perturbation cache.** All candidates are measured in one
-  :func:`advtransfer.metrics.measure_matrix` call with the pairs (reference, i) and
-  (i, reference): the reference is attacked *once per sample for the whole pool* and each
-  candidate once, i.e. N + 1 attacks for N candidates (not 2N).
+  **One candidate at a time.** The reference is attacked once for the whole pool
+  (:func:`advtransfer.reference.attack_reference`); each candidate is then one independent
+  unit of work (:func:`score_candidate`: build or load it, measure it against the stored
+  attack with its own attack, run the estimators, let it go), so N candidates cost N + 1
+  attacks and memory holds one candidate at a time when candidates are given as specs or
+  builder functions. The units run in this process or as Ray tasks (``executor="ray"``,
+  :mod:`advtransfer.executors`); a candidate's scores do not depend on the pool it is ranked
+  in (its random draws are seeded by the seed and its name).
 
 Feature-based estimators (:mod:`advtransfer.estimators`), on the candidate's outputs for the
 target data, all "higher is better" as published:
@@ -77,7 +81,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,10 +104,11 @@ from advtransfer.estimators import (
     regularized_hscore,
     transrate,
 )
-from advtransfer.metrics import Convention, measure_matrix, resolve_device
+from advtransfer.executors import Executor, get_executor
+from advtransfer.metrics import Convention, resolve_device
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.features import PenultimateCapture, has_linear
-from advtransfer.progress import track
+from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
 from advtransfer.training import labelled_loader
 
 __all__ = [
@@ -289,51 +294,70 @@ def load_candidate(spec: str, weights: str | os.PathLike[str] | None = None) -> 
     return create(spec, weights)
 
 
-def _resolve_models(candidates: Any) -> tuple[dict[str, nn.Module], set[str]]:
-    """Names -> modules, plus the names of the models loaded here (which may be moved)."""
+Candidate = nn.Module | str | tuple[str, Any] | Callable[[], nn.Module]
+"""A candidate: a model, a spec ``"SPEC"`` / ``"SPEC=WEIGHTS"``, a pair ``(spec, weights)``, or
+a zero-argument function that builds the model (called inside the candidate's unit of work,
+so only one such model is in memory at a time)."""
+
+
+def _candidate_sources(candidates: Any) -> dict[str, Candidate]:
+    """Names -> candidates, checked but not loaded (specs and builders are loaded inside each
+    candidate's unit, one at a time)."""
     if isinstance(candidates, nn.Module) or isinstance(candidates, (str, bytes)):
         raise AdvTransferTypeError("candidates must be a mapping name -> model (or spec) or a "
                                    "list of specs/models; got a single "
                                    f"{type(candidates).__name__}")
-    loaded: set[str] = set()
-    out: dict[str, nn.Module] = {}
     if isinstance(candidates, Mapping):
         items = [(str(k), v) for k, v in candidates.items()]
     elif isinstance(candidates, Iterable):
         items = []
         for i, item in enumerate(candidates):
-            if isinstance(item, nn.Module):
-                items.append((f"model_{i}", item))
-            elif isinstance(item, str):
+            if isinstance(item, str):
                 items.append((item, item))
             elif isinstance(item, (tuple, list)) and len(item) == 2:
                 items.append((str(item[0]), tuple(item)))
+            elif isinstance(item, nn.Module) or callable(item):
+                items.append((f"model_{i}", item))
             else:
                 raise AdvTransferTypeError(
                     f"candidates[{i}] must be an nn.Module, a spec string ('SPEC' or "
-                    f"'SPEC=WEIGHTS') or a pair (spec, weights); got {type(item).__name__}")
+                    f"'SPEC=WEIGHTS'), a pair (spec, weights) or a function building the "
+                    f"model; got {type(item).__name__}")
     else:
         raise AdvTransferTypeError(f"candidates must be a mapping or a list; got "
                                    f"{type(candidates).__name__}")
     if not items:
         raise AdvTransferError("candidates is empty; pass at least one candidate model")
+    out: dict[str, Candidate] = {}
     for name, value in items:
         if name in out:
             raise AdvTransferError(f"candidates has the name {name!r} twice; names must be "
                                    "unique")
-        if isinstance(value, nn.Module):
-            out[name] = value
-            continue
-        if isinstance(value, str):
-            spec, _, weights = value.partition("=")
-            out[name] = load_candidate(spec, weights or None)
-        elif isinstance(value, tuple):
-            out[name] = load_candidate(value[0], value[1])
-        else:
-            raise AdvTransferTypeError(f"candidates[{name!r}] must be an nn.Module or a spec "
-                                       f"string; got {type(value).__name__}")
-        loaded.add(name)
-    return out, loaded
+        if isinstance(value, list):
+            value = tuple(value)
+        if not (isinstance(value, (nn.Module, str)) or callable(value)
+                or (isinstance(value, tuple) and len(value) == 2)):
+            raise AdvTransferTypeError(f"candidates[{name!r}] must be an nn.Module, a spec "
+                                       f"string or a function building the model; got "
+                                       f"{type(value).__name__}")
+        out[name] = value
+    return out
+
+
+def _build_candidate(value: Candidate, name: str) -> tuple[nn.Module, bool]:
+    """The candidate's model, and whether it was built here (and so may be moved)."""
+    if isinstance(value, nn.Module):
+        return value, False
+    if isinstance(value, str):
+        spec, _, weights = value.partition("=")
+        return load_candidate(spec, weights or None), True
+    if isinstance(value, tuple):
+        return load_candidate(value[0], value[1]), True
+    model = value()
+    if not isinstance(model, nn.Module):
+        raise AdvTransferTypeError(f"the builder of candidate {name!r} must return an "
+                                   f"nn.Module; got {type(model).__name__}")
+    return model.eval(), True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,15 +682,21 @@ def rank(
     device: str | torch.device = "auto",
     seed: int = 0,
     progress: bool = False,
+    executor: str | Executor = "local",
+    address: str | None = None,
 ) -> RankingResult:
     """Score every candidate source model for the target task (higher = better, every method).
 
     Args:
-        candidates: ``{name: model}`` (a model or a spec string for :func:`load_candidate`,
-            ``"SPEC=WEIGHTS"`` allowed), or a list of models (named ``model_0``, ...), spec
-            strings (named by the string) or ``(spec, weights)`` pairs (named by the spec).
+        candidates: ``{name: candidate}`` or a list of candidates. A candidate is a model, a
+            spec string for :func:`load_candidate` (``"SPEC=WEIGHTS"`` allowed; a list entry
+            is named by the string), a ``(spec, weights)`` pair (named by the spec) or a
+            zero-argument function that builds the model (unnamed list entries are named
+            ``model_0``, ...). Specs and builders are loaded inside the candidate's unit and
+            released after it, so a large pool needs the memory of one candidate.
         target_data: labelled target data: ``(x, y)`` tensors (y integer class labels), or a
-            Dataset / DataLoader of ``(x, y)``. The feature-based estimators use all of it.
+            Dataset / DataLoader of ``(x, y)``. It is decoded once into tensors (held in
+            memory) for the whole pool; the feature-based estimators use all of it.
         reference: the reference model f_T trained on the target task (a model or a spec);
             needed by the adversarial methods only (``None`` otherwise).
         methods: method names (see the module docstring and :data:`METHODS`), a list or a
@@ -687,8 +717,14 @@ def rank(
         batch_size: batch size of the forward passes and attacks.
         device: ``"auto"`` (the models' device) or an explicit device; user models are never
             moved (models built from specs are moved to it).
-        seed: seeds the attack subset, the attacks, and the fine-tuning split and head.
+        seed: seeds the attack subset, the attacks (each model's draws from the seed and
+            its name), and the fine-tuning split and head.
         progress: show progress bars.
+        executor: where the candidates' units run: ``"local"`` (this process, one after the
+            other), ``"ray"`` (one Ray task each; ``pip install 'advtransfer[ray]'``) or an
+            :class:`advtransfer.executors.Executor`. The scores are the same either way.
+        address: the Ray cluster to join (``executor="ray"`` only; ``None`` starts or uses a
+            local Ray); see :mod:`advtransfer.executors`.
 
     Returns:
         A :class:`RankingResult`.
@@ -724,9 +760,10 @@ def rank(
     config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
                           step_size=step_size, random_start=random_start, bounds=bounds, tol=tol)
     data = _check_target_data(target_data)
-    models, loaded = _resolve_models(candidates)
-    names = list(models)
+    sources = _candidate_sources(candidates)
+    names = list(sources)
     sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
+    runner = get_executor(executor, address=address)
 
     ref_model: nn.Module | None = None
     ref_loaded = False
@@ -743,17 +780,13 @@ def rank(
             raise AdvTransferTypeError(f"reference must be an nn.Module, a spec string or None; "
                                        f"got {type(reference).__name__}")
     # user models fix the device (never moved); models built here follow it
-    user = [m for n, m in models.items() if n not in loaded]
+    user = [m for m in sources.values() if isinstance(m, nn.Module)]
     if ref_model is not None and not ref_loaded:
         user.append(ref_model)
     run_on = resolve_device(user, device)
-    for n in loaded:
-        models[n] = models[n].to(run_on)
     if ref_model is not None and ref_loaded:
         ref_model = ref_model.to(run_on)
 
-    scores: dict[str, dict[str, float]] = {m: {} for m in needed}
-    details: dict[str, dict[str, Any]] = {n: {} for n in names}
     timings: dict[str, float] = {}
     cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
                            "steps": config.steps, "tol": tol, "step_size": step_size,
@@ -761,16 +794,23 @@ def rank(
                            "bounds": list(config.bounds) if config.bounds else None,
                            "convention": convention, "attack_samples": attack_samples,
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),
-                           "default_direction": "t2s"}
+                           "default_direction": "t2s", "executor": runner.name}
+
+    # the target data is decoded once for the whole pool
+    start = time.perf_counter()
+    x_all, y_all = _take_labelled(data, None, seed)
+    timings["decode"] = time.perf_counter() - start
 
     ref_accuracy: float | None = None
+    ref_attack: ReferenceAttack | None = None
     if adversarial:
         assert ref_model is not None
         start = time.perf_counter()
-        ref_accuracy = _accuracy(ref_model, data, batch_size=batch_size, device=run_on)
-        x_att, y_att = _take_labelled(data, attack_samples, seed)
+        ref_accuracy = _accuracy(ref_model, (x_all, y_all), batch_size=batch_size,
+                                 device=run_on)
+        x_att, y_att = _take_labelled((x_all, y_all), attack_samples, seed)
         if correct_only:
-            with frozen(ref_model), torch.no_grad():
+            with frozen(ref_model), torch.inference_mode():
                 pred = torch.cat([forward(ref_model, xb.to(run_on), name="reference")
                                   .argmax(1).cpu() for xb in x_att.split(batch_size)])
             keep = pred == y_att.reshape(-1).cpu()
@@ -779,39 +819,32 @@ def rank(
                                        "the attacked target inputs correctly")
             x_att = x_att[keep]
         cfg["n_attacked"] = len(x_att)
-        _adversarial_scores(ref_model, models, x_att, config, adversarial, scores, details,
-                            convention=convention, batch_size=batch_size, device=run_on,
-                            seed=seed, progress=progress)
+        ref_attack = attack_reference(ref_model, x_att, config, seed=seed,
+                                      batch_size=batch_size, device=run_on, progress=progress)
         timings["adversarial"] = time.perf_counter() - start
 
-    if estimators:
-        timings["forward"] = 0.0
-        for n in track(names, description="features", enabled=progress):
-            start = time.perf_counter()
-            outs = candidate_outputs(models[n], data, batch_size=batch_size, device=run_on,
-                                     name=n)
-            timings["forward"] += time.perf_counter() - start
-            if outs.features is not None:
-                details[n]["feature_dim"] = int(outs.features.shape[1])
-            for m, v in estimator_scores(outs, estimators, name=n, timings=timings).items():
-                scores[m][n] = v
+    plan = CandidatePlan(
+        adversarial=tuple(adversarial), estimators=tuple(estimators),
+        finetune="finetune" in methods_t, attack=config, convention=convention,
+        batch_size=batch_size, seed=seed, finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr, finetune_test_fraction=finetune_test_fraction)
+    s2t = any(ADVERSARIAL_METHODS[m][1] == "s2t" for m in adversarial)
+    results = runner.map(score_candidate, list(sources.items()), shared={
+        "plan": plan, "data": (x_all, y_all), "reference_attack": ref_attack,
+        "reference": ref_model if s2t else None, "device": str(run_on)},
+        description="candidates", progress=progress)
 
-    if "finetune" in methods_t:
-        from advtransfer.knowledge import knowledge_transfer
-
-        start = time.perf_counter()
-        train, test = _split(data, finetune_test_fraction, seed)
-        for n in track(names, description="fine-tuning", enabled=progress):
-            kt = knowledge_transfer(models[n], train, test, task="classification",
-                                    features="penultimate", finetune="head",
-                                    epochs=finetune_epochs, lr=finetune_lr,
-                                    batch_size=batch_size, device=run_on, seed=seed)
-            scores["finetune"][n] = float(kt.test_accuracy or 0.0)
-            details[n]["finetune_train_accuracy"] = kt.train_accuracy
-        timings["finetune"] = time.perf_counter() - start
+    scores: dict[str, dict[str, float]] = {m: {} for m in needed}
+    details: dict[str, dict[str, Any]] = {}
+    for n, res in zip(names, results, strict=True):
+        for m, v in res.scores.items():
+            scores[m][n] = v
+        details[n] = res.details
+        for k, v in res.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    if plan.finetune:
         cfg.update(finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
                    finetune_test_fraction=finetune_test_fraction)
-
     if sa is not None and "source_accuracy" in methods_t:
         scores["source_accuracy"] = dict(sa)
     for m in methods_t:
@@ -822,49 +855,119 @@ def rank(
                          timings, cfg, ref_accuracy)
 
 
-def _adversarial_scores(ref_model: nn.Module, models: Mapping[str, nn.Module],
-                        x_att: torch.Tensor, config: AttackConfig, adversarial: Sequence[str],
-                        scores: dict[str, dict[str, float]], details: dict[str, dict[str, Any]],
-                        *, convention: Convention, batch_size: int, device: torch.device,
-                        seed: int, progress: bool) -> None:
-    """Fill ``scores[m][candidate]`` for the adversarial methods ``m`` in one
-    :func:`measure_matrix` call: the reference (index 0) is attacked once per sample for the
-    whole pool; each candidate's outputs (indices 1..N) and, for the ``*_features`` methods,
-    its penultimate features (indices N+1..2N) are attacked once per sample. Only the
-    directions the methods name are measured (t2s: pairs (0, i); s2t: pairs (i, 0)), so no
-    deviation pass of the other direction is run (nor, for alpha1 methods alone, the
-    reference's own deviation, which only alpha2 and combined use); the noise baseline is off."""
-    names = list(models)
-    n = len(names)
-    on_logits = any(m not in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
-    on_features = any(m in ADVERSARIAL_FEATURE_METHODS for m in adversarial)
-    maps = [_FeatureMap(models[c], c) for c in names] if on_features else []
-    try:
-        pool = [ref_model, *models.values(), *maps]
-        pool_names = ["reference", *names, *(f"{c}:features" for c in names if on_features)]
-        idx = ([i for i in range(1, n + 1)] if on_logits else []) + \
-              ([n + i for i in range(1, n + 1)] if on_features else [])
-        directions = {ADVERSARIAL_METHODS[m][1] for m in adversarial}
-        pairs = [p for i in idx for d, p in (("t2s", (0, i)), ("s2t", (i, 0)))
-                 if d in directions]
-        alpha2 = any(ADVERSARIAL_METHODS[m][0] != "alpha1" for m in adversarial)
-        out = measure_matrix(pool, pool_names, x_att, config, pairs=pairs,
-                             convention=convention, alpha2=alpha2, batch_size=batch_size,
-                             device=device, generator=seed, progress=progress)
-    finally:
-        for fm in maps:
-            fm.capture.remove()
-    for i, c in enumerate(names, start=1):
-        for m in adversarial:
+# ---------------------------------------------------------------------------------------------
+# one candidate
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """What :func:`score_candidate` computes for every candidate of a :func:`rank` call: the
+    adversarial methods (with the attack and reporting convention), the feature/output
+    estimators, and the ``finetune`` ground truth with its settings."""
+
+    adversarial: tuple[str, ...] = ()
+    estimators: tuple[str, ...] = ()
+    finetune: bool = False
+    attack: AttackConfig | None = None
+    convention: Convention = "icml"
+    batch_size: int = 128
+    seed: int = 0
+    finetune_epochs: int = 10
+    finetune_lr: float = 0.1
+    finetune_test_fraction: float = 0.3
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """One candidate's scores (``{method: score}``), details and timings (seconds)."""
+
+    scores: dict[str, float]
+    details: dict[str, Any]
+    timings: dict[str, float]
+
+
+def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
+                    data: tuple[torch.Tensor, torch.Tensor],
+                    reference_attack: ReferenceAttack | None = None,
+                    reference: nn.Module | None = None,
+                    device: str | torch.device = "auto") -> CandidateScores:
+    """One candidate's unit of work in :func:`rank`: build (or take) the model, measure the
+    adversarial methods against the shared ``reference_attack``
+    (:func:`advtransfer.reference.measure_against_reference`; ``reference``, the model, is
+    needed by the s2t methods only), run the estimators on its features and outputs for the
+    labelled target ``data``, fit the ``finetune`` head, and let the model go. ``item`` is
+    ``(name, candidate)``; the result does not depend on the other candidates (its random
+    draws are seeded by ``(plan.seed, name)``)."""
+    name, value = item
+    model, built = _build_candidate(value, name)
+    run_on = resolve_device([] if built else [model], device)
+    if built:
+        model = model.to(run_on)
+    scores: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    if plan.adversarial:
+        if reference_attack is None or plan.attack is None:
+            raise AdvTransferError("the adversarial methods need the reference's attack")
+        start = time.perf_counter()
+        _adversarial_scores(model, name, plan, reference_attack, reference, run_on, scores,
+                            details)
+        timings["adversarial"] = time.perf_counter() - start
+    if plan.estimators:
+        start = time.perf_counter()
+        outs = candidate_outputs(model, data, batch_size=max(plan.batch_size, 256),
+                                 device=run_on, name=name)
+        timings["forward"] = time.perf_counter() - start
+        if outs.features is not None:
+            details["feature_dim"] = int(outs.features.shape[1])
+        scores.update(estimator_scores(outs, plan.estimators, name=name, timings=timings))
+    if plan.finetune:
+        from advtransfer.knowledge import knowledge_transfer
+
+        start = time.perf_counter()
+        train, test = _split(data, plan.finetune_test_fraction, plan.seed)
+        kt = knowledge_transfer(model, train, test, task="classification",
+                                features="penultimate", finetune="head",
+                                epochs=plan.finetune_epochs, lr=plan.finetune_lr,
+                                batch_size=plan.batch_size, device=run_on, seed=plan.seed)
+        scores["finetune"] = float(kt.test_accuracy or 0.0)
+        details["finetune_train_accuracy"] = kt.train_accuracy
+        timings["finetune"] = time.perf_counter() - start
+    return CandidateScores(scores, details, timings)
+
+
+def _adversarial_scores(model: nn.Module, name: str, plan: CandidatePlan,
+                        ref: ReferenceAttack, reference: nn.Module | None,
+                        device: torch.device, scores: dict[str, float],
+                        details: dict[str, Any]) -> None:
+    """Fill ``scores[m]`` for the adversarial methods ``m`` of ``plan``: the candidate's
+    outputs and, for the ``*_features`` methods, its penultimate features (its own attack of
+    each), measured against the reference's stored attack. Only the directions the methods
+    name are measured (s2t needs the reference model; t2s does not); the reference's own
+    deviation, which only alpha2 and combined use, is skipped for alpha1 methods alone."""
+    assert plan.attack is not None
+    for space in ("", "_features"):
+        methods = [m for m in plan.adversarial
+                   if (m in ADVERSARIAL_FEATURE_METHODS) == (space == "_features")]
+        if not methods:
+            continue
+        victim: nn.Module = _FeatureMap(model, name) if space else model
+        try:
+            out = measure_against_reference(
+                victim, ref, plan.attack, reference=reference,
+                directions=sorted({ADVERSARIAL_METHODS[m][1] for m in methods}),
+                alpha2=any(ADVERSARIAL_METHODS[m][0] != "alpha1" for m in methods),
+                convention=plan.convention, seed=plan.seed, name=f"{name}{space}",
+                batch_size=plan.batch_size, device=device)
+        finally:
+            if isinstance(victim, _FeatureMap):
+                victim.capture.remove()
+        for m in methods:
             metric, d = ADVERSARIAL_METHODS[m]
-            j = n + i if m in ADVERSARIAL_FEATURE_METHODS else i
-            scores[m][c] = float(getattr(out[(0, j)] if d == "t2s" else out[(j, 0)], metric))
-        for space, j in (("", i), ("_features", n + i)):
-            if j in idx:
-                for d, key in (("t2s", (0, j)), ("s2t", (j, 0))):
-                    if key in out:
-                        details[c][f"n_alpha1_above_one{space}_{d}"] = \
-                            out[key].n_alpha1_above_one
+            scores[m] = float(getattr(out[d], metric))
+        for d, r in out.items():
+            details[f"n_alpha1_above_one{space}_{d}"] = r.n_alpha1_above_one
 
 
 # ---------------------------------------------------------------------------------------------
