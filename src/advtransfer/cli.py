@@ -11,6 +11,7 @@ Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``,
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -212,6 +213,12 @@ BoundsOpt = Annotated[str, typer.Option(metavar="LOW,HIGH|none",
                                         help="Input domain, e.g. '0,1', or 'none'.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
                                         help="auto: the GPU when present, else the CPU.")]
+ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
+    metavar="[local|ray]", help="Where the per-candidate units run: this process, or Ray tasks "
+    "(pip install 'advtransfer[ray]'; the numbers are the same).")]
+AddressOpt = Annotated[str | None, typer.Option(
+    metavar="ADDR", help="Ray cluster to join with --executor ray (HOST:6379, auto, "
+    "ray://HOST:10001); default: start a local Ray.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 SamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Number of inputs to attack (at "
                                                              "most what --data holds).")]
@@ -396,12 +403,14 @@ def matrix(
 
 
 def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str,
-                    seed: int | None, quick: bool, quiet: bool) -> None:
+                    seed: int | None, quick: bool, quiet: bool, executor: str = "local",
+                    address: str | None = None) -> None:
     from advtransfer.experiments.runner import execute, plan
 
     start = time.perf_counter()
     try:
-        checked = plan(recipe, out, overrides=overrides, device=device, seed=seed, quick=quick)
+        checked = plan(recipe, out, overrides=overrides, device=device, seed=seed, quick=quick,
+                       executor=executor, address=address)
     except AdvTransferError as exc:
         _usage(exc)
     try:
@@ -573,6 +582,8 @@ def run(
                                                               "(torchvision).")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Check dataset files against the "
                                                           "official checksums.")] = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a recipe into --out, reusing every finished unit found there, and write the report."""
@@ -580,7 +591,7 @@ def run(
     extra += ["download=true"] if download else []
     extra += ["verify=true"] if verify else []
     _run_and_report(recipe, out, overrides=[*set_, *extra], device=device, seed=seed,
-                    quick=quick, quiet=quiet)
+                    quick=quick, quiet=quiet, executor=executor, address=address)
 
 
 @app.command()
@@ -666,6 +677,8 @@ def rank_command(
                                                           "attacks.")] = 0,
     out: Annotated[Path | None, typer.Option(metavar="FILE.json|FILE.csv",
                                              help="Write the ranking here.")] = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Rank candidate source models for a target task (model selection), best first."""
@@ -695,11 +708,11 @@ def rank_command(
         _usage(exc)
     try:
         start = time.perf_counter()
-        pool: dict[str, nn.Module] = {}
-        for i, (name, item) in enumerate(zip(names, candidate, strict=True)):
-            pool[name] = load_cli_model(*_split_spec(item, "--candidate"),
+        # loaded inside each candidate's unit, one at a time (or on a Ray worker)
+        pool = {name: functools.partial(load_cli_model, *_split_spec(item, "--candidate"),
                                         num_classes=num_classes, download=download,
-                                        seed=seed + 1 + i, quiet=quiet).to(run_on)
+                                        seed=seed + 1 + i, quiet=True)
+                for i, (name, item) in enumerate(zip(names, candidate, strict=True))}
         needs_reference = selection.needs_reference(method_list)
         ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
                               download=download, seed=seed, quiet=quiet).to(run_on)
@@ -712,7 +725,8 @@ def rank_command(
             pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
             objective=objective, solver=solver, steps=steps, tol=tol,
             bounds=parse_bounds(bounds), convention=convention, attack_samples=attack_samples,
-            batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
+            batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
+            executor=executor, address=address)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -108,6 +108,7 @@ from advtransfer.executors import Executor, get_executor
 from advtransfer.metrics import Convention, resolve_device
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.features import PenultimateCapture, has_linear
+from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
 from advtransfer.training import labelled_loader
 
@@ -121,6 +122,8 @@ __all__ = [
     "RANK_AVERAGE_METHODS",
     "CandidateOutputs",
     "RankingResult",
+    "CandidatePlan",
+    "CandidateScores",
     "candidate_outputs",
     "estimator_scores",
     "evaluate_methods",
@@ -129,9 +132,12 @@ __all__ = [
     "markdown_table",
     "needs_reference",
     "normalized_ranks",
+    "prepare_reference",
     "rank",
     "rank_average",
+    "score_candidate",
     "summarize",
+    "target_tensors",
 ]
 
 #: Adversarial methods: name -> (metric, direction). "t2s": attack crafted on the reference
@@ -424,6 +430,25 @@ def _take_labelled(data: Any, n: int | None, seed: int) -> tuple[torch.Tensor, t
         raise AdvTransferError("target_data yielded no samples")
     x, y = torch.cat(xs), torch.cat(ys)
     return (x[:n], y[:n]) if n is not None else (x, y)
+
+
+def target_tensors(data: Any, *, description: str = "reading target data",
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled target data (a pair of tensors, a Dataset or a DataLoader of ``(x, y)``)
+    decoded once into a pair of tensors ``(x, y)`` held in memory, so that the candidates of a
+    pool never decode the same images again."""
+    data = _check_target_data(data)
+    if isinstance(data, tuple):
+        return data
+    xs, ys = [], []
+    for batch in track(labelled_loader(data, batch_size=256, shuffle=False, name="target_data"),
+                       description=description, enabled=progress):
+        x, y = labelled(batch, name="target_data")
+        xs.append(x)
+        ys.append(torch.as_tensor(y).reshape(-1))
+    if not xs:
+        raise AdvTransferError("target_data yielded no samples")
+    return torch.cat(xs), torch.cat(ys)
 
 
 def _split(data: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
@@ -798,7 +823,7 @@ def rank(
 
     # the target data is decoded once for the whole pool
     start = time.perf_counter()
-    x_all, y_all = _take_labelled(data, None, seed)
+    x_all, y_all = target_tensors(data, progress=progress)
     timings["decode"] = time.perf_counter() - start
 
     ref_accuracy: float | None = None
@@ -808,19 +833,11 @@ def rank(
         start = time.perf_counter()
         ref_accuracy = _accuracy(ref_model, (x_all, y_all), batch_size=batch_size,
                                  device=run_on)
-        x_att, y_att = _take_labelled((x_all, y_all), attack_samples, seed)
-        if correct_only:
-            with frozen(ref_model), torch.inference_mode():
-                pred = torch.cat([forward(ref_model, xb.to(run_on), name="reference")
-                                  .argmax(1).cpu() for xb in x_att.split(batch_size)])
-            keep = pred == y_att.reshape(-1).cpu()
-            if not bool(keep.any()):
-                raise AdvTransferError("correct_only=True but the reference classifies none of "
-                                       "the attacked target inputs correctly")
-            x_att = x_att[keep]
-        cfg["n_attacked"] = len(x_att)
-        ref_attack = attack_reference(ref_model, x_att, config, seed=seed,
-                                      batch_size=batch_size, device=run_on, progress=progress)
+        ref_attack = prepare_reference(ref_model, (x_all, y_all), config,
+                                       attack_samples=attack_samples,
+                                       correct_only=correct_only, seed=seed,
+                                       batch_size=batch_size, device=run_on, progress=progress)
+        cfg["n_attacked"] = len(ref_attack)
         timings["adversarial"] = time.perf_counter() - start
 
     plan = CandidatePlan(
@@ -860,6 +877,30 @@ def rank(
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare_reference(reference: nn.Module, data: Any, config: AttackConfig, *,
+                      attack_samples: int | None = 256, correct_only: bool = False,
+                      seed: int = 0, batch_size: int = 128,
+                      device: str | torch.device = "auto",
+                      progress: bool = False) -> ReferenceAttack:
+    """The reference's attack shared by every candidate of :func:`rank`: up to
+    ``attack_samples`` labelled target inputs (a seeded random subset of ``data``), only those
+    the reference classifies correctly when ``correct_only`` (the authors' image protocol), and
+    :func:`advtransfer.reference.attack_reference` on them."""
+    x_att, y_att = _take_labelled(_check_target_data(data), attack_samples, seed)
+    run_on = resolve_device([reference], device)
+    if correct_only:
+        with frozen(reference), torch.inference_mode():
+            pred = torch.cat([forward(reference, xb.to(run_on), name="reference")
+                              .argmax(1).cpu() for xb in x_att.split(batch_size)])
+        keep = pred == y_att.reshape(-1).cpu()
+        if not bool(keep.any()):
+            raise AdvTransferError("correct_only=True but the reference classifies none of "
+                                   "the attacked target inputs correctly")
+        x_att = x_att[keep]
+    return attack_reference(reference, x_att, config, seed=seed, batch_size=batch_size,
+                            device=run_on, progress=progress)
+
+
 @dataclass(frozen=True)
 class CandidatePlan:
     """What :func:`score_candidate` computes for every candidate of a :func:`rank` call: the
@@ -888,7 +929,7 @@ class CandidateScores:
 
 
 def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
-                    data: tuple[torch.Tensor, torch.Tensor],
+                    data: tuple[torch.Tensor, torch.Tensor] | None = None,
                     reference_attack: ReferenceAttack | None = None,
                     reference: nn.Module | None = None,
                     device: str | torch.device = "auto") -> CandidateScores:
@@ -914,6 +955,8 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
         _adversarial_scores(model, name, plan, reference_attack, reference, run_on, scores,
                             details)
         timings["adversarial"] = time.perf_counter() - start
+    if (plan.estimators or plan.finetune) and data is None:
+        raise AdvTransferError("the estimators and 'finetune' need the labelled target data")
     if plan.estimators:
         start = time.perf_counter()
         outs = candidate_outputs(model, data, batch_size=max(plan.batch_size, 256),

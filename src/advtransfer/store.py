@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from advtransfer.errors import AdvTransferError
+from advtransfer.executors import Executor, LocalExecutor
 from advtransfer.fileio import (
     CorruptFileError,
     check_creatable,
@@ -104,25 +105,60 @@ class Store:
     def model_path(self, kind: str, config: Any) -> Path:
         return self.root / "models" / f"{unit_key(kind, config)}.safetensors"
 
+    def _stored(self, kind: str, config: Any) -> dict | None:
+        """The stored result of a unit, or None when it is missing or its file is corrupt
+        (which is said on stderr)."""
+        path = self.record_path(kind, config)
+        if not path.exists():
+            return None
+        try:
+            stored = read_json(path)
+        except CorruptFileError as exc:
+            warn(f"{exc}; recomputing this {kind} unit")
+            return None
+        if isinstance(stored, dict) and stored.get("config") == json.loads(canonical(config)):
+            return stored["result"]
+        return None
+
     def record(self, kind: str, config: Any, compute: Callable[[], dict]) -> dict:
         """The stored result of a unit, computing and storing it first if it is not there (or
         if its file is corrupt, which is said on stderr)."""
         path = self.record_path(kind, config)
-        if path.exists():
-            try:
-                stored = read_json(path)
-            except CorruptFileError as exc:
-                warn(f"{exc}; recomputing this {kind} unit")
-            else:
-                if isinstance(stored, dict) and stored.get("config") == json.loads(
-                        canonical(config)):
-                    self._use(path, "reused")
-                    return stored["result"]
+        stored = self._stored(kind, config)
+        if stored is not None:
+            self._use(path, "reused")
+            return stored
         result = compute()
-        self._use(path, "computed")
         self.prepare()
         write_json(path, {"kind": kind, "config": config, "result": result})
+        self._use(path, "computed")
         return json.loads(json.dumps(to_jsonable(result)))
+
+    def records(self, kind: str, units: Sequence[tuple[Any, Any]],
+                compute: Callable[..., dict], *, executor: Executor | None = None,
+                shared: dict[str, Any] | None = None, description: str = "units",
+                progress: bool = False) -> list[dict]:
+        """Many independent units of one kind: ``units`` holds ``(config, payload)`` pairs;
+        the missing ones are computed as ``compute(payload, **shared)`` by ``executor``
+        (default: in this process), each written to the store by whoever computed it (a Ray
+        worker writes its own unit, so a unit finished before a crash is never recomputed).
+        ``compute`` must be a module-level function for the Ray executor. Returns the results
+        in the order of ``units``."""
+        results: list[dict | None] = [self._stored(kind, config) for config, _ in units]
+        for (config, _), r in zip(units, results, strict=True):
+            if r is not None:
+                self._use(self.record_path(kind, config), "reused")
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            self.prepare()
+            done = (executor or LocalExecutor()).map(
+                _compute_record, [(units[i][0], units[i][1]) for i in todo],
+                shared={"_path_root": str(self.root), "_kind": kind, "_compute": compute,
+                        **(shared or {})}, description=description, progress=progress)
+            for i, r in zip(todo, done, strict=True):
+                results[i] = r
+                self._use(self.record_path(kind, units[i][0]), "computed")
+        return results  # type: ignore[return-value]
 
     def model(self, kind: str, config: Any, build: Callable[[], nn.Module],
               train: Callable[[nn.Module], nn.Module]) -> nn.Module:
@@ -215,6 +251,16 @@ class Store:
                 f"--out {self.root} is a non-empty folder that is not a run directory (it has "
                 "no run.json); give a new or empty directory. Nothing was written.")
         self._identity = new
+
+
+def _compute_record(item: tuple[Any, Any], *, _path_root: str, _kind: str,
+                    _compute: Callable[..., dict], **shared: Any) -> dict:
+    """One unit of :meth:`Store.records`, computed and written where it runs."""
+    config, payload = item
+    result = _compute(payload, **shared)
+    path = Path(_path_root) / "records" / f"{unit_key(_kind, config)}.json"
+    write_json(path, {"kind": _kind, "config": config, "result": result})
+    return json.loads(json.dumps(to_jsonable(result)))
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -201,9 +201,8 @@ def test_zoo_builds_googlenet_with_transform_input_for_its_weights(tmp_path):
     torch.manual_seed(0)
     save_model(torchvision.models.GoogLeNet(transform_input=True, init_weights=False),
                tmp_path / "googlenet.safetensors")
-    ctx = types.SimpleNamespace(seed_for=lambda *a: 0, device=torch.device("cpu"))
     config = ms.ImageNetZooConfig(weights_dir=str(tmp_path), image_size=32)
-    wrapped = ms._load_zoo_model(config, "googlenet", ctx)
+    wrapped = ms._load_zoo_model(config, "googlenet", 0, "cpu")
     inner = wrapped.inner.inner  # Resized(Normalized(model))
     assert isinstance(inner, torchvision.models.GoogLeNet) and inner.transform_input is True
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from advtransfer.errors import AdvTransferError
+from advtransfer.executors import Executor, LocalExecutor
 from advtransfer.store import Store
 
 
@@ -26,6 +27,9 @@ class RunContext:
     store: Store
     device: torch.device
     progress: bool
+    #: where the recipe's independent units run (:mod:`advtransfer.executors`); the
+    #: model-selection recipes hand their per-candidate units to it
+    executor: Executor = dataclasses.field(default_factory=LocalExecutor)
 
     def seed_for(self, *parts: Any) -> int:
         """A seed derived from a unit's identity (not from a global RNG stream), so a resumed

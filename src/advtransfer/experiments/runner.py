@@ -7,6 +7,7 @@ correlations; ``report.md``/``report.html``/``results.csv`` and the figures sit 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -18,6 +19,7 @@ import torch
 
 import advtransfer
 from advtransfer.errors import AdvTransferError
+from advtransfer.executors import Executor, LocalExecutor, get_executor
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
 from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
@@ -74,22 +76,35 @@ class Plan:
     device: torch.device
     out: Path
     store: Store
+    executor: Executor = dataclasses.field(default_factory=LocalExecutor)
 
 
 def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-         device: str = "auto", seed: int | None = None, quick: bool = False) -> Plan:
+         device: str = "auto", seed: int | None = None, quick: bool = False,
+         executor: str = "local", address: str | None = None) -> Plan:
     """Check everything that can be checked before the run: the recipe and its configuration
     (types, then the recipe's own ``check`` of the values), the device, and ``out``
-    (creatable; new, empty, or a run of the same configuration). Raises
+    (creatable; new, empty, or a run of the same configuration), and the executor
+    (``"local"`` or ``"ray"``, with ``address`` the Ray cluster; Ray must be installed). Raises
     :class:`AdvTransferError`; writes nothing."""
     recipe, config = resolve(recipe_or_path, overrides, seed=seed, quick=quick)
     if recipe.check is not None:
         recipe.check(config)
     run_on = resolve_device(device)
+    runner = get_executor(executor, address=address)
+    if executor == "ray":
+        _ray_installed()
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)})
-    return Plan(recipe, config, run_on, out, store)
+    return Plan(recipe, config, run_on, out, store, runner)
+
+
+def _ray_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise AdvTransferError("--executor ray needs Ray: pip install 'advtransfer[ray]'")
 
 
 def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
@@ -103,7 +118,7 @@ def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
             and all((p.out / f).exists() for f in previous["unit_files"])):
         # a finished run with every unit in place: nothing to recompute or rewrite
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
-    ctx = RunContext(store=p.store, device=p.device, progress=progress)
+    ctx = RunContext(store=p.store, device=p.device, progress=progress, executor=p.executor)
     start = time.perf_counter()
     body = p.recipe.run(p.config, ctx)
     results = {
@@ -113,6 +128,7 @@ def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
                      "python": platform.python_version()},
         "seed": getattr(p.config, "seed", None),
         "device": str(p.device),
+        "executor": p.executor.name,
         "wall_time_s": time.perf_counter() - start,
         "units": {"computed": p.store.misses, "reused": p.store.hits},
         "unit_files": sorted(set(p.store.touched)),

@@ -52,6 +52,7 @@ store, so reruns resume.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 import time
@@ -65,14 +66,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from advtransfer.attacks import AttackConfig
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.estimators import weighted_kendall_tau
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import accuracy, trained_classifier
+from advtransfer.experiments.stages import Lazy, accuracy, resolve, trained_classifier
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import Convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
+from advtransfer.reference import ReferenceAttack
 from advtransfer.selection import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
@@ -80,14 +83,18 @@ from advtransfer.selection import (
     METHODS,
     OUTPUT_METHODS,
     RANK_AVERAGE_METHODS,
+    CandidatePlan,
     candidate_outputs,
     estimator_scores,
     evaluate_methods,
     evaluation_to_dict,
     markdown_table,
+    prepare_reference,
     rank,
     rank_average,
+    score_candidate,
     summarize,
+    target_tensors,
 )
 from advtransfer.store import unit_key
 
@@ -229,10 +236,12 @@ def _holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
             _seeded_split(data, fraction, seed, train=False))
 
 
-def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module, train: Any,
-                        test: Any, c: Any, *, batch_size: int = 128,
-                        seeds: int = 1) -> dict[str, Any]:
-    """The field's full fine-tuning ground truth for one (source, target) pair.
+def full_finetune_truth(ctx: RunContext, base: dict[str, Any],
+                        model: nn.Module | Callable[[], nn.Module], train: Any, test: Any,
+                        c: Any, *, batch_size: int = 128, seeds: int = 1) -> dict[str, Any]:
+    """The field's full fine-tuning ground truth for one (source, target) pair (``model``,
+    ``train`` and ``test`` may be zero-argument producers, called only when a fit is not
+    stored).
 
     A copy of the whole source with a new linear head on its penultimate features is trained
     (:func:`advtransfer.knowledge.knowledge_transfer` with ``finetune="full"``: SGD momentum
@@ -248,7 +257,8 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
     def fit(fit_on: Any, evaluate_on: Any, lr: float, epochs: int, seed: int) -> dict[str, Any]:
         """One timed full fine-tune: trained on ``fit_on``, evaluated on ``evaluate_on``."""
         start = time.perf_counter()
-        kt = knowledge_transfer(model, fit_on, evaluate_on, task="classification",
+        kt = knowledge_transfer(resolve(model), resolve(fit_on), resolve(evaluate_on),
+                                task="classification",
                                 features="penultimate", finetune="full", epochs=epochs, lr=lr,
                                 weight_decay=c.full_finetune_weight_decay,
                                 batch_size=batch_size, device=ctx.device, seed=seed)
@@ -264,7 +274,7 @@ def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: nn.Module,
 
             def grid_fit(unit: dict = unit, lr: float = lr, epochs: int = int(epochs),
                          ) -> dict[str, Any]:
-                return fit(*_holdout(train, c.val_fraction, split_seed), lr, epochs,
+                return fit(*_holdout(resolve(train), c.val_fraction, split_seed), lr, epochs,
                            ctx.seed_for("full-finetune-grid", unit))
 
             r = ctx.store.record("full-finetune-grid", unit, grid_fit)
@@ -817,34 +827,71 @@ def _linear_probe(c: DigitsModelSelectionConfig, ctx: RunContext, key: str, tid:
     return ctx.store.record("selection-finetune", unit, finetune)
 
 
-def _adversarial_units(c: DigitsModelSelectionConfig, ctx: RunContext, models: dict,
-                       keys: dict, pool: list[DigitsSource], ref_key: str, reference: nn.Module,
-                       test: tuple, needed: list[str]) -> tuple[dict, dict[str, float]]:
-    """Adversarial scores (one store unit for the logit methods, one for the feature methods)
-    and the seconds of each unit."""
+def _candidate_unit(payload: tuple[str, Any], *, plan: CandidatePlan,
+                    reference_attack: ReferenceAttack, reference: nn.Module | None,
+                    device: str) -> dict[str, Any]:
+    """One candidate's adversarial scores (a module-level function: it may run on a Ray
+    worker, see :meth:`advtransfer.store.Store.records`)."""
+    start = time.perf_counter()
+    r = score_candidate(payload, plan=plan, reference_attack=reference_attack,
+                        reference=reference, device=device)
+    return {"scores": r.scores, "details": r.details, "seconds": time.perf_counter() - start}
+
+
+def adversarial_units(c: Any, ctx: RunContext, kind: str, candidates: dict[str, tuple[str, Any]],
+                      ref_key: str, reference: nn.Module, test: Any, needed: Sequence[str], *,
+                      batch_size: int = 128) -> tuple[dict, dict[str, float]]:
+    """The adversarial scores of every candidate against one reference, as store units: the
+    reference's attack on the test inputs is one tensor unit (computed once, shared by every
+    candidate and both spaces), and each candidate (``{name: (unit key, model or builder)}``)
+    is one unit per space (logits, penultimate features), run by ``ctx.executor``: adding a
+    candidate computes only that candidate. Returns ``{method: {name: score}}`` and the
+    seconds per space (the reference's attack counted in the logits space when it is measured,
+    else in the features space)."""
+    config = AttackConfig(eps=c.eps, norm=c.norm, objective=c.objective, solver=c.solver,
+                          steps=c.steps)
+    attack_unit = {"reference": ref_key, **{k: v for k, v in _attack(c).items()
+                                            if k != "convention"}, "batch_size": batch_size}
+
+    def attack() -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        ref = prepare_reference(reference, resolve(test), config,
+                                attack_samples=c.attack_samples,
+                                correct_only=c.correct_only,
+                                seed=ctx.seed_for("reference-attack", attack_unit),
+                                batch_size=batch_size, device=ctx.device,
+                                progress=ctx.progress)
+        return {**ref.tensors(),
+                "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+
     scores: dict[str, dict[str, float]] = {}
     seconds = {"logits": 0.0, "features": 0.0}
-    for space in ("logits", "features"):
-        adv = [m for m in needed if m in ADVERSARIAL_METHODS
-               and (m in ADVERSARIAL_FEATURE_METHODS) == (space == "features")]
-        if not adv:
-            continue
-        unit = {"reference": ref_key, "sources": [keys[s.name] for s in pool],
-                "names": [s.name for s in pool], "methods": adv, **_attack(c)}
-
-        def measure(unit: dict = unit, adv: list = adv) -> dict[str, Any]:
-            start = time.perf_counter()
-            r = rank(models, test, reference, methods=adv, eps=c.eps,
-                     norm=c.norm, objective=c.objective, solver=c.solver,
-                     steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
-                     correct_only=c.correct_only, device=ctx.device,
-                     seed=ctx.seed_for("selection-adversarial", unit), progress=ctx.progress)
-            return {"scores": r.scores, "details": r.details,
-                    "seconds": time.perf_counter() - start}
-
-        res = ctx.store.record("selection-adversarial", unit, measure)
-        seconds[space] = res["seconds"]
-        scores.update({m: {n: _num(v) for n, v in res["scores"][m].items()} for m in adv})
+    spaces = [(space, [m for m in needed if m in ADVERSARIAL_METHODS
+                       and (m in ADVERSARIAL_FEATURE_METHODS) == (space == "features")])
+              for space in ("logits", "features")]
+    spaces = [(space, adv) for space, adv in spaces if adv]
+    if not spaces:
+        return scores, seconds
+    tensors = ctx.store.tensors("reference-attack", attack_unit, attack)  # once for all
+    seconds[spaces[0][0]] += float(tensors["seconds"])
+    ref = ReferenceAttack.from_tensors(tensors)
+    ref_unit = unit_key("reference-attack", attack_unit)
+    for space, adv in spaces:
+        plan = CandidatePlan(adversarial=tuple(adv), attack=config, convention=c.convention,
+                             batch_size=batch_size, seed=ctx.seed_for(kind, attack_unit))
+        s2t = any(ADVERSARIAL_METHODS[m][1] == "s2t" for m in adv)
+        units = [({"reference_attack": ref_unit, "source": key, "name": name, "methods": adv,
+                   "convention": c.convention}, (name, model))
+                 for name, (key, model) in candidates.items()]
+        results = ctx.store.records(
+            kind, units, _candidate_unit, executor=ctx.executor,
+            shared={"plan": plan, "reference_attack": ref,
+                    "reference": reference if s2t else None, "device": str(ctx.device)},
+            description=f"candidates ({space})", progress=ctx.progress)
+        for name, res in zip(candidates, results, strict=True):
+            seconds[space] += res["seconds"]
+            for m in adv:
+                scores.setdefault(m, {})[name] = _num(res["scores"][m])
     return scores, seconds
 
 
@@ -903,8 +950,10 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         reference, ref_key = _reference(c, ctx, tid, train, n_cls)
         ref_acc[task] = accuracy(ctx, ref_key, reference, test, f"digits-{tid}-test")
         n_test[task], n_train[task] = len(test[1]), len(train[1])
-        per, secs = _adversarial_units(c, ctx, models, keys, pool, ref_key, reference, test,
-                                       needed)
+        per, secs = adversarial_units(
+            c, ctx, "selection-adversarial",
+            {s.name: (keys[s.name], models[s.name]) for s in pool}, ref_key, reference, test,
+            needed)
         for k, v in secs.items():
             adv_s[k] += v
 
@@ -1322,17 +1371,19 @@ def _weights_id(path: str | None, name: str) -> Any:
     return {"path": str(p), "bytes": p.stat().st_size}
 
 
-def _load_zoo_model(c: ImageNetZooConfig, name: str, ctx: RunContext) -> nn.Module:
+def _load_zoo_model(c: ImageNetZooConfig, name: str, seed: int, device: str) -> nn.Module:
+    """One zoo model (ImageNet weights or random ones seeded by ``seed``), normalised and
+    resized, on ``device``: built where it is used (a candidate's unit), one at a time."""
     from advtransfer.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, Normalized
     from advtransfer.models.zoo import from_name
 
     weights = _weights_path(c, name)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed_for("zoo-model", name, c.seed))
+        torch.manual_seed(seed)
         model = from_name(name, weights=weights)
     native = _NATIVE.get(name)
     size = c.image_size if native is None else max(75, round(c.image_size * native / 224))
-    return Resized(Normalized(model, IMAGENET_MEAN, IMAGENET_STD), size).eval().to(ctx.device)
+    return Resized(Normalized(model, IMAGENET_MEAN, IMAGENET_STD), size).eval().to(device)
 
 
 def _read_ground_truth(path: str, models: list[str], datasets: list[str],
@@ -1425,11 +1476,17 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     weight_ids = {m: _weights_id(_weights_path(c, m), m) for m in c.models}
     top1 = {m: imagenet_top1(m) for m in c.models}
     have_top1 = all(v is not None for v in top1.values())
-    models = {m: _load_zoo_model(c, m, ctx) for m in c.models}
+    # builders: each model is loaded where it is used and released after it
+    models = {m: functools.partial(_load_zoo_model, c, m, ctx.seed_for("zoo-model", m, c.seed),
+                                   str(ctx.device)) for m in c.models}
 
-    def loader(ds: Dataset, shuffle: bool = False) -> DataLoader:
-        return DataLoader(ds, batch_size=c.batch_size, shuffle=shuffle,
-                          num_workers=c.num_workers)
+    def decoded(ds: Dataset, split: str) -> Lazy[tuple[torch.Tensor, torch.Tensor]]:
+        """The split decoded once for the run (on first use: a rerun with every unit stored
+        reads no image)."""
+        return Lazy(lambda: target_tensors(DataLoader(ds, batch_size=c.batch_size,
+                                                      num_workers=c.num_workers),
+                                           description=f"reading {split}",
+                                           progress=ctx.progress))
 
     records: list[dict[str, Any]] = []
     scores: dict[str, dict[str, dict[str, float]]] = {}
@@ -1444,6 +1501,8 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             train_ds = take(train_ds, c.max_train, generator=gen)
         if c.max_test:
             test_ds = take(test_ds, c.max_test, generator=gen)
+        train_t, test_t = decoded(train_ds, f"{ds_name} train"), decoded(test_ds,
+                                                                         f"{ds_name} test")
         tid = {"dataset": ds_name, "image_size": c.image_size, "max_train": c.max_train,
                "max_test": c.max_test, "seed": c.seed,
                **({"fake": [c.fake_train, c.fake_test, c.fake_classes]}
@@ -1471,39 +1530,26 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                 reference, ref_key = trained_classifier(
                     ctx, "reference", {"arch": c.reference_architecture,
                                        "width": c.reference_width, "size": c.reference_size,
-                                       **tid}, build_ref, train_ds,
+                                       **tid}, build_ref, train_t,
                     epochs=c.reference_epochs, lr=c.reference_lr, batch_size=c.batch_size)
-            ref_acc[ds_name] = accuracy(ctx, ref_key, reference, loader(test_ds),
-                                        f"zoo-{tid}-test")
-            unit = {"reference": ref_key, "models": c.models, "weights": weight_ids,
-                    "target": tid, "methods": adv, **_attack(c)}
-
-            def measure(unit: dict = unit, reference: nn.Module = reference,
-                        test_ds: Dataset = test_ds) -> dict[str, Any]:
-                start = time.perf_counter()
-                r = rank(models, test_ds, reference, methods=adv, eps=c.eps, norm=c.norm,
-                         objective=c.objective, solver=c.solver,
-                         steps=c.steps, convention=c.convention, attack_samples=c.attack_samples,
-                         correct_only=c.correct_only, batch_size=c.batch_size,
-                         device=ctx.device, seed=ctx.seed_for("zoo-adversarial", unit),
-                         progress=ctx.progress)
-                return {"scores": r.scores, "details": r.details,
-                        "seconds": time.perf_counter() - start}
-
-            res = ctx.store.record("zoo-adversarial", unit, measure)
-            for m in adv:
-                per[m] = {n: _num(v) for n, v in res["scores"][m].items()}
+            ref_acc[ds_name] = accuracy(ctx, ref_key, reference, test_t, f"zoo-{tid}-test")
+            per.update(adversarial_units(
+                c, ctx, "zoo-adversarial",
+                {m: (unit_key("zoo-model", {"model": m, "weights": weight_ids[m]}), models[m])
+                 for m in c.models}, ref_key, reference, test_t, adv,
+                batch_size=c.batch_size)[0])
 
         truth[ds_name] = {}
-        for name, model in models.items():
+        for name, builder in models.items():
             cache: dict[str, Any] = {}
+            model = Lazy(builder)  # loaded only if one of its units is not stored
 
-            def outputs(split: str, model: nn.Module = model, name: str = name,
-                        cache: dict = cache, train_ds: Dataset = train_ds,
-                        test_ds: Dataset = test_ds) -> Any:
+            def outputs(split: str, model: Lazy = model, name: str = name,
+                        cache: dict = cache, train_t: Lazy = train_t,
+                        test_t: Lazy = test_t) -> Any:
                 if split not in cache:
-                    ds = train_ds if split == "train" else test_ds
-                    cache[split] = candidate_outputs(model, loader(ds), device=ctx.device,
+                    data = train_t() if split == "train" else test_t()
+                    cache[split] = candidate_outputs(model(), data, device=ctx.device,
                                                      name=name)
                 return cache[split]
 
@@ -1524,7 +1570,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                 truth[ds_name][name] = given_truth[ds_name][name]
                 record["transfer_accuracy"] = truth[ds_name][name]
             elif c.ground_truth == "finetune":
-                kt = full_finetune_truth(ctx, base, model, train_ds, test_ds, c,
+                kt = full_finetune_truth(ctx, base, model, train_t, test_t, c,
                                          batch_size=c.batch_size)
                 truth[ds_name][name] = float(kt["test_accuracy"])
                 record.update(transfer_accuracy=kt["test_accuracy"],
