@@ -192,7 +192,6 @@ def test_zoo_loads_cifar10_from_its_real_file_format(tmp_path):
 
 
 def test_zoo_builds_googlenet_with_transform_input_for_its_weights(tmp_path):
-    import types
 
     import torchvision
 

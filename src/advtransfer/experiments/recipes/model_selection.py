@@ -1474,6 +1474,15 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     given_truth = (_read_ground_truth(c.ground_truth_csv, c.models, c.datasets)
                    if c.ground_truth_csv else None)
     weight_ids = {m: _weights_id(_weights_path(c, m), m) for m in c.models}
+    missing = [m for m, w in weight_ids.items() if w is None]
+    if missing:  # checked before any work: the models themselves are loaded unit by unit
+        from advtransfer.models.zoo import weight_candidates
+
+        raise AdvTransferError(
+            f"no local weights for {missing}: looked for "
+            + ", ".join(str(p) for m in missing for p in weight_candidates(m))
+            + ". advtransfer never downloads weights; copy torchvision's state dicts there, "
+            "set weights_dir, or set weights=random for a dry run.")
     top1 = {m: imagenet_top1(m) for m in c.models}
     have_top1 = all(v is not None for v in top1.values())
     # builders: each model is loaded where it is used and released after it

@@ -1,0 +1,119 @@
+"""Executors: rank and the store's per-candidate units give the same numbers in this process and
+as Ray tasks (2 local workers), also when a worker is killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advtransfer import selection
+from advtransfer.data.digits import digits
+from advtransfer.errors import AdvTransferError
+from advtransfer.executors import LocalExecutor, RayExecutor, get_executor
+from advtransfer.models.architectures import digits_mlp
+from advtransfer.store import Store
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
+                                        "'advtransfer[ray]' (make test installs it)")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs (this machine's cores); this module's functions are shipped to
+    the workers by value (the workers do not import the tests package)."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+def build_mlp(seed: int) -> torch.nn.Module:
+    """A candidate builder: a random digits MLP (10 classes) seeded by ``seed``."""
+    torch.manual_seed(seed)
+    return digits_mlp(10, hidden=24).eval()
+
+
+def build_or_die(seed: int, marker: str) -> torch.nn.Module:
+    """Like :func:`build_mlp`, but the first call (no ``marker`` file yet) kills its own
+    process with SIGKILL, as an out-of-memory killer or a lost machine would."""
+    if not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return build_mlp(seed)
+
+
+@pytest.fixture(scope="module")
+def task():
+    split = digits(seed=0).subset([0, 1, 2, 3, 4])
+    ref = build_mlp(7)
+    return (split.x_test, split.y_test), ref
+
+
+def _pool(n: int) -> dict:
+    return {f"c{i}": functools.partial(build_mlp, 100 + i) for i in range(n)}
+
+
+KW = {"methods": ["alpha1", "alpha2_s2t", "logme", "leep"], "steps": 3, "attack_samples": 48,
+      "batch_size": 32, "seed": 3}
+
+
+def test_rank_on_ray_gives_the_numbers_of_the_local_run(local_ray, task):
+    data, ref = task
+    local = selection.rank(_pool(4), data, ref, **KW)
+    on_ray = selection.rank(_pool(4), data, ref, executor="ray", **KW)
+    assert on_ray.config["executor"] == "ray" and local.config["executor"] == "local"
+    for m in KW["methods"]:
+        assert on_ray.scores[m] == pytest.approx(local.scores[m], rel=1e-6), m
+
+
+def test_a_worker_killed_mid_run_is_retried_with_the_same_numbers(local_ray, task, tmp_path):
+    data, ref = task
+    marker = tmp_path / "killed-once"
+    pool = _pool(4)
+    pool["c2"] = functools.partial(build_or_die, 102, str(marker))
+    on_ray = selection.rank(pool, data, ref, executor=RayExecutor(max_retries=2), **KW)
+    assert marker.exists()  # the worker building c2 really was killed once
+    assert int(marker.read_text()) != os.getpid()
+    local = selection.rank(_pool(4), data, ref, **KW)
+    for m in KW["methods"]:
+        assert on_ray.scores[m] == pytest.approx(local.scores[m], rel=1e-6), m
+
+
+def _unit(payload: tuple[int, str | None]) -> dict:
+    seed, marker = payload
+    model = build_or_die(seed, marker) if marker else build_mlp(seed)
+    x = torch.linspace(0, 1, 64).reshape(1, 64)
+    return {"out": model(x).sum().item()}
+
+
+def test_store_units_written_by_killed_and_live_ray_workers(local_ray, tmp_path):
+    """Store.records on Ray: every unit is written by the worker that computed it (a killed
+    worker's unit is retried), the results equal the local ones, and a rerun computes
+    nothing."""
+    marker = tmp_path / "killed-once"
+    units = [({"seed": s}, (s, str(marker) if s == 2 else None)) for s in range(4)]
+    store = Store(tmp_path / "run")
+    got = store.records("toy", units, _unit, executor=RayExecutor(max_retries=2))
+    assert marker.exists()
+    assert store.misses == 4
+    expected = [_unit((s, None)) for s in range(4)]
+    assert [g["out"] for g in got] == pytest.approx([e["out"] for e in expected], rel=1e-6)
+    again = Store(tmp_path / "run")
+    assert again.records("toy", units, _unit, executor=LocalExecutor()) == got
+    assert (again.hits, again.misses) == (4, 0)
+
+
+def test_executor_names_are_checked():
+    with pytest.raises(AdvTransferError, match="executor must be one of"):
+        get_executor("dask")
+    with pytest.raises(AdvTransferError, match="address is for executor='ray'"):
+        get_executor("local", address="localhost:6379")
+    with pytest.raises(AdvTransferError, match="num_cpus must be > 0"):
+        RayExecutor(num_cpus=0)
