@@ -31,6 +31,7 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import resolve_device
 from advtransfer.metrics import check_convention
 from advtransfer.progress import warn
+from advtransfer.store import LOCK_FILE, LOCK_TIMEOUT_S
 
 # Plain help: typer's rich help ignores metavars (every flag shows <bool>, choices <str>) and
 # parses [..] in help texts as markup.
@@ -524,10 +525,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_LOCK_HELP = (f"One process at a time: while a run uses DIR (lock file DIR/{LOCK_FILE}), "
+              f"another run on it fails after {LOCK_TIMEOUT_S:g} s, naming the process to "
+              "wait for.")
 OutOpt = Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
                                       help="Run directory (results, report, stored units; a "
                                            "rerun resumes): new, empty, or an earlier run of "
-                                           "the same configuration.")]
+                                           "the same configuration. " + _LOCK_HELP)]
 SetOpt = Annotated[list[str], typer.Option("--set", metavar="KEY=VALUE",
                                            help="Override a configuration field "
                                                 "(repeatable).")]
@@ -596,7 +600,8 @@ def run(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Run directory.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Run directory. " + _LOCK_HELP)] = Path(
         "runs/digits-distribution"),
     device: DeviceOpt = "auto",
     seed: RunSeedOpt = None,

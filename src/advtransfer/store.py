@@ -9,17 +9,27 @@ A rerun finds finished units and recomputes nothing; a run killed at any moment 
 complete files, so the rerun finishes with the same numbers; a changed configuration changes
 the key, so stale results are never reused. Nothing is ever deleted; nothing is created
 before the first unit is written (a refused run leaves no trace).
+
+A run (the driver process) holds the directory's lock for its whole length (:meth:`Store.lock`),
+so a second process on the same directory is refused with a clear error instead of mixing its
+files in. Workers that only compute units for the driver do not take it: every unit file is
+written atomically, so they never need to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 from advtransfer.errors import AdvTransferError
@@ -32,6 +42,13 @@ from advtransfer.fileio import (
     write_json,
 )
 from advtransfer.progress import warn
+
+#: The run lock and its holder's pid/host/start time; dot-files, so that a directory holding
+#: only them still counts as empty (see :meth:`Store.check_run`).
+LOCK_FILE = ".advtransfer.lock"
+OWNER_FILE = ".advtransfer.owner"
+#: How long a second process waits for a run directory in use before it is refused (seconds).
+LOCK_TIMEOUT_S = 1.0
 
 
 def canonical(config: Any) -> str:
@@ -65,13 +82,19 @@ class Store:
         self._last_tensors: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._identity: dict | None = None  # run.json content, written with the first unit
         self._ready = False
+        self._lock_timeout: float | None = None  # set inside lock(): the run lock is wanted
+        self._lock: FileLock | None = None  # held
 
     def prepare(self) -> None:
         """Create the run directory (and ``run.json`` of :meth:`check_run`): called before the
-        first file is written."""
+        first file is written. Inside :meth:`lock`, the lock of a directory created here is
+        taken before anything else is written into it."""
         if self._ready:
             return
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self._lock_timeout is not None and self._lock is None:
+                self._acquire()
             (self.root / "records").mkdir(parents=True, exist_ok=True)
             (self.root / "models").mkdir(parents=True, exist_ok=True)
             if self._identity is not None and not (self.root / "run.json").exists():
@@ -98,6 +121,68 @@ class Store:
 
     def _use(self, path: Path, status: str) -> None:
         self._units.setdefault(str(path.relative_to(self.root)), status)
+
+    @contextmanager
+    def lock(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the run lock (``LOCK_FILE`` in ``root``) while the block runs; released on exit,
+        also on an exception or Ctrl-C (and by the OS when the process is killed).
+
+        An existing directory is locked at once; a new one when :meth:`prepare` creates it, so
+        a run refused before its first unit still leaves no trace. Two processes racing to
+        create the same directory are safe: only the one holding the lock writes, and once it
+        holds it the identity of :meth:`check_run` is checked again (another run may have
+        written here since). The lock is per run: workers writing units for it (atomically)
+        must not take it. Raises :class:`AdvTransferError` naming the holder's pid and start
+        time when another process holds the lock for ``timeout`` seconds."""
+        self._lock_timeout = timeout
+        try:
+            if self.root.is_dir():
+                self._acquire()
+            yield
+        finally:
+            self._lock_timeout = None
+            self._release()
+
+    def _acquire(self) -> None:
+        lock = FileLock(self.root / LOCK_FILE)
+        try:
+            lock.acquire(timeout=self._lock_timeout)
+        except Timeout:
+            raise AdvTransferError(
+                f"{self.root} is in use by another advtransfer process ({self._holder()}); "
+                "wait for it or choose another --out") from None
+        except OSError as exc:
+            raise AdvTransferError(f"--out {self.root} is not a writable directory: "
+                                   f"{exc.strerror or exc}") from None
+        self._lock = lock
+        try:
+            write_json(self.root / OWNER_FILE, {
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")})
+            if self._identity is not None:
+                self.check_run(self._identity)
+        except BaseException:
+            self._release()
+            raise
+
+    def _holder(self) -> str:
+        """'pid N, started T' (with 'on HOST' when not this machine) from ``OWNER_FILE``."""
+        try:
+            owner = read_json(self.root / OWNER_FILE)
+            pid, host, started = owner["pid"], owner["host"], owner["started"]
+        except (OSError, AdvTransferError, KeyError, TypeError):
+            return "pid unknown"
+        where = "" if host == socket.gethostname() else f" on {host}"
+        return f"pid {pid}{where}, started {started}"
+
+    def _release(self) -> None:
+        if self._lock is None:
+            return
+        try:
+            (self.root / OWNER_FILE).unlink(missing_ok=True)
+        finally:
+            self._lock.release()
+            self._lock = None
 
     def record_path(self, kind: str, config: Any) -> Path:
         return self.root / "records" / f"{unit_key(kind, config)}.json"
@@ -228,7 +313,8 @@ class Store:
 
         Raises :class:`AdvTransferError` when the directory was written by a different
         configuration (naming the differing keys), when its ``run.json`` is corrupt, or when it
-        is a non-empty folder that is not a run directory. Nothing is deleted or written."""
+        is a non-empty folder that is not a run directory (dot-files such as the run lock
+        do not count). Nothing is deleted or written."""
         path = self.root / "run.json"
         new = json.loads(canonical(identity))
         if path.exists():

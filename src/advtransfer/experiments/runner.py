@@ -111,7 +111,14 @@ def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
     """Run a :func:`plan` (resuming what is already in its directory), write the results and
     the report, and return the results. The recipe checks its own values and data before its
     first unit, and the run directory is created with that first unit, so a run refused there
-    leaves nothing behind."""
+    leaves nothing behind. The directory's lock (:meth:`Store.lock`) is held throughout and
+    released on return, on an error and on Ctrl-C: a second process on the same directory is
+    refused with an :class:`AdvTransferError` naming the holder, and writes nothing."""
+    with p.store.lock():
+        return _execute(p, progress=progress)
+
+
+def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
     previous = _finished(p.out)
     if (previous is not None and previous.get("config") == json.loads(json.dumps(
             to_jsonable(to_dict(p.config)))) and previous.get("unit_files")
