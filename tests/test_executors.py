@@ -117,3 +117,26 @@ def test_executor_names_are_checked():
         get_executor("local", address="localhost:6379")
     with pytest.raises(AdvTransferError, match="num_cpus must be > 0"):
         RayExecutor(num_cpus=0)
+
+
+def test_a_recipe_run_on_ray_matches_the_local_run_and_resumes_locally(local_ray, tmp_path):
+    """`advtransfer run digits-model-selection --executor ray`: the candidates' units are
+    written by the Ray workers into the run directory, the numbers equal an in-process run's,
+    and a rerun (in process) computes nothing."""
+    from advtransfer.experiments.runner import run
+
+    overrides = ['targets=["ge5"]', 'methods=["alpha1", "alpha2_s2t", "logme"]']
+    on_ray = run("digits-model-selection", tmp_path / "ray", quick=True, progress=False,
+                 overrides=overrides, executor="ray")
+    local = run("digits-model-selection", tmp_path / "local", quick=True, progress=False,
+                overrides=overrides)
+    assert on_ray["executor"] == "ray"
+
+    def scores(result):
+        return {(r["source"], m): r[m] for r in result["records"]
+                for m in ("alpha1", "alpha2_s2t", "logme")}
+
+    assert scores(on_ray) == pytest.approx(scores(local), rel=1e-6)
+    again = run("digits-model-selection", tmp_path / "ray", quick=True, progress=False,
+                overrides=overrides)
+    assert again["units"]["computed"] == 0

@@ -148,11 +148,13 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
 
 def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
         device: str = "auto", seed: int | None = None, quick: bool = False,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, executor: str = "local",
+        address: str | None = None) -> dict[str, Any]:
     """Run a recipe into ``out`` (resuming what is already there) and return its results:
-    :func:`plan` then :func:`execute`."""
+    :func:`plan` then :func:`execute`. ``executor="ray"`` runs the recipe's independent units
+    (the model-selection recipes' candidates) as Ray tasks (``address``: the cluster)."""
     return execute(plan(recipe_or_path, out, overrides=overrides, device=device, seed=seed,
-                        quick=quick), progress=progress)
+                        quick=quick, executor=executor, address=address), progress=progress)
 
 
 def _finished(out: Path) -> dict[str, Any] | None:
