@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
@@ -36,3 +38,20 @@ class TinyCNN(nn.Module):
 @pytest.fixture
 def x64() -> torch.Tensor:
     return torch.rand(16, 6, generator=torch.Generator().manual_seed(123), dtype=torch.float64)
+
+
+@pytest.fixture()
+def attacks(monkeypatch):
+    """Counts the attacks of advtransfer.reference per attacked model name (one call = one
+    batch)."""
+    import advtransfer.reference
+
+    calls: Counter[str] = Counter()
+    original = advtransfer.reference.run_attack
+
+    def counting(model, x, config, generator, *, name="model", y_clean=None):
+        calls[name] += 1
+        return original(model, x, config, generator, name=name, y_clean=y_clean)
+
+    monkeypatch.setattr(advtransfer.reference, "run_attack", counting)
+    return calls

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-import advtransfer.reference
 from advtransfer.attacks import AttackConfig
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import run
@@ -154,20 +153,6 @@ def test_a_candidates_scores_do_not_depend_on_the_pool():
 def _float_mlp(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5)).eval()
-
-
-@pytest.fixture()
-def attacks(monkeypatch):
-    """Counts attacks per attacked model name (one call = one batch)."""
-    calls: Counter[str] = Counter()
-    original = advtransfer.reference.run_attack
-
-    def counting(model, x, config, generator, *, name="model", y_clean=None):
-        calls[name] += 1
-        return original(model, x, config, generator, name=name, y_clean=y_clean)
-
-    monkeypatch.setattr(advtransfer.reference, "run_attack", counting)
-    return calls
 
 
 def test_rank_costs_n_plus_one_attacks_also_with_feature_methods(attacks):

@@ -14,8 +14,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
-import advtransfer.metrics
-import advtransfer.reference
 from advtransfer import selection
 from advtransfer.cli import app
 from advtransfer.data.digits import digits
@@ -84,16 +82,9 @@ def test_rank_feature_methods_find_the_reference_feature_extractor(target):
         assert r.best(method) == "shared", (method, r.scores[method])
 
 
-def test_reference_is_attacked_once_for_the_whole_pool(target, monkeypatch):
+def test_reference_is_attacked_once_for_the_whole_pool(target, attacks):
     train, _, ref = target
-    calls: Counter[str] = Counter()
-    original = advtransfer.reference.run_attack
-
-    def counting(model, x, config, generator, *, name="model", y_clean=None):
-        calls[name] += 1
-        return original(model, x, config, generator, name=name, y_clean=y_clean)
-
-    monkeypatch.setattr(advtransfer.reference, "run_attack", counting)
+    calls = attacks
     pool = _random_pool(4)
     r = rank(pool, train, ref, methods=["alpha1", "alpha2_s2t"], steps=2, attack_samples=40,
              batch_size=64)
