@@ -78,7 +78,7 @@ from advtransfer.experiments.stages import (
     accuracy,
     adversarial,
     alpha_labels,
-    attack_settings,
+    attack_fields,
     check_common,
     limit,
     materialize,
@@ -89,7 +89,7 @@ from advtransfer.experiments.stages import (
     transfer,
 )
 from advtransfer.metrics import Convention
-from advtransfer.models.architectures import build
+from advtransfer.models import create
 from advtransfer.models.wrappers import InputRange
 
 
@@ -181,7 +181,7 @@ def identity_split(labels: np.ndarray, test_fraction: float,
 
 
 def _network(num_classes: int, width: float) -> nn.Module:
-    return InputRange(build("resnet18", num_classes=num_classes, width=width), (0.0, 1.0),
+    return InputRange(create("cifar:resnet18", "random", num_classes, width=width), (0.0, 1.0),
                       (-1.0, 1.0))
 
 
@@ -302,7 +302,7 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
 
     x_attack = Lazy(attack_inputs)
     ref_embedding = Embedding(reference)
-    attack = attack_settings(c)
+    attack = attack_fields(c)
     records = []
     for name in c.attributes:
         j = columns[name]

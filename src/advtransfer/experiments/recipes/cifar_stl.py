@@ -129,7 +129,7 @@ from advtransfer.experiments.stages import (
     accuracy,
     adversarial,
     alpha_labels,
-    attack_settings,
+    attack_fields,
     check_common,
     limit,
     materialize,
@@ -140,7 +140,7 @@ from advtransfer.experiments.stages import (
     transfer,
 )
 from advtransfer.metrics import Convention
-from advtransfer.models.architectures import build
+from advtransfer.models import create
 from advtransfer.models.wrappers import InputRange
 
 ARCHITECTURES = ("fc", "lenet", "alexnet", "resnet18", "resnet50")
@@ -307,13 +307,12 @@ def network(arch: str, num_classes: int, width: float, image_size: int,
     """``arch`` (in the variant of ``preset``) behind an InputRange ([0, 1] images -> the
     [-1, 1] inputs it is trained on)."""
     name = network_name(arch, preset)
+    size: dict[str, Any] = {}
     if name in ("fc", "fc-liang"):
-        net = build(name, in_shape=(3, image_size, image_size), num_classes=num_classes,
-                    width=width)
+        size = {"in_shape": (3, image_size, image_size)}
     elif name in ("lenet", "alexnet-liang"):
-        net = build(name, num_classes=num_classes, image_size=image_size, width=width)
-    else:
-        net = build(name, num_classes=num_classes, width=width)
+        size = {"image_size": image_size}
+    net = create(f"cifar:{name}", "random", num_classes, width=width, **size)
     return InputRange(net, (0.0, 1.0), (-1.0, 1.0))
 
 
@@ -376,7 +375,7 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         return to_float(x)
 
     x_attack = Lazy(attack_inputs)
-    attack = attack_settings(c)
+    attack = attack_fields(c)
     readers: dict[str, dict[str, Lazy[Tensors]]] = {}  # one read per class subset
 
     def source_reader(classes: list[int] | None) -> dict[str, Lazy[Tensors]]:
