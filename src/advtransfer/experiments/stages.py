@@ -14,7 +14,7 @@ not stored yet, so a rerun whose units are all stored reads no data. Pairs whose
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -294,6 +294,23 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
 # --------------------------------------------------------------------------------------------
 # Configuration checks and report conventions
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AttackFields:
+    """The attack settings of an image recipe's configuration, named as the fields of
+    :class:`~advtransfer.attacks.AttackConfig` in TOML and ``--set`` (``eps`` in [0, 1] pixel
+    units). The defaults, a 10-step Linf PGD of the deviation objective at eps 0.03, are the
+    celeba and taskonomy recipes'; a recipe redeclares a field whose default differs.
+    :func:`attack_config` builds the AttackConfig."""
+
+    eps: float = 0.03
+    norm: str = "linf"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
 
 
 def attack_fields(c: Any) -> dict[str, Any]:

@@ -73,6 +73,7 @@ from advtransfer.data.vision import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AttackFields,
     Lazy,
     Tensors,
     accuracy,
@@ -94,7 +95,7 @@ from advtransfer.models.wrappers import InputRange
 
 
 @dataclass
-class CelebAAttributesConfig:
+class CelebAAttributesConfig(AttackFields):
     """``celeba-attributes``; see the module docstring. ``eps`` is in [0, 1] pixel units;
     ``max_samples`` caps every split; ``n_attack`` caps the attacked identity test images."""
 
@@ -119,13 +120,6 @@ class CelebAAttributesConfig:
     finetune: str = "head"
     finetune_epochs: int = 10
     finetune_lr: float = 0.1
-    eps: float = 0.03
-    norm: str = "linf"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "authors"
     correct_only: bool = False
     n_attack: int | None = 1000

@@ -124,6 +124,7 @@ from advtransfer.data.vision import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AttackFields,
     Lazy,
     Tensors,
     accuracy,
@@ -191,7 +192,7 @@ PRESET_FIELDS = ("epochs", "plain_lr", "weight_decay", "batch_size", "finetune_b
 
 
 @dataclass
-class _CifarStlConfig:
+class _CifarStlConfig(AttackFields):
     data_root: str = "data"
     download: bool = False
     verify: bool = False
@@ -215,13 +216,9 @@ class _CifarStlConfig:
     finetune_lr: float = 0.1
     finetune_batch_size: int | None = None
     finetune_weight_decay: float | None = None
-    eps: float = 0.1
-    norm: str = "linf"
+    eps: float = 0.1  # AttackFields with the FGSM defaults of the authors
     objective: str = "ce"
-    solver: str = "pgd"
     steps: int = 1
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "authors"
     correct_only: bool = True
     n_attack: int | None = None

@@ -79,7 +79,7 @@ from advtransfer.data.taskonomy import (
 from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import attack_config, attack_fields
+from advtransfer.experiments.stages import AttackFields, attack_config, attack_fields
 from advtransfer.fileio import atomic_write_bytes
 from advtransfer.metrics import (
     Convention,
@@ -95,7 +95,7 @@ TREE_FIGURE = "figures/taskonomy_tree.png"
 
 
 @dataclass
-class TaskonomyConfig:
+class TaskonomyConfig(AttackFields):
     """``taskonomy``; see the module docstring. ``data_root``: a folder of RGB images;
     ``download``: fetch missing pretrained weights; ``verify``: check existing weight files
     against their SHA-256; ``weights_dir`` "" means torch hub's checkpoint directory;
@@ -115,13 +115,6 @@ class TaskonomyConfig:
     pool: int = 4
     image_size: int = 256
     n_images: int | None = 1000
-    eps: float = 0.03
-    norm: str = "linf"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "icml"
     batch_size: int = 16
     cluster_metric: str = "combined"
