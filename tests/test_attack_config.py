@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advtransfer import AdvTransferError, attack, transfer_matrix, transferability
-from advtransfer.attacks import AttackConfig
+from advtransfer import AdvTransferError, AttackConfig, attack, transfer_matrix, transferability
 from advtransfer.errors import AdvTransferTypeError
 
 KEYWORDS = dict(eps=0.2, norm="linf", objective="ce", solver="pgd", steps=3, step_size=0.05,

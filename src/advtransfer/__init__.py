@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from advtransfer._version import __version__
-from advtransfer.attacks import attack
+from advtransfer.attacks import AttackConfig, attack
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transfer_matrix, transferability
@@ -28,6 +28,7 @@ from advtransfer.metrics import transfer_matrix, transferability
 __all__ = [
     "AdvTransferError",
     "AdvTransferTypeError",
+    "AttackConfig",
     "__version__",
     "attack",
     "knowledge_transfer",

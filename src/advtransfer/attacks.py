@@ -86,7 +86,9 @@ _BOUNDS_TOL = 1e-6
 @dataclass(frozen=True)
 class AttackConfig:
     """Validated attack settings; one configuration serves every model (the model is an argument
-    of each call). ``eps`` is a positive float or a per-sample tensor of shape (batch,).
+    of each call). Pass it as ``attack=`` to :func:`attack`, :func:`advtransfer.transferability`
+    and :func:`advtransfer.transfer_matrix` (or give its fields there as keyword arguments).
+    ``eps`` is a positive float or a per-sample tensor of shape (batch,).
     ``steps=None`` is resolved to :func:`default_steps` (the field then holds the number);
     ``tol`` is the relative change of the objective that stops a sample (see :func:`attack`)."""
 
