@@ -2,22 +2,33 @@
 
 Implements Liang et al., *Does Adversarial Transferability Indicate Knowledge Transferability?*
 (ICML 2021, arXiv:2006.14512).
+
+Layering. A module imports only modules of its own layer or of lower ones (checked by
+tests/test_layers.py, imports inside functions included). From the bottom: *base*
+(``errors``, ``fileio``, ``progress``, ``devices``, ``_version``); *data* (``data.*``: datasets,
+batching, Taskonomy images and task names); *models* (``models.adapters``, ``architectures``,
+``wrappers``, ``features``, ``checkpoint``, ``zoo``, ``taskonomy``: building and loading networks,
+no training); *numerics* (``attacks``, ``training``, ``estimators``, ``stats``, ``store``);
+*metrics* (``metrics``); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
+package, the model registry ``advtransfer.models`` / ``models.registry`` / ``models.builtin``,
+which trains the built-in digits models, and ``selection``); *experiments*
+(``experiments.*``: runner, stages, recipes); *cli*.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from advtransfer.attacks import attack
+from advtransfer._version import __version__
+from advtransfer.attacks import AttackConfig, attack
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transfer_matrix, transferability
 
-__version__ = "0.1.0"
-
 __all__ = [
     "AdvTransferError",
     "AdvTransferTypeError",
+    "AttackConfig",
     "__version__",
     "attack",
     "knowledge_transfer",

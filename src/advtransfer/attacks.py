@@ -50,8 +50,8 @@ batch then equals its attack alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,9 @@ from torch import nn
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.models.adapters import OutputSelector, forward, frozen, select_output
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Norm = Literal["l2", "linf"]
 Objective = Literal["deviation", "ce"]
@@ -83,7 +86,9 @@ _BOUNDS_TOL = 1e-6
 @dataclass(frozen=True)
 class AttackConfig:
     """Validated attack settings; one configuration serves every model (the model is an argument
-    of each call). ``eps`` is a positive float or a per-sample tensor of shape (batch,).
+    of each call). Pass it as ``attack=`` to :func:`attack`, :func:`advtransfer.transferability`
+    and :func:`advtransfer.transfer_matrix` (or give its fields there as keyword arguments).
+    ``eps`` is a positive float or a per-sample tensor of shape (batch,).
     ``steps=None`` is resolved to :func:`default_steps` (the field then holds the number);
     ``tol`` is the relative change of the objective that stops a sample (see :func:`attack`)."""
 
@@ -517,50 +522,103 @@ def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tens
     return AttackOutput(best.detach(), used, done if early_stop else None)
 
 
+class AttackKeywords(TypedDict, total=False):
+    """The attack settings as keyword arguments (the fields of :class:`AttackConfig`), accepted
+    by :func:`attack`, :func:`advtransfer.transferability` and
+    :func:`advtransfer.transfer_matrix` instead of ``attack=AttackConfig(...)``."""
+
+    eps: float | torch.Tensor
+    norm: Norm
+    objective: Objective
+    solver: Solver
+    steps: int | None
+    step_size: float | None
+    random_start: bool
+    bounds: Bounds
+    tol: float
+
+
+ATTACK_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttackConfig))
+"""The names of :class:`AttackConfig`'s fields (= the keys of :class:`AttackKeywords`)."""
+
+
+def resolve_attack(attack: AttackConfig | None, keywords: AttackKeywords) -> AttackConfig:
+    """The one :class:`AttackConfig` of a call: ``attack`` itself, or the configuration the
+    keyword arguments ``keywords`` describe (the fields not given at :class:`AttackConfig`'s
+    defaults).
+
+    Raises:
+        AdvTransferTypeError: ``attack`` is not an AttackConfig, or a keyword is not an attack
+            setting (the message lists the accepted ones).
+        AdvTransferError: both ``attack`` and attack keywords are given (the message names
+            them), or neither gives ``eps``.
+    """
+    unknown = sorted(set(keywords) - set(ATTACK_FIELDS))
+    if unknown:
+        raise AdvTransferTypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; the "
+                                   f"attack settings are {', '.join(ATTACK_FIELDS)}")
+    if attack is None:
+        if "eps" not in keywords:
+            raise AdvTransferError("the attack budget is missing: pass eps=... (and the other "
+                                   "attack keywords) or attack=AttackConfig(eps=...)")
+        return AttackConfig(**keywords)
+    if not isinstance(attack, AttackConfig):
+        raise AdvTransferTypeError(f"attack must be an advtransfer.attacks.AttackConfig or None; "
+                                   f"got {type(attack).__name__}")
+    if keywords:
+        raise AdvTransferError(f"attack= and the attack keyword(s) {', '.join(sorted(keywords))} "
+                               "were both given; pass the settings either as "
+                               "attack=AttackConfig(...) or as keywords, not both")
+    return attack
+
+
 def attack(
     model: nn.Module,
     x: torch.Tensor,
     *,
-    eps: float | torch.Tensor,
-    norm: Norm = "l2",
-    objective: Objective = "deviation",
-    solver: Solver = "pgd",
-    steps: int | None = None,
-    step_size: float | None = None,
-    random_start: bool = True,
-    bounds: Bounds = (0.0, 1.0),
+    attack: AttackConfig | None = None,
     generator: GeneratorLike = None,
     output: OutputSelector | None = None,
-    tol: float = DEFAULT_TOL,
+    **keywords: Unpack[AttackKeywords],
 ) -> torch.Tensor:
     """The adversarial perturbation delta_{f,eps}(x) (see the module docstring for the maths).
+
+    The attack settings are given either as ``attack=AttackConfig(...)`` or as the keyword
+    arguments below (the fields of :class:`AttackConfig`, same names and defaults), not both.
 
     Args:
         model: any ``nn.Module``; it is put in eval mode for the attack and left exactly as it
             was (mode, ``requires_grad`` flags, ``.grad``, device).
         x: a batch of inputs (batch, ...), float32 or float64, on the model's device.
-        eps: the budget ||delta||_p <= eps, a float or one value per sample.
-        norm: ``"l2"`` or ``"linf"``.
-        objective: ``"deviation"`` (||f(x+delta) - f(x)||^2) or ``"ce"``.
-        solver: ``"pgd"`` or ``"first_order"``.
-        steps: the cap on PGD iterations (FGSM is 1) or on power iterations for
-            ``first_order``; None: 100 for the deviation objective, 10 for ``ce``.
-        step_size: PGD step size; default eps for one step, else 2 * eps (deviation) or
-            2.5 * eps / steps (ce).
-        random_start: PGD starts uniformly inside the eps-ball.
-        bounds: the input domain (low, high) that x + delta must stay in, or None.
+        attack: all attack settings at once, as an :class:`AttackConfig`.
         generator: a ``torch.Generator`` or an int seed for the random start and power
             iteration; the same generator state gives the same delta.
         output: which tensor of a tuple/mapping/object output is the model's output (an int
             index, a str key or attribute, or a callable); None: the default selection of
             :func:`advtransfer.models.adapters.as_output`.
+        eps: the budget ||delta||_p <= eps, a float or one value per sample (required unless
+            ``attack`` is given).
+        norm: ``"l2"`` (default) or ``"linf"``.
+        objective: ``"deviation"`` (||f(x+delta) - f(x)||^2, default) or ``"ce"``.
+        solver: ``"pgd"`` (default) or ``"first_order"``.
+        steps: the cap on PGD iterations (FGSM is 1) or on power iterations for
+            ``first_order``; None (default): 100 for the deviation objective, 10 for ``ce``.
+        step_size: PGD step size; default eps for one step, else 2 * eps (deviation) or
+            2.5 * eps / steps (ce).
+        random_start: PGD starts uniformly inside the eps-ball (default True).
+        bounds: the input domain (low, high) that x + delta must stay in, or None; default
+            (0, 1).
         tol: with the deviation objective a sample's iterations stop once the relative change
             of the objective between iterates is <= tol (PGD: l_adv; power iteration: the
             Rayleigh quotient ||J v||^2); 0 stops only where the objective does not change at
-            all. ``ce`` always runs ``steps``.
+            all; default 1e-6. ``ce`` always runs ``steps``.
 
     Returns:
         delta with x's shape, dtype and device; x is not modified.
+
+    Raises:
+        AdvTransferError: both ``attack`` and attack keywords, no ``eps``, or a setting out of
+            its range.
 
     Example:
         >>> import torch
@@ -569,10 +627,11 @@ def attack(
         >>> delta = attack(model, x, eps=0.1, bounds=None, generator=0)
         >>> bool((delta.norm(dim=1) <= 0.1 + 1e-6).all())
         True
+        >>> config = AttackConfig(eps=0.1, bounds=None)
+        >>> bool(torch.equal(attack(model, x, attack=config, generator=0), delta))
+        True
     """
-    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds,
-                          tol=tol)
+    config = resolve_attack(attack, keywords)
     x = validate_inputs(x, config.bounds)
     gen = as_generator(generator)
     model = select_output(model, output)

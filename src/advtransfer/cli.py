@@ -27,8 +27,8 @@ from torch import nn
 
 import advtransfer
 from advtransfer.attacks import DEFAULT_TOL, AttackConfig
+from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
-from advtransfer.experiments.runner import resolve_device
 from advtransfer.metrics import check_convention
 from advtransfer.progress import warn
 from advtransfer.store import LOCK_FILE, LOCK_TIMEOUT_S
@@ -283,7 +283,7 @@ def measure(
 ) -> None:
     """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
     try:
-        run_on = str(resolve_device(device))
+        run_on = str(resolve_device(device=device))
         config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
                               steps=steps, step_size=step_size, random_start=random_start,
                               bounds=parse_bounds(bounds), tol=tol)  # fail fast
@@ -301,10 +301,8 @@ def measure(
                            download=download, seed=seed + 1, quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transferability(
-            s, t, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
-            step_size=step_size, random_start=random_start, bounds=config.bounds,
-            convention=convention, noise_baseline=True, batch_size=batch_size, device=run_on,
-            generator=seed, progress=not quiet)
+            s, t, x, attack=config, convention=convention, noise_baseline=True,
+            batch_size=batch_size, device=run_on, generator=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -364,9 +362,9 @@ def matrix(
             raise AdvTransferError("matrix needs at least two models")
         names = _unique_names(models, "model")
         _check_specs([_split_spec(item, "model")[0] for item in models])
-        run_on = str(resolve_device(device))
-        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
-                     bounds=parse_bounds(bounds))  # fail fast, before loading models
+        run_on = str(resolve_device(device=device))
+        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
+                              steps=steps, tol=tol, bounds=parse_bounds(bounds))  # fail fast
         check_convention(convention)
         check_n_samples(n_samples, labelled=False)
         _check_out_file(out)
@@ -381,8 +379,7 @@ def matrix(
                                         quiet=quiet).to(run_on)
         x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
-            mods, x, eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
-            bounds=parse_bounds(bounds), convention=convention, device=run_on, generator=seed,
+            mods, x, attack=config, convention=convention, device=run_on, generator=seed,
             progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
@@ -702,9 +699,10 @@ def rank_command(
         if unknown or not method_list:
             raise AdvTransferError(f"--methods has unknown name(s) {unknown}; known methods are "
                                    f"{', '.join(selection.METHODS)}")
-        run_on = str(resolve_device(device))
-        AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps, tol=tol,
-                     bounds=parse_bounds(bounds))  # fail fast, before loading models
+        run_on = str(resolve_device(device=device))
+        # checked before any model is loaded
+        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
+                              steps=steps, tol=tol, bounds=parse_bounds(bounds))
         check_convention(convention)
         check_n_samples(n_samples, labelled=True)
         check_n_samples(attack_samples, labelled=False, option="--attack-samples")
@@ -727,9 +725,8 @@ def rank_command(
             warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
                  f"attacking all {len(x)}")
         result = selection.rank(
-            pool, (x, y), ref, methods=method_list, eps=eps, norm=norm,
-            objective=objective, solver=solver, steps=steps, tol=tol,
-            bounds=parse_bounds(bounds), convention=convention, attack_samples=attack_samples,
+            pool, (x, y), ref, methods=method_list, attack=config,
+            convention=convention, attack_samples=attack_samples,
             batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
             executor=executor, address=address)
     except AdvTransferError as exc:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from advtransfer.data.batches import labelled
+from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
-from advtransfer.metrics import resolve_device
 from advtransfer.models.adapters import as_output, forward, frozen
 from advtransfer.models.features import PenultimateCapture
 from advtransfer.training import LabelledData, Task, evaluate, fit, labelled_loader

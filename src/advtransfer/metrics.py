@@ -33,21 +33,17 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
 from advtransfer.attacks import (
-    DEFAULT_TOL,
     AttackConfig,
-    Bounds,
+    AttackKeywords,
     ConvergenceLog,
     GeneratorLike,
-    Norm,
-    Objective,
-    Solver,
     as_generator,
     check_bounds,
     clip_to_bounds,
@@ -55,19 +51,23 @@ from advtransfer.attacks import (
     norms,
     per_sample_eps,
     random_on_sphere,
+    resolve_attack,
     run_attack,
 )
 from advtransfer.data.batches import DataLike, iter_inputs
+from advtransfer.devices import resolve_device  # also importable from here (public before)
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.models.adapters import (
     OutputSelector,
     check_module,
     forward,
     frozen,
-    model_device,
     select_output,
 )
 from advtransfer.progress import track
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Above this many entries of E[u_A u_B^T] the accumulator keeps the unit vectors instead and
 # computes the Frobenius norm from Gram matrices: ||E[a b^T]||_F^2 = mean_{x,x'} <a,a'><b,b'>.
@@ -286,29 +286,6 @@ class DirectionAccumulator:
         )
 
 
-def resolve_device(models: Sequence[nn.Module], device: str | torch.device) -> torch.device:
-    """The device to run on. ``"auto"`` is the models' device (models are never moved), or CUDA
-    when present for parameter-free models; an explicit device must match the models'."""
-    devices = {d for d in (model_device(m) for m in models) if d is not None}
-    if len(devices) > 1:
-        raise AdvTransferError(f"the models are on different devices {sorted(map(str, devices))}; "
-                               "move them to one device with model.to(device)")
-    if device == "auto":
-        if devices:
-            return devices.pop()
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise AdvTransferError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; "
-                               f"got {device!r}") from None
-    for d in devices:
-        if d.type != target.type or (target.index is not None and d != target):
-            raise AdvTransferError(f"device={device!r} but the models are on {d}; advtransfer "
-                                   "never moves models: call model.to(device) first")
-    return target
-
-
 def measure_matrix(
     models: Sequence[nn.Module],
     names: Sequence[str],
@@ -428,15 +405,7 @@ def transferability(
     target: nn.Module,
     data: DataLike,
     *,
-    eps: float | torch.Tensor,
-    norm: Norm = "l2",
-    objective: Objective = "deviation",
-    solver: Solver = "pgd",
-    steps: int | None = None,
-    step_size: float | None = None,
-    random_start: bool = True,
-    bounds: Bounds = (0.0, 1.0),
-    tol: float = DEFAULT_TOL,
+    attack: AttackConfig | None = None,
     convention: Convention = "icml",
     noise_baseline: bool = False,
     output: OutputSelector | None = None,
@@ -444,14 +413,18 @@ def transferability(
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
     progress: bool = False,
+    **keywords: Unpack[AttackKeywords],
 ) -> TransferabilityResult:
     """alpha1, alpha2 and combined in both directions between ``source`` (f_S) and ``target``
     (f_T), from one attack on each model per sample.
 
-    ``data`` is a tensor of inputs, a Dataset or a DataLoader yielding x or (x, y); the attack
-    arguments are those of :func:`advtransfer.attack`. ``result.source_to_target`` holds attacks
-    crafted on S applied to T (alpha^{S->T}); ``result.target_to_source`` the reverse, which is
-    the direction the authors' image experiments report.
+    ``data`` is a tensor of inputs, a Dataset or a DataLoader yielding x or (x, y). The attack
+    is ``attack=AttackConfig(...)`` or, instead, its fields as keyword arguments (``eps=``,
+    ``norm=``, ``objective=``, ``solver=``, ``steps=``, ``step_size=``, ``random_start=``,
+    ``bounds=``, ``tol=``; defaults and meaning as in :func:`advtransfer.attack`); giving both
+    is an error. ``result.source_to_target`` holds attacks crafted on S applied to T
+    (alpha^{S->T}); ``result.target_to_source`` the reverse, which is the direction the
+    authors' image experiments report.
 
     ``eps`` is a float or one value per sample of ``data``. ``convention`` chooses how alpha2 and
     combined are reported (``"icml"``: unsquared, the default; ``"authors"``: squared, as the
@@ -464,15 +437,18 @@ def transferability(
 
     Example:
         >>> import torch
+        >>> from advtransfer.attacks import AttackConfig
         >>> s, t = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
-        >>> r = transferability(s, t, torch.rand(16, 5), eps=0.05, solver="first_order",
-        ...                     steps=30, generator=0)
+        >>> x = torch.rand(16, 5)
+        >>> r = transferability(s, t, x, eps=0.05, solver="first_order", steps=30, generator=0)
         >>> 0.0 <= r.source_to_target.alpha2 <= 1.0
         True
+        >>> config = AttackConfig(eps=0.05, solver="first_order", steps=30)
+        >>> transferability(s, t, x, attack=config, generator=0).source_to_target.alpha2 == (
+        ...     r.source_to_target.alpha2)
+        True
     """
-    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds,
-                          tol=tol)
+    config = resolve_attack(attack, keywords)
     out = measure_matrix([source, target], ["source", "target"], data, config,
                          pairs=[(0, 1), (1, 0)], convention=convention,
                          noise_baseline=noise_baseline, output=output,
@@ -486,15 +462,7 @@ def transfer_matrix(
     models: Sequence[nn.Module] | Mapping[str, nn.Module],
     data: DataLike,
     *,
-    eps: float | torch.Tensor,
-    norm: Norm = "l2",
-    objective: Objective = "deviation",
-    solver: Solver = "pgd",
-    steps: int | None = None,
-    step_size: float | None = None,
-    random_start: bool = True,
-    bounds: Bounds = (0.0, 1.0),
-    tol: float = DEFAULT_TOL,
+    attack: AttackConfig | None = None,
     convention: Convention = "icml",
     noise_baseline: bool = False,
     output: OutputSelector | None = None,
@@ -502,21 +470,20 @@ def transfer_matrix(
     device: str | torch.device = "auto",
     generator: GeneratorLike = None,
     progress: bool = False,
+    **keywords: Unpack[AttackKeywords],
 ) -> TransferMatrixResult:
     """N x N alpha1/alpha2/combined between every ordered pair of ``models`` (a list, or a mapping
     from names to models), attacking each model once per sample (N attacks, not N^2).
-    Arguments as in :func:`transferability`."""
+    Arguments (``attack=AttackConfig(...)`` or the attack keywords, not both) as in
+    :func:`transferability`."""
     if isinstance(models, Mapping):
         names, mods = [str(k) for k in models], list(models.values())
     else:
         mods = list(models)
         names = [f"model_{i}" for i in range(len(mods))]
-    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds,
-                          tol=tol)
+    config = resolve_attack(attack, keywords)
     out = measure_matrix(mods, names, data, config, convention=convention,
-                         noise_baseline=noise_baseline, output=output,
-                         batch_size=batch_size,
+                         noise_baseline=noise_baseline, output=output, batch_size=batch_size,
                          device=device, generator=generator, progress=progress)
     return matrix_result(names, out, _config_dict(config, convention=convention))
 

@@ -83,14 +83,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from advtransfer.attacks import DEFAULT_TOL, AttackConfig, Bounds, Norm, Objective, Solver
+from advtransfer.attacks import AttackConfig, AttackKeywords, resolve_attack
 from advtransfer.data.batches import labelled
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.estimators import (
@@ -111,6 +111,9 @@ from advtransfer.models.features import PenultimateCapture, has_linear
 from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
 from advtransfer.training import labelled_loader
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ADVERSARIAL_FEATURE_METHODS",
@@ -688,15 +691,7 @@ def rank(
     *,
     methods: Sequence[str] | str | None = None,
     source_accuracy: Mapping[str, float] | None = None,
-    eps: float = 1.0,
-    norm: Norm = "l2",
-    objective: Objective = "deviation",
-    solver: Solver = "pgd",
-    steps: int | None = None,
-    tol: float = DEFAULT_TOL,
-    step_size: float | None = None,
-    random_start: bool = True,
-    bounds: Bounds = (0.0, 1.0),
+    attack: AttackConfig | None = None,
     convention: Convention = "icml",
     attack_samples: int | None = 256,
     correct_only: bool = False,
@@ -709,6 +704,7 @@ def rank(
     progress: bool = False,
     executor: str | Executor = "local",
     address: str | None = None,
+    **attack_keywords: Unpack[AttackKeywords],
 ) -> RankingResult:
     """Score every candidate source model for the target task (higher = better, every method).
 
@@ -729,8 +725,11 @@ def rank(
             when it is passed). The first method is the result's default sort key.
         source_accuracy: each candidate's accuracy on its own source task (the data-free
             baseline), keyed by candidate name.
-        eps, norm, objective, solver, steps, step_size, random_start, bounds, tol: the attack
-            of the adversarial methods (see :func:`advtransfer.attack`); eps is in input space.
+        attack: the attack of the adversarial methods, an
+            :class:`advtransfer.AttackConfig`; or give its fields as keywords (``eps=``,
+            ``norm=``, ``objective=``, ``solver=``, ``steps=``, ``step_size=``,
+            ``random_start=``, ``bounds=``, ``tol=``; see :func:`advtransfer.attack`), with
+            ``eps=1.0`` when neither gives it; eps is in input space.
         convention: ``"icml"`` (unsquared alpha2/combined) or ``"authors"`` (squared, as the
             authors' image code reports them); see :mod:`advtransfer.metrics`.
         attack_samples: how many target inputs (a seeded random subset) are attacked; ``None``
@@ -782,8 +781,9 @@ def rank(
     if not (isinstance(finetune_test_fraction, (int, float)) and 0 < finetune_test_fraction < 1):
         raise AdvTransferError(f"finetune_test_fraction must lie in (0, 1); got "
                                f"{finetune_test_fraction!r}")
-    config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver, steps=steps,
-                          step_size=step_size, random_start=random_start, bounds=bounds, tol=tol)
+    if attack is None:
+        attack_keywords = {"eps": 1.0, **attack_keywords}  # type: ignore[typeddict-item]
+    config = resolve_attack(attack, attack_keywords)
     data = _check_target_data(target_data)
     sources = _candidate_sources(candidates)
     names = list(sources)
@@ -813,9 +813,10 @@ def rank(
         ref_model = ref_model.to(run_on)
 
     timings: dict[str, float] = {}
-    cfg: dict[str, Any] = {"eps": eps, "norm": norm, "objective": objective, "solver": solver,
-                           "steps": config.steps, "tol": tol, "step_size": step_size,
-                           "random_start": random_start,
+    cfg: dict[str, Any] = {"eps": config.eps, "norm": config.norm,
+                           "objective": config.objective, "solver": config.solver,
+                           "steps": config.steps, "tol": config.tol,
+                           "step_size": config.step_size, "random_start": config.random_start,
                            "bounds": list(config.bounds) if config.bounds else None,
                            "convention": convention, "attack_samples": attack_samples,
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),

@@ -143,7 +143,9 @@ def test_demo_full_size_and_fast_rerun(tmp_path):
     ("taskonomy", "pool=-1"), ("celeba-attributes", "n_attack=0"),
     ("cifar10-stl10-architectures", "finetune=x"), ("cifar10-stl10-proportions", "workers=-1"),
     ("digits-model-selection", "test_fraction=2"), ("digits-model-selection-shift", "steps=0"),
-    ("imagenet-zoo", "fake_classes=1"),
+    ("imagenet-zoo", "fake_classes=1"), ("digits-distribution", "eps=-1"),
+    ("digits-distribution", "architecture=\"resnet101\""),
+    ("taskonomy", "norm=\"l3\""),
 ])
 def test_every_recipe_checks_its_configuration_before_writing(tmp_path, recipe, value):
     # a bad value is a usage error (exit 2) found before anything is written, in every recipe

@@ -23,6 +23,7 @@ from advtransfer.data import taskonomy as tdata
 from advtransfer.data.fixtures import write_celeba, write_cifar10, write_stl10
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments import run
+from advtransfer.models import taskonomy as tmodels
 from advtransfer.models.architectures import resnet18_cifar
 from advtransfer.models.wrappers import InputRange
 
@@ -289,7 +290,7 @@ def test_pooled_transfer_matrix_attacks_the_full_resolution_output() -> None:
     norms, alpha2/combined from the deviations average-pooled to 2 x 2 cells."""
     from advtransfer.attacks import AttackConfig
 
-    models = {f"t{k}": tdata.TaskOutput(_Dense(k)).eval() for k in range(3)}
+    models = {f"t{k}": tmodels.TaskOutput(_Dense(k)).eval() for k in range(3)}
     gen = torch.Generator().manual_seed(0)
     x = 0.4 + 0.2 * torch.rand(5, 3, 4, 4, generator=gen, dtype=torch.float64)
     eps = 1e-6  # small enough that the sign of v1 (arbitrary) does not matter to 1e-6
@@ -568,24 +569,24 @@ def test_tree_distance_and_newick() -> None:
 
 def test_pretrained_loading_path_reads_checkpoints_and_verifies_hashes(tmp_path: Path) -> None:
     vp = pytest.importorskip("visualpriors.taskonomy_network")
-    files = tdata.weight_files("normal", "encoder")
+    files = tmodels.weight_files("normal", "encoder")
     (name,) = files
     torch.manual_seed(3)
     source = vp.TaskonomyEncoder()
     torch.save({"state_dict": source.state_dict(), "epoch": 1}, tmp_path / name)
-    model = tdata.task_model("rgb2sfnorm", output="encoder", weights="pretrained",
+    model = tmodels.task_model("rgb2sfnorm", output="encoder", weights="pretrained",
                              weights_dir=tmp_path)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         expected = source.eval()(2 * x - 1)
         torch.testing.assert_close(model(x), expected.reshape(2, -1))
     with pytest.raises(AdvTransferError, match="SHA-256"):
-        tdata.task_model("normal", output="encoder", weights_dir=tmp_path, verify=True)
+        tmodels.task_model("normal", output="encoder", weights_dir=tmp_path, verify=True)
 
 
 def test_task_outputs_are_full_resolution_predictions() -> None:
     pytest.importorskip("visualpriors")
-    model = tdata.task_model("normal", output="decoder", weights="random", seed=1)
+    model = tmodels.task_model("normal", output="decoder", weights="random", seed=1)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         y = model(x)
@@ -594,4 +595,4 @@ def test_task_outputs_are_full_resolution_predictions() -> None:
     with pytest.raises(AdvTransferError, match="256 px"):
         tdata.check_tasks(["class_object", "normal"], "decoder", 64)
     with pytest.raises(AdvTransferError, match="no visualpriors decoder"):
-        tdata.task_model("jigsaw", output="decoder", weights="random")
+        tmodels.task_model("jigsaw", output="decoder", weights="random")

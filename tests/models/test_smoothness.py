@@ -8,7 +8,8 @@ from torch import nn
 from torch.func import jacrev
 
 from advtransfer.errors import AdvTransferTypeError
-from advtransfer.models.architectures import sigmoid_net_smoothness, two_layer_sigmoid
+from advtransfer.models.architectures import two_layer_sigmoid
+from advtransfer.theory import sigmoid_net_smoothness
 
 
 def _jacobian_lipschitz_estimate(model: nn.Module, points: torch.Tensor, steps: float) -> float:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 import advtransfer
+from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import Executor, LocalExecutor, get_executor
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
@@ -55,17 +56,6 @@ def resolve(recipe_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
     return recipe, config
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; or an explicit cpu / cuda / cuda:N."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise AdvTransferError(f"--device must be auto, cpu, cuda or cuda:N; got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AdvTransferError(f"--device {device} was asked for but no CUDA device is available")
-    return torch.device(device)
-
-
 @dataclass(frozen=True)
 class Plan:
     """A run checked before anything is written: recipe, resolved configuration, device, and
@@ -90,7 +80,7 @@ def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[s
     recipe, config = resolve(recipe_or_path, overrides, seed=seed, quick=quick)
     if recipe.check is not None:
         recipe.check(config)
-    run_on = resolve_device(device)
+    run_on = resolve_device(device=device)
     runner = get_executor(executor, address=address)
     if executor == "ray":
         _ray_installed()

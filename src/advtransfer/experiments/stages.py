@@ -14,7 +14,7 @@ not stored yet, so a rerun whose units are all stored reads no data. Pairs whose
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from advtransfer.attacks import AttackConfig
+from advtransfer.attacks import ATTACK_FIELDS, AttackConfig
 from advtransfer.data.subsets import take
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
@@ -332,10 +332,37 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
 # --------------------------------------------------------------------------------------------
 
 
-def attack_settings(c: Any) -> dict[str, Any]:
-    """The attack keyword arguments of a configuration with the usual attack fields."""
-    return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-            "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
+@dataclass
+class AttackFields:
+    """The attack settings of an image recipe's configuration, named as the fields of
+    :class:`~advtransfer.attacks.AttackConfig` in TOML and ``--set`` (``eps`` in [0, 1] pixel
+    units). The defaults, a 10-step Linf PGD of the deviation objective at eps 0.03, are the
+    celeba and taskonomy recipes'; a recipe redeclares a field whose default differs.
+    :func:`attack_config` builds the AttackConfig."""
+
+    eps: float = 0.03
+    norm: str = "linf"
+    objective: str = "deviation"
+    solver: str = "pgd"
+    steps: int = 10
+    step_size: float | None = None
+    random_start: bool = True
+
+
+def attack_fields(c: Any) -> dict[str, Any]:
+    """The attack settings a recipe configuration (a dataclass) declares: its fields named as
+    :class:`~advtransfer.attacks.AttackConfig`'s (``eps``, ``norm``, ``objective``, ``solver``,
+    ``steps``, ``step_size``, ``random_start``, ``bounds``, ``tol``), as configured; the keys of
+    the recipe's stored adversarial units."""
+    declared = {f.name for f in fields(c)}
+    return {name: getattr(c, name) for name in ATTACK_FIELDS if name in declared}
+
+
+def attack_config(c: Any) -> AttackConfig:
+    """The validated :class:`~advtransfer.attacks.AttackConfig` of a recipe configuration:
+    :func:`attack_fields`, the fields the configuration does not declare at AttackConfig's
+    defaults. Raises :class:`AdvTransferError` naming a field out of its range."""
+    return AttackConfig(**attack_fields(c))
 
 
 def check_common(c: Any) -> None:
@@ -356,9 +383,7 @@ def check_common(c: Any) -> None:
                  "attack_batch_size"):
         if getattr(c, name) < 1:
             raise AdvTransferError(f"{name} must be >= 1; got {getattr(c, name)}")
-    from advtransfer.attacks import AttackConfig
-
-    AttackConfig(**attack_settings(c))  # validates eps, norm, objective, solver, steps
+    attack_config(c)  # validates eps, norm, objective, solver, steps, ...
 
 
 ALPHA_LABELS = {

@@ -152,10 +152,3 @@ def frozen(*models: nn.Module) -> Iterator[None]:
                 p.grad = grad
 
 
-def model_device(model: nn.Module) -> torch.device | None:
-    """The device of the model's first parameter or buffer, or None for a stateless model."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None

@@ -71,12 +71,9 @@ __all__ = [
     "replace_head",
     "resnet18_cifar",
     "resnet50_cifar",
-    "sigmoid_net_smoothness",
     "two_layer_sigmoid",
 ]
 
-#: sup_t |sigmoid''(t)| = sqrt(3)/18 = 1/(6 sqrt 3), attained at sigmoid(t) = (3 +- sqrt 3)/6.
-SIGMOID_SECOND_DERIVATIVE_BOUND = 1.0 / (6.0 * math.sqrt(3.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,42 +512,6 @@ def two_layer_sigmoid(in_features: int, hidden: int, out_features: int) -> TwoLa
         _positive_int(hidden, "hidden"),
         _positive_int(out_features, "out_features"),
     )
-
-
-def sigmoid_net_smoothness(model: nn.Module) -> float:
-    """Upper bound ``beta`` on the smoothness of a one-hidden-layer sigmoid network.
-
-    For ``f(x) = W2 s(W1 x + b1) + b2`` the Jacobian is ``J(x) = W2 diag(s'(W1 x + b1)) W1`` and
-
-    ``||J(x) - J(y)||_2 <= ||W2||_2 * max_i |s'(z_i) - s'(w_i)| * ||W1||_2
-    <= ||W2||_2 * sup|s''| * ||W1 (x - y)||_inf * ||W1||_2 <= beta ||x - y||_2``
-
-    with ``z = W1 x + b1``, ``w = W1 y + b1`` and ``sup|s''| = 1 / (6 sqrt 3)``, so::
-
-        beta = ||W1||_2^2 * ||W2||_2 / (6 sqrt 3)
-
-    (``||.||_2`` = spectral norm). ``beta`` bounds the Lipschitz constant of ``x -> J(x)``.
-
-    Args:
-        model: a :class:`TwoLayerSigmoid` or any ``Sequential(Linear, Sigmoid, Linear)``.
-    """
-    if not (
-        isinstance(model, nn.Sequential)
-        and len(model) == 3
-        and isinstance(model[0], nn.Linear)
-        and isinstance(model[1], nn.Sigmoid)
-        and isinstance(model[2], nn.Linear)
-    ):
-        raise AdvTransferTypeError(
-            "model must be a TwoLayerSigmoid or an nn.Sequential(Linear, Sigmoid, Linear), "
-            f"got {type(model).__name__}"
-        )
-    with torch.no_grad():
-        w1 = model[0].weight.detach().to(torch.float64)
-        w2 = model[2].weight.detach().to(torch.float64)
-        n1 = torch.linalg.matrix_norm(w1, ord=2).item()
-        n2 = torch.linalg.matrix_norm(w2, ord=2).item()
-    return n1 * n1 * n2 * SIGMOID_SECOND_DERIVATIVE_BOUND
 
 
 # ---------------------------------------------------------------------------------------------

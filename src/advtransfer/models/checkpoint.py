@@ -36,6 +36,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from advtransfer._version import __version__
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.fileio import atomic_write_with
 from advtransfer.models.architectures import ARCHITECTURES, build
@@ -131,13 +132,7 @@ def save_model(
         raise AdvTransferError(
             f"path must end in {SAFETENSORS_SUFFIX!r} (save_model writes safetensors), got {path}"
         )
-    info: dict[str, str] = {"format": "pt"}
-    try:
-        from advtransfer import __version__
-
-        info["advtransfer_version"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    info: dict[str, str] = {"format": "pt", "advtransfer_version": __version__}
     if metadata is not None:
         if not isinstance(metadata, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()

@@ -73,12 +73,13 @@ from advtransfer.data.vision import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AttackFields,
     Lazy,
     Tensors,
     accuracy,
     adversarial,
     alpha_labels,
-    attack_settings,
+    attack_fields,
     check_common,
     limit,
     materialize,
@@ -89,12 +90,12 @@ from advtransfer.experiments.stages import (
     transfer,
 )
 from advtransfer.metrics import Convention
-from advtransfer.models.architectures import build
+from advtransfer.models import create
 from advtransfer.models.wrappers import InputRange
 
 
 @dataclass
-class CelebAAttributesConfig:
+class CelebAAttributesConfig(AttackFields):
     """``celeba-attributes``; see the module docstring. ``eps`` is in [0, 1] pixel units;
     ``max_samples`` caps every split; ``n_attack`` caps the attacked identity test images."""
 
@@ -119,13 +120,6 @@ class CelebAAttributesConfig:
     finetune: str = "head"
     finetune_epochs: int = 10
     finetune_lr: float = 0.1
-    eps: float = 0.03
-    norm: str = "linf"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "authors"
     correct_only: bool = False
     n_attack: int | None = 1000
@@ -181,7 +175,7 @@ def identity_split(labels: np.ndarray, test_fraction: float,
 
 
 def _network(num_classes: int, width: float) -> nn.Module:
-    return InputRange(build("resnet18", num_classes=num_classes, width=width), (0.0, 1.0),
+    return InputRange(create("cifar:resnet18", "random", num_classes, width=width), (0.0, 1.0),
                       (-1.0, 1.0))
 
 
@@ -302,7 +296,7 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
 
     x_attack = Lazy(attack_inputs)
     ref_embedding = Embedding(reference)
-    attack = attack_settings(c)
+    attack = attack_fields(c)
     records = []
     for name in c.attributes:
         j = columns[name]

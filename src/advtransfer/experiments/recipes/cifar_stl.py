@@ -124,12 +124,13 @@ from advtransfer.data.vision import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AttackFields,
     Lazy,
     Tensors,
     accuracy,
     adversarial,
     alpha_labels,
-    attack_settings,
+    attack_fields,
     check_common,
     limit,
     materialize,
@@ -140,7 +141,7 @@ from advtransfer.experiments.stages import (
     transfer,
 )
 from advtransfer.metrics import Convention
-from advtransfer.models.architectures import build
+from advtransfer.models import create
 from advtransfer.models.wrappers import InputRange
 
 ARCHITECTURES = ("fc", "lenet", "alexnet", "resnet18", "resnet50")
@@ -191,7 +192,7 @@ PRESET_FIELDS = ("epochs", "plain_lr", "weight_decay", "batch_size", "finetune_b
 
 
 @dataclass
-class _CifarStlConfig:
+class _CifarStlConfig(AttackFields):
     data_root: str = "data"
     download: bool = False
     verify: bool = False
@@ -215,13 +216,9 @@ class _CifarStlConfig:
     finetune_lr: float = 0.1
     finetune_batch_size: int | None = None
     finetune_weight_decay: float | None = None
-    eps: float = 0.1
-    norm: str = "linf"
+    eps: float = 0.1  # AttackFields with the FGSM defaults of the authors
     objective: str = "ce"
-    solver: str = "pgd"
     steps: int = 1
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "authors"
     correct_only: bool = True
     n_attack: int | None = None
@@ -307,13 +304,12 @@ def network(arch: str, num_classes: int, width: float, image_size: int,
     """``arch`` (in the variant of ``preset``) behind an InputRange ([0, 1] images -> the
     [-1, 1] inputs it is trained on)."""
     name = network_name(arch, preset)
+    size: dict[str, Any] = {}
     if name in ("fc", "fc-liang"):
-        net = build(name, in_shape=(3, image_size, image_size), num_classes=num_classes,
-                    width=width)
+        size = {"in_shape": (3, image_size, image_size)}
     elif name in ("lenet", "alexnet-liang"):
-        net = build(name, num_classes=num_classes, image_size=image_size, width=width)
-    else:
-        net = build(name, num_classes=num_classes, width=width)
+        size = {"image_size": image_size}
+    net = create(f"cifar:{name}", "random", num_classes, width=width, **size)
     return InputRange(net, (0.0, 1.0), (-1.0, 1.0))
 
 
@@ -376,7 +372,7 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
         return to_float(x)
 
     x_attack = Lazy(attack_inputs)
-    attack = attack_settings(c)
+    attack = attack_fields(c)
     readers: dict[str, dict[str, Lazy[Tensors]]] = {}  # one read per class subset
 
     def source_reader(classes: list[int] | None) -> dict[str, Lazy[Tensors]]:

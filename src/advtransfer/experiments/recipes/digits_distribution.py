@@ -38,13 +38,15 @@ from advtransfer.experiments.stages import (
     accuracy,
     adversarial,
     alpha_labels,
+    attack_config,
+    attack_fields,
     metric_names,
     predict,
     trained_classifier,
     transfer,
 )
 from advtransfer.metrics import Convention
-from advtransfer.models.architectures import build
+from advtransfer.models import create, list_models
 
 
 @dataclass
@@ -97,6 +99,12 @@ def _validate(c: DigitsDistributionConfig) -> None:
         raise AdvTransferError(f"repeats must be >= 1; got {c.repeats}")
     if c.finetune not in ("head", "full"):
         raise AdvTransferError(f"finetune must be 'head' or 'full'; got {c.finetune!r}")
+    names = [spec.removeprefix("cifar:") for spec in list_models("cifar")]
+    for key in ("architecture", "reference_architecture"):
+        if getattr(c, key) not in names:
+            raise AdvTransferError(f"{key} must be one of {names} (the cifar: models of "
+                                   f"advtransfer.models.create); got {getattr(c, key)!r}")
+    attack_config(c)
 
 
 @register("digits-distribution", DigitsDistributionConfig,
@@ -111,7 +119,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     reference, ref_key = trained_classifier(
         ctx, "reference", {"arch": c.reference_architecture, "classes": c.target_classes,
                            "seed": c.seed, "split": [c.test_fraction, c.seed]},
-        lambda: build(c.reference_architecture, num_classes=n_cls),
+        lambda: create(f"cifar:{c.reference_architecture}", "random", n_cls),
         (target.x_train, target.y_train), epochs=c.epochs, lr=c.lr)
     target_id = f"digits-{c.target_classes}-split-{[c.test_fraction, c.seed]}"
     ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test),
@@ -119,8 +127,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     x_attack = target.x_test
     if c.correct_only:  # the authors' protocol: inputs the reference classifies correctly
         x_attack = x_attack[predict(reference, x_attack, ctx.device) == target.y_test]
-    attack = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-              "steps": c.steps}
+    attack = attack_fields(c)
     records = []
     for share in c.shares:
         classes = source_classes(c.target_classes, c.other_classes, share)
@@ -131,7 +138,7 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
             model, key = trained_classifier(
                 ctx, "source", {"arch": c.architecture, "classes": classes, "repeat": rep,
                                 "seed": c.seed, "split": [c.test_fraction, c.seed]},
-                lambda n_src=n_src: build(c.architecture, num_classes=n_src),
+                lambda n_src=n_src: create(f"cifar:{c.architecture}", "random", n_src),
                 (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
             kt = transfer(ctx, key, model, (target.x_train, target.y_train),
                           (target.x_test, target.y_test), target=target_id,

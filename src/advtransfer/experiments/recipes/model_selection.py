@@ -66,12 +66,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from advtransfer.attacks import AttackConfig
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.estimators import weighted_kendall_tau
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import Lazy, accuracy, resolve, trained_classifier
+from advtransfer.experiments.stages import (
+    Lazy,
+    accuracy,
+    attack_config,
+    resolve,
+    trained_classifier,
+)
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import Convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
@@ -848,8 +853,7 @@ def adversarial_units(c: Any, ctx: RunContext, kind: str, candidates: dict[str, 
     candidate computes only that candidate. Returns ``{method: {name: score}}`` and the
     seconds per space (the reference's attack counted in the logits space when it is measured,
     else in the features space)."""
-    config = AttackConfig(eps=c.eps, norm=c.norm, objective=c.objective, solver=c.solver,
-                          steps=c.steps)
+    config = attack_config(c)
     attack_unit = {"reference": ref_key, **{k: v for k, v in _attack(c).items()
                                             if k != "convention"}, "batch_size": batch_size}
 

@@ -5,7 +5,7 @@ between the Taskonomy task networks (Zamir et al., CVPR 2018) recovers Taskonomy
 structure. This recipe:
 
 1. builds the networks of ``tasks`` through the ``visualpriors`` package
-   (:func:`advtransfer.data.taskonomy.task_model`): the task outputs (``output="decoder"``, what
+   (:func:`advtransfer.models.taskonomy.task_model`): the task outputs (``output="decoder"``, what
    the authors attacked) or the encoders' representations (``output="encoder"``), on images in
    [0, 1] (mapped to the networks' [-1, 1]), at full resolution;
 2. reads up to ``n_images`` RGB images from ``data_root`` (e.g. the ``rgb/`` folder of the
@@ -71,23 +71,23 @@ from advtransfer.attacks import (
 )
 from advtransfer.data.taskonomy import (
     PAPER_TASKS,
-    TaskOutput,
     check_tasks,
     list_images,
     load_affinity_csv,
     read_images,
-    task_model,
 )
+from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
+from advtransfer.experiments.stages import AttackFields, attack_config, attack_fields
 from advtransfer.fileio import atomic_write_bytes
 from advtransfer.metrics import (
     Convention,
     TransferMatrixResult,
     matrix_result,
     measure_matrix,
-    resolve_device,
 )
+from advtransfer.models.taskonomy import TaskOutput, task_model
 from advtransfer.stats import mantel
 
 METRICS = ("alpha1", "alpha2", "combined")
@@ -95,7 +95,7 @@ TREE_FIGURE = "figures/taskonomy_tree.png"
 
 
 @dataclass
-class TaskonomyConfig:
+class TaskonomyConfig(AttackFields):
     """``taskonomy``; see the module docstring. ``data_root``: a folder of RGB images;
     ``download``: fetch missing pretrained weights; ``verify``: check existing weight files
     against their SHA-256; ``weights_dir`` "" means torch hub's checkpoint directory;
@@ -115,13 +115,6 @@ class TaskonomyConfig:
     pool: int = 4
     image_size: int = 256
     n_images: int | None = 1000
-    eps: float = 0.03
-    norm: str = "linf"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    step_size: float | None = None
-    random_start: bool = True
     convention: Convention = "icml"
     batch_size: int = 16
     cluster_metric: str = "combined"
@@ -160,8 +153,7 @@ def _check(c: TaskonomyConfig) -> list[str]:
         raise AdvTransferError(f"batch_size must be >= 1; got {c.batch_size}")
     if c.mantel_permutations < 1:
         raise AdvTransferError(f"mantel_permutations must be >= 1; got {c.mantel_permutations}")
-    AttackConfig(eps=c.eps, norm=c.norm, objective=c.objective, solver=c.solver,  # type: ignore[arg-type]
-                 steps=c.steps, step_size=c.step_size, random_start=c.random_start)
+    attack_config(c)
     return check_tasks(c.tasks, c.output, c.image_size)
 
 
@@ -271,8 +263,7 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
     if c.affinity_csv:
         affinity_tasks, affinity_full = load_affinity_csv(c.affinity_csv)
     folder, files, fingerprint = list_images(c.data_root, n=c.n_images, seed=c.seed)
-    attack = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-              "steps": c.steps, "step_size": c.step_size, "random_start": c.random_start}
+    attack = attack_fields(c)
     unit = {"tasks": tasks, "output": c.output, "weights": c.weights,
             "pool_deviations": c.pool, "attack_on": "full-resolution output",
             "image_size": c.image_size, "images": {"n": len(files), "fingerprint": fingerprint},
@@ -288,7 +279,7 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
                 weights_dir=c.weights_dir or None, download=c.download, verify=c.verify,
                 trust_weights=c.trust_weights, seed=ctx.seed_for("taskonomy-net", task, c.seed),
             ).to(ctx.device)
-        config = AttackConfig(**attack)  # type: ignore[arg-type]
+        config = attack_config(c)
         r = pooled_transfer_matrix(models, x, config, pool=c.pool, convention=c.convention,
                                    batch_size=c.batch_size,
                                    generator=ctx.seed_for("taskonomy", unit),
