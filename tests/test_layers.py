@@ -19,7 +19,7 @@ SRC = Path(advtransfer.__file__).resolve().parent
 # Lowest first. A name stands for that module, or with a trailing "." for a package's modules.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("advtransfer._version", "advtransfer.errors", "advtransfer.fileio",
-              "advtransfer.progress", "advtransfer.devices")),
+              "advtransfer.progress", "advtransfer.devices", "advtransfer.executors")),
     ("data", ("advtransfer.data", "advtransfer.data.")),
     ("models", ("advtransfer.models.adapters", "advtransfer.models.architectures",
                 "advtransfer.models.wrappers", "advtransfer.models.features",
@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "advtransfer.models.taskonomy")),
     ("numerics", ("advtransfer.attacks", "advtransfer.training", "advtransfer.estimators",
                   "advtransfer.estimators.", "advtransfer.stats", "advtransfer.store")),
-    ("metrics", ("advtransfer.metrics",)),
+    ("metrics", ("advtransfer.metrics", "advtransfer.reference")),
     ("analyses", ("advtransfer.theory", "advtransfer.knowledge", "advtransfer.report")),
     ("facade", ("advtransfer", "advtransfer.models", "advtransfer.models.registry",
                 "advtransfer.models.builtin", "advtransfer.selection")),

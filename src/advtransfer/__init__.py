@@ -5,11 +5,12 @@ Implements Liang et al., *Does Adversarial Transferability Indicate Knowledge Tr
 
 Layering. A module imports only modules of its own layer or of lower ones (checked by
 tests/test_layers.py, imports inside functions included). From the bottom: *base*
-(``errors``, ``fileio``, ``progress``, ``devices``, ``_version``); *data* (``data.*``: datasets,
-batching, Taskonomy images and task names); *models* (``models.adapters``, ``architectures``,
-``wrappers``, ``features``, ``checkpoint``, ``zoo``, ``taskonomy``: building and loading networks,
-no training); *numerics* (``attacks``, ``training``, ``estimators``, ``stats``, ``store``);
-*metrics* (``metrics``); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
+(``errors``, ``fileio``, ``progress``, ``devices``, ``executors``, ``_version``); *data*
+(``data.*``: datasets, batching, Taskonomy images and task names); *models*
+(``models.adapters``, ``architectures``, ``wrappers``, ``features``, ``checkpoint``, ``zoo``,
+``taskonomy``: building and loading networks, no training); *numerics* (``attacks``,
+``training``, ``estimators``, ``stats``, ``store``); *metrics* (``metrics``, ``reference``: the
+shared reference attack); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
 package, the model registry ``advtransfer.models`` / ``models.registry`` / ``models.builtin``,
 which trains the built-in digits models, and ``selection``); *experiments*
 (``experiments.*``: runner, stages, recipes); *cli*.
