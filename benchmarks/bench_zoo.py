@@ -11,6 +11,12 @@ of that process, is per size):
   ``map``, without the one-off decode, reference accuracy and reference attack) flat across
   sizes, max / min within 1.2x.
 
+Each child first ranks one candidate outside the zoo (a warm-up: first calls, allocator; its
+time is in the JSON), then the zoo. The sizes run ``--repeats`` times (default 3), interleaved
+(10, 50, 100, 10, ...) so that a change of load on a shared machine hits every size; per size,
+the fastest repeat's time (the least disturbed) and the largest peak RSS of all repeats are
+reported, with every repeat's seconds per candidate in the JSON.
+
 The zoo: :class:`ZooNet`, a small CNN on random 3 x 32 x 32 inputs (conv3x3/2 16 - ReLU -
 conv3x3/2 32 - ReLU - Linear(2048, 384) - ReLU - Linear(384, 10)), 795,754 parameters (3.2 MB of
 float32 weights), random weights, candidate ``i`` built by ``functools.partial(build, i)``
@@ -27,21 +33,24 @@ deviation objective (rank's default) with ``--steps`` (default 10) on ``--attack
 Ray: the zoo of ``--ray-size`` candidates (default 50) ranked in process with 1 thread and with
 ``executor="ray"`` on a local Ray of 2 CPUs (``ray.init(num_cpus=2)``, workers with 1 torch
 thread each), in one child; after a warm-up rank on each side (2 candidates in process, 4 on
-Ray: worker start, imports, first task), so the ratios are steady state. The Ray startup
-(``ray.init`` and the warm-up) is reported separately. Ratios: in-process / Ray wall time of the
-candidates' units and of the whole ``rank`` call (the reference attack runs in the driver in
-both), and the largest absolute difference between the two runs' scores. Skipped (with a
-message) when Ray is not importable.
+Ray: worker start, imports, first task), so the ratios are steady state, then ``--repeats``
+alternations (in process, Ray, in process, ...), the fastest of each side reported. The Ray
+startup (``ray.init`` and the warm-up) is reported separately. Two workers can at best halve
+the units' time, and only when both cores are free: check the load average printed. Ratios:
+in-process / Ray wall time of the candidates' units and of the whole ``rank`` call (the
+reference attack runs in the driver in both), and the largest absolute difference between the
+scores of the two executors. Skipped (with a message) when Ray is not importable.
 
-Columns of the zoo table: peak RSS of the child (MB) at the end and before ``rank`` (after
-imports, data, reference and, for ``held``, the models), its ratio to the smallest zoo's peak,
-the reference part of ``rank`` (decode, reference accuracy and attack), the candidates' units,
-seconds per candidate and its ratio to the smallest. All ratios come from one run of this
-script; the machine's load average is printed with them. ``--quick`` (a smoke test) uses sizes
-4, 8, a Ray zoo of 8 and 32 attacked of 128 target inputs. Usage::
+Columns of the zoo table: peak RSS of the child (MB) at the end and before the zoo's ``rank``
+(after imports, data, reference, warm-up and, for ``held``, the models), its ratio to the
+smallest zoo's peak, the reference part of ``rank`` (decode, reference accuracy and attack),
+the candidates' units, seconds per candidate and its ratio to the fastest size. All ratios come
+from one run of this script; the machine's load average is printed with them. ``--quick`` (a
+smoke test) uses sizes 4, 8, a Ray zoo of 8, 1 repeat and 32 attacked of 128 target inputs.
+Usage::
 
-    python benchmarks/bench_zoo.py [--sizes 10,50,100] [--ray-size 50] [--threads 1]
-        [--steps 10] [--attack-samples 128] [--target-samples 512] [--no-control]
+    python benchmarks/bench_zoo.py [--sizes 10,50,100] [--ray-size 50] [--repeats 3]
+        [--threads 1] [--steps 10] [--attack-samples 128] [--target-samples 512] [--no-control]
         [--quick] [--json]
 """
 
@@ -138,22 +147,26 @@ def _peak_rss_kb() -> int:
 
 
 def child_zoo(n: int, cfg: dict[str, Any], *, held: bool) -> dict[str, Any]:
-    """Rank a zoo of ``n`` builders (or, ``held``, of ``n`` models built up front) in process."""
+    """Rank a zoo of ``n`` builders (or, ``held``, of ``n`` models built up front) in process,
+    after a warm-up rank of one candidate outside the zoo (first calls, allocator)."""
     from advtransfer.executors import LocalExecutor
 
     task = _task(cfg["target_samples"])
+    warm = _rank(_pool(1, first=n), task, LocalExecutor(), cfg)
     pool: dict[str, Any] = _pool(n)
     if held:
         pool = {name: make() for name, make in pool.items()}
     before = _peak_rss_kb()
     run = _rank(pool, task, LocalExecutor(), cfg)
-    return {"candidates": n, "held": held, "peak_rss_kb_before_rank": before,
-            "peak_rss_kb": _peak_rss_kb(), "total_s": run["total_s"], "units_s": run["units_s"],
+    return {"candidates": n, "held": held, "warmup_rank_s": warm["total_s"],
+            "peak_rss_kb_before_rank": before, "peak_rss_kb": _peak_rss_kb(),
+            "total_s": run["total_s"], "units_s": run["units_s"],
             "reference_s": run["reference_s"], "s_per_candidate": run["units_s"] / n}
 
 
 def child_ray(n: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The zoo of ``n`` in process (1 thread) and on a local Ray of 2 one-thread workers."""
+    """The zoo of ``n`` in process (1 thread) and on a local Ray of 2 one-thread workers,
+    alternately ``cfg["repeats"]`` times after a warm-up of each."""
     try:
         import ray
     except ImportError:
@@ -163,24 +176,27 @@ def child_ray(n: int, cfg: dict[str, Any]) -> dict[str, Any]:
 
     task = _task(cfg["target_samples"])
     _rank(_pool(2, first=n), task, LocalExecutor(), cfg)  # warm-up
-    local = _rank(_pool(n), task, LocalExecutor(), cfg)
-
     src = str(Path(advtransfer.__file__).resolve().parents[1])  # the workers import these sources
     start = time.perf_counter()
     ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": src}})
     init_s = time.perf_counter() - start
     warm = _rank(_pool(2 * RAY_WORKERS, first=n), task, RayExecutor(), cfg)
-    on_ray = _rank(_pool(n), task, RayExecutor(), cfg)
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray": []}
+    for _ in range(cfg["repeats"]):
+        runs["local"].append(_rank(_pool(n), task, LocalExecutor(), cfg))
+        runs["ray"].append(_rank(_pool(n), task, RayExecutor(), cfg))
     ray.shutdown()
-    diff = max(abs(on_ray["scores"][m][c] - local["scores"][m][c])
-               for m in METHODS for c in local["scores"][m])
-    return {"candidates": n, "workers": RAY_WORKERS,
+    first = runs["local"][0]["scores"]
+    diff = max(abs(r["scores"][m][c] - first[m][c]) for r in runs["ray"]
+               for m in METHODS for c in first[m])
+    best = {k: min(v, key=lambda r: r["units_s"]) for k, v in runs.items()}
+    return {"candidates": n, "workers": RAY_WORKERS, "repeats": cfg["repeats"],
             "ray_init_s": init_s, "ray_warmup_rank_s": warm["total_s"],
-            "local": {k: v for k, v in local.items() if k != "scores"},
-            "ray": {k: v for k, v in on_ray.items() if k != "scores"},
-            "ratio_units": local["units_s"] / on_ray["units_s"],
-            "ratio_total": local["total_s"] / on_ray["total_s"],
+            **{k: {f: v for f, v in best[k].items() if f != "scores"} for k in best},
+            "units_s_all": {k: [r["units_s"] for r in v] for k, v in runs.items()},
+            "ratio_units": best["local"]["units_s"] / best["ray"]["units_s"],
+            "ratio_total": best["local"]["total_s"] / best["ray"]["total_s"],
             "max_abs_score_diff": diff}
 
 
@@ -190,7 +206,7 @@ def _spawn(args: argparse.Namespace, child: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child,
            "--threads", str(args.threads), "--steps", str(args.steps),
            "--attack-samples", str(args.attack_samples),
-           "--target-samples", str(args.target_samples)]
+           "--target-samples", str(args.target_samples), "--repeats", str(args.repeats)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -198,9 +214,23 @@ def _spawn(args: argparse.Namespace, child: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of a size's repeats (the least disturbed by other work on the machine),
+    with the largest peak RSS of all of them and every repeat's seconds per candidate."""
+    best = dict(min(runs, key=lambda r: r["s_per_candidate"]))
+    best["peak_rss_kb"] = max(r["peak_rss_kb"] for r in runs)
+    best["peak_rss_kb_before_rank"] = max(r["peak_rss_kb_before_rank"] for r in runs)
+    best["s_per_candidate_all"] = [r["s_per_candidate"] for r in runs]
+    return best
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = sorted(args.sizes)
-    zoo = [_spawn(args, f"zoo:{n}") for n in sizes]
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    for _ in range(args.repeats):  # interleaved, so that a change of load hits every size
+        for n in sizes:
+            runs[n].append(_spawn(args, f"zoo:{n}"))
+    zoo = [_best(runs[n]) for n in sizes]
     control = _spawn(args, f"held:{sizes[-1]}") if args.control else None
     ray_run = _spawn(args, f"ray:{args.ray_size}") if args.ray_size else None
     params = sum(p.numel() for p in ZooNet().parameters())
@@ -209,8 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     time_ratio = max(per) / min(per)
     out: dict[str, Any] = {
         "settings": {"sizes": sizes, "ray_size": args.ray_size, "threads": args.threads,
-                     "methods": METHODS, "steps": args.steps, "eps": 1.0,
-                     "attack_samples": args.attack_samples,
+                     "repeats": args.repeats, "methods": METHODS, "steps": args.steps,
+                     "eps": 1.0, "attack_samples": args.attack_samples,
                      "target_samples": args.target_samples, "parameters": params,
                      "weights_mb": params * 4 / 1e6,
                      "weights_mb_if_held": params * 4 * sizes[-1] / 1e6,
@@ -232,7 +262,7 @@ def _print(result: dict[str, Any]) -> None:
                         f"{s['weights_mb']:.1f} MB each; {s['target_samples']} target inputs, "
                         f"attack {s['steps']} steps on {s['attack_samples']}; "
                         f"{s['threads']} thread(s); each size in a fresh process)")
-    for col in ("zoo", "peak MB", "before MB", "x peak", "ref. s", "units s", "s/cand.",
+    for col in ("zoo", "peak MB", "pre-zoo MB", "x peak", "ref. s", "units s", "s/cand.",
                 "x min"):
         table.add_column(col, justify="right")
     zoo = result["zoo"]
@@ -247,6 +277,9 @@ def _print(result: dict[str, Any]) -> None:
                       f"{z['units_s']:.2f}", f"{z['s_per_candidate']:.3f}",
                       f"{z['s_per_candidate'] / fastest:.2f}")
     console.print(table)
+    console.print("s / candidate of every repeat: " + "; ".join(
+        f"{z['candidates']}: " + " ".join(f"{v:.3f}" for v in z["s_per_candidate_all"])
+        for z in zoo))
     console.print(f"{s['sizes'][-1]} candidates held at once: "
                   f"{s['weights_mb_if_held']:.0f} MB of weights ('held' row: built up front)")
     for key, goal, label in (("peak_ratio", MEMORY_GOAL, "peak RSS largest / smallest"),
@@ -261,7 +294,8 @@ def _print(result: dict[str, Any]) -> None:
         console.print(f"Ray: skipped: {r['skipped']}")
     else:
         ray_table = Table(title=f"{r['candidates']} candidates: in process (1 thread) vs Ray "
-                                f"({r['workers']} local workers, 1 thread each), after warm-up")
+                                f"({r['workers']} local workers, 1 thread each), after warm-up; "
+                                f"fastest of {r['repeats']}")
         for col in ("executor", "ref. s", "units s", "rank s"):
             ray_table.add_column(col, justify="right")
         for key in ("local", "ray"):
@@ -292,13 +326,17 @@ def main() -> None:
     parser.add_argument("--ray-size", type=int, default=50,
                         help="zoo size of the Ray comparison (0: skip it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in each child")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh processes per size (the fastest is reported) and Ray / "
+                             "in-process alternations")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--attack-samples", type=int, default=128)
     parser.add_argument("--target-samples", type=int, default=512)
     parser.add_argument("--no-control", dest="control", action="store_false",
                         help="skip the 'held' control (the largest zoo built up front)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: sizes 4,8, ray-size 8, 32 attacked of 128 inputs")
+                        help="smoke test: sizes 4,8, ray-size 8, 1 repeat, 32 attacked of 128 "
+                             "inputs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,13 +344,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         kind, _, n = args.child.partition(":")
         cfg = {"steps": args.steps, "attack_samples": args.attack_samples,
-               "target_samples": args.target_samples}
+               "target_samples": args.target_samples, "repeats": args.repeats}
         out = (child_ray(int(n), cfg) if kind == "ray"
                else child_zoo(int(n), cfg, held=kind == "held"))
         print(json.dumps(out))
         return
     if args.quick:
-        args.sizes, args.ray_size, args.attack_samples, args.target_samples = [4, 8], 8, 32, 128
+        args.sizes, args.ray_size, args.repeats = [4, 8], 8, 1
+        args.attack_samples, args.target_samples = 32, 128
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=2))
