@@ -19,16 +19,16 @@ reported, with every repeat's seconds per candidate in the JSON.
 
 The zoo: :class:`ZooNet`, a small CNN on random 3 x 32 x 32 inputs (conv3x3/2 16 - ReLU -
 conv3x3/2 32 - ReLU - Linear(2048, 384) - ReLU - Linear(384, 10)), 795,754 parameters (3.2 MB of
-float32 weights), random weights, candidate ``i`` built by ``functools.partial(build, i)``
-(seed ``i``). Holding 100 candidates at once would take 318 MB of weights alone, about +47% over
-the ~680 MB peak of a child that ranks 10 (torch alone is ~530 MB of it); the ``held`` control
-row measures exactly that (the largest zoo passed as built models), so the memory check is
-sensitive. The reference is one more ZooNet with random weights (seed 10^6); the target data are
-``--target-samples`` random inputs with random labels over 10 classes (the scores are
-meaningless as a ranking; the cost is that of real data, up to the attack's early stop, which
-depends on the weights). Methods: alpha1, alpha2, combined, logme, leep; attack: PGD on the
-deviation objective (rank's default) with ``--steps`` (default 10) on ``--attack-samples``
-(default 128) inputs, eps 1.0 (L2).
+float32 weights), random weights, candidate ``i`` built by ``functools.partial(build, i)`` (seed
+``i``). Holding 100 candidates at once would take 318 MB of weights alone, about +48% over the
+~660 MB peak of a child that ranks 10 (importing torch alone peaks at ~530 MB); the ``held``
+control row measures exactly that (the largest zoo passed as built models: 1.46x the peak of 10
+on this machine), so the memory check is sensitive. The reference is one more ZooNet with random
+weights (seed 10^6); the target data are ``--target-samples`` random inputs with random labels
+over 10 classes (the scores are meaningless as a ranking; the cost is that of real data, up to
+the attack's early stop, which depends on the weights). Methods: alpha1, alpha2, combined,
+logme, leep; attack: PGD on the deviation objective (rank's default) with ``--steps`` (default
+10) on ``--attack-samples`` (default 128) inputs, eps 1.0 (L2).
 
 Ray: the zoo of ``--ray-size`` candidates (default 50) ranked in process with 1 thread and with
 ``executor="ray"`` on a local Ray of 2 CPUs (``ray.init(num_cpus=2)``, workers with 1 torch
@@ -192,6 +192,7 @@ def child_ray(n: int, cfg: dict[str, Any]) -> dict[str, Any]:
                for m in METHODS for c in first[m])
     best = {k: min(v, key=lambda r: r["units_s"]) for k, v in runs.items()}
     return {"candidates": n, "workers": RAY_WORKERS, "repeats": cfg["repeats"],
+            "threads_in_process": torch.get_num_threads(),
             "ray_init_s": init_s, "ray_warmup_rank_s": warm["total_s"],
             **{k: {f: v for f, v in best[k].items() if f != "scores"} for k in best},
             "units_s_all": {k: [r["units_s"] for r in v] for k, v in runs.items()},
@@ -293,7 +294,8 @@ def _print(result: dict[str, Any]) -> None:
     elif "skipped" in r:
         console.print(f"Ray: skipped: {r['skipped']}")
     else:
-        ray_table = Table(title=f"{r['candidates']} candidates: in process (1 thread) vs Ray "
+        ray_table = Table(title=f"{r['candidates']} candidates: in process "
+                                f"({r['threads_in_process']} thread(s)) vs Ray "
                                 f"({r['workers']} local workers, 1 thread each), after warm-up; "
                                 f"fastest of {r['repeats']}")
         for col in ("executor", "ref. s", "units s", "rank s"):
