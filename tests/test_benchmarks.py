@@ -1,0 +1,52 @@
+"""Smoke tests of the benchmarks (``--quick``): they run, and their figures are consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import advtransfer
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> dict:
+    src = str(Path(advtransfer.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.slow
+def test_bench_zoo_quick():
+    """bench_zoo --quick (about 20 s: four fresh interpreters and a local Ray): per-size
+    figures, ratios recomputed from them, the 'held' control sees the models' weights, and Ray
+    gives the in-process scores."""
+    out = _run("bench_zoo.py", "--quick", "--json")
+    zoo = out["zoo"]
+    assert [z["candidates"] for z in zoo] == [4, 8] and not any(z["held"] for z in zoo)
+    for z in zoo:
+        assert z["peak_rss_kb"] >= z["peak_rss_kb_before_rank"] > 0
+        assert z["units_s"] + z["reference_s"] == pytest.approx(z["total_s"], rel=1e-9)
+        assert z["s_per_candidate"] == pytest.approx(z["units_s"] / z["candidates"])
+    per = [z["s_per_candidate"] for z in zoo]
+    assert out["time_ratio"] == pytest.approx(max(per) / min(per))
+    assert out["peak_ratio"] == pytest.approx(zoo[1]["peak_rss_kb"] / zoo[0]["peak_rss_kb"])
+    # 8 models built up front raise the resident set by (about) their weights: 8 x 3.2 MB
+    held = out["held_control"]
+    weights_kb = 8 * out["settings"]["parameters"] * 4 / 1024
+    assert held["held"] and held["candidates"] == 8
+    assert held["peak_rss_kb_before_rank"] - zoo[1]["peak_rss_kb_before_rank"] >= 0.5 * weights_kb
+    ray = out["ray"]
+    if "skipped" in ray:
+        pytest.skip(ray["skipped"])
+    assert ray["candidates"] == 8 and ray["max_abs_score_diff"] <= 1e-6
+    assert ray["ratio_units"] == pytest.approx(ray["local"]["units_s"] / ray["ray"]["units_s"])
