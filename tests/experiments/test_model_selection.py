@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -348,3 +349,20 @@ def test_logit_ensemble_reference_averages_its_members():
     torch.testing.assert_close(ens(x), (a(x) + b(x)) / 2)
     with pytest.raises(AdvTransferError, match="unknown architecture"):
         ms._validate_digits(ms.DigitsModelSelectionConfig(reference_architecture="cnn16+rnn"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("step_size=-1", "step_size"), ('norm="l3"', "norm"), ('convention="paper"', "convention"),
+    ("eps=0", "eps")])
+def test_selection_recipes_check_their_attack_before_running(tmp_path, override, message):
+    for recipe in ("digits-model-selection", "imagenet-zoo"):
+        with pytest.raises(AdvTransferError, match=message):
+            run(recipe, tmp_path / recipe, quick=True, progress=False, overrides=[override])
+        assert not (tmp_path / recipe).exists()
+
+
+def test_selection_attack_keys_keep_defaults_and_name_what_is_set():
+    base = ms.DigitsModelSelectionConfig()
+    assert "step_size" not in ms._attack(base) and "random_start" not in ms._attack(base)
+    assert ms._attack(replace(base, random_start=False))["random_start"] is False
+    assert ms._attack(replace(base, step_size=0.5))["step_size"] == 0.5

@@ -71,6 +71,7 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.estimators import weighted_kendall_tau
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AttackFields,
     Lazy,
     accuracy,
     attack_config,
@@ -78,7 +79,7 @@ from advtransfer.experiments.stages import (
     trained_classifier,
 )
 from advtransfer.knowledge import knowledge_transfer
-from advtransfer.metrics import Convention
+from advtransfer.metrics import Convention, check_convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
 from advtransfer.reference import ReferenceAttack
 from advtransfer.selection import (
@@ -530,7 +531,20 @@ PRIMARY_METHODS: list[str] = ["alpha1_features", "alpha1_features_logme_rankavg"
 
 
 @dataclass
-class DigitsModelSelectionConfig:
+class SelectionAttackFields(AttackFields):
+    """The attack of the model-selection recipes (:class:`~advtransfer.experiments.stages.
+    AttackFields` with an L2 budget of 1.0 in input units), the reporting convention, how many
+    target inputs are attacked and whether only those the reference classifies correctly."""
+
+    eps: float = 1.0
+    norm: str = "l2"
+    convention: Convention = "icml"
+    attack_samples: int = 256
+    correct_only: bool = False
+
+
+@dataclass
+class DigitsModelSelectionConfig(SelectionAttackFields):
     seed: int = 0
     sources: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_SOURCES))
     targets: list[str] = field(default_factory=lambda: list(DEFAULT_DIGITS_TARGETS))
@@ -550,14 +564,6 @@ class DigitsModelSelectionConfig:
     finetune_seeds: int = 2
     val_fraction: float = 0.2
     methods: list[str] = field(default_factory=lambda: list(DIGITS_METHODS))
-    eps: float = 1.0
-    norm: str = "l2"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    convention: Convention = "icml"
-    attack_samples: int = 256
-    correct_only: bool = False
     resamples: int = 500
     primary: list[str] = field(default_factory=lambda: list(PRIMARY_METHODS))
 
@@ -596,13 +602,27 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
                                    f"{getattr(c, name)}")
     _check_methods(c.methods)
     _check_ground_truth(c)
+    _check_attack(c)
     return [parse_source(s) for s in c.sources]
 
 
+def _check_attack(c: SelectionAttackFields) -> None:
+    """The attack fields and the convention, before anything runs."""
+    attack_config(c)
+    check_convention(c.convention)
+
+
 def _attack(c: Any) -> dict[str, Any]:
-    return {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-            "steps": c.steps, "convention": c.convention, "attack_samples": c.attack_samples,
-            "correct_only": c.correct_only}
+    """The attack settings in the units' keys (``step_size`` and ``random_start`` only when
+    not at their defaults, so the keys of runs that never set them stay the same)."""
+    out = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
+           "steps": c.steps, "convention": c.convention, "attack_samples": c.attack_samples,
+           "correct_only": c.correct_only}
+    if c.step_size is not None:
+        out["step_size"] = c.step_size
+    if not c.random_start:
+        out["random_start"] = False
+    return out
 
 
 def _components(methods: Sequence[str]) -> list[str]:
@@ -1203,7 +1223,7 @@ def imagenet_top1(name: str) -> float | None:
 
 
 @dataclass
-class ImageNetZooConfig:
+class ImageNetZooConfig(SelectionAttackFields):
     seed: int = 0
     models: list[str] = field(default_factory=lambda: list(ZOO_MODELS))
     datasets: list[str] = field(default_factory=lambda: list(ZOO_DATASETS))
@@ -1235,14 +1255,6 @@ class ImageNetZooConfig:
     full_finetune_epochs: list[int] = field(default_factory=lambda: [10, 30])
     full_finetune_weight_decay: float = 1e-4
     methods: list[str] = field(default_factory=lambda: list(RECIPE_METHODS))
-    eps: float = 1.0
-    norm: str = "l2"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    convention: Convention = "icml"
-    attack_samples: int = 256
-    correct_only: bool = False
     batch_size: int = 64
     num_workers: int = 0
 
@@ -1443,6 +1455,7 @@ def _validate_zoo(c: ImageNetZooConfig) -> None:
         if not 0 < getattr(c, name) < 1:
             raise AdvTransferError(f"{name} must lie in (0, 1); got {getattr(c, name)}")
     _check_methods(c.methods)
+    _check_attack(c)
     _check_ground_truth(c)
     if c.ground_truth_csv and c.ground_truth != "linear_probe":
         raise AdvTransferError("ground_truth_csv replaces the computed ground truth; leave "
