@@ -12,8 +12,11 @@ Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``,
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -212,6 +215,48 @@ ConventionOpt = Annotated[Literal["icml", "authors"], typer.Option(
          "the authors' image code reports them. alpha1 is the unsquared mean ratio in both.")]
 BoundsOpt = Annotated[str, typer.Option(metavar="LOW,HIGH|none",
                                         help="Input domain, e.g. '0,1', or 'none'.")]
+StepSizeOpt = Annotated[float | None, typer.Option(
+    metavar="FLOAT", help="PGD step size. Default: eps when --steps 1; else 2*eps for the "
+                          "deviation objective, 2.5*eps/steps for ce.")]
+RandomStartOpt = Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")]
+
+#: The attack options every attacking command takes: name, typer annotation, default.
+_ATTACK_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("eps", Eps, 1.0), ("norm", NormOpt, "l2"), ("objective", ObjectiveOpt, "deviation"),
+    ("solver", SolverOpt, "pgd"), ("steps", StepsOpt, None), ("step_size", StepSizeOpt, None),
+    ("random_start", RandomStartOpt, True), ("tol", TolOpt, DEFAULT_TOL),
+    ("bounds", BoundsOpt, "0,1"))
+
+
+def attack_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the attack options (``--eps``, ``--norm``, ``--objective``,
+    ``--solver``, ``--steps``, ``--step-size``, ``--[no-]random-start``, ``--tol``,
+    ``--bounds``) in place of its parameter ``attack``, which receives them as one checked
+    :class:`~advtransfer.attacks.AttackConfig` (a bad value is a usage error, exit 2, before
+    anything is loaded)."""
+    hints = typing.get_type_hints(command, include_extras=True)  # resolved, typer's metadata
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in inspect.signature(command).parameters.values()]
+    at = [p.name for p in params].index("attack")
+    params[at:at + 1] = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           default=default, annotation=annotation)
+                         for name, annotation, default in _ATTACK_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        values = {name: kwargs.pop(name) for name, _, _ in _ATTACK_OPTIONS}
+        try:
+            config = AttackConfig(**{**values, "bounds": parse_bounds(values["bounds"])})
+        except AdvTransferError as exc:
+            _usage(exc)
+        command(**kwargs, attack=config)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must read the new signature, not the command's
+    return wrapper
+
+
 DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
                                         help="auto: the GPU when present, else the CPU.")]
 ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
@@ -247,6 +292,7 @@ TargetClassesOpt = _num_classes_opt("--target")
 
 
 @app.command()
+@attack_options
 def measure(
     source: Annotated[str, typer.Option(metavar="SPEC", help=_SPEC_HELP)] = "digits-mlp",
     target: Annotated[str, typer.Option(metavar="SPEC", help="The target (reference) model; "
@@ -262,17 +308,7 @@ def measure(
     data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
                                       "file with tensor 'x'.")] = "digits",
     n_samples: SamplesOpt = 256,
-    eps: Eps = 1.0,
-    norm: NormOpt = "l2",
-    objective: ObjectiveOpt = "deviation",
-    solver: SolverOpt = "pgd",
-    steps: StepsOpt = None,
-    tol: TolOpt = DEFAULT_TOL,
-    step_size: Annotated[float | None, typer.Option(
-        metavar="FLOAT", help="PGD step size. Default: eps when --steps 1; else 2*eps for "
-                              "the deviation objective, 2.5*eps/steps for ce.")] = None,
-    random_start: Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")] = True,
-    bounds: BoundsOpt = "0,1",
+    attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
     batch_size: Annotated[int, typer.Option(metavar="INT", help="Attack batch size.")] = 128,
     device: DeviceOpt = "auto",
@@ -284,9 +320,8 @@ def measure(
     """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
     try:
         run_on = str(resolve_device(device=device))
-        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
-                              steps=steps, step_size=step_size, random_start=random_start,
-                              bounds=parse_bounds(bounds), tol=tol)  # fail fast
+        assert attack is not None
+        config = attack
         check_convention(convention)
         check_n_samples(n_samples, labelled=False)
         _check_out_file(out)
@@ -308,7 +343,7 @@ def measure(
     except KeyboardInterrupt:
         _interrupted()
     table = Table(title=f"adversarial transferability: {source} vs {target} "
-                        f"({len(x)} samples, {norm} eps={eps}, {solver})")
+                        f"({len(x)} samples, {config.norm} eps={config.eps}, {config.solver})")
     for col in ("dir", "alpha1", "a1 median", "alpha2", "combined", "a1>1", "|delta|", "dev",
                 "rand dev"):
         table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
@@ -333,6 +368,7 @@ def measure(
 
 
 @app.command()
+@attack_options
 def matrix(
     models: Annotated[list[str], typer.Argument(metavar="SPEC[=WEIGHTS]...",
                                                 help="Two or more models (as --source of "
@@ -342,13 +378,7 @@ def matrix(
     data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
                                       "file with tensor 'x'.")] = "digits",
     n_samples: SamplesOpt = 256,
-    eps: Eps = 1.0,
-    norm: NormOpt = "l2",
-    objective: ObjectiveOpt = "deviation",
-    solver: SolverOpt = "pgd",
-    steps: StepsOpt = None,
-    tol: TolOpt = DEFAULT_TOL,
-    bounds: BoundsOpt = "0,1",
+    attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -363,8 +393,8 @@ def matrix(
         names = _unique_names(models, "model")
         _check_specs([_split_spec(item, "model")[0] for item in models])
         run_on = str(resolve_device(device=device))
-        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
-                              steps=steps, tol=tol, bounds=parse_bounds(bounds))  # fail fast
+        assert attack is not None
+        config = attack
         check_convention(convention)
         check_n_samples(n_samples, labelled=False)
         _check_out_file(out)
@@ -640,6 +670,7 @@ def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.T
 
 
 @app.command("rank")
+@attack_options
 def rank_command(
     reference: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
                                            help="The target task's reference model: "
@@ -665,13 +696,7 @@ def rank_command(
                          ] = 512,
     attack_samples: Annotated[int, typer.Option(metavar="INT", help="Inputs attacked (a seeded "
                                                                     "subset).")] = 256,
-    eps: Eps = 1.0,
-    norm: NormOpt = "l2",
-    objective: ObjectiveOpt = "deviation",
-    solver: SolverOpt = "pgd",
-    steps: StepsOpt = None,
-    tol: TolOpt = DEFAULT_TOL,
-    bounds: BoundsOpt = "0,1",
+    attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
     batch_size: Annotated[int, typer.Option(metavar="INT", help="Batch size.")] = 128,
     device: DeviceOpt = "auto",
@@ -700,9 +725,8 @@ def rank_command(
             raise AdvTransferError(f"--methods has unknown name(s) {unknown}; known methods are "
                                    f"{', '.join(selection.METHODS)}")
         run_on = str(resolve_device(device=device))
-        # checked before any model is loaded
-        config = AttackConfig(eps=eps, norm=norm, objective=objective, solver=solver,
-                              steps=steps, tol=tol, bounds=parse_bounds(bounds))
+        assert attack is not None  # checked by attack_options, before any model is loaded
+        config = attack
         check_convention(convention)
         check_n_samples(n_samples, labelled=True)
         check_n_samples(attack_samples, labelled=False, option="--attack-samples")
