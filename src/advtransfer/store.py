@@ -84,6 +84,8 @@ class Store:
         self._ready = False
         self._lock_timeout: float | None = None  # set inside lock(): the run lock is wanted
         self._lock: FileLock | None = None  # held
+        self._growable: tuple[str, ...] = ()  # configuration lists that may grow (check_run)
+        self._grow = False  # this run extends the stored one: run.json is rewritten
 
     def prepare(self) -> None:
         """Create the run directory (and ``run.json`` of :meth:`check_run`): called before the
@@ -97,7 +99,8 @@ class Store:
                 self._acquire()
             (self.root / "records").mkdir(parents=True, exist_ok=True)
             (self.root / "models").mkdir(parents=True, exist_ok=True)
-            if self._identity is not None and not (self.root / "run.json").exists():
+            if self._identity is not None and (self._grow
+                                               or not (self.root / "run.json").exists()):
                 write_json(self.root / "run.json", self._identity)
         except OSError as exc:
             raise AdvTransferError(f"--out {self.root} is not a writable directory: "
@@ -160,7 +163,7 @@ class Store:
                 "pid": os.getpid(), "host": socket.gethostname(),
                 "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")})
             if self._identity is not None:
-                self.check_run(self._identity)
+                self.check_run(self._identity, growable=self._growable)
         except BaseException:
             self._release()
             raise
@@ -307,14 +310,19 @@ class Store:
         self._last_tensors = (path, result)
         return result
 
-    def check_run(self, identity: dict) -> None:
+    def check_run(self, identity: dict, *, growable: Sequence[str] = ()) -> None:
         """Check that this directory is new, empty, or a run of the same recipe and
         configuration, whose identity is then written (with the first unit) to ``run.json``.
 
-        Raises :class:`AdvTransferError` when the directory was written by a different
+        ``growable`` names configuration fields (lists, e.g. a pool of candidate models) that
+        may grow between runs: a run whose configuration differs from the stored one only by
+        entries added to those lists is accepted (every finished unit is
+        reused, only the new entries' units are computed) and its identity replaces the stored
+        one. Raises :class:`AdvTransferError` when the directory was written by a different
         configuration (naming the differing keys), when its ``run.json`` is corrupt, or when it
         is a non-empty folder that is not a run directory (dot-files such as the run lock
         do not count). Nothing is deleted or written."""
+        self._growable = tuple(growable)
         path = self.root / "run.json"
         new = json.loads(canonical(identity))
         if path.exists():
@@ -325,7 +333,9 @@ class Store:
                     f"{exc}. It records which recipe and configuration own {self.root}. If "
                     f"you are rerunning the same command, delete {path} and rerun: finished "
                     "units are kept and reused. Otherwise choose another --out.") from None
-            if old != new:
+            if old != new and _grown(old, new, self._growable):
+                self._grow = True
+            elif old != new:
                 diffs = _differences(old, new)
                 raise AdvTransferError(
                     f"{self.root} holds a run of a different configuration (differs in "
@@ -347,6 +357,24 @@ def _compute_record(item: tuple[Any, Any], *, _path_root: str, _kind: str,
     path = Path(_path_root) / "records" / f"{unit_key(_kind, config)}.json"
     write_json(path, {"kind": _kind, "config": config, "result": result})
     return json.loads(json.dumps(to_jsonable(result)))
+
+
+def _grown(old: Any, new: Any, growable: Sequence[str]) -> bool:
+    """Whether the identity ``new`` equals ``old`` but for entries added to the configuration's
+    ``growable`` lists (none removed)."""
+    if not (isinstance(old, dict) and isinstance(new, dict) and growable
+            and isinstance(old.get("config"), dict) and isinstance(new.get("config"), dict)):
+        return False
+    old_c, new_c = old["config"], new["config"]
+    for name in growable:
+        before, after = old_c.get(name), new_c.get(name)
+        if not (isinstance(before, list) and isinstance(after, list)
+                and all(item in after for item in before)):
+            return False
+    rest = [k for k in set(old_c) | set(new_c) if k not in growable]
+    return ({k: v for k, v in old.items() if k != "config"}
+            == {k: v for k, v in new.items() if k != "config"}
+            and all(old_c.get(k) == new_c.get(k) for k in rest))
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -366,3 +366,36 @@ def test_selection_attack_keys_keep_defaults_and_name_what_is_set():
     assert "step_size" not in ms._attack(base) and "random_start" not in ms._attack(base)
     assert ms._attack(replace(base, random_start=False))["random_start"] is False
     assert ms._attack(replace(base, step_size=0.5))["step_size"] == 0.5
+
+
+def test_adding_a_candidate_to_a_finished_run_computes_only_that_candidate(tmp_path, attacks):
+    """A finished digits-model-selection run extended by one source: only the new source's
+    units are computed (its training, fine-tunes, estimators and one attack); the reference's
+    stored attack and every other unit are reused, and their scores are unchanged. Removing a
+    source or changing anything else is still refused."""
+    base = ['targets=["ge5"]', 'methods=["alpha1", "alpha2_s2t", "logme"]']
+    four = 'sources=["mlp32/digits10", "linear/digits10", "cnn8/ge5", "mlp32/untrained"]'
+    five = ('sources=["mlp32/digits10", "linear/digits10", "cnn8/ge5", "mlp32/untrained", '
+            '"mlp32/digits10/permuted"]')
+    out = tmp_path / "run"
+    first = run("digits-model-selection", out, quick=True, progress=False,
+                overrides=[*base, four])
+    attacks.clear()
+    grown = run("digits-model-selection", out, quick=True, progress=False,
+                overrides=[*base, five])
+    assert dict(attacks) == {"mlp32/digits10/permuted": 1}  # no reference attack, one source
+    new_files = set(grown["unit_files"]) - set(first["unit_files"])
+    assert grown["units"]["computed"] == len(new_files) > 0
+    assert grown["units"]["reused"] == len(first["unit_files"])
+
+    def scores(result):
+        return {r["source"]: (r["alpha1"], r["alpha2_s2t"], r["logme"])
+                for r in result["records"]}
+
+    kept = scores(grown)
+    assert {k: kept[k] for k in scores(first)} == scores(first)
+    with pytest.raises(AdvTransferError, match="different configuration"):
+        run("digits-model-selection", out, quick=True, progress=False, overrides=[*base, four])
+    with pytest.raises(AdvTransferError, match="different configuration"):
+        run("digits-model-selection", out, quick=True, progress=False,
+            overrides=[*base, five, "eps=0.5"])

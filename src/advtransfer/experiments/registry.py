@@ -48,6 +48,9 @@ class Recipe:
     #: Checks a configuration's values without running anything (raises AdvTransferError):
     #: called before the run, so that a bad value is a usage error (CLI exit 2).
     check: Callable[[Any], None] | None = None
+    #: Configuration fields (lists of candidates) a finished run may be extended by: rerun
+    #: into the same directory with entries added and only their units are computed.
+    growable: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Recipe] = {}
@@ -55,14 +58,16 @@ REGISTRY: dict[str, Recipe] = {}
 
 def register(name: str, config: type, description: str,
              quick: Callable[[Any], Any] | None = None,
-             check: Callable[[Any], None] | None = None) -> Callable:
+             check: Callable[[Any], None] | None = None,
+             growable: tuple[str, ...] = ()) -> Callable:
     """Decorator registering ``run(config, ctx) -> results`` as recipe ``name``; ``check``
-    validates a configuration before the run (see :class:`Recipe`)."""
+    validates a configuration before the run, ``growable`` names the candidate lists a run
+    may be extended by (see :class:`Recipe`)."""
     if not dataclasses.is_dataclass(config):
         raise TypeError("a recipe configuration must be a dataclass")
 
     def wrap(run: Callable[[Any, RunContext], dict]) -> Callable[[Any, RunContext], dict]:
-        REGISTRY[name] = Recipe(name, config, run, description, quick, check)
+        REGISTRY[name] = Recipe(name, config, run, description, quick, check, growable)
         return run
 
     return wrap

@@ -86,7 +86,8 @@ def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[s
         _ray_installed()
     out = Path(out)
     store = Store(out)
-    store.check_run({"recipe": recipe.name, "config": to_dict(config)})
+    store.check_run({"recipe": recipe.name, "config": to_dict(config)},
+                    growable=recipe.growable)
     return Plan(recipe, config, run_on, out, store, runner)
 
 

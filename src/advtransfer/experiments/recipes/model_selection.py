@@ -1126,7 +1126,7 @@ def _g_name(ground_truth: str) -> str:
           "rank averages with LogME/LEEP, LogME, LEEP, NCE, H-score, TransRate, GBC and source "
           "accuracy; weighted Kendall tau against full fine-tuning (2 seeds) and a linear "
           "probe (no download, minutes on CPU).", quick_digits,
-          check=_validate_digits)
+          check=_validate_digits, growable=("sources",))
 def run_digits(c: DigitsModelSelectionConfig, ctx: RunContext) -> dict[str, Any]:
     return _run_digits(c, ctx, "digits-model-selection")
 
@@ -1163,7 +1163,7 @@ def quick_shift(config: DigitsShiftConfig) -> DigitsShiftConfig:
           "CNNs, LeNet, linear), ranked for 3 low-data targets (mod 3, >= 5, digits 3-8, 30 "
           "training samples per class) that no source was trained on; same methods and ground "
           "truths as digits-model-selection.", quick_shift,
-          check=_validate_digits)
+          check=_validate_digits, growable=("sources",))
 def run_digits_shift(c: DigitsShiftConfig, ctx: RunContext) -> dict[str, Any]:
     return _run_digits(c, ctx, "digits-model-selection-shift")
 
@@ -1479,7 +1479,7 @@ def _fit_head(f_tr: torch.Tensor, y_tr: torch.Tensor, f_te: torch.Tensor, y_te: 
           "target data sets by adversarial transferability and the standard estimators, "
           "against a lr x weight-decay grid of head fine-tuning or a ground-truth CSV (needs "
           "the data sets, local weights and a GPU).", quick_zoo,
-          check=_validate_zoo)
+          check=_validate_zoo, growable=("models",))
 def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     _validate_zoo(c)
     from advtransfer.data.subsets import take
