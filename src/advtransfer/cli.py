@@ -260,8 +260,8 @@ def attack_options(command: Callable[..., None]) -> Callable[..., None]:
 DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
                                         help="auto: the GPU when present, else the CPU.")]
 ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
-    metavar="[local|ray]", help="Where the per-candidate units run: this process, or Ray tasks "
-    "(pip install 'advtransfer[ray]'; the numbers are the same).")]
+    metavar="[local|ray]", help="Where the per-candidate (per-source) units run: this process, "
+    "or Ray tasks (pip install 'advtransfer[ray]'; the numbers are the same).")]
 AddressOpt = Annotated[str | None, typer.Option(
     metavar="ADDR", help="Ray cluster to join with --executor ray (HOST:6379, auto, "
     "ray://HOST:10001); default: start a local Ray.")]

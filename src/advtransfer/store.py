@@ -122,6 +122,24 @@ class Store:
         """Distinct units computed by this run."""
         return sum(v == "computed" for v in self._units.values())
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process (a Ray worker's closure): without the run lock, which
+        stays with this process, and without the cached tensors."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _lock_timeout=None, _last_tensors=None)
+        return state
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The unit files this run used (relative to the root) -> "computed" or "reused"."""
+        return dict(self._units)
+
+    def adopt(self, units: dict[str, str]) -> None:
+        """Count units another process used for this run (e.g. a Ray worker's
+        :attr:`units`); a unit this run already used keeps its first status."""
+        for path, status in units.items():
+            self._units.setdefault(path, status)
+
     def _use(self, path: Path, status: str) -> None:
         self._units.setdefault(str(path.relative_to(self.root)), status)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import Executor, LocalExecutor
+from advtransfer.progress import track
 from advtransfer.store import Store
 
 
@@ -27,15 +28,44 @@ class RunContext:
     store: Store
     device: torch.device
     progress: bool
-    #: where the recipe's independent units run (:mod:`advtransfer.executors`); the
-    #: model-selection recipes hand their per-candidate units to it
+    #: where the recipe's independent units run (:mod:`advtransfer.executors`): the
+    #: model-selection recipes hand it their per-candidate units, the paper recipes their
+    #: per-source work (:meth:`map`)
     executor: Executor = dataclasses.field(default_factory=LocalExecutor)
+
+    def map(self, fn: Callable[[Any, RunContext], Any], items: Sequence[Any], *,
+            description: str = "sources") -> list[Any]:
+        """``[fn(item, ctx) for item in items]``, each call run by :attr:`executor`. In this
+        process ``ctx`` is this context; elsewhere (a Ray worker) it is a context on the same
+        run directory (which must be on a file system the worker sees), without the run lock,
+        which this process holds, and without progress output; the units a worker computed or
+        reused count in this run's totals. ``fn`` and ``items`` must be picklable (Ray uses
+        cloudpickle: closures are fine) and the units ``fn`` reads must not be computed by two
+        items at once (compute shared units, such as a reference's attack, before)."""
+        if isinstance(self.executor, LocalExecutor):
+            return [fn(item, self) for item in track(list(items), description=description,
+                                                     enabled=self.progress)]
+        out = self.executor.map(_in_worker, list(items), shared={
+            "fn": fn, "root": str(self.store.root), "device": str(self.device)},
+            description=description, progress=self.progress)
+        for _, units in out:
+            self.store.adopt(units)
+        return [result for result, _ in out]
 
     def seed_for(self, *parts: Any) -> int:
         """A seed derived from a unit's identity (not from a global RNG stream), so a resumed
         run draws exactly the numbers an uninterrupted run would."""
         digest = hashlib.sha256(repr(parts).encode()).hexdigest()
         return int(digest[:8], 16)
+
+
+def _in_worker(item: Any, *, fn: Callable[[Any, RunContext], Any], root: str,
+               device: str) -> tuple[Any, dict[str, str]]:
+    """One item of :meth:`RunContext.map` in another process: a context on the run
+    directory ``root``, and the units it used (relative path -> "computed" / "reused")."""
+    store = Store(root)
+    result = fn(item, RunContext(store=store, device=torch.device(device), progress=False))
+    return result, store.units
 
 
 @dataclass(frozen=True)

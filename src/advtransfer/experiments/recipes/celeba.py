@@ -85,6 +85,7 @@ from advtransfer.experiments.stages import (
     materialize,
     metric_names,
     predict,
+    reference_attack,
     to_float,
     trained_classifier,
     transfer,
@@ -297,8 +298,14 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     x_attack = Lazy(attack_inputs)
     ref_embedding = Embedding(reference)
     attack = attack_fields(c)
-    records = []
-    for name in c.attributes:
+    # the reference's attack, shared by every source: computed here, before the sources run
+    reference_attack(ctx, ref_key, ref_embedding, x_attack,
+                     inputs={"space": "embedding", "correct_only": c.correct_only,
+                             "n_attack": c.n_attack},
+                     batch_size=c.attack_batch_size, **attack)
+
+    def one(name: str, ctx: RunContext) -> dict[str, Any]:
+        """One attribute's backbone: trained, fine-tuned and measured (stored units)."""
         j = columns[name]
 
         def column(split: str, j: int = j) -> Lazy[Tensors]:
@@ -320,12 +327,14 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
             inputs={"space": "embedding", "correct_only": c.correct_only,
                     "n_attack": c.n_attack},
             convention=c.convention, batch_size=c.attack_batch_size, **attack)
-        records.append({
+        return {
             "source": name,
             "attribute_accuracy": accuracy(ctx, key, model, test_j, f"celeba-{name}-test"),
             "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
             "transfer_train_accuracy": kt["train_accuracy"], **adv,
-        })
+        }
+
+    records = ctx.map(one, list(c.attributes))
 
     metrics = metric_names(c.direction)
     ranking_metric = metrics[2]  # the chosen direction's combined value

@@ -136,6 +136,7 @@ from advtransfer.experiments.stages import (
     materialize,
     metric_names,
     predict,
+    reference_attack,
     to_float,
     trained_classifier,
     transfer,
@@ -382,8 +383,13 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             v, description=f"reading CIFAR-10 {s}", progress=ctx.progress, workers=c.workers))
             for s, v in views.items()}
 
-    records = []
-    for src in sources:
+    # the reference's attack, shared by every source: computed here, before the sources run
+    reference_attack(ctx, ref_key, reference, x_attack,
+                     inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
+                     batch_size=c.attack_batch_size, **attack)
+
+    def one(src: Any, ctx: RunContext) -> dict[str, Any]:
+        """One source: trained, evaluated, fine-tuned and measured (stored units)."""
         classes = src.classes
         n_cls = 10 if classes is None else len(classes)
         if str(classes) not in readers:
@@ -412,7 +418,9 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             ctx, key, ref_key, model, reference, x_attack,
             inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
             convention=c.convention, batch_size=c.attack_batch_size, **attack))
-        records.append(record)
+        return record
+
+    records = ctx.map(one, sources)
 
     metrics = metric_names(c.direction)
     n_used = records[0]["n_attack"] if records else 0

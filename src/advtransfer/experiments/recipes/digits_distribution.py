@@ -28,8 +28,12 @@ l_adv ratio); ``alpha2`` and ``combined`` are squared only with ``convention="au
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import torch
+from torch import nn
 
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
@@ -42,6 +46,7 @@ from advtransfer.experiments.stages import (
     attack_fields,
     metric_names,
     predict,
+    reference_attack,
     trained_classifier,
     transfer,
 )
@@ -107,6 +112,37 @@ def _validate(c: DigitsDistributionConfig) -> None:
     attack_config(c)
 
 
+def _source(item: tuple[float, int], ctx: RunContext, *, c: DigitsDistributionConfig,
+            split: Any, target: Any, target_id: str, reference: nn.Module, ref_key: str,
+            x_attack: torch.Tensor) -> dict[str, Any]:
+    """One source of the design (share of the target's classes, repeat): trained, fine-tuned
+    to the target and measured against the reference (each a stored unit); its record."""
+    share, rep = item
+    classes = source_classes(c.target_classes, c.other_classes, share)
+    task = split.subset(classes)
+    n_src = len(classes)
+    name = f"{round(100 * share)}%" + (f"#{rep}" if c.repeats > 1 else "")
+    model, key = trained_classifier(
+        ctx, "source", {"arch": c.architecture, "classes": classes, "repeat": rep,
+                        "seed": c.seed, "split": [c.test_fraction, c.seed]},
+        lambda: create(f"cifar:{c.architecture}", "random", n_src),
+        (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
+    kt = transfer(ctx, key, model, (target.x_train, target.y_train),
+                  (target.x_test, target.y_test), target=target_id,
+                  task="classification", features="penultimate", finetune=c.finetune,
+                  epochs=c.finetune_epochs, lr=c.finetune_lr)
+    adv = adversarial(ctx, key, ref_key, model, reference, x_attack,
+                      inputs={"n": len(x_attack)}, convention=c.convention, **attack_fields(c))
+    return {
+        "source": name, "share": share, "repeat": rep, "classes": str(classes),
+        "source_accuracy": accuracy(
+            ctx, key, model, (task.x_test, task.y_test),
+            f"digits-{classes}-split-{[c.test_fraction, c.seed]}-test"),
+        "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+        **adv,
+    }
+
+
 @register("digits-distribution", DigitsDistributionConfig,
           "Embedded default: sources trained on digit tasks sharing 0-100% of the target's "
           "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick,
@@ -128,32 +164,12 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     if c.correct_only:  # the authors' protocol: inputs the reference classifies correctly
         x_attack = x_attack[predict(reference, x_attack, ctx.device) == target.y_test]
     attack = attack_fields(c)
-    records = []
-    for share in c.shares:
-        classes = source_classes(c.target_classes, c.other_classes, share)
-        task = split.subset(classes)
-        n_src = len(classes)
-        for rep in range(c.repeats):
-            name = f"{round(100 * share)}%" + (f"#{rep}" if c.repeats > 1 else "")
-            model, key = trained_classifier(
-                ctx, "source", {"arch": c.architecture, "classes": classes, "repeat": rep,
-                                "seed": c.seed, "split": [c.test_fraction, c.seed]},
-                lambda n_src=n_src: create(f"cifar:{c.architecture}", "random", n_src),
-                (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
-            kt = transfer(ctx, key, model, (target.x_train, target.y_train),
-                          (target.x_test, target.y_test), target=target_id,
-                          task="classification", features="penultimate", finetune=c.finetune,
-                          epochs=c.finetune_epochs, lr=c.finetune_lr)
-            adv = adversarial(ctx, key, ref_key, model, reference, x_attack,
-                              inputs={"n": len(x_attack)}, convention=c.convention, **attack)
-            records.append({
-                "source": name, "share": share, "repeat": rep, "classes": str(classes),
-                "source_accuracy": accuracy(
-                    ctx, key, model, (task.x_test, task.y_test),
-                    f"digits-{classes}-split-{[c.test_fraction, c.seed]}-test"),
-                "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
-                **adv,
-            })
+    # the reference's attack, shared by every source: computed here, before the sources run
+    reference_attack(ctx, ref_key, reference, x_attack, inputs={"n": len(x_attack)}, **attack)
+    items = [(share, rep) for share in c.shares for rep in range(c.repeats)]
+    records = ctx.map(functools.partial(
+        _source, c=c, split=split, target=target, target_id=target_id, reference=reference,
+        ref_key=ref_key, x_attack=x_attack), items)
     metrics = metric_names("t2s")
     return {
         "records": records,
