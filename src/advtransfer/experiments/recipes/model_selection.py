@@ -1483,7 +1483,7 @@ def _fit_head(f_tr: torch.Tensor, y_tr: torch.Tensor, f_te: torch.Tensor, y_te: 
 def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     _validate_zoo(c)
     from advtransfer.data.subsets import take
-    from advtransfer.models.architectures import build
+    from advtransfer.models.registry import create
 
     methods = list(c.methods)
     adv = [m for m in methods if m in ADVERSARIAL_METHODS]
@@ -1540,8 +1540,8 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                         if c.reference_weights_dir else None)
 
             def build_ref(n: int = n_cls) -> nn.Module:
-                return Resized(build(c.reference_architecture, num_classes=n,
-                                     width=c.reference_width), c.reference_size)
+                return Resized(create(f"cifar:{c.reference_architecture}", "random", n,
+                                      width=c.reference_width), c.reference_size)
 
             if ref_file is not None:
                 from advtransfer.models.checkpoint import load_into
