@@ -139,3 +139,22 @@ def test_an_empty_directory_or_one_holding_only_the_lock_file_is_not_foreign(tmp
     result = cli.invoke(app, [*QUICK, "--out", str(leftover)])
     assert result.exit_code == 0, result.output
     assert (leftover / "report.md").is_file()
+
+
+def test_report_waits_for_no_one_and_refuses_a_directory_in_use(tmp_path):
+    """`advtransfer report DIR` takes the run lock: while another process holds it, the
+    report is refused (exit 1) and report.md is left as it was; afterwards it is rewritten."""
+    out = tmp_path / "run"
+    assert cli.invoke(app, [*QUICK, "--out", str(out)]).exit_code == 0
+    before = (out / "report.md").read_bytes()
+    (out / "report.md").write_text("stale")
+    holder = FileLock(out / LOCK_FILE)
+    holder.acquire()
+    try:
+        result = cli.invoke(app, ["report", str(out)])
+        assert result.exit_code == 1 and "in use" in result.output
+        assert (out / "report.md").read_text() == "stale"
+    finally:
+        holder.release()
+    assert cli.invoke(app, ["report", str(out)]).exit_code == 0
+    assert (out / "report.md").read_bytes() == before

@@ -134,7 +134,7 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
     }
     p.store.prepare()
     write_json(p.out / "results.json", results)
-    return report(p.out)
+    return _write_report(p.out)
 
 
 def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
@@ -165,10 +165,19 @@ def _finished(out: Path) -> dict[str, Any] | None:
 
 def report(out: str | Path) -> dict[str, Any]:
     """(Re)write the report of a finished run from its ``results.json``; return the results
-    with their correlations."""
+    with their correlations. Holds the run directory's lock meanwhile, so it never writes
+    while a run on that directory does (:meth:`advtransfer.store.Store.lock`)."""
+    out = Path(out)
+    if not (out / "results.json").exists():
+        raise AdvTransferError(f"{out} has no results.json; run a recipe with --out {out} first")
+    with Store(out).lock():
+        return _write_report(out)
+
+
+def _write_report(out: Path) -> dict[str, Any]:
+    """:func:`report` for a caller that holds the run lock."""
     from advtransfer.report import write_report
 
-    out = Path(out)
     path = out / "results.json"
     if not path.exists():
         raise AdvTransferError(f"{out} has no results.json; run a recipe with --out {out} first")
