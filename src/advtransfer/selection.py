@@ -407,8 +407,8 @@ def _check_target_data(data: Any) -> Any:
 
 
 def _take_labelled(data: Any, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``n`` labelled samples: a seeded random subset of tensors or of a Dataset, the
-    first ``n`` of a DataLoader."""
+    """Up to ``n`` labelled samples: a seeded random subset of tensors or of a Dataset (only
+    those are decoded), the first ``n`` of a DataLoader."""
     if isinstance(data, tuple):
         x, y = data
         if n is None or n >= len(x):
@@ -421,18 +421,7 @@ def _take_labelled(data: Any, n: int | None, seed: int) -> tuple[torch.Tensor, t
         if n is not None and n < total:
             idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
             data = Subset(data, idx.sort().values.tolist())
-    xs, ys, have = [], [], 0
-    for batch in labelled_loader(data, batch_size=256, shuffle=False, name="target_data"):
-        x, y = labelled(batch, name="target_data")
-        xs.append(x)
-        ys.append(torch.as_tensor(y))
-        have += len(x)
-        if n is not None and have >= n:
-            break
-    if not xs:
-        raise AdvTransferError("target_data yielded no samples")
-    x, y = torch.cat(xs), torch.cat(ys)
-    return (x[:n], y[:n]) if n is not None else (x, y)
+    return _decode(data, n)
 
 
 def target_tensors(data: Any, *, description: str = "reading target data",
@@ -443,15 +432,25 @@ def target_tensors(data: Any, *, description: str = "reading target data",
     data = _check_target_data(data)
     if isinstance(data, tuple):
         return data
-    xs, ys = [], []
+    return _decode(data, None, description=description, progress=progress)
+
+
+def _decode(data: Any, limit: int | None, *, description: str = "reading target data",
+            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (first ``limit``) samples of a Dataset or DataLoader of ``(x, y)`` as tensors."""
+    xs, ys, have = [], [], 0
     for batch in track(labelled_loader(data, batch_size=256, shuffle=False, name="target_data"),
                        description=description, enabled=progress):
         x, y = labelled(batch, name="target_data")
         xs.append(x)
         ys.append(torch.as_tensor(y).reshape(-1))
+        have += len(x)
+        if limit is not None and have >= limit:
+            break
     if not xs:
         raise AdvTransferError("target_data yielded no samples")
-    return torch.cat(xs), torch.cat(ys)
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 def _split(data: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
