@@ -301,7 +301,6 @@ class Store:
         its configuration matches), else computed and written atomically. An unreadable file
         is said on stderr and recomputed."""
         from safetensors import safe_open
-        from safetensors.torch import load_file
 
         from advtransfer.models.checkpoint import save_model
 
@@ -313,7 +312,7 @@ class Store:
             try:
                 with safe_open(str(path), framework="pt") as f:
                     stored = (f.metadata() or {}).get("config")
-                loaded = load_file(str(path))
+                    loaded = {k: f.get_tensor(k) for k in f.keys()}
             except Exception as exc:  # noqa: BLE001 - any unreadable file is recomputed
                 warn(f"{path} cannot be read ({exc}); recomputing this {kind} unit")
             else:
