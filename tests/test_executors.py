@@ -19,9 +19,6 @@ from advtransfer.executors import LocalExecutor, RayExecutor, get_executor
 from advtransfer.models.architectures import digits_mlp
 from advtransfer.store import Store
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
-                                        "'advtransfer[ray]' (make test installs it)")
-
 
 @pytest.fixture(scope="module")
 def local_ray():
@@ -29,6 +26,8 @@ def local_ray():
     the workers by value (the workers do not import the tests package). Workers and this
     process compute with 1 torch thread, so training reduces in the same order on both sides
     and the numbers can be compared exactly."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
+                                            "'advtransfer[ray]' (make test installs it)")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
@@ -122,6 +121,23 @@ def test_executor_names_are_checked():
         get_executor("local", address="localhost:6379")
     with pytest.raises(AdvTransferError, match="num_cpus must be > 0"):
         RayExecutor(num_cpus=0)
+
+
+def test_ray_missing_is_said_before_any_work(monkeypatch, tmp_path):
+    """Without Ray, executor='ray' is refused when the executor is made: rank reads no data
+    and a recipe run writes nothing."""
+    import importlib.util
+
+    from advtransfer.experiments.runner import run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(AdvTransferError, match=r"pip install 'advtransfer\[ray\]'"):
+        get_executor("ray")
+    with pytest.raises(AdvTransferError, match="needs Ray"):
+        run("synthetic", tmp_path / "run", quick=True, progress=False, executor="ray")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_recipe_run_on_ray_matches_the_local_run_and_resumes_locally(local_ray, tmp_path):

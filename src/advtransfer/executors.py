@@ -24,6 +24,7 @@ one is already running in this process).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -62,12 +63,14 @@ class LocalExecutor:
                                                      enabled=progress)]
 
 
+_NO_RAY = "executor='ray' needs Ray: pip install 'advtransfer[ray]'"
+
+
 def _ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise AdvTransferError("executor='ray' needs Ray: pip install 'advtransfer[ray]'") \
-            from None
+        raise AdvTransferError(_NO_RAY) from None
     return ray
 
 
@@ -102,6 +105,8 @@ class RayExecutor:
             raise AdvTransferError(f"num_gpus must be >= 0; got {num_gpus}")
         if max_retries < 0:
             raise AdvTransferError(f"max_retries must be >= 0; got {max_retries}")
+        if importlib.util.find_spec("ray") is None:  # before any work, without importing it
+            raise AdvTransferError(_NO_RAY)
         self.address = address
         self.num_cpus = num_cpus
         self.num_gpus = (1.0 if torch.cuda.is_available() else 0.0) if num_gpus is None \

@@ -82,20 +82,11 @@ def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[s
         recipe.check(config)
     run_on = resolve_device(device=device)
     runner = get_executor(executor, address=address)
-    if executor == "ray":
-        _ray_installed()
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)},
                     growable=recipe.growable)
     return Plan(recipe, config, run_on, out, store, runner)
-
-
-def _ray_installed() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise AdvTransferError("--executor ray needs Ray: pip install 'advtransfer[ray]'")
 
 
 def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
