@@ -266,6 +266,8 @@ AddressOpt = Annotated[str | None, typer.Option(
     metavar="ADDR", help="Ray cluster to join with --executor ray (HOST:6379, auto, "
     "ray://HOST:10001); default: start a local Ray.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+InputsOpt = Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a "
+                                        ".safetensors file with tensor 'x'.")]
 SamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Number of inputs to attack (at "
                                                              "most what --data holds).")]
 SeedOpt = Annotated[int, typer.Option(metavar="INT", help="Seed for models and attacks.")]
@@ -305,8 +307,7 @@ def measure(
     source_num_classes: SourceClassesOpt = None,
     target_num_classes: TargetClassesOpt = None,
     download: DownloadOpt = False,
-    data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
-                                      "file with tensor 'x'.")] = "digits",
+    data: InputsOpt = "digits",
     n_samples: SamplesOpt = 256,
     attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
@@ -375,8 +376,7 @@ def matrix(
                                                      "measure); SPEC=WEIGHTS gives weights.")],
     num_classes: NumClassesOpt = None,
     download: DownloadOpt = False,
-    data: Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a .safetensors "
-                                      "file with tensor 'x'.")] = "digits",
+    data: InputsOpt = "digits",
     n_samples: SamplesOpt = 256,
     attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
