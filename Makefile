@@ -1,5 +1,6 @@
 # make demo: set up .venv with what the demo needs (no dev extras) and run the embedded default.
-# make test: add the dev extras to .venv and run ruff and pytest.
+# make test: add the dev extras to .venv, run ruff and the fast tier of the tests (< 5 min).
+# make test-all: make test, then the second tier (long end-to-end runs, the README's numbers).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,8 +9,11 @@ BIN := $(VENV)/bin
 #   make demo TORCH_SPEC='torch torchvision --index-url https://download.pytorch.org/whl/cpu'
 # or pin versions for another platform, e.g. TORCH_SPEC='torch==2.5.1 torchvision==0.20.1'.
 TORCH_SPEC ?= "torch>=2.4" "torchvision>=0.19"
+# pytest-xdist workers: one per core ("auto"); 0 runs the tests in this process.
+WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(WORKERS)
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test test-all lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +24,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $@
+# one resolution for torch, the package and its dev extras (a fresh `make test` pays it once)
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_SPEC) -e ".[dev]"
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 
@@ -34,8 +39,13 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks tools
 
+# the fast tier: a test file's tests stay on one worker, so module fixtures are built once
 test: install-dev lint
-	$(BIN)/python -m pytest
+	$(PYTEST) --dist loadfile
+
+# the second tier, one test per long run (tests/test_readme_numbers.py: one per README table)
+test-all: test
+	$(PYTEST) --dist load -m slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -163,6 +163,7 @@ def test_a_recipe_run_on_ray_matches_the_local_run_and_resumes_locally(local_ray
     assert again["units"]["computed"] == 0
 
 
+@pytest.mark.slow
 def test_a_paper_recipe_on_ray_matches_the_local_run(local_ray, tmp_path):
     """digits-distribution with --executor ray: each source's training, fine-tune and
     measurement run on a Ray worker (the reference's attack once, in the driver); the records
@@ -182,6 +183,7 @@ def test_a_paper_recipe_on_ray_matches_the_local_run(local_ray, tmp_path):
     assert again["units"]["computed"] == 0
 
 
+@pytest.mark.slow
 def test_the_cifar_stl_recipe_on_ray_matches_the_local_run(local_ray, tmp_path):
     """cifar10-stl10-architectures (--quick, fixture files in the datasets' formats) with each
     source on a Ray worker: the same records as in process."""

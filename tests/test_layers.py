@@ -10,8 +10,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import advtransfer
 
 SRC = Path(advtransfer.__file__).resolve().parent
@@ -84,12 +82,19 @@ def test_every_module_has_a_layer():
         layer_of(module)
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_no_module_imports_a_higher_layer(module):
-    own = layer_of(module)
-    upward = sorted(f"{m} ({LAYERS[layer_of(m)][0]})" for m in imported(module, MODULES[module])
-                    if layer_of(m) > own)
-    assert not upward, f"{module} ({LAYERS[own][0]}) imports a higher layer: {upward}"
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    """Every import of a higher layer, as ``module (layer) imports other (layer)``."""
+    found = []
+    for module, path in sorted(modules.items()):
+        own = layer_of(module)
+        found += [f"{module} ({LAYERS[own][0]}) imports {m} ({LAYERS[layer_of(m)][0]})"
+                  for m in sorted(imported(module, path)) if layer_of(m) > own]
+    return found
+
+
+def test_no_module_imports_a_higher_layer():
+    violations = upward_imports(MODULES)
+    assert not violations, "imports of a higher layer:\n" + "\n".join(violations)
 
 
 def test_the_check_sees_lazy_and_relative_imports(tmp_path):
@@ -100,3 +105,6 @@ def test_the_check_sees_lazy_and_relative_imports(tmp_path):
     assert imported("advtransfer.theory", path) == {
         "advtransfer.cli", "advtransfer.metrics", "advtransfer.models.registry"}
     assert layer_of("advtransfer.cli") > layer_of("advtransfer.theory")
+    assert upward_imports({"advtransfer.theory": path}) == [
+        "advtransfer.theory (analyses) imports advtransfer.cli (cli)",
+        "advtransfer.theory (analyses) imports advtransfer.models.registry (facade)"]

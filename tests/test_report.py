@@ -170,7 +170,9 @@ def test_html_parses_escapes_and_links_every_png(
 
 def test_pngs_open_with_sane_size(report: tuple[Path, list[dict[str, Any]]]) -> None:
     out, _ = report
-    for png in (out / "figures").glob("*.png"):
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert pngs, "the report wrote no figure"
+    for png in pngs:
         img = mpimg.imread(png)
         h, w = img.shape[:2]
         assert 300 <= h <= 4000 and 300 <= w <= 4000, (png.name, img.shape)
@@ -591,3 +593,27 @@ def test_sweep_figure_draws_one_line_per_design_group() -> None:
     assert ax.lines[1].get_ydata().tolist() == [0.5, 1.0, 1.5]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a", "b", "c"]
     _check_readable(fig)
+
+
+def test_label_boxes_are_computed_where_matplotlib_puts_the_text() -> None:
+    # the decluttering places labels by arithmetic on each label's size; that must be the box
+    # matplotlib draws at every candidate position (multi-line text and every alignment)
+    from advtransfer import report as rep
+
+    fig = rep._new_figure(4, 3)
+    ax = fig.subplots()
+    ax.scatter([0.2, 0.8], [0.3, 0.7])
+    ann = ax.annotate("cnn32/digits10\nseed 3", (0.2, 0.3), xytext=(0, 7),
+                      textcoords="offset points", fontsize=7.5)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    extent = rep._text_extent(ann, renderer)
+    centre = ax.transData.transform((0.2, 0.3))
+    for cand in [rep._UP, rep._DOWN, *rep._NEAR, *rep._FAR]:
+        dx, dy, ha, va = cand
+        ann.xyann = (dx, dy)
+        ann.set_horizontalalignment(ha)
+        ann.set_verticalalignment(va)
+        drawn = rep._text_extent(ann, renderer)
+        box = rep._candidate_box(centre, (extent.width, extent.height), cand, fig.dpi / 72.0)
+        assert np.allclose(box.extents, drawn.extents, atol=0.51), (cand, box, drawn)

@@ -1,21 +1,34 @@
-"""The README's numbers tables, regenerated from runs of the embedded recipes.
+"""The README's numbers tables, regenerated from runs of the embedded recipes over several seeds.
 
 Each table in README.md sits between ``<!-- numbers:NAME -->`` and ``<!-- /numbers -->``; NAME
-is one of :data:`TABLES`. This script runs (or resumes) the recipe behind each table with
-``advtransfer.experiments.runner.run`` -- the same code path as ``advtransfer run`` -- renders
-the table from the run's ``results.json`` and either checks the README against it or rewrites
-it::
+is one of :data:`TABLES`. This script runs (or resumes) the recipe behind each table once per
+seed of the table (``advtransfer.experiments.runner.run``, the code path of ``advtransfer run``
+with ``--seed``), renders every figure that comes out of training as ``mean ± sd`` over the seeds
+(sample standard deviation), and either checks the README against the fresh runs or rewrites it::
 
     python tools/readme_numbers.py --check            # exit 1 when a README number is stale
     python tools/readme_numbers.py --write            # rewrite the tables in place
     python tools/readme_numbers.py --check --only digits-distribution --runs runs/
 
-``--check`` compares numbers, not text: a number may differ by ``--tolerance`` (absolute, default
-0.02) from the freshly computed one, so that another BLAS build's last-digit rounding does not
-fail the check while a stale table does. The recipes train networks, and the thread count changes
-the order of floating-point reductions and so the trained weights: the README's numbers are
-taken with ``--threads 2`` (the 2-core machine they describe, and the default of ``make demo``
-there); another thread count gives numbers that differ in the second digit.
+Why seeds: training depends on the order of floating-point reductions, which changes with the
+CPU's kernels (AVX2 vs AVX-512, Intel vs AMD), the BLAS build and the thread count, and a
+different order gives a different trained network, as a different seed does. A single run's
+second digit is therefore not reproducible across machines; the mean over seeds is, to within
+its standard error, and the spread over seeds says how much a reader's run may differ.
+
+``--check`` compares structure exactly (the same rows, matched by their label so that a change
+of order is no difference, and the same words) and numbers within a tolerance:
+
+* a measured figure ``m ± s`` (n seeds) may differ from the fresh one by
+  ``Z * sqrt(2 / n) * sigma`` (at least one unit of its last digit), where sigma is the largest of
+  its own two standard deviations and the root mean square of the standard deviations of its
+  table column (or, outside a table, of its line), in the README and in the fresh run. That is a
+  two-sample test of the two means at Z = 4.5 standard errors: over the about 300 figures of the
+  README a false alarm has a probability of about 0.2 % when nothing changed, while a change of
+  the code that moves a mean by more than that is caught;
+* a timing (``≈``) is not compared: it depends on the machine and its load;
+* any other number (a deterministic figure, such as the synthetic-paper differences from the
+  authors' files) may differ by ``--tolerance`` (absolute, default 0.02) or 10 %.
 """
 
 from __future__ import annotations
@@ -25,9 +38,11 @@ import csv
 import json
 import math
 import re
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +52,14 @@ PAPER_CSVS = ROOT / "tests" / "experiments" / "data" / "paper_synthetic_results"
 BLOCK = re.compile(r"(<!-- numbers:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /numbers -->)",
                    flags=re.S)
 NUMBER = re.compile(r"[−-]?\d+(?:\.\d+)?(?:e[−-]?\d+)?")
+MEASURED = re.compile(rf"(?P<m>{NUMBER.pattern}) ± (?P<s>{NUMBER.pattern})")
+#: Timings are prefixed with this sign: they depend on the machine and its load, so ``--check``
+#: skips them (the README says on which machine and how loaded they were taken).
+TIMING = "≈"
+#: Standard errors of the difference of two means that a measured figure may move (module doc).
+Z = 4.5
+
+Run = tuple[Mapping[str, Any], Path]  # (results.json, run directory) of one seed
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -46,10 +69,12 @@ def _f(v: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}".replace("-", "−")
 
 
-def _p(p: Any) -> str:
-    if p is None or not math.isfinite(p):
+def _ms(values: Sequence[Any], digits: int = 2) -> str:
+    """``mean ± sd`` over seeds (sample sd), or an en dash when a seed gave no value."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if len(v) < len(values) or len(v) < 2:
         return "–"
-    return "<0.001" if p < 0.001 else f"{p:.2g}"
+    return f"{_f(statistics.fmean(v), digits)} ± {statistics.stdev(v):.{digits}f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
@@ -68,49 +93,59 @@ def _metric_label(key: str) -> str:
     return f"{metric} {_DIRECTION[tag]}"
 
 
-def digits_distribution(results: Mapping[str, Any], run_dir: Path) -> str:
+def _seeds_line(runs: Sequence[Run]) -> str:
+    seeds = ", ".join(str(r["seed"]) for r, _ in runs)
+    return f"mean ± sd over the {len(runs)} seeds {seeds}"
+
+
+def digits_distribution(runs: Sequence[Run]) -> str:
     """Pooled and within-share correlations of every alpha with the transfer outcomes, then
     how strongly the designed share drives alpha1 and transfer accuracy."""
-    corr = {(r["metric"], r["outcome"]): r for r in results["correlations"]}
+    corr = [{(r["metric"], r["outcome"]): r for r in res["correlations"]} for res, _ in runs]
+    design = [{r["outcome"]: r for r in json.loads((d / "groups.json").read_text())["design"]}
+              for _, d in runs]
     rows = []
-    for metric in results["report"]["metrics"]:
-        acc, loss = corr[(metric, "transfer_accuracy")], corr[(metric, "transfer_loss")]
-        w = acc.get("within") or {}
+    for metric in runs[0][0]["report"]["metrics"]:
+        acc = [c[(metric, "transfer_accuracy")] for c in corr]
+        loss = [c[(metric, "transfer_loss")] for c in corr]
         rows.append([
             _metric_label(metric),
-            f"{_f(acc['pearson_r'])} ({_p(acc['pearson_p'])})",
-            _f(acc["spearman_rho"]),
-            f"{_f(w.get('r'))} [{_f(w.get('ci_low'))}, {_f(w.get('ci_high'))}] ({_p(w.get('p'))})",
-            f"{_f(loss['pearson_r'])} ({_p(loss['pearson_p'])})",
+            _ms([a["pearson_r"] for a in acc]), _ms([a["spearman_rho"] for a in acc]),
+            _ms([(a.get("within") or {}).get("r") for a in acc]),
+            _ms([x["pearson_r"] for x in loss]),
         ])
-    design = {r["outcome"]: r for r in json.loads((run_dir / "groups.json").read_text())["design"]}
     line = (f"\nThe design: r(share, alpha1 target→source) = "
-            f"{_f(design['alpha1_t2s']['pearson_r'])}, r(share, transfer accuracy) = "
-            f"{_f(design['transfer_accuracy']['pearson_r'])}.\n")
-    return _table(["metric", "r with transfer accuracy (p)", "Spearman rho",
-                   "within equal share: r_w [95% CI] (p)", "r with transfer loss (p)"],
-                  rows) + line
+            f"{_ms([d['alpha1_t2s']['pearson_r'] for d in design])}, r(share, transfer "
+            f"accuracy) = {_ms([d['transfer_accuracy']['pearson_r'] for d in design])} "
+            f"({_seeds_line(runs)}).\n")
+    return _table(["metric", "r with transfer accuracy", "Spearman rho",
+                   "within equal share: r_w", "r with transfer loss"], rows) + line
 
 
-def synthetic(results: Mapping[str, Any], run_dir: Path) -> str:
+def synthetic(runs: Sequence[Run]) -> str:
     """alpha, gradient matching and transfer RMSE at four noise scales, then Pearson r."""
-    by_scale = {round(r["scale"], 6): r for r in results["records"]}
-    rows = [[f"{s:.1f}", _f(r["alpha1_s2t"], 3), _f(r["alpha2_s2t"], 3),
-             _f(r["combined_s2t"], 3), _f(r["gradient_matching_distance"]),
-             _f(r["transfer_rmse"], 3)]
-            for s, r in sorted(by_scale.items()) if round(s * 10) % 3 == 0]
-    corr = {r["metric"]: r for r in results["correlations"]
-            if r["outcome"] == "transfer_rmse"}
+    by_scale = [{round(r["scale"], 6): r for r in res["records"]} for res, _ in runs]
+    scales = [s for s in sorted(by_scale[0]) if round(s * 10) % 3 == 0]
+    columns = [("alpha1_s2t", 3), ("alpha2_s2t", 3), ("combined_s2t", 3),
+               ("gradient_matching_distance", 2), ("transfer_rmse", 3)]
+    rows = [[f"{s:.1f}", *(_ms([b[s][k] for b in by_scale], d) for k, d in columns)]
+            for s in scales]
+    corr = [{r["metric"]: r for r in res["correlations"] if r["outcome"] == "transfer_rmse"}
+            for res, _ in runs]
     names = {"alpha1_s2t": "alpha1", "alpha2_s2t": "alpha2", "combined_s2t": "combined",
              "gradient_matching_distance": "gradient-matching distance"}
-    line = ", ".join(f"{label} {_f(corr[k]['pearson_r'])}" for k, label in names.items())
+    line = ", ".join(f"{label} {_ms([c[k]['pearson_r'] for c in corr])}"
+                     for k, label in names.items())
     return (_table(["scale", "alpha1 S→T", "alpha2 S→T", "combined S→T",
                     "gradient-matching distance", "transfer RMSE"], rows)
-            + f"\nPearson r with transfer RMSE over the {len(by_scale)} scales: {line}.\n")
+            + f"\nPearson r with transfer RMSE over the {len(by_scale[0])} scales: {line} "
+              f"({_seeds_line(runs)}).\n")
 
 
-def synthetic_paper(results: Mapping[str, Any], run_dir: Path) -> str:
-    """The largest difference of the authors' sweep from each of their published files."""
+def synthetic_paper(runs: Sequence[Run]) -> str:
+    """The largest difference of the authors' sweep from each of their published files (their
+    data and trained networks: nothing is trained, so one run)."""
+    (results, _), = runs
     rows = []
     mine = [r for r in results["records"] if "authors_file" in r]
     for path in sorted(PAPER_CSVS.glob("*.csv")):
@@ -128,91 +163,175 @@ def synthetic_paper(results: Mapping[str, Any], run_dir: Path) -> str:
     return _table(["published file", "rows", "largest relative difference"], rows)
 
 
-def model_selection(results: Mapping[str, Any], run_dir: Path) -> str:
-    """Weighted Kendall tau of every method against full fine-tuning (FT, the headline) and the
-    linear probe (LP), per target and mean with the 95% interval, and each method's cost
-    relative to one full fine-tune; best FT mean first."""
-    sel = results["selection"]
-    truth = sel["by_ground_truth"]
-    ft, lp = truth["finetune"]["weighted_tau"], truth["linear_probe"]["weighted_tau"]
-    costs = sel["costs"]["seconds_per_candidate"]
-    fit = sel["costs"]["full_finetune_fit_s"]
-    targets = [t for t in next(iter(ft.values())) if t != "mean"]
-    primary = set(results["config"].get("primary") or [])
+def model_selection(runs: Sequence[Run]) -> str:
+    """Mean weighted Kendall tau over the targets of every method against full fine-tuning (FT,
+    the headline) and the linear probe (LP), mean ± sd over seeds, and each method's cost
+    relative to one full fine-tune; best FT mean first. The per-target taus and the bootstrap
+    intervals of each seed are in that run's report."""
+    sels = [res["selection"] for res, _ in runs]
+    truths = [s["by_ground_truth"] for s in sels]
+    primary = set(runs[0][0]["config"].get("primary") or [])
 
-    def interval(g: str, m: str) -> str:
-        iv = truth[g]["intervals"][m]
-        return f"[{_f(iv['low'], 3)}, {_f(iv['high'], 3)}]"
+    def taus(g: str, m: str) -> list[float]:
+        return [t[g]["weighted_tau"][m]["mean"] for t in truths]
 
-    rows = []
-    for m, row in sorted(ft.items(), key=lambda kv: -kv[1]["mean"]):
-        cost = costs.get(m)
-        rows.append([f"{m} (pre-registered)" if m in primary else m,
-                     *(_f(row[t], 3) for t in targets), f"**{_f(row['mean'], 3)}**",
-                     interval("finetune", m), *(_f(lp[m][t], 3) for t in targets),
-                     _f(lp[m]["mean"], 3), interval("linear_probe", m),
-                     f"{TIMING}{cost / fit:.2f}" if cost is not None else "0 (given)"])
-    header = ["method", *(f"FT {t}" for t in targets), "**FT mean**", "FT 95% interval",
-              *(f"LP {t}" for t in targets), "LP mean", "LP 95% interval",
-              "cost (x 1 fine-tune)"]
-    agreement = (truth["finetune"].get("seed_agreement") or {}).get("mean")
-    summary = (f"\n**Against full fine-tuning:** {truth['finetune']['goal']}\n\n"
-               f"**Against the linear probe:** {truth['linear_probe']['goal']}\n\n"
-               f"Two full fine-tuning seeds agree with each other at weighted tau "
-               f"{_f(agreement, 2)} (mean over targets); reference accuracy "
-               + ", ".join(f"{t} {_f(a, 3)}" for t, a in sel["reference_accuracy"].items())
-               + ".\n")
-    return _table(header, rows, ["---", *["---:"] * (len(header) - 1)]) + summary
+    def cost(m: str) -> str:
+        per = [s["costs"]["seconds_per_candidate"].get(m) for s in sels]
+        if any(p is None for p in per):
+            return "0 (given)"
+        ratio = statistics.fmean(p / s["costs"]["full_finetune_fit_s"]
+                                 for p, s in zip(per, sels, strict=True))
+        return f"{TIMING}{ratio:.2f}"
+
+    methods = sorted(truths[0]["finetune"]["weighted_tau"],
+                     key=lambda m: -statistics.fmean(taus("finetune", m)))
+    rows = [[f"{m} (pre-registered)" if m in primary else m, f"**{_ms(taus('finetune', m), 3)}**",
+             _ms(taus("linear_probe", m), 3), cost(m)] for m in methods]
+    header = ["method", "**FT mean tau**", "LP mean tau", "cost (x 1 fine-tune)"]
+    agreement = [(t["finetune"].get("seed_agreement") or {}).get("mean") for t in truths]
+    targets = list(sels[0]["reference_accuracy"])
+    summary = (f"\n{_seeds_line(runs).capitalize()}. Two full fine-tuning seeds agree with each "
+               f"other at weighted tau {_ms(agreement)} (mean over targets); reference accuracy "
+               + ", ".join(f"{t} {_ms([s['reference_accuracy'][t] for s in sels], 3)}"
+                           for t in targets) + ".\n")
+    return _table(header, rows, ["---", "---:", "---:", "---:"]) + summary
 
 
-#: README table name -> (recipe, --set overrides, renderer)
-Renderer = Callable[[Mapping[str, Any], Path], str]
-TABLES: dict[str, tuple[str, tuple[str, ...], Renderer]] = {
-    "digits-distribution": ("digits-distribution", (), digits_distribution),
-    "synthetic": ("synthetic", (), synthetic),
-    "synthetic-paper": ("synthetic", ("data=paper",), synthetic_paper),
-    "digits-model-selection": ("digits-model-selection", (), model_selection),
-    "digits-model-selection-shift": ("digits-model-selection-shift", (), model_selection),
-    "digits-model-selection-low": ("digits-model-selection", ("target_train_per_class=30",),
-                                   lambda r, d: model_selection(r, d).split("\n\n", 1)[1]),
+Renderer = Callable[[Sequence[Run]], str]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A README block: the recipe and ``--set`` overrides behind it, its renderer, and the seeds
+    it is run with (one seed: a deterministic recipe)."""
+
+    recipe: str
+    overrides: tuple[str, ...]
+    render: Renderer
+    seeds: tuple[int, ...]
+
+
+FIVE, THREE = (0, 1, 2, 3, 4), (0, 1, 2)
+TABLES: dict[str, Table] = {
+    "digits-distribution": Table("digits-distribution", (), digits_distribution, FIVE),
+    "synthetic": Table("synthetic", (), synthetic, FIVE),
+    "synthetic-paper": Table("synthetic", ("data=paper",), synthetic_paper, (0,)),
+    "digits-model-selection": Table("digits-model-selection", (), model_selection, THREE),
+    "digits-model-selection-shift": Table("digits-model-selection-shift", (), model_selection,
+                                          THREE),
+    "digits-model-selection-low": Table("digits-model-selection",
+                                        ("target_train_per_class=30",), model_selection, THREE),
 }
 
 
 def compute(name: str, runs: Path, threads: int) -> tuple[str, float]:
-    """The rendered table ``name`` and the run's wall time in seconds, computed with
+    """The rendered table ``name`` and the runs' total wall time in seconds, computed with
     ``threads`` torch threads (restored afterwards)."""
     import torch
 
     from advtransfer.experiments.runner import run
 
-    recipe, overrides, render = TABLES[name]
+    spec = TABLES[name]
     runs.mkdir(parents=True, exist_ok=True)  # the recipe creates only its own directory
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    done: list[Run] = []
     try:
-        results = run(recipe, runs / name, overrides=list(overrides), progress=False)
+        for seed in spec.seeds:
+            out = runs / f"{name}-seed{seed}"
+            done.append((run(spec.recipe, out, overrides=list(spec.overrides), seed=seed,
+                             progress=False), out))
     finally:
         torch.set_num_threads(before)
-    return render(results, runs / name), float(results.get("wall_time_s", math.nan))
+    return spec.render(done), sum(float(r.get("wall_time_s", math.nan)) for r, _ in done)
 
 
-#: Timings are prefixed with this sign: they depend on the machine and its load, so ``--check``
-#: skips them (the README says on which machine and how loaded they were taken).
-TIMING = "≈"
+def _value(token: str) -> float:
+    return float(token.replace("−", "-"))
 
 
-def _numbers(text: str) -> list[float]:
-    text = re.sub(TIMING + NUMBER.pattern, TIMING, text)
-    return [float(m.replace("−", "-")) for m in NUMBER.findall(text)]
+def _digits(token: str) -> int:
+    return len(token.split(".")[1]) if "." in token and "e" not in token else 0
 
 
-def same_numbers(readme: str, fresh: str, tolerance: float) -> bool:
-    """Whether two renderings hold the same words and numbers within ``tolerance``."""
-    words = [NUMBER.sub("#", re.sub(TIMING + NUMBER.pattern, TIMING, t)) for t in (readme, fresh)]
-    a, b = _numbers(readme), _numbers(fresh)
-    return (words[0] == words[1] and len(a) == len(b)
-            and all(abs(x - y) <= tolerance or (x and abs(x - y) <= 0.1 * abs(x))
-                    for x, y in zip(a, b, strict=True)))
+@dataclass
+class _Part:
+    """One table cell or text line: its words (numbers replaced by #), its measured figures
+    (mean, sd, digits) and its other numbers."""
+
+    words: str
+    measured: list[tuple[float, float, int]]
+    plain: list[float]
+
+
+def _part(text: str) -> _Part:
+    measured = [(_value(m["m"]), _value(m["s"]), _digits(m["m"]))
+                for m in MEASURED.finditer(text)]
+    rest = re.sub(TIMING + NUMBER.pattern, TIMING, MEASURED.sub("@", text))
+    return _Part(NUMBER.sub("#", rest), measured, [_value(n) for n in NUMBER.findall(rest)])
+
+
+def _parse(body: str) -> tuple[list[str], dict[str, list[_Part]], list[_Part]]:
+    """A block's table header, its rows by label (so that order does not matter) and its text
+    lines."""
+    header: list[str] = []
+    rows: dict[str, list[_Part]] = {}
+    lines: list[_Part] = []
+    for line in body.splitlines():
+        if not line.startswith("|"):
+            if line.strip():
+                lines.append(_part(line))
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not header:
+            header = cells
+        elif not set("".join(cells)) <= set("-: "):
+            rows[cells[0]] = [_part(c) for c in cells[1:]]
+    return header, rows, lines
+
+
+def _rms(sds: Sequence[float]) -> float:
+    return math.sqrt(statistics.fmean(s * s for s in sds)) if sds else 0.0
+
+
+def _differences(readme: Sequence[_Part], fresh: Sequence[_Part], pooled: Sequence[float],
+                 n_seeds: int, tolerance: float, where: str) -> list[str]:
+    """What differs between parts matched one to one; ``pooled[i]``: the pooled sd of part i's
+    column or line."""
+    out = []
+    for i, (a, b) in enumerate(zip(readme, fresh, strict=True)):
+        if a.words != b.words or len(a.measured) != len(b.measured) or len(a.plain) != len(
+                b.plain):
+            out.append(f"{where}: {a.words!r} vs {b.words!r}")
+            continue
+        for (ma, sa, d), (mb, sb, _) in zip(a.measured, b.measured, strict=True):
+            sigma = max(sa, sb, pooled[i])
+            tol = max(10.0 ** -d, Z * math.sqrt(2 / n_seeds) * sigma)
+            if abs(ma - mb) > tol:
+                out.append(f"{where}: {ma} ± {sa} vs fresh {mb} ± {sb} (tolerance {tol:.3g})")
+        for x, y in zip(a.plain, b.plain, strict=True):
+            if not (abs(x - y) <= tolerance or (x and abs(x - y) <= 0.1 * abs(x))):
+                out.append(f"{where}: {x} vs fresh {y}")
+    return out
+
+
+def differences(readme: str, fresh: str, n_seeds: int, tolerance: float = 0.02) -> list[str]:
+    """Every way in which a README block differs from a fresh rendering beyond the tolerances
+    of the module docstring (empty: the README holds)."""
+    (ha, ra, la), (hb, rb, lb) = _parse(readme), _parse(fresh)
+    if ha != hb or set(ra) != set(rb) or len(la) != len(lb):
+        return [f"structure: header {ha} vs {hb}, rows {sorted(set(ra) ^ set(rb))} differ, "
+                f"{len(la)} vs {len(lb)} text lines"]
+    out = []
+    columns = len(ha) - 1
+    col_sd = [max(_rms([s for r in rows.values() for _, s, _ in r[j].measured])
+                  for rows in (ra, rb)) for j in range(columns)]
+    for label in ra:
+        out += _differences(ra[label], rb[label], col_sd, n_seeds, tolerance, f"row {label!r}")
+    line_sd = [max(_rms([s for _, s, _ in p.measured]) for p in pair)
+               for pair in zip(la, lb, strict=True)]
+    out += _differences(la, lb, line_sd, n_seeds, tolerance, "text")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -224,8 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only this table (repeatable)")
     parser.add_argument("--runs", type=Path, default=None,
                         help="run directories (default: a temporary folder)")
-    parser.add_argument("--tolerance", type=float, default=0.02)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="for numbers that are not measured over seeds (default 0.02)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: these small models gain nothing from "
+                             "a second one)")
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
     text = args.readme.read_text()
@@ -240,15 +362,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         fresh = {}
         for name in wanted:
             fresh[name], seconds = compute(name, runs, args.threads)
-            print(f"{name}: recipe ran in {seconds:.1f} s", file=sys.stderr)
-    stale = []
+            print(f"{name}: {len(TABLES[name].seeds)} run(s) in {seconds:.1f} s",
+                  file=sys.stderr)
+    stale: dict[str, list[str]] = {}
 
     def replace(m: re.Match[str]) -> str:
         name = m.group("name")
         if name not in fresh:
             return m.group(0)
-        if not same_numbers(m.group("body"), fresh[name], args.tolerance):
-            stale.append(name)
+        found = differences(m.group("body"), fresh[name], len(TABLES[name].seeds),
+                            args.tolerance)
+        if found:
+            stale[name] = found
         return m.group(1) + fresh[name] + m.group(4)
 
     new = BLOCK.sub(replace, text)
@@ -256,9 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.readme.write_text(new)
         print(f"rewrote {len(wanted)} table(s) in {args.readme}", file=sys.stderr)
         return 0
-    for name in stale:
-        print(f"README table {name!r} differs from a fresh run:\n{fresh[name]}", file=sys.stderr)
-    print(json.dumps({"checked": wanted, "stale": stale}))
+    for name, found in stale.items():
+        print(f"README table {name!r} differs from a fresh run:\n  " + "\n  ".join(found)
+              + f"\nfresh:\n{fresh[name]}", file=sys.stderr)
+    print(json.dumps({"checked": wanted, "stale": sorted(stale)}))
     return 1 if stale else 0
 
 

@@ -500,17 +500,38 @@ def _text_extent(ann: Any, renderer: Any) -> Any:
     return Text.get_window_extent(ann, renderer)
 
 
+_SHIFT = {"left": 0.0, "center": 0.5, "right": 1.0, "bottom": 0.0, "top": 1.0}
+
+
+def _candidate_box(centre: Any, size: tuple[float, float], cand: tuple[float, float, str, str],
+                   points: float) -> Any:
+    """The display-space box that a label of ``size`` (width, height in pixels) takes at the
+    candidate position ``cand`` (offset in points from ``centre``, then aligned): the text's
+    size does not depend on where it is put, so placing it is arithmetic, not a new layout."""
+    from matplotlib.transforms import Bbox
+
+    dx, dy, ha, va = cand
+    w, h = size
+    x0 = centre[0] + dx * points - _SHIFT[ha] * w
+    y0 = centre[1] + dy * points - _SHIFT[va] * h
+    return Bbox.from_bounds(x0, y0, w, h)
+
+
 def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> None:
     """Greedy label placement: each label takes the first candidate position (its alternating
     default first) that overlaps no marker, no earlier label and stays inside the axes; when
     none is free, the position with the least overlap. Other points' markers are padded so that
     a label never sits closer to a foreign marker than a few pixels (which would misattribute
-    it)."""
+    it). Each label's text is laid out once; its box at every candidate is computed from that
+    size (:func:`_candidate_box`)."""
     from matplotlib.transforms import Bbox
 
+    if not any(labels for _, labels in per_axes):
+        return  # nothing to place: the layout runs once, when the figure is saved
     fig.draw_without_rendering()  # runs the constrained layout, so positions are final
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     radius = 0.5 * math.sqrt(_MARKER_SIZE) * fig.dpi / 72.0 + 1.0
+    points = fig.dpi / 72.0
     for ax, labels in per_axes:
         frame = ax.get_window_extent(renderer)
         centres = [ax.transData.transform((x, y)) for _, x, y, _ in labels]
@@ -520,20 +541,18 @@ def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> No
         padded = [Bbox.from_extents(px - pad, py - pad, px + pad, py + pad) for px, py in centres]
         taken: list[Any] = []
         for j, (ann, _, _, rank) in enumerate(labels):
+            extent = _text_extent(ann, renderer)
+            size = (extent.width, extent.height)
             markers = [own[j], *padded[:j], *padded[j + 1:]]
             candidates = ([_UP, _DOWN] if rank % 2 == 0 else [_DOWN, _UP]) + _NEAR + _FAR
-            best, best_cost = candidates[0], math.inf
+            best, best_cost, best_box = candidates[0], math.inf, extent
             for cand in candidates:
-                dx, dy, ha, va = cand
-                ann.xyann = (dx, dy)
-                ann.set_horizontalalignment(ha)
-                ann.set_verticalalignment(va)
-                bb = _text_extent(ann, renderer)
+                bb = _candidate_box(centres[j], size, cand, points)
                 cost = sum(_overlap(bb, o) for o in taken + markers)
                 outside = bb.width * bb.height - _overlap(bb, frame)
                 cost += 2.0 * outside
                 if cost < best_cost:
-                    best, best_cost = cand, cost
+                    best, best_cost, best_box = cand, cost, bb
                 if cost == 0.0:
                     break
             dx, dy, ha, va = best
@@ -541,7 +560,9 @@ def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> No
             ann.set_horizontalalignment(ha)
             ann.set_verticalalignment(va)
             ann.arrow_patch.set_visible(math.hypot(dx, dy) >= _LEADER_FROM)
-            taken.append(_text_extent(ann, renderer))
+            taken.append(best_box)
+    # the layout is final (the labels were placed inside it): saving need not lay it out again
+    fig.set_layout_engine("none")
 
 
 def _series(spec: _Spec) -> list[tuple[str, list[int]]] | None:

@@ -160,7 +160,10 @@ def test_make_demo_installs_no_dev_extras_and_takes_a_cpu_torch_spec(tmp_path):
     assert not any("[dev]" in ln for ln in installs), installs
     test = subprocess.run(["make", "-n", "-C", str(root), "test", f"VENV={tmp_path / 'v'}"],
                           capture_output=True, text=True, check=True)
-    assert '-e ".[dev]"' in test.stdout
+    assert '-e ".[dev]"' in test.stdout and "-m slow" not in test.stdout
+    tiers = subprocess.run(["make", "-n", "-C", str(root), "test-all", f"VENV={tmp_path / 'v'}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "pytest" in tiers and "-m slow" in tiers
     assert not (tmp_path / "v").exists()
 
 
