@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -55,3 +56,57 @@ def attacks(monkeypatch):
 
     monkeypatch.setattr(advtransfer.reference, "run_attack", counting)
     return calls
+
+
+# ------------------------------------------------------------------------------------------------
+# A tiny recipe for the tests of the runner, the CLI and the run directory (lock, resume,
+# truncated files, progress): the whole machinery (store units, a trained model, the config check,
+# progress lines, results and the report with a figure) in a fraction of a second, so that those
+# tests need not run a real recipe each. The real recipes run end to end in their own tests.
+
+@dataclass
+class TinyConfig:
+    seed: int = 0
+    n: int = 3
+    mode: str = "linear"
+
+
+def _check_tiny(c: TinyConfig) -> None:
+    from advtransfer.errors import AdvTransferError
+
+    if c.mode not in ("linear", "square"):
+        raise AdvTransferError(f"mode must be 'linear' or 'square'; got {c.mode!r}")
+    if c.n < 3:
+        raise AdvTransferError(f"n must be at least 3; got {c.n}")
+
+
+def _run_tiny(c: TinyConfig, ctx) -> dict:
+    from advtransfer.progress import track
+
+    def train(model: nn.Module) -> nn.Module:
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+            model.bias.fill_(float(c.seed))
+        return model
+
+    model = ctx.store.model("tiny-model", {"seed": c.seed}, lambda: nn.Linear(1, 1), train)
+    records = []
+    for i in track(range(c.n), description="tiny units", enabled=ctx.progress):
+        def compute(i: int = i) -> dict:
+            score = float(model(torch.tensor([[float(i)]])).item())
+            return {"source": f"s{i}", "score": score,
+                    "outcome": score if c.mode == "linear" else score ** 2}
+        records.append(ctx.store.record("tiny", {"i": i, "seed": c.seed, "mode": c.mode},
+                                        compute))
+    return {"records": records,
+            "report": {"title": "tiny", "metrics": ["score"], "outcomes": ["outcome"]}}
+
+
+@pytest.fixture
+def tiny(monkeypatch) -> list[str]:
+    """Registers the recipe ``tiny`` and returns the CLI arguments that run it quietly."""
+    from advtransfer.experiments.registry import REGISTRY, Recipe
+
+    monkeypatch.setitem(REGISTRY, "tiny", Recipe("tiny", TinyConfig, _run_tiny, "a test recipe",
+                                                 quick=lambda c: c, check=_check_tiny))
+    return ["run", "tiny", "--quiet"]

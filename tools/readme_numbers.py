@@ -138,7 +138,8 @@ def synthetic(runs: Sequence[Run]) -> str:
                      for k, label in names.items())
     return (_table(["scale", "alpha1 S→T", "alpha2 S→T", "combined S→T",
                     "gradient-matching distance", "transfer RMSE"], rows)
-            + f"\nPearson r with transfer RMSE over the {len(by_scale[0])} scales: {line} "
+            + f"\nPearson r with transfer RMSE over the {len(by_scale[0])} scales: {line}; "
+              f"target test R² {_ms([res['target']['test_r2'] for res, _ in runs])} "
               f"({_seeds_line(runs)}).\n")
 
 

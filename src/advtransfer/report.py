@@ -528,8 +528,8 @@ def _declutter_labels(fig: Figure, per_axes: list[tuple[Axes, list[Any]]]) -> No
 
     if not any(labels for _, labels in per_axes):
         return  # nothing to place: the layout runs once, when the figure is saved
-    fig.draw_without_rendering()  # runs the constrained layout, so positions are final
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.get_layout_engine().execute(fig)  # the constrained layout alone: positions are final
     radius = 0.5 * math.sqrt(_MARKER_SIZE) * fig.dpi / 72.0 + 1.0
     points = fig.dpi / 72.0
     for ax, labels in per_axes:

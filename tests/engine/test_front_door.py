@@ -15,20 +15,18 @@ from advtransfer.cli import app
 from advtransfer.store import Store
 
 runner = CliRunner()
-QUICK = ["run", "synthetic", "--quick", "--quiet", "--set", "scales=[0.0, 0.5, 1.0]", "--set",
-         "n_metric=20", "--set", "input_dim=8"]
 
 
 def _records(results_path: Path) -> list:
     return json.loads(results_path.read_text())["records"]
 
 
-def test_typo_in_set_writes_nothing_and_the_corrected_rerun_works(tmp_path):
+def test_typo_in_set_writes_nothing_and_the_corrected_rerun_works(tmp_path, tiny):
     out = tmp_path / "run"
-    bad = runner.invoke(app, [*QUICK, "--out", str(out), "--set", "data=paperz"])
-    assert bad.exit_code != 0 and "paperz" in bad.output
+    bad = runner.invoke(app, [*tiny, "--out", str(out), "--set", "mode=squre"])
+    assert bad.exit_code != 0 and "squre" in bad.output
     assert not out.exists()  # no run.json, models/ or records/: nothing blocks the rerun
-    good = runner.invoke(app, [*QUICK, "--out", str(out), "--set", 'data="generated"'])
+    good = runner.invoke(app, [*tiny, "--out", str(out), "--set", 'mode="square"'])
     assert good.exit_code == 0, good.output
     assert (out / "run.json").is_file() and (out / "results.json").is_file()
 
@@ -41,32 +39,32 @@ def test_missing_data_writes_nothing_and_exits_1(tmp_path):
     assert not out.exists() and not (tmp_path / "no-data").exists()
 
 
-def test_out_refuses_a_foreign_folder_and_creates_no_parents_outside_cwd(tmp_path):
+def test_out_refuses_a_foreign_folder_and_creates_no_parents_outside_cwd(tmp_path, tiny):
     folder = tmp_path / "my-photos"
     folder.mkdir()
     (folder / "holiday.jpg").write_bytes(b"x")
-    result = runner.invoke(app, [*QUICK, "--out", str(folder)])
+    result = runner.invoke(app, [*tiny, "--out", str(folder)])
     assert result.exit_code == 2 and "not a run directory" in result.output
     assert [p.name for p in folder.iterdir()] == ["holiday.jpg"]
     deep = tmp_path / "nonexistent" / "dir" / "x.json"
-    result = runner.invoke(app, [*QUICK, "--out", str(deep)])
+    result = runner.invoke(app, [*tiny, "--out", str(deep)])
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "nonexistent").exists()
     result = runner.invoke(app, ["measure", "--quiet", "--out", str(deep)])
     assert result.exit_code == 2 and not (tmp_path / "nonexistent").exists()
 
 
-def test_relative_out_creates_missing_parents_inside_cwd(tmp_path, monkeypatch):
+def test_relative_out_creates_missing_parents_inside_cwd(tmp_path, monkeypatch, tiny):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, [*QUICK, "--out", "runs/a"])
+    result = runner.invoke(app, [*tiny, "--out", "runs/a"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "a" / "report.md").is_file()
 
 
 @pytest.fixture
-def finished(tmp_path) -> Path:
+def finished(tmp_path, tiny) -> Path:
     out = tmp_path / "run"
-    result = runner.invoke(app, [*QUICK, "--out", str(out)])
+    result = runner.invoke(app, [*tiny, "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -76,14 +74,14 @@ def _truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_truncated_record_and_model_are_named_and_recomputed(finished):
+def test_truncated_record_and_model_are_named_and_recomputed(finished, tiny):
     before = _records(finished / "results.json")
     record = sorted((finished / "records").glob("*.json"))[0]
     model = sorted((finished / "models").glob("*.safetensors"))[0]
     _truncate(record)
     _truncate(model)
     (finished / "results.json").unlink()  # force the recipe to run again
-    result = runner.invoke(app, [*QUICK, "--out", str(finished)])
+    result = runner.invoke(app, [*tiny, "--out", str(finished)])
     assert result.exit_code == 0, result.output
     assert record.name in result.output and "recomputing" in result.output
     assert model.name in result.output and "retraining" in result.output
@@ -92,35 +90,35 @@ def test_truncated_record_and_model_are_named_and_recomputed(finished):
     assert _records(finished / "results.json") == before
 
 
-def test_truncated_results_json(finished):
+def test_truncated_results_json(finished, tiny):
     before = _records(finished / "results.json")
     _truncate(finished / "results.json")
     rep = runner.invoke(app, ["report", str(finished)])
     assert rep.exit_code == 1 and "results.json is not valid JSON" in rep.output
     assert "--out" in rep.output and "JSONDecodeError" not in rep.output
-    again = runner.invoke(app, [*QUICK, "--out", str(finished)])
+    again = runner.invoke(app, [*tiny, "--out", str(finished)])
     assert again.exit_code == 0 and "results.json is not valid JSON" in again.output
     assert "0 units computed" in again.output
     assert _records(finished / "results.json") == before
     assert runner.invoke(app, ["report", str(finished)]).exit_code == 0
 
 
-def test_truncated_run_json_is_a_clear_error_for_run_and_demo(finished):
+def test_truncated_run_json_is_a_clear_error_for_run_and_demo(finished, tiny):
     _truncate(finished / "run.json")
-    for args in (QUICK, ["demo", "--quiet"]):
+    for args in (tiny, ["demo", "--quiet"]):
         result = runner.invoke(app, [*args, "--out", str(finished)])
         assert result.exit_code == 2, result.output
         assert "run.json is not valid JSON" in result.output and "delete" in result.output
         assert "JSONDecodeError" not in result.output
 
 
-def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch):
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, tiny):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Store, "record", interrupted)
     out = tmp_path / "run"
-    result = runner.invoke(app, [*QUICK, "--out", str(out)])
+    result = runner.invoke(app, [*tiny, "--out", str(out)])
     assert result.exit_code == 130
     assert "interrupted" in result.output and "rerun the same command to resume" in result.output
 
@@ -139,12 +137,12 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
     assert "\x1b" not in "".join(lines)  # no bar, no escape codes
 
 
-def test_cli_run_without_terminal_reports_progress(tmp_path):
-    args = [a for a in QUICK if a != "--quiet"]
+def test_cli_run_without_terminal_reports_progress(tmp_path, tiny):
+    args = [a for a in tiny if a != "--quiet"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    # "description done/total elapsed", e.g. "training the target 5/5 0.1s"
+    # "description done/total elapsed", e.g. "tiny units 3/3 0.0s"
     assert lines and all(ln.split()[-2].count("/") == 1 and ln.endswith("s") for ln in lines)
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +28,15 @@ def _numbers(results: dict) -> list:
     return [[r[k] for k in keys] for r in results["records"]]
 
 
-def test_digits_distribution_end_to_end_and_rerun_reuses_everything(tmp_path):
-    out = tmp_path / "run"
-    results = run("digits-distribution", out, overrides=SMALL_DIGITS, progress=False)
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory) -> tuple[dict, Path]:
+    """One small digits-distribution run (results, directory), shared by the tests below."""
+    out = tmp_path_factory.mktemp("digits") / "run"
+    return run("digits-distribution", out, overrides=SMALL_DIGITS, progress=False), out
+
+
+def test_digits_distribution_end_to_end_and_rerun_reuses_everything(small_digits):
+    results, out = small_digits
     assert len(results["records"]) == 3
     for r in results["records"]:
         assert 0 <= r["transfer_accuracy"] <= 1 and r["alpha1_t2s"] > 0
@@ -78,9 +85,8 @@ def test_synthetic_end_to_end_quick_and_paper_data(tmp_path):
     assert same["loss_f_S"] <= same["loss_f_T"] + 1e-12 and same["loss_f_T"] < 0.1
 
 
-def test_killed_run_resumes_to_the_same_numbers(tmp_path):
-    reference = run("digits-distribution", tmp_path / "ref", overrides=SMALL_DIGITS,
-                    progress=False)
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, small_digits):
+    reference, _ = small_digits  # an uninterrupted run in this process
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "advtransfer.cli", "run", "digits-distribution", "--out",
             str(out), "--quiet", *[a for s in SMALL_DIGITS for a in ("--set", s)]]
@@ -99,21 +105,19 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     assert _numbers(resumed) == _numbers(reference)
 
 
-def test_cli_run_list_report_and_bad_input(tmp_path):
+def test_cli_run_list_report_and_bad_input(tmp_path, tiny):
     runner = CliRunner()
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0 and "digits-distribution" in listed.output
     assert "synthetic" in listed.output
     out = tmp_path / "cli"
-    args = ["run", "synthetic", "--out", str(out), "--quick", "--quiet"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*tiny, "--out", str(out), "--quick"])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
     (out / "report.md").unlink()
     rep = runner.invoke(app, ["report", str(out)])
     assert rep.exit_code == 0 and (out / "report.md").is_file()
-    bad = runner.invoke(app, ["run", "synthetic", "--out", str(out), "--quick", "--quiet",
-                              "--set", "hidden=7"])
+    bad = runner.invoke(app, [*tiny, "--out", str(out), "--quick", "--set", "n=7"])
     assert bad.exit_code == 2 and "different configuration" in bad.output
     bad = runner.invoke(app, ["run", "synthetic", "--out", str(tmp_path / "x"), "--set",
                               "nope=1"])

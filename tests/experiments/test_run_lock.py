@@ -22,8 +22,6 @@ from advtransfer.experiments.registry import REGISTRY, Recipe
 from advtransfer.store import LOCK_FILE, OWNER_FILE, Store
 
 cli = CliRunner()
-QUICK = ["run", "synthetic", "--quick", "--quiet", "--set", "scales=[0.0, 0.5, 1.0]", "--set",
-         "n_metric=20", "--set", "input_dim=8"]
 IN_USE = "is in use by another advtransfer process"
 HOLDER = """
 import sys
@@ -49,7 +47,7 @@ def _lock_is_free(directory: Path) -> bool:
     return True
 
 
-def test_a_run_refused_by_another_process_writes_nothing_and_the_rerun_works(tmp_path):
+def test_a_run_refused_by_another_process_writes_nothing_and_the_rerun_works(tmp_path, tiny):
     out = tmp_path / "run"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -60,7 +58,7 @@ def test_a_run_refused_by_another_process_writes_nothing_and_the_rerun_works(tmp
         assert holder.stdout.readline().strip() == "locked"
         held = _names(out)
         assert held == {LOCK_FILE, OWNER_FILE}
-        refused = cli.invoke(app, [*QUICK, "--out", str(out)])
+        refused = cli.invoke(app, [*tiny, "--out", str(out)])
         assert refused.exit_code == 1, refused.output
         assert f"{out} {IN_USE} (pid {holder.pid}, started " in refused.output
         assert "choose another --out" in refused.output
@@ -69,7 +67,7 @@ def test_a_run_refused_by_another_process_writes_nothing_and_the_rerun_works(tmp
         holder.stdin.close()
         holder.wait(timeout=30)
     assert _names(out) == {LOCK_FILE}  # the holder removed its owner file on exit
-    rerun = cli.invoke(app, [*QUICK, "--out", str(out)])
+    rerun = cli.invoke(app, [*tiny, "--out", str(out)])
     assert rerun.exit_code == 0, rerun.output
     assert (out / "run.json").is_file() and (out / "report.md").is_file()
     assert OWNER_FILE not in _names(out) and _lock_is_free(out)
@@ -128,24 +126,24 @@ def test_the_lock_is_released_after_an_exception_or_ctrl_c(tmp_path, monkeypatch
     assert not (tmp_path / "run" / OWNER_FILE).exists()
 
 
-def test_an_empty_directory_or_one_holding_only_the_lock_file_is_not_foreign(tmp_path):
+def test_an_empty_directory_or_one_holding_only_the_lock_file_is_not_foreign(tmp_path, tiny):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.invoke(app, [*QUICK, "--out", str(empty)]).exit_code == 0
+    assert cli.invoke(app, [*tiny, "--out", str(empty)]).exit_code == 0
     leftover = tmp_path / "leftover"  # e.g. a run refused after taking the lock
     leftover.mkdir()
     (leftover / LOCK_FILE).touch()
     Store(leftover).check_run({"recipe": "r", "config": {}})  # accepted
-    result = cli.invoke(app, [*QUICK, "--out", str(leftover)])
+    result = cli.invoke(app, [*tiny, "--out", str(leftover)])
     assert result.exit_code == 0, result.output
     assert (leftover / "report.md").is_file()
 
 
-def test_report_waits_for_no_one_and_refuses_a_directory_in_use(tmp_path):
+def test_report_waits_for_no_one_and_refuses_a_directory_in_use(tmp_path, tiny):
     """`advtransfer report DIR` takes the run lock: while another process holds it, the
     report is refused (exit 1) and report.md is left as it was; afterwards it is rewritten."""
     out = tmp_path / "run"
-    assert cli.invoke(app, [*QUICK, "--out", str(out)]).exit_code == 0
+    assert cli.invoke(app, [*tiny, "--out", str(out)]).exit_code == 0
     before = (out / "report.md").read_bytes()
     (out / "report.md").write_text("stale")
     holder = FileLock(out / LOCK_FILE)
