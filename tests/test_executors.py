@@ -140,6 +140,7 @@ def test_ray_missing_is_said_before_any_work(monkeypatch, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a recipe end to end once more, with the Ray option
 def test_a_recipe_run_on_ray_matches_the_local_run_and_resumes_locally(local_ray, tmp_path):
     """`advtransfer run digits-model-selection --executor ray`: the candidates' units are
     written by the Ray workers into the run directory, the numbers equal an in-process run's,
