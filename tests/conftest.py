@@ -13,6 +13,57 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _figures_built_but_not_rasterized(request):
+    """In the fast tier (``-m "not slow"``), a report's figures are built as always (every
+    artist, label and title, and the label placement) but not rasterized: the PNG written is a
+    1 x 1 placeholder. Rasterizing is half the time of a small recipe run, and it is tested where
+    it is the subject: tests/test_report.py restores it (its figures are opened and checked), and
+    the second tier (make test-all) rasterizes every figure of every run."""
+    if "not slow" not in (request.config.option.markexpr or ""):
+        yield
+        return
+    import io
+
+    import matplotlib.image
+
+    import advtransfer.report
+
+    buf = io.BytesIO()
+    matplotlib.image.imsave(buf, [[[1.0, 1.0, 1.0]]], format="png")
+    placeholder = buf.getvalue()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(advtransfer.report, "_png_bytes", lambda fig: placeholder)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _builtin_models_trained_once():
+    """The tests that use a built-in digits model (``digits-mlp`` ...) share one trained copy per
+    (name, seed, epochs) instead of retraining it: ``builtin_model`` trains deterministically
+    from its seed alone (its own RNG fork), so the copy is the model a new call would train. Each
+    call returns a deep copy, so no test sees another test's changes."""
+    import copy
+
+    import advtransfer.models.builtin as builtin
+
+    real = builtin.builtin_model
+    trained: dict[tuple[str, int, int], nn.Module] = {}
+
+    def shared(name: str, *, seed: int = 0, epochs: int = 15, train: bool = True,
+               progress: bool = False) -> nn.Module:
+        if not train:
+            return real(name, seed=seed, epochs=epochs, train=False, progress=progress)
+        key = (name, seed, epochs)
+        if key not in trained:
+            trained[key] = real(name, seed=seed, epochs=epochs, progress=progress)
+        return copy.deepcopy(trained[key])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builtin, "builtin_model", shared)
+        yield
+
+
 def two_layer(seed: int, n: int = 6, hidden: int = 10, k: int = 3,
               act: type[nn.Module] = nn.Sigmoid, dtype: torch.dtype = torch.float64) -> nn.Module:
     g = torch.Generator().manual_seed(seed)

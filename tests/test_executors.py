@@ -77,6 +77,7 @@ def test_rank_on_ray_gives_the_numbers_of_the_local_run(local_ray, task):
         assert on_ray.scores[m] == pytest.approx(local.scores[m], rel=1e-6), m
 
 
+@pytest.mark.slow  # a Ray worker killed and replaced: seconds of worker start-up
 def test_a_worker_killed_mid_run_is_retried_with_the_same_numbers(local_ray, task, tmp_path):
     data, ref = task
     marker = tmp_path / "killed-once"
@@ -97,6 +98,7 @@ def _unit(payload: tuple[int, str | None]) -> dict:
     return {"out": model(x).sum().item()}
 
 
+@pytest.mark.slow  # a Ray worker killed and replaced: seconds of worker start-up
 def test_store_units_written_by_killed_and_live_ray_workers(local_ray, tmp_path):
     """Store.records on Ray: every unit is written by the worker that computed it (a killed
     worker's unit is retried), the results equal the local ones, and a rerun computes

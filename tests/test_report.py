@@ -15,8 +15,22 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
+from advtransfer import report as report_module
 from advtransfer.errors import AdvTransferError
 from advtransfer.report import write_report
+
+#: taken when the module is imported (collection), before any fixture replaces it
+_REAL_PNG_BYTES = report_module._png_bytes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rasterized_figures():
+    """The figures of this module are opened and checked: rasterize them (conftest.py replaces
+    the PNGs by a placeholder in the other tests of the fast tier)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_module, "_png_bytes", _REAL_PNG_BYTES)
+        yield
+
 
 SHARES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 ACC = [0.61, 0.64, 0.72, 0.77, 0.82, 0.94]

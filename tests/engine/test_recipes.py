@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from advtransfer.cli import app
 from advtransfer.experiments import run
 
-SMALL_DIGITS = ["repeats=1", "epochs=4", "finetune_epochs=5", "steps=3",
+SMALL_DIGITS = ["repeats=1", "epochs=2", "finetune_epochs=3", "steps=2",
                 "shares=[0.0, 0.5, 1.0]"]
 
 
@@ -44,7 +44,7 @@ def test_digits_distribution_end_to_end_and_rerun_reuses_everything(small_digits
     for name in ("results.json", "results.csv", "report.md", "report.html"):
         assert (out / name).is_file()
     saved = json.loads((out / "results.json").read_text())
-    assert saved["versions"]["torch"] and saved["config"]["epochs"] == 4
+    assert saved["versions"]["torch"] and saved["config"]["epochs"] == 2
     assert saved["correlations"] and saved["units"]["computed"] > 0
     with open(out / "results.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 3
