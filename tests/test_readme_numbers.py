@@ -5,14 +5,13 @@ tables run in parallel under pytest-xdist and a stale one is named."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.test_readme import README, _tool
 
-NAMES = sorted(m.group(1) for m in re.finditer(r"<!-- numbers:([\w-]+) -->", README.read_text()))
+NAMES = sorted(m.group("name") for m in _tool().BLOCK.finditer(README.read_text()))
 
 
 @pytest.mark.slow
