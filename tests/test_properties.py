@@ -81,3 +81,22 @@ def test_unit_key_ignores_field_order_and_sees_every_value(config, data):
     changed = {**config, field: [config[field]]}  # any other value
     assert unit_key("kind", changed) != unit_key("kind", config)
     assert unit_key("other", config) != unit_key("kind", config)
+
+
+@given(values=st.lists(st.tuples(st.sampled_from([-1.0, 0.0, 0.5, 2.0]),
+                                 st.floats(-3, 3, allow_nan=False)), min_size=2, max_size=9))
+def test_weighted_tau_equals_scipys_public_function_with_ties_and_constants(values):
+    """The fast path of weighted_kendall_tau (scipy's function without its nan-policy wrapper)
+    gives exactly what the public scipy.stats.weightedtau gives (NaN for a constant input)."""
+    import warnings
+
+    from scipy import stats
+
+    from advtransfer.estimators import weighted_kendall_tau
+
+    s, t = (np.array(v) for v in zip(*values, strict=True))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        expected = float(stats.weightedtau(s, t).statistic)
+    got = weighted_kendall_tau(s, t)
+    assert got == expected or (np.isnan(got) and np.isnan(expected))

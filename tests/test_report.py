@@ -21,14 +21,16 @@ from advtransfer.report import write_report
 
 #: taken when the module is imported (collection), before any fixture replaces it
 _REAL_PNG_BYTES = report_module._png_bytes
+_REAL_DECLUTTER = report_module._declutter_labels
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _rasterized_figures():
-    """The figures of this module are opened and checked: rasterize them (conftest.py replaces
-    the PNGs by a placeholder in the other tests of the fast tier)."""
+    """The figures of this module are opened and checked: lay them out and rasterize them
+    (conftest.py skips both in the other tests of the fast tier)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report_module, "_png_bytes", _REAL_PNG_BYTES)
+        patch.setattr(report_module, "_declutter_labels", _REAL_DECLUTTER)
         yield
 
 
@@ -533,7 +535,7 @@ def _chromium() -> str | None:
 def _run_chromium(tmp_path: Path, *args: str) -> str:
     import subprocess
 
-    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
+    profile = tmp_path / "chromium-profile"
     cmd = [_chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
            "--disable-quic", "--no-first-run", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
@@ -564,13 +566,12 @@ def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
         "<script>window.addEventListener('load', () => { const imgs = [...document.images]; "
         "document.body.dataset.images = imgs.length; document.body.dataset.broken = "
         "imgs.filter(i => !i.complete || i.naturalWidth === 0).length; });</script></body>")))
-    dom = _run_chromium(tmp_path, "--dump-dom", probe.as_uri())
+    shot = tmp_path / "shot.png"  # one browser start: the DOM and a screenshot of the page
+    dom = _run_chromium(tmp_path, "--window-size=1200,4000", f"--screenshot={shot}",
+                        "--dump-dom", probe.as_uri())
     assert 'data-images="5"' in dom and 'data-broken="0"' in dom, dom[-500:]
     for table in ("Records", "Correlations", "Honest reading", "Figures"):
         assert f"<h2>{table}</h2>" in dom
-    shot = tmp_path / "shot.png"
-    _run_chromium(tmp_path, "--window-size=1200,4000", f"--screenshot={shot}",
-                  (out / "report.html").as_uri())
     pixels = mpimg.imread(shot)[..., :3]
     assert pixels.shape[:2] == (4000, 1200)
     dark = (pixels.mean(axis=2) < 0.5).mean()  # text, table rules and figures

@@ -30,9 +30,15 @@ from advtransfer.models.wrappers import InputRange
 ALPHAS = [f"{m}_{d}" for d in ("t2s", "s2t") for m in ("alpha1", "alpha2", "combined")]
 
 
+# --quick at half its sample counts: every stage still runs, in half the time
+SMALLER = {"cifar10-stl10-architectures": ("max_samples=128", "n_attack=32"),
+           "cifar10-stl10-proportions": ("max_samples=128", "n_attack=32"),
+           "celeba-attributes": ("max_samples=128", "n_attack=16")}
+
+
 def _run(name: str, out: Path, root: Path, *extra: str) -> dict:
-    return run(name, out, quick=True, overrides=[f'data_root="{root}"', *extra],
-               progress=False, device="cpu")
+    overrides = [f'data_root="{root}"', *SMALLER.get(name, ()), *extra]
+    return run(name, out, quick=True, overrides=overrides, progress=False, device="cpu")
 
 
 def _finite(value: object) -> bool:
@@ -125,7 +131,7 @@ def test_cifar10_stl10_architectures_quick(vision_root: Path, tmp_path: Path) ->
     for r in records:
         assert 0.0 <= r["transfer_accuracy"] <= 1.0
         assert 0.0 <= r["direct_accuracy"] <= 1.0
-        assert 0 < r["n_attack"] <= 64
+        assert 0 < r["n_attack"] <= 32
         assert r["alpha1_ladv_t2s"] >= 0.0
     assert results["config"]["convention"] == "authors" and results["config"]["eps"] == AUTHORS_EPS
     assert results["config"]["preset"] == "paper" and results["config"]["steps"] == 1
@@ -217,15 +223,18 @@ def test_celeba_target_images_are_disjoint_from_every_source_training_image(
 @pytest.fixture(scope="module")
 def taskonomy_run(taskonomy_root: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
-    """One ``--quick`` taskonomy run with the fixture's affinity CSV: (results, out, override)."""
+    """One ``--quick`` taskonomy run with the fixture's affinity CSV, at the smallest size the
+    encoder takes (32 px: 2 x 2 outputs, pooled to 1 x 1) on 8 images: (results, out, overrides)."""
     pytest.importorskip("visualpriors")
     out = tmp_path_factory.mktemp("taskonomy-run") / "taskonomy"
-    csv = f'affinity_csv="{taskonomy_root / "affinity.csv"}"'
-    return _run("taskonomy", out, taskonomy_root, csv), out, csv
+    overrides = (f'affinity_csv="{taskonomy_root / "affinity.csv"}"', "image_size=32",
+                 "n_images=8", "pool=1")
+    return _run("taskonomy", out, taskonomy_root, *overrides), out, overrides
 
 
-def test_taskonomy_quick(taskonomy_root: Path, taskonomy_run: tuple[dict, Path, str]) -> None:
-    results, out, csv = taskonomy_run
+def test_taskonomy_quick(taskonomy_root: Path,
+                        taskonomy_run: tuple[dict, Path, tuple[str, ...]]) -> None:
+    results, out, overrides = taskonomy_run
     name = "taskonomy"
     _check_run(results, out, ["alpha1", "alpha2", "combined", "affinity"], [])
     tasks = taskonomy_recipe.QUICK_TASKS
@@ -236,17 +245,17 @@ def test_taskonomy_quick(taskonomy_root: Path, taskonomy_run: tuple[dict, Path, 
         assert results["matrices"][m]["names"] == tasks
     np.testing.assert_allclose(np.diag(results["matrices"]["alpha1"]["values"]), 1.0)
     assert results["matrices"]["Taskonomy affinity"]["names"] == tasks
-    assert results["output_shapes"] == {t: [8, 4, 4] for t in tasks}  # full resolution
+    assert results["output_shapes"] == {t: [8, 2, 2] for t in tasks}  # full resolution
     assert results["tree"]["newick"].endswith(";")
     assert all(t in results["tree"]["newick"] for t in tasks)
     assert (out / taskonomy_recipe.TREE_FIGURE).stat().st_size > 0
-    assert results["images"]["n"] == 16
+    assert results["images"]["n"] == 8
     assert "RANDOM-WEIGHT" in results["report"]["description"]
-    _rerun_reuses_everything(name, out, taskonomy_root, results, csv)
+    _rerun_reuses_everything(name, out, taskonomy_root, results, *overrides)
 
 
 def test_taskonomy_affinity_correlation_is_one_orientation_with_a_mantel_p(
-        taskonomy_root: Path, taskonomy_run: tuple[dict, Path, str]) -> None:
+        taskonomy_root: Path, taskonomy_run: tuple[dict, Path, tuple[str, ...]]) -> None:
     """alpha[S, T] (attack crafted on S, evaluated on T) against affinity[S, T] (CSV row S,
     column T), with the exact Mantel p over the 3! relabellings of the tasks; no per-pair
     correlation (whose p-value would treat the 6 pairs as independent) in the report."""

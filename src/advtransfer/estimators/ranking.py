@@ -57,6 +57,10 @@ def _statistic(result: Any) -> float:
     return float(value)
 
 
+# scipy.stats.weightedtau without the axis/nan-policy decorator where scipy has one
+_WEIGHTEDTAU = getattr(stats.weightedtau, "__wrapped__", stats.weightedtau)
+
+
 def weighted_kendall_tau(scores: Any, truth: Any) -> float:
     r"""Weighted Kendall :math:`\tau_w` between estimator ``scores`` and ground-truth ``truth``.
 
@@ -73,6 +77,10 @@ def weighted_kendall_tau(scores: Any, truth: Any) -> float:
         ``(M,)`` ground-truth results (e.g. fine-tuned accuracy) in the same order.
     """
     s, t = _pair(scores, truth)
+    if np.ptp(s) > 0 and np.ptp(t) > 0:  # _pair has refused non-finite values
+        # the common case, called thousands of times by the subsampling intervals: scipy's
+        # function without its nan-policy wrapper (5x less overhead; the same computation)
+        return _statistic(_WEIGHTEDTAU(s, t))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         return _statistic(stats.weightedtau(s, t))
