@@ -372,3 +372,40 @@ def test_every_direction_result_carries_the_convergence_report():
                          attacks.AttackConfig(eps=0.1, bounds=None, objective="ce"), generator=0)
     assert out[(0, 0)].stats.mean_iterations == 10.0
     assert math.isnan(out[(0, 0)].stats.fraction_converged)
+
+
+class _Sine(nn.Module):
+    """f(x) = sin(3 x): at x = 0 the deviation loss l(d) = sin(3 d)^2 peaks at |d| = pi / 6
+    and falls to sin(3)^2 = 0.02 at |d| = 1, so a step of 1 from a start inside (0, pi / 6)
+    climbs past the peak and ends lower than it started."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(3 * x)
+
+
+def test_best_and_last_iterate_on_a_hand_made_landscape():
+    x = torch.zeros(32, 1, dtype=torch.float64)
+    kw = {"eps": 1.0, "norm": "linf", "objective": "deviation", "steps": 1, "bounds": None}
+    last = attack(_Sine(), x, iterate="last", generator=5, **kw)
+    best = attack(_Sine(), x, iterate="best", generator=5, **kw)
+    # by hand: the random start d0 (the same draw), one signed step of size eps, projected
+    d0 = attacks.random_in_ball(x, torch.ones(32, dtype=torch.float64), "linf",
+                                torch.Generator().manual_seed(5))
+    grad = 6 * torch.sin(3 * d0) * torch.cos(3 * d0)  # d/dd sin(3 d)^2
+    d1 = (d0 + torch.sign(grad)).clamp(-1.0, 1.0)
+    torch.testing.assert_close(last, d1, rtol=0, atol=1e-12)
+    loss = lambda d: torch.sin(3 * d) ** 2  # noqa: E731
+    torch.testing.assert_close(best, torch.where(loss(d1) > loss(d0), d1, d0), rtol=0, atol=1e-12)
+    differ = (best - last).abs().flatten() > 1e-9
+    assert 0 < int(differ.sum()) < 32  # some starts end lower after their step, some not
+    assert (loss(best) >= loss(last) - 1e-12).all()
+
+
+def test_iterate_is_checked_and_ignored_by_the_first_order_solver():
+    with pytest.raises(AdvTransferError, match="iterate must be one of"):
+        attacks.AttackConfig(eps=0.1, iterate="first")
+    x = torch.rand(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = two_layer(0)
+    a, b = (attack(model, x, eps=0.1, solver="first_order", iterate=i, generator=0)
+            for i in ("best", "last"))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -249,20 +249,21 @@ def test_messages_name_only_what_can_be_typed(tmp_path):
 
 def test_every_attacking_command_takes_the_same_attack_options(tmp_path):
     """measure, matrix and rank share one set of attack options (one AttackConfig each):
-    --step-size and --no-random-start reach the attack in all three."""
+    --step-size, --no-random-start and --iterate reach the attack in all three."""
     for command in (["measure"], ["matrix", "digits-mlp", "digits-linear"],
                     ["rank", "--reference", "digits-cnn", "-c", "digits-mlp", "-c",
                      "digits-linear", "--methods", "alpha1"]):
         help_text = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).output
         for option in ("--eps", "--norm", "--objective", "--solver", "--steps", "--step-size",
-                       "--no-random-start", "--tol", "--bounds"):
+                       "--no-random-start", "--tol", "--iterate", "--bounds"):
             assert option in help_text, (command[0], option)
         out = tmp_path / f"{command[0]}.json"
         result = runner.invoke(app, [*command, "--n-samples", "16", "--steps", "2",
-                                     "--step-size", "0.25", "--no-random-start", "--out",
-                                     str(out), "-q"])
+                                     "--step-size", "0.25", "--no-random-start", "--iterate",
+                                     "last", "--out", str(out), "-q"])
         assert result.exit_code == 0, result.output
         config = json.loads(out.read_text())["config"]
         assert config["step_size"] == 0.25 and config["random_start"] is False, command[0]
+        assert config["iterate"] == "last", command[0]
         bad = runner.invoke(app, [*command, "--step-size", "-1", "-q"])
         assert bad.exit_code == 2 and "step_size" in bad.output, command[0]

@@ -151,3 +151,36 @@ def test_theorem2_authors_version_spectral_lhs_and_bound_without_lipschitz(seed,
     frobenius = np.mean((gap**2).sum(axis=(1, 2)))
     assert tb.theorem2.lhs == pytest.approx(frobenius, rel=1e-9)
     assert tb.theorem2.lhs >= authors.lhs * (1 - 1e-12) and tb.theorem2.lhs > authors.lhs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_theorem2_per_sample_and_with_constants_against_numpy(seed, x64):
+    """Both forms of the paper's Theorem 2 bound, recomputed in numpy from the Jacobians: the
+    per-sample average E_x[...] and the form with the constants E tau1 and max_x lambda, which
+    is never smaller; the lhs (Frobenius) is shared."""
+    s, t = two_layer(90 + seed, k=3), two_layer(100 + seed, k=2)
+    tb = theory.theorem_bounds(s, t, x64)
+    j_s = torch.func.vmap(torch.func.jacrev(s))(x64).detach().numpy()
+    j_t = torch.func.vmap(torch.func.jacrev(t))(x64).detach().numpy()
+    sv_s, sv_t = np.linalg.svd(j_s, compute_uv=False), np.linalg.svd(j_t, compute_uv=False)
+    lam_s, lam_t = sv_s[:, 1] / sv_s[:, 0], sv_t[:, 1] / sv_t[:, 0]
+    lip2 = sv_t[:, 0].max() ** 2
+    tau1_x, tau2 = tb.tau.tau1_per_sample, tb.tau.tau2
+    per_sample = np.mean((1 - tau1_x * tau2) + (1 - tau1_x) * (1 - tau2) * lam_t**2
+                         + (lam_t + lam_s) ** 2) * 5 * lip2
+    tau1, lt, ls = tau1_x.mean(), lam_t.max(), lam_s.max()
+    constants = ((1 - tau1 * tau2) + (1 - tau1) * (1 - tau2) * lt**2 + (lt + ls) ** 2) * 5 * lip2
+    assert tb.theorem2.bound == pytest.approx(per_sample, rel=1e-9)
+    assert tb.theorem2_constants.bound == pytest.approx(constants, rel=1e-9)
+    assert tb.theorem2_constants.bound > tb.theorem2.bound  # the lambdas vary over the data
+    assert tb.theorem2_constants.lhs == tb.theorem2.lhs
+    assert tb.theorem2.holds and tb.theorem2_constants.holds
+    assert "per sample" in tb.theorem2.note and "max lambda" in tb.theorem2_constants.note
+
+
+def test_theorem2_forms_agree_where_the_lambdas_are_constant(x64):
+    """Scalar outputs: every lambda is 0 and the per-sample mean of 1 - tau1(x) tau2 is
+    1 - tau1 tau2, so the two forms of the bound coincide."""
+    s, t = two_layer(110, k=1), two_layer(111, k=1)
+    tb = theory.theorem_bounds(s, t, x64)
+    assert tb.theorem2_constants.bound == pytest.approx(tb.theorem2.bound, rel=1e-12)

@@ -12,8 +12,12 @@ Solvers
 ``pgd``
     Projected gradient ascent: delta <- Proj(delta + a * g / ||g||_2) for p = 2 and
     delta <- Proj(delta + a * sign(g)) for p = inf, then x + delta is clamped into ``bounds``.
-    ``random_start`` draws delta uniformly inside the eps-ball. The iterate with the largest loss
-    (the start included) is returned. FGSM is ``steps=1, random_start=False``. Default step size
+    ``random_start`` draws delta uniformly inside the eps-ball. ``iterate="best"`` (default)
+    returns the iterate with the largest loss (the start included), which costs one more forward
+    pass to score the final iterate; ``iterate="last"`` returns the final iterate, as the
+    authors' ``image_exp/attack.py`` does (with a random start, a one-step attack's final iterate
+    can score lower than its start, and then the two differ). FGSM is
+    ``steps=1, random_start=False``. Default step size
     a = eps for one step; else 2 * eps for ``deviation`` (a large step then the projection is a
     damped power iteration on J^T J; smaller steps converge measurably slower) and
     2.5 * eps / steps for ``ce`` (Madry et al. 2018). With the deviation objective
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
 Norm = Literal["l2", "linf"]
 Objective = Literal["deviation", "ce"]
 Solver = Literal["pgd", "first_order"]
+Iterate = Literal["best", "last"]
 Bounds = tuple[float, float] | None
 GeneratorLike = torch.Generator | int | None
 
@@ -80,6 +85,7 @@ EXACT_MAX_ENTRIES = 1 << 21
 NORMS = ("l2", "linf")
 OBJECTIVES = ("deviation", "ce")
 SOLVERS = ("pgd", "first_order")
+ITERATES = ("best", "last")
 _BOUNDS_TOL = 1e-6
 
 
@@ -90,7 +96,8 @@ class AttackConfig:
     and :func:`advtransfer.transfer_matrix` (or give its fields there as keyword arguments).
     ``eps`` is a positive float or a per-sample tensor of shape (batch,).
     ``steps=None`` is resolved to :func:`default_steps` (the field then holds the number);
-    ``tol`` is the relative change of the objective that stops a sample (see :func:`attack`)."""
+    ``tol`` is the relative change of the objective that stops a sample and ``iterate`` which
+    PGD iterate is returned (see :func:`attack`)."""
 
     eps: float | torch.Tensor
     norm: Norm = "l2"
@@ -101,6 +108,7 @@ class AttackConfig:
     random_start: bool = True
     bounds: Bounds = (0.0, 1.0)
     tol: float = DEFAULT_TOL
+    iterate: Iterate = "best"
 
     def __post_init__(self) -> None:
         eps = self.eps
@@ -116,6 +124,7 @@ class AttackConfig:
         _choice("norm", self.norm, NORMS)
         _choice("objective", self.objective, OBJECTIVES)
         _choice("solver", self.solver, SOLVERS)
+        _choice("iterate", self.iterate, ITERATES)
         if self.steps is None:
             object.__setattr__(self, "steps", default_steps(self.objective))
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -487,10 +496,12 @@ def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tens
          y_clean: torch.Tensor, config: AttackConfig, name: str) -> AttackOutput:
     """PGD from ``delta``; with the deviation objective a sample stops once the relative change
     of its loss between iterates is <= ``tol`` (the others go on without it: samples are
-    independent)."""
+    independent). Returns the best-scoring iterate, or the final one for ``iterate="last"``
+    (each sample's last iterate: where it stopped, or after ``steps`` steps)."""
     n = x.shape[0]
     early_stop = config.objective == "deviation"
     alpha = _bcast(config.step_size_for(eps), x)
+    keep_best = config.iterate == "best"
     best = delta.clone()
     best_loss = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
     prev = torch.full((n,), math.nan, device=x.device, dtype=x.dtype)
@@ -501,9 +512,10 @@ def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tens
         loss, grad = _input_gradient(model, x[idx], delta[idx], y_clean[idx], config.objective,
                                      name)
         used[idx] += 1
-        better = loss > best_loss[idx]
-        best[idx] = torch.where(_bcast(better, grad), delta[idx], best[idx])
-        best_loss[idx] = torch.where(better, loss, best_loss[idx])
+        if keep_best:
+            better = loss > best_loss[idx]
+            best[idx] = torch.where(_bcast(better, grad), delta[idx], best[idx])
+            best_loss[idx] = torch.where(better, loss, best_loss[idx])
         if early_stop:
             done[idx] = (loss - prev[idx]).abs() <= config.tol * loss
             prev[idx] = loss
@@ -513,6 +525,8 @@ def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tens
             break
         step = delta[idx] + alpha[idx] * _ascent_direction(grad, config.norm)
         delta[idx] = clip_to_bounds(x[idx], project(step, eps[idx], config.norm), config.bounds)
+    if config.iterate == "last":
+        return AttackOutput(delta.detach(), used, done if early_stop else None)
     if idx.numel():
         with torch.no_grad():
             loss = adversarial_loss(forward(model, x[idx] + delta[idx], name=name), y_clean[idx],
@@ -536,6 +550,7 @@ class AttackKeywords(TypedDict, total=False):
     random_start: bool
     bounds: Bounds
     tol: float
+    iterate: Iterate
 
 
 ATTACK_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttackConfig))
@@ -612,6 +627,9 @@ def attack(
             of the objective between iterates is <= tol (PGD: l_adv; power iteration: the
             Rayleigh quotient ||J v||^2); 0 stops only where the objective does not change at
             all; default 1e-6. ``ce`` always runs ``steps``.
+        iterate: which PGD iterate is returned: ``"best"`` (default), the one with the largest
+            loss, the start included; ``"last"``, the final one, as the authors' code (one
+            forward pass fewer). Ignored by ``first_order``.
 
     Returns:
         delta with x's shape, dtype and device; x is not modified.

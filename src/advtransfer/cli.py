@@ -219,21 +219,24 @@ StepSizeOpt = Annotated[float | None, typer.Option(
     metavar="FLOAT", help="PGD step size. Default: eps when --steps 1; else 2*eps for the "
                           "deviation objective, 2.5*eps/steps for ce.")]
 RandomStartOpt = Annotated[bool, typer.Option(help="PGD random start in the eps-ball.")]
+IterateOpt = Annotated[Literal["best", "last"], typer.Option(
+    metavar="[best|last]", help="PGD iterate returned: best (largest loss, the start included) "
+                                "or last (the authors' code).")]
 
 #: The attack options every attacking command takes: name, typer annotation, default.
 _ATTACK_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("eps", Eps, 1.0), ("norm", NormOpt, "l2"), ("objective", ObjectiveOpt, "deviation"),
     ("solver", SolverOpt, "pgd"), ("steps", StepsOpt, None), ("step_size", StepSizeOpt, None),
     ("random_start", RandomStartOpt, True), ("tol", TolOpt, DEFAULT_TOL),
-    ("bounds", BoundsOpt, "0,1"))
+    ("iterate", IterateOpt, "best"), ("bounds", BoundsOpt, "0,1"))
 
 
 def attack_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give ``command`` the attack options (``--eps``, ``--norm``, ``--objective``,
     ``--solver``, ``--steps``, ``--step-size``, ``--[no-]random-start``, ``--tol``,
-    ``--bounds``) in place of its parameter ``attack``, which receives them as one checked
-    :class:`~advtransfer.attacks.AttackConfig` (a bad value is a usage error, exit 2, before
-    anything is loaded)."""
+    ``--iterate``, ``--bounds``) in place of its parameter ``attack``, which receives them as
+    one checked :class:`~advtransfer.attacks.AttackConfig` (a bad value is a usage error, exit
+    2, before anything is loaded)."""
     hints = typing.get_type_hints(command, include_extras=True)  # resolved, typer's metadata
     params = [p.replace(annotation=hints.get(p.name, p.annotation))
               for p in inspect.signature(command).parameters.values()]

@@ -13,14 +13,18 @@ are left out of all three quantities (one sample set), counted in ``n_undefined`
 
 Reporting conventions (``convention=``), one code path for the library, the CLI and every recipe:
 
-* ``"icml"`` (default): the definitions above, all unsquared (the ICML 2021 paper's alpha1, alpha2).
+* ``"icml"`` (default): the definitions above, all unsquared (alpha2 and combined as the ICML 2021
+  paper defines them; for its alpha1 see ``alpha1_ladv`` below).
 * ``"authors"``: the authors' image code (image_exp/adv2know.py): alpha1 the mean unsquared ratio,
   alpha2 = ||E[u_{A->A} u_{A->B}^T]||_F^2 and combined = ||E[alpha1(x) u_{A->A} u_{A->B}^T]||_F^2,
   both squared, with the unsquared per-sample alpha1 inside combined.
 
-Beside either, ``alpha1_ladv`` is the paper's statement of alpha1 as a ratio of l_adv values,
-E_x[ l_adv(f_B(x), f_B(x + delta_A)) / l_adv(f_B(x), f_B(x + delta_B)) ] = E_x[alpha1(x)^2] for the
-deviation loss, and ``alpha1_median`` the median of the per-sample ratio. PGD is approximate, so
+In both conventions the headline ``alpha1`` is E_x of the unsquared ratio of deviation norms
+above, as the authors' image code computes it. The ICML paper defines alpha1 as a ratio of l_adv
+values: that is ``alpha1_ladv`` = E_x[ l_adv(f_B(x), f_B(x + delta_A)) / l_adv(f_B(x), f_B(x +
+delta_B)) ] = E_x[alpha1(x)^2] for the deviation loss l_adv = ||.||^2, reported beside it (0.579
+beside an alpha1 of 0.666 on one case: the two differ, the mean of squares is not the square of
+the mean). ``alpha1_median`` is the median of the per-sample unsquared ratio. PGD is approximate, so
 alpha1 may exceed 1: values are never clipped, and their count is reported.
 
 Both directions use the same two attacks (on S and on T), so one measurement returns both; in a
@@ -114,9 +118,10 @@ class DirectionResult:
     """alpha1, alpha2 and combined for attacks crafted on ``attacker`` and applied to ``victim``.
 
     ``alpha1`` is the mean of the unsquared per-sample ratio (``alpha1_per_sample``, NaN where
-    undefined), ``alpha1_median`` its median, ``alpha1_ladv`` the mean squared ratio (the paper's
-    l_adv ratio); ``alpha2`` and ``combined`` follow ``convention`` (module docstring). All of
-    them use the same ``n_samples - n_undefined`` samples.
+    undefined), ``alpha1_median`` its median, ``alpha1_ladv`` the mean squared ratio (the ICML
+    paper's alpha1, a ratio of l_adv values); ``alpha2`` and ``combined`` follow
+    ``convention`` (module docstring). All of them use the same ``n_samples - n_undefined``
+    samples.
     """
 
     attacker: str

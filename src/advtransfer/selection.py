@@ -15,10 +15,11 @@ reference on target inputs x:
 
   **Direction.** The plain names use the *target -> source* direction (A = the reference f_T,
   B = the candidate f_S): the perturbation is crafted once on the reference and applied to every
-  candidate. This is the direction the authors' image experiments report (attack the
-  target-trained model, evaluate the source). Both directions are always available by name:
-  ``alpha1_t2s`` (= ``alpha1``), ``alpha2_t2s``, ``combined_t2s`` and ``alpha1_s2t``,
-  ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the candidate, applied to the reference).
+  candidate. This is the direction of the authors' ``adv2know.py`` (attack the target-trained
+  model, evaluate the source); their ``know2adv.py`` reports source -> target first. Both
+  directions are always available by name: ``alpha1_t2s`` (= ``alpha1``), ``alpha2_t2s``,
+  ``combined_t2s`` and ``alpha1_s2t``, ``alpha2_s2t``, ``combined_s2t`` (attacks crafted on the
+  candidate, applied to the reference).
   Both directions come from the same attacks, so asking for both costs no extra attack (only
   one deviation pass per candidate and sample; a direction nobody asked for is not evaluated).
 
@@ -816,6 +817,7 @@ def rank(
                            "objective": config.objective, "solver": config.solver,
                            "steps": config.steps, "tol": config.tol,
                            "step_size": config.step_size, "random_start": config.random_start,
+                           "iterate": config.iterate,
                            "bounds": list(config.bounds) if config.bounds else None,
                            "convention": convention, "attack_samples": attack_samples,
                            "correct_only": correct_only, "seed": seed, "device": str(run_on),

@@ -288,7 +288,7 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
     ``convention``):
 
     * ``alpha1_tag`` (mean unsquared ratio), ``alpha1_median_tag``, ``alpha1_ladv_tag`` (the
-      paper's l_adv ratio, the mean squared ratio);
+      ICML paper's alpha1, a ratio of l_adv values: the mean squared ratio);
     * ``alpha2_tag`` and ``combined_tag`` (squared Frobenius norms when ``convention`` is
       ``"authors"``, as the authors' image code reports them);
     * ``alpha1_above_one_tag``, ``n_undefined_tag`` and the attack statistics
@@ -337,7 +337,8 @@ class AttackFields:
     """The attack settings of an image recipe's configuration, named as the fields of
     :class:`~advtransfer.attacks.AttackConfig` in TOML and ``--set`` (``eps`` in [0, 1] pixel
     units). The defaults, a 10-step Linf PGD of the deviation objective at eps 0.03, are the
-    celeba and taskonomy recipes'; a recipe redeclares a field whose default differs.
+    celeba and taskonomy recipes' (returning the best iterate); a recipe redeclares a field
+    whose default differs.
     :func:`attack_config` builds the AttackConfig."""
 
     eps: float = 0.03
@@ -347,15 +348,25 @@ class AttackFields:
     steps: int = 10
     step_size: float | None = None
     random_start: bool = True
+    iterate: str = "best"
 
 
 def attack_fields(c: Any) -> dict[str, Any]:
     """The attack settings a recipe configuration (a dataclass) declares: its fields named as
     :class:`~advtransfer.attacks.AttackConfig`'s (``eps``, ``norm``, ``objective``, ``solver``,
-    ``steps``, ``step_size``, ``random_start``, ``bounds``, ``tol``), as configured; the keys of
-    the recipe's stored adversarial units."""
+    ``steps``, ``step_size``, ``random_start``, ``bounds``, ``tol``, ``iterate``), as configured;
+    the keys of the recipe's stored adversarial units (``iterate`` only when not ``"best"``,
+    see :data:`_LATER_FIELDS`)."""
     declared = {f.name for f in fields(c)}
-    return {name: getattr(c, name) for name in ATTACK_FIELDS if name in declared}
+    return {name: getattr(c, name) for name in ATTACK_FIELDS if name in declared
+            and _LATER_FIELDS.get(name, _UNSET) != getattr(c, name)}
+
+
+_UNSET = object()
+#: Attack fields added after run directories were first written, with the value that every
+#: earlier run used: a unit's key holds the field only when the configuration differs from it,
+#: so earlier units (computed exactly so) are reused and the others computed anew.
+_LATER_FIELDS: dict[str, Any] = {"iterate": "best"}
 
 
 def attack_config(c: Any) -> AttackConfig:

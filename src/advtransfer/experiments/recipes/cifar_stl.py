@@ -68,7 +68,8 @@ Reported metrics, per direction (``t2s``: crafted on the reference, applied to t
 first):
 
 * ``alpha1`` = mean_x ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)|| (unsquared ratio, as the authors),
-  with ``alpha1_ladv`` = mean_x of the squared ratio (the paper's l_adv ratio) alongside;
+  with ``alpha1_ladv`` = mean_x of the squared ratio (the ICML paper's alpha1, a ratio of l_adv
+  values) alongside;
 * ``alpha2`` = ||E_x[u_{A->A} u_{A->B}^T]||_F and ``combined`` = ||E_x[alpha1(x) u_{A->A}
   u_{A->B}^T]||_F, both squared with ``convention="authors"`` (default, as the authors' image code
   reports them; ``"icml"`` for the unsquared definitions).
@@ -90,10 +91,10 @@ Where the paper preset still differs from the authors' code:
   the other reading);
 * the transfer loss is measured on the whole STL-10 test set; ``adv2know.py`` also records it
   on the correctly classified images only;
-* the authors' ``alexnet`` and ``le_net`` files are not in their released ``image_exp``; the
-  AlexNet used is the CIFAR AlexNet their ``models/__init__.py`` and ``transfer.py`` point to
-  (W. Yang's ``pytorch-classification``: ``classifier`` is one Linear), the LeNet is their
-  ``exp1/models/lenet.py``.
+* the AlexNet and LeNet are the authors' ``image_exp/models/alexnet.py`` (the CIFAR AlexNet of
+  W. Yang's ``pytorch-classification``: ``classifier`` is one Linear) and ``lenet.py``
+  (``le_net``), which their ``models/__init__.py`` imports; the same networks as in their 2020
+  release (``exp1/models``).
 
 The report correlates every alpha with transfer accuracy and loss; the paper finds positive
 correlations with accuracy (and negative with loss): the more adversarially transferable a
@@ -220,6 +221,7 @@ class _CifarStlConfig(AttackFields):
     eps: float = 0.1  # AttackFields with the FGSM defaults of the authors
     objective: str = "ce"
     steps: int = 1
+    iterate: str = "last"  # image_exp/attack.py returns the final iterate
     convention: Convention = "authors"
     correct_only: bool = True
     n_attack: int | None = None
@@ -237,7 +239,8 @@ class CifarStlArchitecturesConfig(_CifarStlConfig):
     units (0.1 = the authors' clamp at +-2 x 0.1 on [-1, 1] inputs); ``step_size`` None is the
     authors' rule (:func:`authors_step_size`); ``max_samples`` caps every split; ``n_attack``
     caps the attacked test images (None: all). Default attack: FGSM with a random start
-    (``steps=1``), as the authors' ``image_exp/cmd.sh``."""
+    (``steps=1``) returning the final iterate (``iterate="last"``), as the authors'
+    ``image_exp/cmd.sh`` and ``attack.py``."""
 
     architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
 
@@ -247,7 +250,8 @@ class CifarStlProportionsConfig(_CifarStlConfig):
     """``cifar10-stl10-proportions``; the fields of the architectures recipe (see
     :class:`CifarStlArchitecturesConfig`), with ``source_classes`` (CIFAR-10 label lists) and
     ``target_classes`` (STL-10 labels, default bird, cat, deer, dog). Default attack: 50-step
-    PGD with the authors' step 5 eps / 50 = 0.01, reported source -> reference first
+    PGD with the authors' step 5 eps / 50 = 0.01, returning the final iterate, reported
+    source -> reference first
     (``direction="s2t"``), as the authors' ``image_exp/know2adv.py``."""
 
     architecture: str = "resnet18"
@@ -480,7 +484,7 @@ def _attack_text(c: _CifarStlConfig) -> str:
     name = ("FGSM" if c.steps == 1 else f"{c.steps}-step PGD") if c.solver == "pgd" else c.solver
     return (f"{name} ({c.norm}, eps={c.eps:g} on [0, 1] images = {2 * c.eps:g} on the models' "
             f"[-1, 1] inputs, step {c.step_size:g}, random start: {c.random_start}, "
-            f"{c.objective} objective)")
+            f"{c.objective} objective, {c.iterate} iterate)")
 
 
 def _training_text(c: _CifarStlConfig) -> str:

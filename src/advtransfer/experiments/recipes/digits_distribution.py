@@ -21,9 +21,9 @@ alpha says anything about transfer beyond the share. The authors' proportions ex
 (``exp1/visualize.py``) trains one source per share and plots alpha and transfer accuracy side by
 side per share: the trend across shares only, which the per-share means table reproduces.
 The alpha fields follow the convention of :func:`advtransfer.experiments.stages.adversarial`:
-``alpha1`` is the mean unsquared ratio (``alpha1_ladv`` the mean squared one, the paper's
-l_adv ratio); ``alpha2`` and ``combined`` are squared only with ``convention="authors"``
-(default ``"icml"``: unsquared).
+``alpha1`` is the mean unsquared ratio (``alpha1_ladv`` the mean squared one, the ICML
+paper's alpha1 as a ratio of l_adv values); ``alpha2`` and ``combined`` are squared only with
+``convention="authors"`` (default ``"icml"``: unsquared).
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class DigitsDistributionConfig:
     objective: str = "deviation"
     solver: str = "pgd"
     steps: int = 20
+    iterate: str = "best"
     convention: Convention = "icml"
     correct_only: bool = False
 

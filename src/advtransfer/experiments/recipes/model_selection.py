@@ -613,8 +613,8 @@ def _check_attack(c: SelectionAttackFields) -> None:
 
 
 def _attack(c: Any) -> dict[str, Any]:
-    """The attack settings in the units' keys (``step_size`` and ``random_start`` only when
-    not at their defaults, so the keys of runs that never set them stay the same)."""
+    """The attack settings in the units' keys (``step_size``, ``random_start`` and ``iterate``
+    only when not at their defaults, so the keys of runs that never set them stay the same)."""
     out = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
            "steps": c.steps, "convention": c.convention, "attack_samples": c.attack_samples,
            "correct_only": c.correct_only}
@@ -622,6 +622,8 @@ def _attack(c: Any) -> dict[str, Any]:
         out["step_size"] = c.step_size
     if not c.random_start:
         out["random_start"] = False
+    if c.iterate != "best":
+        out["iterate"] = c.iterate
     return out
 
 
