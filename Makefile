@@ -39,9 +39,10 @@ demo: install
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks tools
 
-# the fast tier: a test file's tests stay on one worker, so module fixtures are built once
+# the fast tier: each worker takes one contiguous half of the tests (so a module's fixtures are
+# built once, but for the module at the boundary) and steals the other's last tests when done
 test: install-dev lint
-	$(PYTEST) --dist loadfile
+	$(PYTEST) --dist worksteal
 
 # the second tier, one test per long run (tests/test_readme_numbers.py: one per README table)
 test-all: test
