@@ -10,8 +10,17 @@ fine-tuning), and g is affine:
 * classification: a linear head trained on cross-entropy (the authors' setting: SGD, lr 0.1,
   momentum 0.9, cosine schedule, 10 epochs), on features computed once.
 
-``finetune="full"`` instead trains a copy of the whole source together with the head; the source
-itself is never modified.
+``finetune="full"`` instead trains a copy of the whole source together with the head, and
+``finetune="head_train_mode"`` trains the head behind a copy of the source whose weights stay
+frozen but which runs in train mode, so its batch-norm statistics follow the target batches (and
+dropout is active): the fine-tuning of the authors' ``image_exp/transfer.py``. The source itself
+is never modified.
+
+``epoch="last"`` (default) reports the model after the last epoch; ``epoch="best_test"`` reports
+the epoch with the best test accuracy (lowest test loss for regression), as the authors' code
+does. Choosing the epoch on the test set is optimistic: the reported test score is the maximum
+of a noisy curve, not an estimate of the score of a model chosen without the test set.
+``test_curve`` then holds the test score after every epoch.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ class KnowledgeTransferResult:
     task: str
     finetune: str
     features: str | None
+    epoch: str
+    selected_epoch: int | None  # the epoch reported (None for the closed-form regression head)
     test_loss: float
     test_accuracy: float | None
     train_loss: float
@@ -49,6 +60,7 @@ class KnowledgeTransferResult:
     test_rmse: float | None
     n_train: int
     n_test: int
+    test_curve: list[float] | None = None  # epoch="best_test": test accuracy (or loss) per epoch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +127,35 @@ def _least_squares(f: torch.Tensor, y: torch.Tensor) -> nn.Linear:
     return head
 
 
+Finetune = Literal["head", "head_train_mode", "full"]
+EpochChoice = Literal["last", "best_test"]
+FINETUNES = ("head", "head_train_mode", "full")
+EPOCHS = ("last", "best_test")
+
+
+class _BestEpoch:
+    """``fit``'s ``on_epoch``: the test score after each epoch (accuracy, or minus the loss for
+    regression), and the state of the best epoch so far (the first one among equals)."""
+
+    def __init__(self, test: LabelledData, task: Task, device: torch.device) -> None:
+        self.test, self.task, self.device = test, task, device
+        self.curve: list[float] = []
+        self.epoch = 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def __call__(self, epoch: int, model: nn.Module) -> None:
+        ev = evaluate(model, self.test, task=self.task, device=self.device)
+        score = float(ev.accuracy if self.task == "classification" else ev.loss)  # type: ignore
+        sign = 1.0 if self.task == "classification" else -1.0
+        if not self.curve or sign * score > sign * self.curve[self.epoch - 1]:
+            self.epoch = epoch
+            self.state = copy.deepcopy(model.state_dict())
+        self.curve.append(score)
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 def knowledge_transfer(
     source: nn.Module,
     train: LabelledData,
@@ -122,7 +163,8 @@ def knowledge_transfer(
     *,
     task: Task = "classification",
     features: str | None = None,
-    finetune: Literal["head", "full"] = "head",
+    finetune: Finetune = "head",
+    epoch: EpochChoice = "last",
     epochs: int = 10,
     lr: float = 0.1,
     weight_decay: float = 0.0,
@@ -132,8 +174,9 @@ def knowledge_transfer(
     progress: bool = False,
 ) -> KnowledgeTransferResult:
     """Fit an affine g on h_S (``features``) of the target training data and evaluate g o h_S
-    on the target test data (see the module docstring). ``train``/``test`` are (x, y) tensor
-    pairs, Datasets or DataLoaders of (x, y); classification labels are integers 0..C-1.
+    on the target test data (see the module docstring for ``finetune`` and ``epoch``).
+    ``train``/``test`` are (x, y) tensor pairs, Datasets or DataLoaders of (x, y);
+    classification labels are integers 0..C-1.
 
     Example:
         >>> import torch
@@ -145,50 +188,75 @@ def knowledge_transfer(
     """
     if task not in ("classification", "regression"):
         raise AdvTransferError(f"task must be 'classification' or 'regression'; got {task!r}")
-    if finetune not in ("head", "full"):
-        raise AdvTransferError(f"finetune must be 'head' or 'full'; got {finetune!r}")
+    if finetune not in FINETUNES:
+        raise AdvTransferError(f"finetune must be one of {list(FINETUNES)}; got {finetune!r}")
+    if epoch not in EPOCHS:
+        raise AdvTransferError(f"epoch must be one of {list(EPOCHS)}; got {epoch!r}")
     run_on = resolve_device([source], device)
+    fit_kw = {"task": task, "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+              "batch_size": batch_size, "seed": seed, "device": run_on, "progress": progress}
     if finetune == "head":
         f_tr, y_tr = extract_features(source, train, features=features, device=run_on)
         f_te, y_te = extract_features(source, test, features=features, device=run_on)
-        n_out = _n_outputs(y_tr, task)
-        if task == "regression":
-            head = _least_squares(f_tr, y_tr)
-        else:
-            head = nn.Linear(f_tr.shape[1], n_out).to(dtype=f_tr.dtype, device=run_on)
-            _seeded_reset(head, seed)
-            fit(head, (f_tr, y_tr), task=task, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                batch_size=batch_size, seed=seed, device=run_on, progress=progress,
-                description="fine-tuning head")
-        ev_tr = evaluate(head, (f_tr, y_tr), task=task, device=run_on)
-        ev_te = evaluate(head, (f_te, y_te), task=task, device=run_on)
+        model, tracker = _fit_head(f_tr, y_tr, (f_te, y_te), task, epoch, seed, run_on, fit_kw)
+        train, test = (f_tr, y_tr), (f_te, y_te)
     else:
-        body = _Captured(copy.deepcopy(source), features)
-        with torch.no_grad():
-            x0, _ = labelled(next(iter(labelled_loader(train, batch_size=2, shuffle=False))))
-            width = body(x0.to(run_on)).shape[1]
-        y_all = torch.cat([labelled(b)[1] for b in labelled_loader(train, batch_size=512,
-                                                                   shuffle=False)])
-        head = nn.Linear(width, _n_outputs(y_all, task)).to(device=run_on, dtype=x0.dtype)
-        _seeded_reset(head, seed)
-        model = nn.Sequential(body, head)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        fit(model, train, task=task, epochs=epochs, lr=lr, weight_decay=weight_decay,
-            batch_size=batch_size, seed=seed, device=run_on, progress=progress,
-            description="fine-tuning")
-        ev_tr = evaluate(model, train, task=task, device=run_on)
-        ev_te = evaluate(model, test, task=task, device=run_on)
+        model, tracker = _fit_end_to_end(source, features, train, test, finetune == "full",
+                                         epoch, seed, run_on, fit_kw)
+    if tracker is not None:
+        tracker.restore(model)
+    ev_tr = evaluate(model, train, task=task, device=run_on)
+    ev_te = evaluate(model, test, task=task, device=run_on)
     n_out_dims = 1
     if task == "regression":
         first = labelled(next(iter(labelled_loader(test, batch_size=1, shuffle=False))))[1]
         n_out_dims = max(first.numel(), 1)
+    closed_form = finetune == "head" and task == "regression"
     return KnowledgeTransferResult(
-        task=task, finetune=finetune, features=features, test_loss=ev_te.loss,
-        test_accuracy=ev_te.accuracy, train_loss=ev_tr.loss, train_accuracy=ev_tr.accuracy,
+        task=task, finetune=finetune, features=features, epoch=epoch,
+        selected_epoch=None if closed_form else (tracker.epoch if tracker else epochs),
+        test_loss=ev_te.loss, test_accuracy=ev_te.accuracy, train_loss=ev_tr.loss,
+        train_accuracy=ev_tr.accuracy,
         test_rmse=math.sqrt(ev_te.loss * n_out_dims) if task == "regression" else None,
-        n_train=ev_tr.n, n_test=ev_te.n,
+        n_train=ev_tr.n, n_test=ev_te.n, test_curve=tracker.curve if tracker else None,
     )
+
+
+def _fit_head(f_tr: torch.Tensor, y_tr: torch.Tensor, test: LabelledData, task: Task,
+              epoch: str, seed: int, run_on: torch.device, fit_kw: dict
+              ) -> tuple[nn.Module, _BestEpoch | None]:
+    """The affine head on fixed features: least squares (regression) or SGD on cross-entropy."""
+    if task == "regression":
+        return _least_squares(f_tr, y_tr), None
+    head = nn.Linear(f_tr.shape[1], _n_outputs(y_tr, task)).to(dtype=f_tr.dtype, device=run_on)
+    _seeded_reset(head, seed)
+    tracker = _BestEpoch(test, task, run_on) if epoch == "best_test" else None
+    fit(head, (f_tr, y_tr), description="fine-tuning head", on_epoch=tracker, **fit_kw)
+    return head, tracker
+
+
+def _fit_end_to_end(source: nn.Module, features: str | None, train: LabelledData,
+                    test: LabelledData, train_body: bool, epoch: str, seed: int,
+                    run_on: torch.device, fit_kw: dict) -> tuple[nn.Module, _BestEpoch | None]:
+    """A new head behind a copy of the source, trained on the inputs in train mode: the copy's
+    weights too (``train_body``), or only its batch-norm statistics."""
+    body = _Captured(copy.deepcopy(source), features)
+    with frozen(body), torch.no_grad():  # eval mode: the probe moves no batch-norm statistic
+        x0, _ = labelled(next(iter(labelled_loader(train, batch_size=2, shuffle=False))))
+        width = body(x0.to(run_on)).shape[1]
+    y_all = torch.cat([labelled(b)[1] for b in labelled_loader(train, batch_size=512,
+                                                               shuffle=False)])
+    head = nn.Linear(width, _n_outputs(y_all, fit_kw["task"])).to(device=run_on,
+                                                                   dtype=x0.dtype)
+    _seeded_reset(head, seed)
+    model = nn.Sequential(body, head)
+    for p in body.parameters():
+        p.requires_grad_(train_body)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    tracker = _BestEpoch(test, fit_kw["task"], run_on) if epoch == "best_test" else None
+    fit(model, train, description="fine-tuning", on_epoch=tracker, **fit_kw)
+    return model, tracker
 
 
 def _n_outputs(y: torch.Tensor, task: Task) -> int:

@@ -8,7 +8,7 @@ authors' fine-tuning setting) or Adam, on cross-entropy (classification) or mean
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,10 +99,13 @@ def fit(
     device: torch.device | str | None = None,
     progress: bool = False,
     description: str = "training",
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place and return it (in eval mode).
 
     SGD uses momentum 0.9 and a cosine schedule over all steps; Adam a constant rate.
+    ``on_epoch(epoch, model)``, if given, is called after each epoch (``epoch`` from 1); the
+    model is in train mode and must be left so.
     """
     if epochs < 1:
         raise AdvTransferError(f"epochs must be an integer >= 1; got {epochs}")
@@ -124,7 +127,7 @@ def fit(
     # dropout draws from the global RNG: seed it inside a fork so the caller's state is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in track(range(epochs), description=description, enabled=progress):
+        for epoch in track(range(1, epochs + 1), description=description, enabled=progress):
             for batch in loader:
                 x, y = labelled(batch)
                 x, y = x.to(device), y.to(device)
@@ -137,6 +140,8 @@ def fit(
                 opt.step()
                 if sched is not None:
                     sched.step()
+            if on_epoch is not None:
+                on_epoch(epoch, model)
     model.eval()
     for p in params:
         p.grad = None

@@ -139,7 +139,10 @@ def test_cifar10_stl10_architectures_quick(vision_root: Path, tmp_path: Path) ->
     assert results["config"]["batch_size"] is None  # filled by the preset, as results say:
     assert results["settings"] == {"epochs": 1, "plain_lr": 0.1, "weight_decay": 1e-4,
                                    "batch_size": 64, "finetune_batch_size": 64,
-                                   "finetune_weight_decay": 1e-4, "step_size": AUTHORS_EPS}
+                                   "finetune_weight_decay": 1e-4, "finetune": "head_train_mode",
+                                   "finetune_epoch": "best_test", "step_size": AUTHORS_EPS}
+    assert "best test accuracy is reported" in results["report"]["description"]
+    assert "last iterate" in results["report"]["description"]
     assert results["reference"]["classes"][cifar_stl.MONKEY_AS_CIFAR] == "monkey"
     _rerun_reuses_everything(name, out, vision_root, results, three)
 
@@ -465,6 +468,10 @@ def test_paper_preset_is_the_authors_training() -> None:
         assert (c.lr, c.plain_lr, c.weight_decay, c.augment) == (0.1, 0.1, 1e-4, True)
         assert (c.finetune_epochs, c.finetune_lr, c.finetune_batch_size,
                 c.finetune_weight_decay) == (10, 0.1, 64, 1e-4)
+        # transfer.py: the head behind the frozen network in train mode on augmented batches,
+        # the epoch with the best test accuracy kept; attack.py: the last iterate
+        assert (c.finetune, c.finetune_epoch, c.iterate) == ("head_train_mode", "best_test",
+                                                             "last")
 
 
 def _parameters(model: torch.nn.Module) -> int:
@@ -492,6 +499,7 @@ def test_fast_preset_is_the_earlier_setting() -> None:
     assert (c.epochs, c.batch_size, c.lr, c.plain_lr, c.weight_decay) == (50, 128, 0.1, 0.01,
                                                                           5e-4)
     assert (c.finetune_batch_size, c.finetune_weight_decay) == (128, 0.0)
+    assert (c.finetune, c.finetune_epoch) == ("head", "last")  # no choice on the test set
     assert cifar_stl.network_name("fc", "fast") == "fc"
     assert cifar_stl.network_name("alexnet", "fast") == "alexnet"
     fc = [3 * 32 * 32, 512, 256, 10]  # the library's fc_net default

@@ -26,7 +26,7 @@ from advtransfer.attacks import ATTACK_FIELDS, AttackConfig
 from advtransfer.data.subsets import take
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
-from advtransfer.knowledge import knowledge_transfer
+from advtransfer.knowledge import EPOCHS, FINETUNES, knowledge_transfer
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
@@ -223,20 +223,25 @@ def accuracy(ctx: RunContext, model_key: str, model: nn.Module, data: Data,
 
 
 def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, test: Data, *,
-             target: str, **kwargs: Any) -> dict[str, Any]:
+             target: str, augment: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Knowledge transfer of a stored source model to the target task named ``target``
     (a stored unit): :func:`advtransfer.knowledge_transfer` with ``kwargs`` (``task``,
-    ``features``, ``finetune``, ``epochs``, ``lr``, ``batch_size`` ...), fitted on ``train``
-    and evaluated on ``test``. The seed derives from the source and ``kwargs``; ``target`` is
-    part of the unit key only."""
-    settings = {"source": model_key, **kwargs}
+    ``features``, ``finetune``, ``epoch``, ``epochs``, ``lr``, ``batch_size`` ...), fitted on
+    ``train`` (each batch through :func:`augment` if ``augment``) and evaluated on ``test``.
+    The seed derives from the source and ``kwargs``; ``target`` is part of the unit key only.
+    ``augment`` and ``epoch`` enter the key only when not at their defaults (False, "last"):
+    the units of earlier runs, computed so, keep their keys."""
+    if kwargs.get("epoch") == "last":
+        del kwargs["epoch"]
+    settings = {"source": model_key, **kwargs, **({"augment": True} if augment else {})}
     seed = ctx.seed_for("transfer", settings)
     unit = {**settings, "target": target}
 
     def compute() -> dict[str, Any]:
         batch_size = kwargs.get("batch_size", 128)
         return knowledge_transfer(
-            source, loader_for(train, batch_size=batch_size, shuffle=True, seed=seed),
+            source, loader_for(train, batch_size=batch_size, shuffle=True, seed=seed,
+                               augmented=augment),
             loader_for(test, batch_size=256), device=ctx.device, seed=seed,
             progress=ctx.progress, **kwargs).to_dict()
 
@@ -383,8 +388,11 @@ def check_common(c: Any) -> None:
         raise AdvTransferError(f"max_samples must be None or >= 1; got {c.max_samples}")
     if c.n_attack is not None and c.n_attack < 1:
         raise AdvTransferError(f"n_attack must be None or >= 1; got {c.n_attack}")
-    if c.finetune not in ("head", "full"):
-        raise AdvTransferError(f"finetune must be 'head' or 'full'; got {c.finetune!r}")
+    if c.finetune not in FINETUNES:
+        raise AdvTransferError(f"finetune must be one of {list(FINETUNES)}; got {c.finetune!r}")
+    if getattr(c, "finetune_epoch", "last") not in EPOCHS:
+        raise AdvTransferError(f"finetune_epoch must be one of {list(EPOCHS)}; got "
+                               f"{c.finetune_epoch!r}")
     if c.direction not in ("t2s", "s2t"):
         raise AdvTransferError(f"direction must be 't2s' (attack the reference, evaluate the "
                                f"source) or 's2t'; got {c.direction!r}")
