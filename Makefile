@@ -1,5 +1,5 @@
 # make demo: set up .venv with what the demo needs (no dev extras) and run the embedded default.
-# make test: add the dev extras to .venv, run ruff and the fast tier of the tests (about 5 min).
+# make test: add the dev extras to .venv, run ruff and the fast tier of the tests (4 min on 2 cores).
 # make test-all: make test, then the second tier (long end-to-end runs, the README's numbers).
 PYTHON ?= python3
 VENV ?= .venv
