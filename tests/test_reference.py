@@ -192,3 +192,39 @@ def test_model_selection_recipe_attacks_n_plus_one(attacks, tmp_path):
     assert {n: attacks[n] for n in names} == {n: 1 for n in names}
     assert {n: attacks[f"{n}_features"] for n in names} == {n: 1 for n in names}
     assert sum(attacks.values()) == 2 * len(names) + 1
+
+
+def test_rank_at_the_published_fgsm_runs_the_passes_it_needs_and_no_more():
+    """rank(alpha1, alpha2, combined) with the authors' attack (FGSM from a random start, last
+    iterate; correct_only): per image, each candidate runs 4 forward passes (f_S(x), the attack's
+    loss, f_S(x + delta_S), f_S(x + delta_T)) and 1 backward; the reference 5 forward (its
+    accuracy, the correct-only check, f_T(x), the attack's loss, f_T(x + delta_T)) and 1
+    backward. The code before this test ran 6.25 forward passes per image and model (a second
+    clean pass per attack, and the best-iterate check)."""
+    from advtransfer import rank
+
+    counts = {"forward": 0, "backward": 0}
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            counts["forward"] += len(x)
+            y = self.net(x)
+            if y.requires_grad:
+                y.register_hook(lambda g: counts.__setitem__("backward",
+                                                             counts["backward"] + len(g)))
+            return y
+
+    torch.manual_seed(0)
+    ref, pool = Counting(), {f"s{i}": Counting() for i in range(3)}
+    x = torch.rand(48, 12) * 2 - 1
+    with torch.no_grad():
+        y = ref(x).argmax(1)
+    counts.update(forward=0, backward=0)
+    rank(pool, (x, y), ref, methods=["alpha1", "alpha2", "combined"], correct_only=True,
+         attack_samples=None, eps=0.2, norm="linf", objective="ce", solver="pgd", steps=1,
+         step_size=0.2, random_start=True, iterate="last", bounds=(-1.0, 1.0))
+    assert counts == {"forward": 48 * (5 + 3 * 4), "backward": 48 * 4}

@@ -47,6 +47,7 @@ from advtransfer.attacks import (
     ConvergenceLog,
     check_bounds,
     clip_to_bounds,
+    gives_clean,
     norms,
     per_sample_eps,
     random_on_sphere,
@@ -183,13 +184,17 @@ def _check_inputs(x: Any, config: AttackConfig) -> tuple[torch.Tensor, torch.Ten
 
 def _one_attack(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, config: AttackConfig,
                 gen: torch.Generator, name: str) -> tuple[AttackOutput, torch.Tensor]:
-    """One batch's attack and the clean output f(x) (from the attack when it computes it)."""
-    out = run_attack(model, x, replace(config, eps=eps), gen, name=name)
-    clean = out.clean
-    if clean is None:
-        with torch.inference_mode():
-            clean = forward(model, x, name=name)
-    return out, clean
+    """One batch's attack and the clean output f(x): one forward pass serves both (the
+    attack's f(x) and the deviations' baseline); the one-step ``ce`` attack computes it in the
+    forward pass whose gradient it follows."""
+    config = replace(config, eps=eps)
+    if gives_clean(config):
+        out = run_attack(model, x, config, gen, name=name)
+        assert out.clean is not None
+        return out, out.clean
+    with torch.no_grad():
+        clean = forward(model, x, name=name)
+    return run_attack(model, x, config, gen, name=name, y_clean=clean), clean
 
 
 def attack_reference(
