@@ -426,10 +426,10 @@ def transferability(
     ``data`` is a tensor of inputs, a Dataset or a DataLoader yielding x or (x, y). The attack
     is ``attack=AttackConfig(...)`` or, instead, its fields as keyword arguments (``eps=``,
     ``norm=``, ``objective=``, ``solver=``, ``steps=``, ``step_size=``, ``random_start=``,
-    ``bounds=``, ``tol=``; defaults and meaning as in :func:`advtransfer.attack`); giving both
-    is an error. ``result.source_to_target`` holds attacks crafted on S applied to T
-    (alpha^{S->T}); ``result.target_to_source`` the reverse, which is the direction the
-    authors' image experiments report.
+    ``bounds=``, ``tol=``, ``iterate=``; defaults and meaning as in :func:`advtransfer.attack`);
+    giving both is an error. ``result.source_to_target`` holds attacks crafted on S applied to
+    T (alpha^{S->T}), the direction the authors' ``know2adv.py`` reports first;
+    ``result.target_to_source`` the reverse, the direction of their ``adv2know.py``.
 
     ``eps`` is a float or one value per sample of ``data``. ``convention`` chooses how alpha2 and
     combined are reported (``"icml"``: unsquared, the default; ``"authors"``: squared, as the

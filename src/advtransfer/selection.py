@@ -728,8 +728,9 @@ def rank(
         attack: the attack of the adversarial methods, an
             :class:`advtransfer.AttackConfig`; or give its fields as keywords (``eps=``,
             ``norm=``, ``objective=``, ``solver=``, ``steps=``, ``step_size=``,
-            ``random_start=``, ``bounds=``, ``tol=``; see :func:`advtransfer.attack`), with
-            ``eps=1.0`` when neither gives it; eps is in input space.
+            ``random_start=``, ``bounds=``, ``tol=``, ``iterate=``; see
+            :func:`advtransfer.attack`), with ``eps=1.0`` when neither gives it; eps is in input
+            space.
         convention: ``"icml"`` (unsquared alpha2/combined) or ``"authors"`` (squared, as the
             authors' image code reports them); see :mod:`advtransfer.metrics`.
         attack_samples: how many target inputs (a seeded random subset) are attacked; ``None``
