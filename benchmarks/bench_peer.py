@@ -35,7 +35,8 @@ per-image alpha1 of both (from :func:`advtransfer.metrics.measure_matrix`, untim
 largest difference between the mean alpha1 of ``rank`` and of the loop.
 
 ``--channels-last`` gives ``rank`` channels_last copies of the models and inputs (the library
-keeps whatever memory format it is given).
+already hands a convolutional model its image batches in channels_last on the CPU, see
+:func:`advtransfer.models.adapters.forward`; this converts the weights too).
 
 Run: ``python benchmarks/bench_peer.py [--repeats 3] [--threads 2] [--channels-last]
 [--as-published] [--json]``.

@@ -197,10 +197,11 @@ def test_model_selection_recipe_attacks_n_plus_one(attacks, tmp_path):
 def test_rank_at_the_published_fgsm_runs_the_passes_it_needs_and_no_more():
     """rank(alpha1, alpha2, combined) with the authors' attack (FGSM from a random start, last
     iterate; correct_only): per image, each candidate runs 4 forward passes (f_S(x), the attack's
-    loss, f_S(x + delta_S), f_S(x + delta_T)) and 1 backward; the reference 5 forward (its
-    accuracy, the correct-only check, f_T(x), the attack's loss, f_T(x + delta_T)) and 1
-    backward. The code before this test ran 6.25 forward passes per image and model (a second
-    clean pass per attack, and the best-iterate check)."""
+    loss, f_S(x + delta_S), f_S(x + delta_T)) and 1 backward; the reference 3 forward (f_T(x),
+    which gives its accuracy, the correct-only selection and the attack's labels; the attack's
+    loss; f_T(x + delta_T)) and 1 backward. The code before this test ran 6.25 forward passes
+    per image and model (a second clean pass per attack, and the best-iterate check), then 4.25
+    (three clean passes of the reference)."""
     from advtransfer import rank
 
     counts = {"forward": 0, "backward": 0}
@@ -227,4 +228,31 @@ def test_rank_at_the_published_fgsm_runs_the_passes_it_needs_and_no_more():
     rank(pool, (x, y), ref, methods=["alpha1", "alpha2", "combined"], correct_only=True,
          attack_samples=None, eps=0.2, norm="linf", objective="ce", solver="pgd", steps=1,
          step_size=0.2, random_start=True, iterate="last", bounds=(-1.0, 1.0))
-    assert counts == {"forward": 48 * (5 + 3 * 4), "backward": 48 * 4}
+    assert counts == {"forward": 48 * (3 + 3 * 4), "backward": 48 * 4}
+
+
+@pytest.mark.parametrize("attack_samples", [None, 20])
+def test_prepare_reference_with_the_callers_clean_pass_is_the_same_attack(attack_samples):
+    """rank hands prepare_reference the reference's outputs on all the target data (the pass
+    that gives its accuracy): the subset, the correct-only selection and the attack are those
+    of the pass prepare_reference makes itself."""
+    from advtransfer.selection import prepare_reference
+
+    torch.manual_seed(3)
+    ref = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    x = torch.rand(48, 6) * 2 - 1
+    y = torch.randint(0, 3, (48,))
+    config = AttackConfig(eps=0.3, norm="l2", objective="deviation", solver="pgd", steps=3,
+                          bounds=(-1.0, 1.0))
+    with torch.no_grad():
+        clean = ref(x)
+    args = dict(attack_samples=attack_samples, correct_only=True, seed=4)
+    own = prepare_reference(ref, (x, y), config, **args)
+    given = prepare_reference(ref, (x, y), config, clean=clean, **args)
+    assert 0 < len(own) < (attack_samples or 48)  # the correct-only selection dropped some
+    for k, v in own.tensors().items():
+        torch.testing.assert_close(given.tensors()[k], v, msg=k)
+    with pytest.raises(AdvTransferError, match="clean must"):
+        prepare_reference(ref, (x, y), config, clean=clean[:5], **args)
+    with pytest.raises(AdvTransferError, match="clean must hold"):
+        attack_reference(ref, x, config, clean=clean[:5])

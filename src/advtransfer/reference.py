@@ -183,17 +183,20 @@ def _check_inputs(x: Any, config: AttackConfig) -> tuple[torch.Tensor, torch.Ten
 
 
 def _one_attack(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, config: AttackConfig,
-                gen: torch.Generator, name: str) -> tuple[AttackOutput, torch.Tensor]:
+                gen: torch.Generator, name: str,
+                clean: torch.Tensor | None = None) -> tuple[AttackOutput, torch.Tensor]:
     """One batch's attack and the clean output f(x): one forward pass serves both (the
     attack's f(x) and the deviations' baseline); the one-step ``ce`` attack computes it in the
-    forward pass whose gradient it follows."""
+    forward pass whose gradient it follows, and a ``clean`` the caller already has (flattened
+    f(x)) saves it altogether."""
     config = replace(config, eps=eps)
-    if gives_clean(config):
+    if clean is None and gives_clean(config):
         out = run_attack(model, x, config, gen, name=name)
         assert out.clean is not None
         return out, out.clean
-    with torch.no_grad():
-        clean = forward(model, x, name=name)
+    if clean is None:
+        with torch.no_grad():
+            clean = forward(model, x, name=name)
     return run_attack(model, x, config, gen, name=name, y_clean=clean), clean
 
 
@@ -209,30 +212,38 @@ def attack_reference(
     batch_size: int = 128,
     device: str | torch.device = "auto",
     progress: bool = False,
+    clean: torch.Tensor | None = None,
 ) -> ReferenceAttack:
     """Attack ``reference`` (f_T) once on the inputs ``x`` and keep what every candidate's
     comparison needs (a :class:`ReferenceAttack`). ``config.eps`` is a float or one value per
-    sample of ``x``; the draws come from ``unit_seed(seed, name)``."""
+    sample of ``x``; the draws come from ``unit_seed(seed, name)``. ``clean``, when the caller
+    has already evaluated f_T(x) (e.g. for the reference's accuracy), is that output, one row
+    per sample of ``x``: it saves a forward pass per sample."""
     model = select_output(check_module(reference, f"model {name!r}"), output)
     x, eps = _check_inputs(x, config)
+    if clean is not None and (not isinstance(clean, torch.Tensor) or len(clean) != len(x)):
+        raise AdvTransferError(f"clean must hold f_T(x), one row per sample of x ({len(x)}); "
+                               f"got {type(clean).__name__} of length "
+                               f"{len(clean) if hasattr(clean, '__len__') else '?'}")
     run_on = resolve_device([model], device)
     gen = torch.Generator().manual_seed(unit_seed(seed, name))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("delta", "clean", "deviation",
                                                             "iterations", "converged", "random")}
     with frozen(model):
-        for _, xb, eb in track(_attack_batches(x, eps, batch_size), description="attacking "
-                               "the reference", enabled=progress):
+        for sl, xb, eb in track(_attack_batches(x, eps, batch_size), description="attacking "
+                                "the reference", enabled=progress):
             xb, eb = xb.to(run_on), eb.to(run_on)
-            out, clean = _one_attack(model, xb, eb, config, gen, name)
+            known = None if clean is None else _flat(clean[sl]).to(run_on, xb.dtype)
+            out, clean_b = _one_attack(model, xb, eb, config, gen, name, known)
             noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen),
                                    config.bounds)
             with torch.inference_mode():
-                dev = forward(model, xb + out.delta, name=name) - clean
+                dev = forward(model, xb + out.delta, name=name) - clean_b
                 if noise_baseline:
-                    parts["random"].append(_flat(forward(model, xb + noise, name=name) - clean)
+                    parts["random"].append(_flat(forward(model, xb + noise, name=name) - clean_b)
                                            .norm(dim=1).cpu())
             parts["delta"].append(out.delta.detach().cpu())
-            parts["clean"].append(_flat(clean).detach().cpu())
+            parts["clean"].append(_flat(clean_b).detach().cpu())
             parts["deviation"].append(_flat(dev).cpu())
             parts["iterations"].append(out.iterations.detach().cpu())
             if out.converged is not None:

@@ -407,21 +407,24 @@ def _check_target_data(data: Any) -> Any:
                                f"DataLoader of (x, y); got {type(data).__name__}")
 
 
+def _subset_index(total: int, n: int | None, seed: int) -> torch.Tensor | None:
+    """The sorted indices of a seeded random subset of ``n`` of ``total`` samples (None: all)."""
+    if n is None or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 def _take_labelled(data: Any, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``n`` labelled samples: a seeded random subset of tensors or of a Dataset (only
     those are decoded), the first ``n`` of a DataLoader."""
     if isinstance(data, tuple):
         x, y = data
-        if n is None or n >= len(x):
-            return x, y
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-        idx = idx.sort().values
-        return x[idx], y[idx]
+        idx = _subset_index(len(x), n, seed)
+        return (x, y) if idx is None else (x[idx], y[idx])
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        total = len(data)  # type: ignore[arg-type]
-        if n is not None and n < total:
-            idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
-            data = Subset(data, idx.sort().values.tolist())
+        idx = _subset_index(len(data), n, seed)  # type: ignore[arg-type]
+        if idx is not None:
+            data = Subset(data, idx.tolist())
     return _decode(data, n)
 
 
@@ -519,17 +522,14 @@ def candidate_outputs(model: nn.Module, data: Any, *, batch_size: int = 256,
                             torch.cat(labels))
 
 
-def _accuracy(model: nn.Module, data: Any, *, batch_size: int, device: torch.device) -> float:
-    """Arg-max accuracy of ``model`` on labelled ``data`` (eval mode, no gradients)."""
-    correct = total = 0
-    with frozen(model), torch.no_grad():
-        for batch in labelled_loader(data, batch_size=batch_size, shuffle=False,
-                                     name="target_data"):
-            x, y = labelled(batch, name="target_data")
-            pred = forward(model, x.to(device), name="reference").argmax(1).cpu()
-            correct += int((pred == torch.as_tensor(y).reshape(-1).cpu()).sum())
-            total += len(pred)
-    return correct / total
+def _clean_outputs(model: nn.Module, x: torch.Tensor, *, batch_size: int,
+                   device: torch.device | str) -> torch.Tensor:
+    """f(x) of the reference, flattened per sample, on the CPU (eval mode, no gradients): one
+    pass that gives the reference's accuracy, the ``correct_only`` selection and the clean
+    outputs its attack starts from."""
+    with frozen(model), torch.inference_mode():
+        return torch.cat([forward(model, xb.to(device), name="reference").cpu()
+                          for xb in x.split(batch_size)])
 
 
 def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
@@ -834,12 +834,13 @@ def rank(
     if adversarial:
         assert ref_model is not None
         start = time.perf_counter()
-        ref_accuracy = _accuracy(ref_model, (x_all, y_all), batch_size=batch_size,
-                                 device=run_on)
+        ref_clean = _clean_outputs(ref_model, x_all, batch_size=batch_size, device=run_on)
+        ref_accuracy = float((ref_clean.argmax(1) == y_all.reshape(-1).cpu()).double().mean())
         ref_attack = prepare_reference(ref_model, (x_all, y_all), config,
                                        attack_samples=attack_samples,
                                        correct_only=correct_only, seed=seed,
-                                       batch_size=batch_size, device=run_on, progress=progress)
+                                       batch_size=batch_size, device=run_on, progress=progress,
+                                       clean=ref_clean)
         cfg["n_attacked"] = len(ref_attack)
         timings["adversarial"] = time.perf_counter() - start
 
@@ -884,24 +885,35 @@ def prepare_reference(reference: nn.Module, data: Any, config: AttackConfig, *,
                       attack_samples: int | None = 256, correct_only: bool = False,
                       seed: int = 0, batch_size: int = 128,
                       device: str | torch.device = "auto",
-                      progress: bool = False) -> ReferenceAttack:
+                      progress: bool = False,
+                      clean: torch.Tensor | None = None) -> ReferenceAttack:
     """The reference's attack shared by every candidate of :func:`rank`: up to
     ``attack_samples`` labelled target inputs (a seeded random subset of ``data``), only those
     the reference classifies correctly when ``correct_only`` (the authors' image protocol), and
-    :func:`advtransfer.reference.attack_reference` on them."""
-    x_att, y_att = _take_labelled(_check_target_data(data), attack_samples, seed)
+    :func:`advtransfer.reference.attack_reference` on them. ``clean``, for ``data`` given as a
+    pair of tensors ``(x, y)``, is the reference's output f_T(x) on all of ``x`` when the
+    caller has it (one forward pass per sample fewer); otherwise one pass here gives both the
+    ``correct_only`` selection and the clean outputs the attack starts from."""
+    data = _check_target_data(data)
+    x_att, y_att = _take_labelled(data, attack_samples, seed)
     run_on = resolve_device([reference], device)
+    if clean is not None:
+        if not isinstance(data, tuple) or len(clean) != len(data[0]):
+            raise AdvTransferError("clean must be the reference's outputs on every sample of "
+                                   "data given as a pair of tensors (x, y)")
+        idx = _subset_index(len(clean), attack_samples, seed)
+        clean = clean if idx is None else clean[idx]
+    elif correct_only:
+        clean = _clean_outputs(reference, x_att, batch_size=batch_size, device=run_on)
     if correct_only:
-        with frozen(reference), torch.inference_mode():
-            pred = torch.cat([forward(reference, xb.to(run_on), name="reference")
-                              .argmax(1).cpu() for xb in x_att.split(batch_size)])
-        keep = pred == y_att.reshape(-1).cpu()
+        assert clean is not None
+        keep = clean.argmax(1).cpu() == y_att.reshape(-1).cpu()
         if not bool(keep.any()):
             raise AdvTransferError("correct_only=True but the reference classifies none of "
                                    "the attacked target inputs correctly")
-        x_att = x_att[keep]
+        x_att, clean = x_att[keep], clean[keep]
     return attack_reference(reference, x_att, config, seed=seed, batch_size=batch_size,
-                            device=run_on, progress=progress)
+                            device=run_on, progress=progress, clean=clean)
 
 
 @dataclass(frozen=True)
