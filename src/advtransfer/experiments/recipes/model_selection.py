@@ -1668,7 +1668,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
         + f". Reference per target: {c.reference_architecture} (width {c.reference_width}) at "
         f"{c.reference_size} px"
         + (" (test accuracy " + ", ".join(f"{t} {a:.3f}" for t, a in ref_acc.items()) + ")"
-           if ref_acc else "") + ". Adversarial: {c.solver} {c.norm} eps={c.eps}, {c.objective}, "
+           if ref_acc else "") + f". Adversarial: {c.solver} {c.norm} eps={c.eps}, {c.objective}, "
         f"{c.steps} steps, {c.attack_samples} test inputs; plain alpha names are target -> "
         "source." + caveat + "\n\n**Weighted Kendall tau per target and mean** "
         "(source_accuracy: ImageNet top-1, the data-free baseline):\n\n" + table_md + "\n\n"
