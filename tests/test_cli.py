@@ -267,3 +267,31 @@ def test_every_attacking_command_takes_the_same_attack_options(tmp_path):
         assert config["iterate"] == "last", command[0]
         bad = runner.invoke(app, [*command, "--step-size", "-1", "-q"])
         assert bad.exit_code == 2 and "step_size" in bad.output, command[0]
+
+
+@pytest.mark.parametrize("command", [["demo"], ["run", "synthetic", "--out", "x"],
+                                     ["measure", "--source", "a", "--target", "b"],
+                                     ["matrix", "a", "b"],
+                                     ["rank", "--reference", "a", "-c", "b"]])
+def test_threads_is_set_before_the_command_and_checked(monkeypatch, command):
+    """--threads N sets torch's thread count before the command does anything; a bad value is
+    a usage error (exit 2) naming the option, before anything is loaded."""
+    import advtransfer.cli as cli
+
+    seen = []
+
+    def stop(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise SystemExit(0)
+
+    for name in ("_run_and_report", "load_cli_model", "_check_specs", "_check_out_file"):
+        monkeypatch.setattr(cli, name, stop)
+    before = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, [*command, "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert seen and seen[0] == 1
+    finally:
+        torch.set_num_threads(before)
+    bad = runner.invoke(app, [*command, "--threads", "0"])
+    assert bad.exit_code == 2 and "--threads" in bad.output and len(seen) == 1

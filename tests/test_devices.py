@@ -47,3 +47,41 @@ def test_models_elsewhere_or_on_two_devices_are_refused():
 
 def test_the_metrics_name_is_the_same_function():
     assert advtransfer.metrics.resolve_device is resolve_device
+
+
+def test_explicit_thread_counts_and_bad_ones():
+    from advtransfer.devices import choose_threads
+
+    assert choose_threads(3) == 3 and choose_threads("2") == 2
+    for bad in (0, -1, "0", "many", 1.5, True, None):
+        with pytest.raises(AdvTransferError, match=r"--threads.*'auto' or an integer >= 1"):
+            choose_threads(bad)  # type: ignore[arg-type]
+
+
+def test_auto_threads_are_the_free_cores_or_the_users_omp_setting(monkeypatch):
+    """auto counts the cores the machine leaves idle over 0.2 s (here a /proc/stat that
+    shows half of 4 cores idle, then all of them), and respects OMP_NUM_THREADS."""
+    import advtransfer.devices as devices
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(devices, "_usable_cores", lambda: 4)
+    monkeypatch.setattr(devices.time, "sleep", lambda s: None)
+    for idle_share, expected in ((0.5, 2), (1.0, 4), (0.1, 1), (0.0, 1)):
+        samples = iter([(0.0, 0.0), (400.0 * idle_share, 400.0)])
+        monkeypatch.setattr(devices, "_cpu_times", lambda s=samples: next(s))
+        assert devices.choose_threads("auto") == expected, idle_share
+    monkeypatch.setattr(devices, "_usable_cores", lambda: 3)  # affinity caps it
+    samples = iter([(0.0, 0.0), (400.0, 400.0)])
+    monkeypatch.setattr(devices, "_cpu_times", lambda: next(samples))
+    assert devices.free_cores() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert devices.choose_threads("auto") == 1
+
+
+def test_free_cores_reads_this_machine():
+    from advtransfer.devices import _cpu_times, _usable_cores, free_cores
+
+    assert 1 <= free_cores(interval=0.05) <= _usable_cores()
+    times = _cpu_times()
+    assert times is None or 0 <= times[0] <= times[1]

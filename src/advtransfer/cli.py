@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -30,7 +31,7 @@ from torch import nn
 
 import advtransfer
 from advtransfer.attacks import DEFAULT_TOL, AttackConfig
-from advtransfer.devices import resolve_device
+from advtransfer.devices import resolve_device, use_threads
 from advtransfer.errors import AdvTransferError
 from advtransfer.metrics import check_convention
 from advtransfer.progress import warn
@@ -231,33 +232,72 @@ _ATTACK_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("iterate", IterateOpt, "best"), ("bounds", BoundsOpt, "0,1"))
 
 
+def _with_options(command: Callable[..., None], param: str,
+                  options: Sequence[tuple[str, Any, Any]],
+                  apply: Callable[[dict[str, Any]], Any]) -> Callable[..., None]:
+    """``command`` with the command-line ``options`` (``(name, annotation, default)``) in place
+    of its parameter ``param``, which receives ``apply({name: value})``; a command without
+    such a parameter gets the options last, and ``apply`` runs (for its effect) before it."""
+    hints = typing.get_type_hints(command, include_extras=True)  # resolved, typer's metadata
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in inspect.signature(command).parameters.values()]
+    names = [p.name for p in params]
+    at = names.index(param) if param in names else len(params)
+    params[at:at + 1] = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           default=default, annotation=annotation)
+                         for name, annotation, default in options]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        value = apply({name: kwargs.pop(name) for name, _, _ in options})
+        command(**kwargs, **({param: value} if param in names else {}))
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # typer must read the new signature, not the command's
+    return wrapper
+
+
+def _attack_config(values: dict[str, Any]) -> AttackConfig:
+    try:
+        return AttackConfig(**{**values, "bounds": parse_bounds(values["bounds"])})
+    except AdvTransferError as exc:
+        _usage(exc)
+
+
 def attack_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give ``command`` the attack options (``--eps``, ``--norm``, ``--objective``,
     ``--solver``, ``--steps``, ``--step-size``, ``--[no-]random-start``, ``--tol``,
     ``--iterate``, ``--bounds``) in place of its parameter ``attack``, which receives them as
     one checked :class:`~advtransfer.attacks.AttackConfig` (a bad value is a usage error, exit
     2, before anything is loaded)."""
-    hints = typing.get_type_hints(command, include_extras=True)  # resolved, typer's metadata
-    params = [p.replace(annotation=hints.get(p.name, p.annotation))
-              for p in inspect.signature(command).parameters.values()]
-    at = [p.name for p in params].index("attack")
-    params[at:at + 1] = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                           default=default, annotation=annotation)
-                         for name, annotation, default in _ATTACK_OPTIONS]
+    return _with_options(command, "attack", _ATTACK_OPTIONS, _attack_config)
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        values = {name: kwargs.pop(name) for name, _, _ in _ATTACK_OPTIONS}
-        try:
-            config = AttackConfig(**{**values, "bounds": parse_bounds(values["bounds"])})
-        except AdvTransferError as exc:
-            _usage(exc)
-        command(**kwargs, attack=config)
 
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    del wrapper.__wrapped__  # typer must read the new signature, not the command's
-    return wrapper
+ThreadsOpt = Annotated[str, typer.Option(
+    metavar="auto|INT", help="CPU threads for torch. auto: the cores not busy with other work "
+    "(measured for 0.2 s at the start; all of them on an idle machine), or OMP_NUM_THREADS when "
+    "set. Fewer than the cores avoids 10-40x slowdowns beside other jobs.")]
+
+
+def _threads(values: dict[str, Any]) -> int:
+    try:
+        n = use_threads(values["threads"])
+    except AdvTransferError as exc:
+        _usage(exc)
+    cores = os.cpu_count() or 1
+    if str(values["threads"]).strip().lower() == "auto" and n < cores:
+        err_console.print(f"using {n} of {cores} CPU threads (auto): the other cores are busy "
+                          "with other work; --threads sets the count")
+    return n
+
+
+def threads_option(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` the option ``--threads`` (last, or in place of a parameter
+    ``threads``, which then receives the count): the torch thread count is set
+    (:func:`advtransfer.devices.use_threads`; a bad value is a usage error, exit 2) before the
+    command runs."""
+    return _with_options(command, "threads", [("threads", ThreadsOpt, "auto")], _threads)
 
 
 DeviceOpt = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N]",
@@ -298,6 +338,7 @@ TargetClassesOpt = _num_classes_opt("--target")
 
 @app.command()
 @attack_options
+@threads_option
 def measure(
     source: Annotated[str, typer.Option(metavar="SPEC", help=_SPEC_HELP)] = "digits-mlp",
     target: Annotated[str, typer.Option(metavar="SPEC", help="The target (reference) model; "
@@ -373,6 +414,7 @@ def measure(
 
 @app.command()
 @attack_options
+@threads_option
 def matrix(
     models: Annotated[list[str], typer.Argument(metavar="SPEC[=WEIGHTS]...",
                                                 help="Two or more models (as --source of "
@@ -600,6 +642,7 @@ def list_model_specs(
 
 
 @app.command()
+@threads_option
 def run(
     recipe: Annotated[str, typer.Argument(metavar="RECIPE|CONFIG.toml",
                                           help="A recipe name (see `advtransfer list`) or a "
@@ -629,6 +672,7 @@ def run(
 
 
 @app.command()
+@threads_option
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
                                       help="Run directory. " + _LOCK_HELP)] = Path(
@@ -674,6 +718,7 @@ def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.T
 
 @app.command("rank")
 @attack_options
+@threads_option
 def rank_command(
     reference: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
                                            help="The target task's reference model: "

@@ -1,8 +1,11 @@
 """Where computations run: the one :func:`resolve_device` of the library, the command line and
-the recipes. advtransfer never moves a model; it runs where the models are."""
+the recipes (advtransfer never moves a model; it runs where the models are), and how many CPU
+threads the command line uses (:func:`use_threads`, ``--threads``)."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterable
 
 import torch
@@ -10,7 +13,7 @@ from torch import nn
 
 from advtransfer.errors import AdvTransferError
 
-__all__ = ["model_device", "resolve_device"]
+__all__ = ["choose_threads", "free_cores", "model_device", "resolve_device", "use_threads"]
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -56,3 +59,76 @@ def resolve_device(models: Iterable[nn.Module] = (),
             raise AdvTransferError(f"device={str(device)!r} but the models are on {d}; "
                                    "advtransfer never moves models: call model.to(device) first")
     return target
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) CPU time of the machine since boot from /proc/stat, or None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
+
+
+def free_cores(interval: float = 0.2) -> int:
+    """The cores not busy with other work: the machine's idle share of CPU time over
+    ``interval`` seconds (Linux ``/proc/stat``) times its cores, rounded, or, where that is not
+    readable, the cores less the one-minute load average; at least 1, at most the cores this
+    process may use."""
+    usable, cores = _usable_cores(), os.cpu_count() or 1
+    before = _cpu_times()
+    if before is not None:
+        time.sleep(interval)
+        after = _cpu_times()
+        assert after is not None
+        total = after[1] - before[1]
+        free = cores * (after[0] - before[0]) / total if total > 0 else cores
+    elif hasattr(os, "getloadavg"):
+        free = cores - os.getloadavg()[0]
+    else:
+        free = cores
+    return int(min(usable, max(1, round(free))))
+
+
+def choose_threads(threads: int | str = "auto") -> int:
+    """The torch thread count to use: ``threads`` itself (an int >= 1, or its text), or for
+    ``"auto"`` the user's ``OMP_NUM_THREADS`` when set, else :func:`free_cores`.
+
+    Why not torch's default (one thread per core): a thread whose core is taken by another
+    process stalls every parallel region of the others, and the run slows down 10-40x on a busy
+    machine (``benchmarks/bench_busy.py``); on an idle machine auto is torch's default.
+
+    Raises:
+        AdvTransferError: ``threads`` is neither ``"auto"`` nor an integer >= 1.
+    """
+    if isinstance(threads, str) and threads.strip().lower() == "auto":
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if env.isdigit() and int(env) >= 1:
+            return int(env)
+        return free_cores()
+    try:
+        n = int(threads)
+        if isinstance(threads, float) or isinstance(threads, bool) or n < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise AdvTransferError(f"threads (command line: --threads) must be 'auto' or an integer "
+                               f">= 1; got {threads!r}") from None
+    return n
+
+
+def use_threads(threads: int | str = "auto") -> int:
+    """Set torch's intra-op thread count to :func:`choose_threads` ``(threads)`` and return it
+    (the command line's ``--threads``; the Python API leaves the count to the caller)."""
+    n = choose_threads(threads)
+    torch.set_num_threads(n)
+    return n
