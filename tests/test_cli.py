@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,3 +296,42 @@ def test_threads_is_set_before_the_command_and_checked(monkeypatch, command):
         torch.set_num_threads(before)
     bad = runner.invoke(app, [*command, "--threads", "0"])
     assert bad.exit_code == 2 and "--threads" in bad.output and len(seen) == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("command", [["demo", "--out", "/proc/forbidden"],
+                                     ["run", "synthetic", "--out", "/proc/forbidden"],
+                                     ["measure", "--source", "a", "--target", "b",
+                                      "--out", "/proc/forbidden/x.json"],
+                                     ["matrix", "a", "b", "--out", "/proc/forbidden/x.json"],
+                                     ["rank", "--reference", "a", "-c", "b",
+                                      "--out", "/proc/forbidden/x.csv"]])
+def test_an_unwritable_out_is_a_usage_error_before_any_work(monkeypatch, command):
+    """/proc refuses new files even to root, for whom os.access says yes: --out there is
+    exit 2 before any model is built (a model build here fails the test)."""
+    import advtransfer.models.registry as registry
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(registry, "create", no_work)
+    monkeypatch.setattr(registry, "resolve_spec", lambda spec: spec)
+    result = runner.invoke(app, [*command, "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "--out" in result.output and "/proc" in result.output
+
+
+@pytest.mark.parametrize("command", [["measure", "--source", "a", "--target", "b"],
+                                     ["matrix", "a", "b"],
+                                     ["rank", "--reference", "a", "-c", "b"]])
+def test_a_missing_data_file_is_reported_before_any_model_is_built(monkeypatch, command):
+    import advtransfer.models.registry as registry
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a model was built before --data was read")
+
+    monkeypatch.setattr(registry, "create", no_work)
+    monkeypatch.setattr(registry, "resolve_spec", lambda spec: spec)
+    result = runner.invoke(app, [*command, "--data", "missing.safetensors", "--threads", "1"])
+    assert result.exit_code == 1, result.output
+    assert "--data must be 'digits' or an existing .safetensors file" in result.output

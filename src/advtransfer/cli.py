@@ -375,11 +375,11 @@ def measure(
         _usage(exc)
     try:
         start = time.perf_counter()
+        x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
         s = load_cli_model(source, source_weights, num_classes=source_num_classes,
                            download=download, seed=seed, quiet=quiet).to(run_on)
         t = load_cli_model(target, target_weights, num_classes=target_num_classes,
                            download=download, seed=seed + 1, quiet=quiet).to(run_on)
-        x = load_cli_data(data, n_samples)
         result = advtransfer.transferability(
             s, t, x, attack=config, convention=convention, noise_baseline=True,
             batch_size=batch_size, device=run_on, generator=seed, progress=not quiet)
@@ -446,13 +446,13 @@ def matrix(
     except AdvTransferError as exc:
         _usage(exc)
     try:
+        x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
         mods: dict[str, nn.Module] = {}
         for i, (name, item) in enumerate(zip(names, models, strict=True)):
             spec, weights = _split_spec(item, "model")
             mods[name] = load_cli_model(spec, weights, num_classes=num_classes,
                                         download=download, seed=seed + i,
                                         quiet=quiet).to(run_on)
-        x = load_cli_data(data, n_samples)
         result = advtransfer.transfer_matrix(
             mods, x, attack=config, convention=convention, device=run_on, generator=seed,
             progress=not quiet)
@@ -788,11 +788,11 @@ def rank_command(
                                         num_classes=num_classes, download=download,
                                         seed=seed + 1 + i, quiet=True)
                 for i, (name, item) in enumerate(zip(names, candidate, strict=True))}
+        x, y = load_labelled_data(data, n_samples)  # first: a bad --data costs no model build
         needs_reference = selection.needs_reference(method_list)
         ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
                               download=download, seed=seed, quiet=quiet).to(run_on)
                if needs_reference else None)
-        x, y = load_labelled_data(data, n_samples)
         if needs_reference and attack_samples > len(x):
             warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
                  f"attacking all {len(x)}")

@@ -91,7 +91,7 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def check_creatable(path: str | os.PathLike[str], option: str) -> Path:
-    """Check, without creating anything, that ``path`` (a file or directory to be written) can be
+    """Check, leaving nothing behind, that ``path`` (a file or directory to be written) can be
     created with nothing but what was asked: its parent must be an existing writable directory,
     or lie inside the current working directory (where missing parents such as ``runs/`` are
     created on the first write). Returns the path; raises :class:`AdvTransferError` naming
@@ -103,6 +103,12 @@ def check_creatable(path: str | os.PathLike[str], option: str) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise AdvTransferError(f"{option} {path}: {ancestor} is not a writable directory")
+    try:  # os.access says yes to root everywhere (/proc, read-only mounts): try for real
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise AdvTransferError(f"{option} {path}: {ancestor} is not a writable directory "
+                               f"({exc.strerror or exc})") from None
     if ancestor != parent and not parent.is_relative_to(Path.cwd()):
         raise AdvTransferError(f"{option} {path}: the directory {parent} does not exist; create "
                                f"it first (only {path.name} is created outside the current "
