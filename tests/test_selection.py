@@ -225,9 +225,6 @@ def test_rank_rejects_bad_data_and_models(target):
         rank({}, train, ref)
     with pytest.raises(AdvTransferError, match="candidates must be a mapping"):
         rank(pool["random0"], train, ref)
-    with pytest.raises(AdvTransferError, match="no nn.Linear"):
-        conv = nn.Sequential(nn.Conv2d(1, 5, 8), nn.Flatten())
-        rank({"conv": conv, **pool}, train, None, methods=["logme"])
 
 
 def test_evaluate_methods_against_hand_computed_values():
@@ -466,8 +463,22 @@ def test_rank_average_methods_average_the_normalised_ranks_of_their_components(t
         rank(pool, train, None, methods=["alpha1_logme_rankavg"])
 
 
-def test_feature_alpha_needs_a_linear_layer(target):
+def test_a_candidate_a_method_cannot_score_gets_nan_and_the_pool_goes_on(target):
+    """A candidate without an nn.Linear has no penultimate features: the feature methods
+    (estimators, alpha on features, the head fine-tune) give it NaN with a warning naming it,
+    its other methods are scored, and the other candidates are scored as alone."""
     train, _, ref = target
-    conv = nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 5, 8), nn.Flatten())
-    with pytest.raises(AdvTransferError, match="no nn.Linear"):
-        rank({"conv": conv}, train, ref, methods=["alpha1_features"], steps=1)
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 5, 8), nn.Flatten())
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 5))
+    methods = ["alpha1", "alpha1_features", "logme", "leep", "finetune"]
+    kw = {"steps": 1, "attack_samples": 32, "finetune_epochs": 1}
+    with pytest.warns(UserWarning, match="candidate 'conv'.*cannot score it.*no nn.Linear"):
+        r = rank({"conv": conv, "mlp": mlp}, train, ref, methods=methods, **kw)
+    for m in ("alpha1_features", "logme", "finetune"):
+        assert math.isnan(r.scores[m]["conv"]) and math.isfinite(r.scores[m]["mlp"]), m
+    for m in ("alpha1", "leep"):
+        assert math.isfinite(r.scores[m]["conv"]), m
+    alone = rank({"mlp": mlp}, train, ref, methods=methods, **kw)
+    assert {m: alone.scores[m]["mlp"] for m in methods} == \
+        pytest.approx({m: r.scores[m]["mlp"] for m in methods}, rel=1e-6)

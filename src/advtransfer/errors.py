@@ -2,7 +2,8 @@
 
 Every user mistake is reported as an :class:`AdvTransferError` that names the parameter and what
 is accepted; it subclasses :class:`ValueError` so that ``except ValueError`` keeps working.
-:class:`AdvTransferTypeError` is raised for an argument of the wrong type.
+:class:`AdvTransferTypeError` is raised for an argument of the wrong type,
+:class:`NotApplicableError` for a method that cannot apply to a model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ class AdvTransferError(ValueError):
 
 class AdvTransferTypeError(AdvTransferError, TypeError):
     """An argument of the wrong type."""
+
+
+class NotApplicableError(AdvTransferError):
+    """A method that cannot score this model at all (e.g. penultimate features of a model
+    without an ``nn.Linear``): :func:`advtransfer.selection.rank` gives that candidate NaN for
+    the method, with a warning, and goes on with the others."""
 
 
 def check(condition: bool, message: str) -> None:

@@ -93,7 +93,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from advtransfer.attacks import AttackConfig, AttackKeywords, resolve_attack
 from advtransfer.data.batches import labelled
-from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError, NotApplicableError
 from advtransfer.estimators import (
     RankingEvaluation,
     evaluate_ranking,
@@ -546,9 +546,9 @@ def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
         start = time.perf_counter()
         if method in FEATURE_METHODS:
             if outputs.features is None:
-                raise AdvTransferError(
-                    f"{method!r} needs the penultimate features of candidate {name!r}, but it "
-                    "has no nn.Linear layer; leave the feature-based methods out for it")
+                _not_applicable(name, [method], "it has no nn.Linear layer, so no penultimate "
+                                "features", scores)
+                continue
             value = _ESTIMATORS[method](outputs.features.double().numpy(), y)
         elif method == "leep":
             probs = torch.softmax(outputs.outputs.double(), dim=1).numpy()
@@ -618,9 +618,7 @@ class _FeatureMap(nn.Module):
     def __init__(self, model: nn.Module, name: str) -> None:
         super().__init__()
         if not has_linear(model):
-            raise AdvTransferError(f"the *_features adversarial methods need the penultimate "
-                                   f"features of candidate {name!r}, but it has no nn.Linear "
-                                   "layer; leave those methods out for it")
+            raise NotApplicableError("it has no nn.Linear layer, so no penultimate features")
         self.model = model
         self.name = name
         self.capture = PenultimateCapture(model, name=name, detach=False)
@@ -985,14 +983,27 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
 
         start = time.perf_counter()
         train, test = _split(data, plan.finetune_test_fraction, plan.seed)
-        kt = knowledge_transfer(model, train, test, task="classification",
-                                features="penultimate", finetune="head",
-                                epochs=plan.finetune_epochs, lr=plan.finetune_lr,
-                                batch_size=plan.batch_size, device=run_on, seed=plan.seed)
-        scores["finetune"] = float(kt.test_accuracy or 0.0)
-        details["finetune_train_accuracy"] = kt.train_accuracy
+        try:
+            kt = knowledge_transfer(model, train, test, task="classification",
+                                    features="penultimate", finetune="head",
+                                    epochs=plan.finetune_epochs, lr=plan.finetune_lr,
+                                    batch_size=plan.batch_size, device=run_on, seed=plan.seed)
+        except NotApplicableError as exc:
+            _not_applicable(name, ["finetune"], str(exc), scores)
+        else:
+            scores["finetune"] = float(kt.test_accuracy or 0.0)
+            details["finetune_train_accuracy"] = kt.train_accuracy
         timings["finetune"] = time.perf_counter() - start
     return CandidateScores(scores, details, timings)
+
+
+def _not_applicable(name: str, methods: Sequence[str], reason: str,
+                    scores: dict[str, float]) -> None:
+    """NaN for ``methods`` that cannot score candidate ``name`` at all, with a warning: the
+    other methods and candidates go on (a NaN ranks below every finite score)."""
+    warnings.warn(f"candidate {name!r}: {', '.join(methods)} cannot score it ({reason}); "
+                  "NaN for it", UserWarning, stacklevel=3)
+    scores.update(dict.fromkeys(methods, math.nan))
 
 
 def _adversarial_scores(model: nn.Module, name: str, plan: CandidatePlan,
@@ -1010,7 +1021,11 @@ def _adversarial_scores(model: nn.Module, name: str, plan: CandidatePlan,
                    if (m in ADVERSARIAL_FEATURE_METHODS) == (space == "_features")]
         if not methods:
             continue
-        victim: nn.Module = _FeatureMap(model, name) if space else model
+        try:
+            victim: nn.Module = _FeatureMap(model, name) if space else model
+        except NotApplicableError as exc:
+            _not_applicable(name, methods, str(exc), scores)
+            continue
         try:
             out = measure_against_reference(
                 victim, ref, plan.attack, reference=reference,

@@ -28,7 +28,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-from advtransfer.errors import AdvTransferError
+from advtransfer.errors import AdvTransferError, NotApplicableError
 from advtransfer.models.adapters import forward, frozen
 
 __all__ = ["PenultimateCapture", "has_linear", "penultimate_layer"]
@@ -55,7 +55,7 @@ class PenultimateCapture:
     def __init__(self, model: nn.Module, *, name: str = "model", detach: bool = False) -> None:
         self._names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         if not self._names:
-            raise AdvTransferError(f"{name} has no nn.Linear layer: its penultimate features "
+            raise NotApplicableError(f"{name} has no nn.Linear layer: its penultimate features "
                                    "(the input of its last nn.Linear) are undefined")
         self.name = name
         self.detach = detach
