@@ -258,3 +258,27 @@ def test_rank_checks_every_spec_before_loading() -> None:
     assert result.exit_code == 2 and "--reference must be SPEC or SPEC=WEIGHTS" in result.output
     result = runner.invoke(app, ["rank", "--reference", "digits-cnn", "-c", "resnet50"])
     assert result.exit_code == 2 and "cifar:resnet50 or tv:resnet50" in result.output
+
+
+def test_a_download_without_network_is_one_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_home: Path) -> None:
+    """No network: the CLI prints one error line naming the URL and what to do (exit 1), no
+    traceback, and nothing is left in the cache."""
+    import urllib.error
+
+    def offline(url: str, dst: str, hash_prefix: str | None = None,
+                progress: bool = True) -> None:
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    data = tmp_path / "x.safetensors"
+    save_file({"x": torch.rand(2, 3, 64, 64)}, str(data))
+    result = runner.invoke(app, ["measure", "--quiet", "--n-samples", "2", "--data", str(data),
+                                 "--source", "tv:squeezenet1_1", "--target", "tv:squeezenet1_1",
+                                 "--target-weights", "random", "--download"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3
+    assert re.search(r"downloading torchvision's weights for 'tv:squeezenet1_1' from "
+                     r"https://\S+squeezenet1_1-b8a52dc0\.pth failed \(URLError: .*unreachable",
+                     " ".join(result.output.split()))
+    assert not list((_isolated_home / "weights").glob("*.pth"))

@@ -219,8 +219,16 @@ def _download_tv(name: str, num_classes: int | None, progress: bool) -> Path:
     target = cache_dir() / f"{name}.pth"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(default.url, str(target), hash_prefix=found.group(1),
-                                       progress=progress)
+        try:  # torch.hub writes to a temporary file and moves it into place only when checked
+            torch.hub.download_url_to_file(default.url, str(target),
+                                           hash_prefix=found.group(1), progress=progress)
+        except (OSError, RuntimeError) as exc:  # no network (URLError), refused, bad hash
+            reason = getattr(exc, "reason", None) or exc
+            raise AdvTransferError(
+                f"downloading torchvision's weights for 'tv:{name}' from {default.url} failed "
+                f"({type(exc).__name__}: {reason}); nothing was written to {target}. Check the "
+                f"network, or put the file there yourself (or pass weights=FILE, command line "
+                f"SPEC=FILE)") from None
     return target
 
 
