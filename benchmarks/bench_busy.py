@@ -6,8 +6,9 @@ than alone. For each policy (``--threads 2``, torch's default on a 2-core machin
 behaviour before ``--threads auto``; and ``--threads auto``, the default now) the demo runs
 into a fresh directory, first alone, then beside ``--busy`` processes that each keep one core
 busy (a pure-Python loop, started a second before the demo so that ``auto`` sees them). Reports
-each wall time (median of ``--repeats``), and per policy the ratio beside-busy / alone
-(goal: auto within 2x).
+each wall time (median of ``--repeats``), the thread counts used, and per policy the ratio
+beside-busy / alone (goal: auto within 2x). Run it on an otherwise idle machine: ``auto`` reads
+the load at its start.
 
 Run: ``python benchmarks/bench_busy.py [--repeats 1] [--busy 1] [--policies 2,auto]
 [--command demo] [--json]``. ``--quick`` runs ``synthetic --quick`` instead of the demo (a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,9 +37,10 @@ def _advtransfer() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "advtransfer.cli"]
 
 
-def run_once(command: list[str], threads: str, busy: int) -> float:
+def run_once(command: list[str], threads: str, busy: int) -> tuple[float, int]:
     """Wall time of one run of ``advtransfer COMMAND --threads THREADS`` into a fresh
-    directory, beside ``busy`` spinning processes."""
+    directory, beside ``busy`` spinning processes, and the thread count it used (``auto``
+    says on stderr when it takes fewer than the cores)."""
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
     out = Path(tempfile.mkdtemp(prefix="bench-busy-"))
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -45,10 +48,14 @@ def run_once(command: list[str], threads: str, busy: int) -> float:
         if spinners:
             time.sleep(1.0)
         start = time.perf_counter()
-        subprocess.run([*_advtransfer(), *command, "--out", str(out / "run"), "--quiet",
-                        "--threads", threads], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
+        proc = subprocess.run([*_advtransfer(), *command, "--out", str(out / "run"), "--quiet",
+                               "--threads", threads], env=env, check=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elapsed = time.perf_counter() - start
+        fewer = re.search(r"using (\d+) of \d+ CPU threads", proc.stderr)
+        used = int(fewer.group(1)) if fewer else (int(threads) if threads.isdigit()
+                                                  else os.cpu_count() or 1)
+        return elapsed, used
     finally:
         for p in spinners:
             p.kill()
@@ -66,25 +73,31 @@ def main() -> None:
     args = parser.parse_args()
     command = ["run", "synthetic", "--quick"] if args.quick else ["demo"]
     times: dict[str, dict[str, list[float]]] = {}
+    threads_used: dict[str, dict[str, list[int]]] = {}
     for _ in range(args.repeats):  # interleaved, so load changes hit every policy
         for policy in args.policies.split(","):
             t = times.setdefault(policy, {"alone": [], "busy": []})
-            t["alone"].append(run_once(command, policy, 0))
-            t["busy"].append(run_once(command, policy, args.busy))
+            for case, busy in (("alone", 0), ("busy", args.busy)):
+                elapsed, used = run_once(command, policy, busy)
+                t[case].append(elapsed)
+                threads_used.setdefault(policy, {}).setdefault(case, []).append(used)
     result = {"command": " ".join(command), "busy_processes": args.busy,
               "cores": os.cpu_count(), "repeats": args.repeats, "policies": {}}
     for policy, t in times.items():
         alone, busy = statistics.median(t["alone"]), statistics.median(t["busy"])
         result["policies"][policy] = {"alone_s": round(alone, 2), "busy_s": round(busy, 2),
-                                      "busy_over_alone": round(busy / alone, 2)}
+                                      "busy_over_alone": round(busy / alone, 2),
+                                      "threads_alone": threads_used[policy]["alone"],
+                                      "threads_busy": threads_used[policy]["busy"]}
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{result['command']}: alone and beside {args.busy} busy process(es), "
               f"{result['cores']} cores")
         for policy, r in result["policies"].items():
-            print(f"  --threads {policy:>5}: alone {r['alone_s']:7.1f} s   beside busy "
-                  f"{r['busy_s']:7.1f} s   ratio {r['busy_over_alone']:.2f}")
+            print(f"  --threads {policy:>5}: alone {r['alone_s']:7.1f} s "
+                  f"({r['threads_alone']} threads)   beside busy {r['busy_s']:7.1f} s "
+                  f"({r['threads_busy']} threads)   ratio {r['busy_over_alone']:.2f}")
 
 
 if __name__ == "__main__":

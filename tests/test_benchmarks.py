@@ -50,3 +50,17 @@ def test_bench_zoo_quick():
         pytest.skip(ray["skipped"])
     assert ray["candidates"] == 8 and ray["max_abs_score_diff"] <= 1e-6
     assert ray["ratio_units"] == pytest.approx(ray["local"]["units_s"] / ray["ray"]["units_s"])
+
+
+@pytest.mark.slow
+def test_bench_busy_quick():
+    """bench_busy --quick (about 50 s: four short recipe runs, two beside a spinning process):
+    both policies timed alone and beside the busy process, ratios recomputed from the times,
+    explicit thread counts as asked and auto's within the cores."""
+    out = _run("bench_busy.py", "--quick", "--json")
+    assert out["busy_processes"] == 1 and set(out["policies"]) == {"2", "auto"}
+    for policy, r in out["policies"].items():
+        assert r["alone_s"] > 0 and r["busy_s"] > 0
+        assert r["busy_over_alone"] == pytest.approx(r["busy_s"] / r["alone_s"], abs=0.01)
+        used = r["threads_alone"] + r["threads_busy"]
+        assert used == [2, 2] if policy == "2" else all(1 <= n <= os.cpu_count() for n in used)

@@ -70,6 +70,31 @@ def test_measure_with_factory_and_safetensors_weights_and_data(tmp_path):
                                  "--steps", "2"])
     assert result.exit_code == 0, result.output
     assert "8 samples" in result.output
+    # SPEC=WEIGHTS as in matrix and rank, the same numbers; both forms at once is refused
+    inline = runner.invoke(app, ["measure", "--source", f"{spec}={weights}",
+                                 "--target", "digits-linear", "--data", str(data), "--quiet",
+                                 "--steps", "2"])
+    assert inline.exit_code == 0, inline.output
+    assert _numbers(inline.output) == _numbers(result.output)
+    both = runner.invoke(app, ["measure", "--source", f"{spec}={weights}", "--source-weights",
+                               str(weights), "--quiet"])
+    assert both.exit_code == 2 and "give them once" in both.output
+
+
+def _numbers(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\d+\.\d{4}", text)
+
+
+def test_measure_output_fits_80_columns():
+    """Every line of measure's output within 80 columns, no value cut short."""
+    result = runner.invoke(app, ["measure", "--n-samples", "16", "--steps", "2", "--quiet",
+                                 "--threads", "1"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.output, result.output
+    assert any("S->T" in ln and "alpha1" not in ln and len(_numbers(ln)) >= 4 for ln in lines)
 
 
 def test_bad_options_are_usage_errors_exit_2_and_runtime_errors_exit_1():

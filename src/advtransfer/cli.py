@@ -135,12 +135,21 @@ def load_cli_data(spec: str, n_samples: int) -> torch.Tensor:
     return _data_tensors(spec, n_samples, labelled=False)[0]
 
 
-def _direction_rows(table: Table, result: Any) -> None:
+def _pair_tables(result: Any, title: str) -> tuple[Table, Table]:
+    """measure's two tables, each within 80 columns: the metrics per direction, and the attack
+    (mean perturbation norm, the victim's output deviation under it and under random noise)."""
+    metrics = Table(title=title)
+    attack = Table(title="the attacks (mean over samples)")
+    for table, cols in ((metrics, ("dir", "alpha1", "a1 median", "alpha2", "combined", "a1>1")),
+                        (attack, ("dir", "|delta|", "dev", "rand dev"))):
+        for col in cols:
+            table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
     for label, r in (("S->T", result.source_to_target), ("T->S", result.target_to_source)):
-        table.add_row(label, f"{r.alpha1:.4f}", f"{r.alpha1_median:.4f}", f"{r.alpha2:.4f}",
-                      f"{r.combined:.4f}",
-                      f"{r.n_alpha1_above_one}/{r.n_samples}", f"{r.stats.mean_delta_norm:.4g}",
-                      f"{r.stats.mean_deviation:.4g}", f"{r.stats.mean_random_deviation:.4g}")
+        metrics.add_row(label, f"{r.alpha1:.4f}", f"{r.alpha1_median:.4f}", f"{r.alpha2:.4f}",
+                        f"{r.combined:.4f}", f"{r.n_alpha1_above_one}/{r.n_samples}")
+        attack.add_row(label, f"{r.stats.mean_delta_norm:.4g}", f"{r.stats.mean_deviation:.4g}",
+                       f"{r.stats.mean_random_deviation:.4g}")
+    return metrics, attack
 
 
 def _convergence_line(result: Any) -> str:
@@ -340,9 +349,11 @@ TargetClassesOpt = _num_classes_opt("--target")
 @attack_options
 @threads_option
 def measure(
-    source: Annotated[str, typer.Option(metavar="SPEC", help=_SPEC_HELP)] = "digits-mlp",
-    target: Annotated[str, typer.Option(metavar="SPEC", help="The target (reference) model; "
-                                                             "as --source.")] = "digits-cnn",
+    source: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help=_SPEC_HELP + " "
+                                        "SPEC=WEIGHTS gives weights, as in matrix and rank.")
+                      ] = "digits-mlp",
+    target: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help="The target "
+                                        "(reference) model; as --source.")] = "digits-cnn",
     source_weights: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Weights for --source (.safetensors, or .pt/.pth holding only "
                              "tensors), or 'random' for a seeded random initialisation.")] = None,
@@ -370,6 +381,9 @@ def measure(
         check_convention(convention)
         check_n_samples(n_samples, labelled=False)
         _check_out_file(out)
+        (source, source_weights), (target, target_weights) = (
+            _spec_and_weights(item, weights, option) for item, weights, option in
+            ((source, source_weights, "--source"), (target, target_weights, "--target")))
         _check_specs([source, target])
     except AdvTransferError as exc:
         _usage(exc)
@@ -387,13 +401,10 @@ def measure(
         _fail(exc)
     except KeyboardInterrupt:
         _interrupted()
-    table = Table(title=f"adversarial transferability: {source} vs {target} "
-                        f"({len(x)} samples, {config.norm} eps={config.eps}, {config.solver})")
-    for col in ("dir", "alpha1", "a1 median", "alpha2", "combined", "a1>1", "|delta|", "dev",
-                "rand dev"):
-        table.add_column(col, justify="left" if col == "dir" else "right", no_wrap=True)
-    _direction_rows(table, result)
-    console.print(table)
+    for table in _pair_tables(result, f"adversarial transferability: {source} vs {target} "
+                              f"({len(x)} samples, {config.norm} eps={config.eps}, "
+                              f"{config.solver})"):
+        console.print(table)
     console.print(f"convention {convention}: alpha2 and combined "
                   f"{'squared' if convention == 'authors' else 'unsquared'}. "
                   "S->T: attacks crafted on the source, applied to the target. a1>1: samples "
@@ -491,7 +502,9 @@ def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        _interrupted(f"Finished units are kept in {out}: rerun the same command to resume.")
+        kept = out.is_dir() and any(out.iterdir())
+        _interrupted(f"Finished units are kept in {out}: rerun the same command to resume."
+                     if kept else f"Nothing was written to {out}.")
     _print_summary(results)
     console.print(f"finished in {time.perf_counter() - start:.1f} s "
                   f"({results['units']['computed']} units computed, "
@@ -528,6 +541,8 @@ def _print_summary(results: dict[str, Any]) -> None:
     for row in cells:
         table.add_row(*row)
     console.print(table)
+    if rep.get("notice"):  # e.g. a dry run on random weights: said where the numbers are
+        console.print(f"note: {rep['notice']}", style="bold yellow")
     tau = results.get("selection", {}).get("weighted_tau")
     if tau:
         _print_tau_table(tau, rep.get("labels", {}))
@@ -708,6 +723,15 @@ def _split_spec(item: str, option: str) -> tuple[str, Path | None]:
     if not spec or (sep and not weights):
         raise AdvTransferError(f"{option} must be SPEC or SPEC=WEIGHTS; got {item!r}")
     return spec, Path(weights) if weights else None
+
+
+def _spec_and_weights(item: str, weights: Path | None, option: str) -> tuple[str, Path | None]:
+    """``--source SPEC=WEIGHTS`` or ``--source SPEC --source-weights WEIGHTS`` (not both)."""
+    spec, inline = _split_spec(item, option)
+    if inline is not None and weights is not None:
+        raise AdvTransferError(f"{option} {item} gives weights and {option}-weights {weights} "
+                               "gives others; give them once")
+    return spec, inline if inline is not None else weights
 
 
 def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:

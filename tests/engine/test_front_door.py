@@ -123,6 +123,20 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, tiny):
     assert "interrupted" in result.output and "rerun the same command to resume" in result.output
 
 
+def test_ctrl_c_before_anything_is_written_says_so(tmp_path, monkeypatch, tiny):
+    import advtransfer.experiments.runner as runner_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "execute", interrupted)
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*tiny, "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"Nothing was written to {out}" in " ".join(result.output.split())
+    assert "resume" not in result.output and not out.exists()
+
+
 def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
     # pytest's captured streams are not terminals
     assert list(progress.track(range(5), description="training")) == [0, 1, 2, 3, 4]
@@ -138,8 +152,8 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
 
 
 def test_cli_run_without_terminal_reports_progress(tmp_path, tiny):
-    args = [a for a in tiny if a != "--quiet"]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "r")])
+    args = [a for a in tiny if a != "--quiet"]  # --threads 1: no note that depends on the load
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     # "description done/total elapsed", e.g. "tiny units 3/3 0.0s"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import advtransfer.experiments.recipes.model_selection as ms  # registers the recipes
+from advtransfer.cli import _print_summary
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments import run
 
@@ -86,9 +87,18 @@ def test_imagenet_zoo_quick_end_to_end_and_resume(tmp_path, one_thread):
     assert record["source_accuracy"] == pytest.approx(ms.imagenet_top1(record["source"]))
     assert record["best_lr"] in config.finetune_lrs
     assert record["best_weight_decay"] in config.finetune_weight_decays
-    assert "random (a dry run)" in (out / "report.md").read_text()
+    notice = ("A dry run: the weights are random and the target data are torchvision's "
+              "FakeData (random images), so the numbers say nothing about the method")
+    assert notice in (out / "report.md").read_text()
+    assert "{c." not in (out / "report.md").read_text()
     again = run("imagenet-zoo", out, quick=True, progress=False)
     assert again["units"]["computed"] == 0
+    # the terminal summary says it too, beside the numbers
+    from advtransfer.cli import console
+
+    with console.capture() as captured:
+        _print_summary(again)
+    assert notice in " ".join(captured.get().split())
 
 
 def test_imagenet_zoo_reads_a_ground_truth_csv(tmp_path, one_thread):

@@ -359,6 +359,23 @@ def _missing_error(info: DatasetInfo, root: Path, split: str, missing: list[str]
     )
 
 
+def check_available(wanted: Sequence[tuple[str, str]], root: str | os.PathLike[str], *,
+                    download: bool = False) -> None:
+    """Raise one :class:`AdvTransferError` naming every missing file of every ``(dataset,
+    split)`` in ``wanted`` and how to get each, unless ``download`` (then the loaders fetch
+    them): a recipe on several datasets reports all of them at once, before any work."""
+    if download:
+        return
+    errors = []
+    for name, split in wanted:
+        info = _info(name)
+        missing = missing_files(name, root, split)
+        if missing:
+            errors.append(_missing_error(info, _resolve_root(root, info), split, missing))
+    if errors:
+        raise AdvTransferError("\n".join(errors))
+
+
 def verify_checksums(name: str, root: str | os.PathLike[str], split: str) -> None:
     """Check the files of ``split`` against torchvision's official MD5 checksums.
 

@@ -121,6 +121,7 @@ from advtransfer.data.vision import (
     CIFAR10_CLASSES,
     STL10_CLASSES,
     STL10_TO_CIFAR10,
+    check_available,
     cifar10,
     stl10,
 )
@@ -342,6 +343,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
     names = {a: network_name(a, c.preset) for a in {s.arch for s in sources}
              | {c.reference_architecture}}
     load = {"download": c.download, "verify": c.verify, "size": c.image_size}
+    check_available([(d, s) for d in ("cifar10", "stl10") for s in ("train", "test")],
+                    c.data_root, download=c.download)  # every missing dataset named at once
     cifar = {split: cifar10(c.data_root, split, **load) for split in ("train", "test")}
     stl = {split: stl10(c.data_root, split, **load) for split in ("train", "test")}
 

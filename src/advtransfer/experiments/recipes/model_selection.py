@@ -1653,9 +1653,13 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     selection = selection_summary(scores, truth, sa)
     selection["reference_accuracy"] = ref_acc
     table_md = markdown_table(selection["weighted_tau"])
-    caveat = (" **Weights are random (a dry run): the numbers say nothing about the method; the "
-              "source accuracies are those of the pretrained weights.**"
-              if c.weights == "random" else "")
+    dry = [what for what, fake in (("the weights are random", c.weights == "random"),
+                                   ("the target data are torchvision's FakeData (random "
+                                    "images)", "fake" in c.datasets)) if fake]
+    notice = (f"A dry run: {' and '.join(dry)}, so the numbers say nothing about the method"
+              + ("; the source accuracies are those of the pretrained weights" if
+                 c.weights == "random" else "") + ".") if dry else ""
+    caveat = f" **{notice}**" if notice else ""
     description = (
         f"Models: {', '.join(c.models)} (ImageNet, torchvision; Inception-v3 sees its input "
         f"resized to 299/224 of the {c.image_size} px images). Targets: "
@@ -1680,6 +1684,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
         "report": {
             "title": "imagenet-zoo: ranking ImageNet models for transfer",
             "description": description,
+            "notice": notice,
             "metrics": metrics,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
