@@ -360,3 +360,17 @@ def test_a_missing_data_file_is_reported_before_any_model_is_built(monkeypatch, 
     result = runner.invoke(app, [*command, "--data", "missing.safetensors", "--threads", "1"])
     assert result.exit_code == 1, result.output
     assert "--data must be 'digits' or an existing .safetensors file" in result.output
+
+
+def test_measure_and_matrix_give_the_same_pair(tmp_path):
+    """The same pair with the same defaults: measure's S->T and T->S are matrix's off-diagonal
+    cells (same models, seeds, attack draws), run in one process on one machine."""
+    common = ["--n-samples", "32", "--steps", "2", "--quiet", "--threads", "1"]
+    pair, mat = tmp_path / "pair.json", tmp_path / "matrix.json"
+    assert runner.invoke(app, ["measure", *common, "--out", str(pair)]).exit_code == 0
+    assert runner.invoke(app, ["matrix", "digits-mlp", "digits-cnn", *common,
+                               "--out", str(mat)]).exit_code == 0
+    p, m = json.loads(pair.read_text()), json.loads(mat.read_text())
+    for metric in ("alpha1", "alpha2", "combined"):
+        assert m[metric][0][1] == pytest.approx(p["source_to_target"][metric], rel=1e-6)
+        assert m[metric][1][0] == pytest.approx(p["target_to_source"][metric], rel=1e-6)
