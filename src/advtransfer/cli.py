@@ -34,7 +34,7 @@ from advtransfer.attacks import DEFAULT_TOL, AttackConfig
 from advtransfer.devices import resolve_device, use_threads
 from advtransfer.errors import AdvTransferError
 from advtransfer.metrics import check_convention
-from advtransfer.progress import warn
+from advtransfer.progress import heartbeat, warn
 from advtransfer.store import LOCK_FILE, LOCK_TIMEOUT_S
 
 # Plain help: typer's rich help ignores metavars (every flag shows <bool>, choices <str>) and
@@ -388,15 +388,16 @@ def measure(
     except AdvTransferError as exc:
         _usage(exc)
     try:
-        start = time.perf_counter()
-        x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
-        s = load_cli_model(source, source_weights, num_classes=source_num_classes,
-                           download=download, seed=seed, quiet=quiet).to(run_on)
-        t = load_cli_model(target, target_weights, num_classes=target_num_classes,
-                           download=download, seed=seed + 1, quiet=quiet).to(run_on)
-        result = advtransfer.transferability(
-            s, t, x, attack=config, convention=convention, noise_baseline=True,
-            batch_size=batch_size, device=run_on, generator=seed, progress=not quiet)
+        with heartbeat(lambda: f"measure {source} vs {target}", enabled=not quiet):
+            start = time.perf_counter()
+            x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
+            s = load_cli_model(source, source_weights, num_classes=source_num_classes,
+                               download=download, seed=seed, quiet=quiet).to(run_on)
+            t = load_cli_model(target, target_weights, num_classes=target_num_classes,
+                               download=download, seed=seed + 1, quiet=quiet).to(run_on)
+            result = advtransfer.transferability(
+                s, t, x, attack=config, convention=convention, noise_baseline=True,
+                batch_size=batch_size, device=run_on, generator=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -457,16 +458,17 @@ def matrix(
     except AdvTransferError as exc:
         _usage(exc)
     try:
-        x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
-        mods: dict[str, nn.Module] = {}
-        for i, (name, item) in enumerate(zip(names, models, strict=True)):
-            spec, weights = _split_spec(item, "model")
-            mods[name] = load_cli_model(spec, weights, num_classes=num_classes,
-                                        download=download, seed=seed + i,
-                                        quiet=quiet).to(run_on)
-        result = advtransfer.transfer_matrix(
-            mods, x, attack=config, convention=convention, device=run_on, generator=seed,
-            progress=not quiet)
+        with heartbeat(lambda: f"matrix of {len(models)} models", enabled=not quiet):
+            x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
+            mods: dict[str, nn.Module] = {}
+            for i, (name, item) in enumerate(zip(names, models, strict=True)):
+                spec, weights = _split_spec(item, "model")
+                mods[name] = load_cli_model(spec, weights, num_classes=num_classes,
+                                            download=download, seed=seed + i,
+                                            quiet=quiet).to(run_on)
+            result = advtransfer.transfer_matrix(
+                mods, x, attack=config, convention=convention, device=run_on, generator=seed,
+                progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -806,25 +808,26 @@ def rank_command(
     except AdvTransferError as exc:
         _usage(exc)
     try:
-        start = time.perf_counter()
-        # loaded inside each candidate's unit, one at a time (or on a Ray worker)
-        pool = {name: functools.partial(load_cli_model, *_split_spec(item, "--candidate"),
-                                        num_classes=num_classes, download=download,
-                                        seed=seed + 1 + i, quiet=True)
-                for i, (name, item) in enumerate(zip(names, candidate, strict=True))}
-        x, y = load_labelled_data(data, n_samples)  # first: a bad --data costs no model build
-        needs_reference = selection.needs_reference(method_list)
-        ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
-                              download=download, seed=seed, quiet=quiet).to(run_on)
-               if needs_reference else None)
-        if needs_reference and attack_samples > len(x):
-            warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
-                 f"attacking all {len(x)}")
-        result = selection.rank(
-            pool, (x, y), ref, methods=method_list, attack=config,
-            convention=convention, attack_samples=attack_samples,
-            batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
-            executor=executor, address=address)
+        with heartbeat(lambda: f"rank {len(candidate)} candidates", enabled=not quiet):
+            start = time.perf_counter()
+            # loaded inside each candidate's unit, one at a time (or on a Ray worker)
+            pool = {name: functools.partial(load_cli_model, *_split_spec(item, "--candidate"),
+                                            num_classes=num_classes, download=download,
+                                            seed=seed + 1 + i, quiet=True)
+                    for i, (name, item) in enumerate(zip(names, candidate, strict=True))}
+            x, y = load_labelled_data(data, n_samples)  # first: a bad --data costs no model build
+            needs_reference = selection.needs_reference(method_list)
+            ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
+                                  download=download, seed=seed, quiet=quiet).to(run_on)
+                   if needs_reference else None)
+            if needs_reference and attack_samples > len(x):
+                warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
+                     f"attacking all {len(x)}")
+            result = selection.rank(
+                pool, (x, y), ref, methods=method_list, attack=config,
+                convention=convention, attack_samples=attack_samples,
+                batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
+                executor=executor, address=address)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:

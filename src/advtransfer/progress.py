@@ -2,14 +2,17 @@
 
 On a terminal a rich progress bar (count, elapsed time, ETA); elsewhere (logs, CI, pipes) plain
 lines on stderr, ``description done/total elapsed``, at most every :data:`PLAIN_INTERVAL_S`
-seconds and once when the loop ends, so a long run is never silent and never prints blank bars.
+seconds and once when the loop ends, and around a whole run a :func:`heartbeat` line whenever
+that long has passed without any, so a long run is never silent and never prints blank bars.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
@@ -28,9 +31,46 @@ T = TypeVar("T")
 PLAIN_INTERVAL_S = 10.0
 
 
+#: time.monotonic() of the last plain line printed (progress, heartbeat or warning)
+_last_line = time.monotonic()
+
+
+def _print_line(text: str) -> None:
+    global _last_line
+    print(text, file=sys.stderr, flush=True)
+    _last_line = time.monotonic()
+
+
 def warn(message: str) -> None:
     """A one-line warning on stderr (``warning: message``)."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    _print_line(f"warning: {message}")
+
+
+@contextlib.contextmanager
+def heartbeat(describe: Callable[[], str], *, enabled: bool = True,
+              interval: float = PLAIN_INTERVAL_S) -> Iterator[None]:
+    """While the block runs without a terminal, print ``describe() elapsed`` on stderr whenever
+    ``interval`` seconds pass with no other plain line (a loop's progress, a warning), so that
+    a long run is never silent, even inside one long step (a training, an attack). On a
+    terminal the progress bars already show the elapsed time, and nothing is printed."""
+    if not enabled or Console(stderr=True).is_terminal:
+        yield
+        return
+    start, stop = time.monotonic(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, interval / 4)):
+            if time.monotonic() - _last_line >= interval:
+                _print_line(f"{describe()} {time.monotonic() - start:.1f}s")
+
+    _print_line(f"{describe()} 0.0s")
+    thread = threading.Thread(target=beat, name="advtransfer-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def track(iterable: Iterable[T], *, description: str, total: int | None = None,
@@ -60,8 +100,7 @@ def _plain(iterable: Iterable[T], description: str, total: int | None) -> Iterat
 
     def line() -> None:
         count = f"{done}/{total}" if total is not None else str(done)
-        print(f"{description} {count} {time.monotonic() - start:.1f}s", file=sys.stderr,
-              flush=True)
+        _print_line(f"{description} {count} {time.monotonic() - start:.1f}s")
 
     for item in iterable:
         yield item

@@ -156,8 +156,34 @@ def test_cli_run_without_terminal_reports_progress(tmp_path, tiny):
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "r"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    # "description done/total elapsed", e.g. "tiny units 3/3 0.0s"
-    assert lines and all(ln.split()[-2].count("/") == 1 and ln.endswith("s") for ln in lines)
+    # a loop's "description done/total elapsed", e.g. "tiny units 3/3 0.0s", and the run's
+    # heartbeat "tiny: N units computed, M reused elapsed" (at the start, then after 10 s
+    # without any line)
+    loops = [ln for ln in lines if not ln.startswith("tiny: ")]
+    assert loops and all(ln.split()[-2].count("/") == 1 and ln.endswith("s") for ln in loops)
+    assert lines[0] == "tiny: 0 units computed, 0 reused 0.0s"
+
+
+def test_heartbeat_fills_every_silence_longer_than_the_interval(capsys):
+    """Inside one long step (no loop ticking), a line at least every interval; none while
+    other lines keep coming; none on a terminal or when disabled."""
+    import time
+
+    with progress.heartbeat(lambda: "busy", interval=0.2):
+        time.sleep(0.75)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "busy 0.0s" and 2 <= len(lines) <= 5, lines
+    assert all(ln.startswith("busy ") and ln.endswith("s") for ln in lines)
+    with progress.heartbeat(lambda: "busy", interval=2.0):
+        for _ in range(8):
+            progress.warn("a line")
+            time.sleep(0.05)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines.count("busy 0.0s") == 1 and not any(ln.startswith("busy 0.") and
+                                                     ln != "busy 0.0s" for ln in lines)
+    with progress.heartbeat(lambda: "busy", enabled=False, interval=0.1):
+        time.sleep(0.3)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -24,7 +24,7 @@ from advtransfer.executors import Executor, LocalExecutor, get_executor
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
 from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
-from advtransfer.progress import warn
+from advtransfer.progress import heartbeat, warn
 from advtransfer.store import Store
 
 
@@ -109,7 +109,9 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
     ctx = RunContext(store=p.store, device=p.device, progress=progress, executor=p.executor)
     start = time.perf_counter()
-    body = p.recipe.run(p.config, ctx)
+    with heartbeat(lambda: f"{p.recipe.name}: {p.store.misses} units computed, "
+                           f"{p.store.hits} reused", enabled=progress):
+        body = p.recipe.run(p.config, ctx)
     results = {
         "recipe": p.recipe.name,
         "config": to_dict(p.config),
