@@ -206,3 +206,66 @@ def test_the_cifar_stl_recipe_on_ray_matches_the_local_run(local_ray, tmp_path):
     assert [r[k] for r in on_ray["records"] for k in keys] == pytest.approx(
         [r[k] for r in local["records"] for k in keys], rel=1e-6)
     assert on_ray["units"] == local["units"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # two Ray nodes started and stopped: about a minute
+def test_the_readmes_cluster_steps_on_two_local_nodes(tmp_path):
+    """The README's cluster steps as written, with the Ray that `advtransfer[ray]` installs: a
+    token, a head node and a second node (both on this machine, their own home and temp dir),
+    then `advtransfer rank --executor ray --address`, whose scores are the local run's. A
+    driver without the token setting is refused at once, saying what to set."""
+    import csv
+    import shutil
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's sockets: paths <= 107 bytes
+    bindir = Path(sys.executable).parent
+    ray_cli, cli = str(bindir / "ray"), str(bindir / "advtransfer")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "RAY_AUTH_MODE": "token", "OMP_NUM_THREADS": "1"}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+
+    def sh(*args, check=True, environ=env):
+        return subprocess.run(args, env=environ, capture_output=True, text=True, timeout=300,
+                              check=check, cwd=tmp_path)
+
+    try:
+        sh(ray_cli, "get-auth-token", "--generate")
+        sh(ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "1",
+           "--disable-usage-stats", "--include-dashboard=false",
+           f"--temp-dir={temp}")
+        sh(ray_cli, "start", "--address", address, "--num-cpus", "1", "--disable-usage-stats")
+        args = ["rank", "--reference", "digits-cnn", "-c", "digits-mlp", "-c", "digits-linear",
+                "--methods", "alpha1,logme", "--attack-samples", "32", "--steps", "2",
+                "--quiet", "--threads", "1"]
+        on_ray = sh(cli, *args, "--executor", "ray", "--address", address,
+                    "--out", str(tmp_path / "ray.csv"))
+        assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+        sh(cli, *args, "--out", str(tmp_path / "local.csv"))
+
+        def scores(name):
+            with open(tmp_path / name) as f:
+                return {(r["candidate"], m): float(r[m]) for r in csv.DictReader(f)
+                        for m in ("alpha1", "logme")}
+
+        assert scores("ray.csv") == pytest.approx(scores("local.csv"), rel=1e-5)
+        refused = sh(cli, *args, "--executor", "ray", "--address", address, check=False,
+                     environ={k: v for k, v in env.items() if k != "RAY_AUTH_MODE"})
+        text = " ".join(refused.stderr.split())
+        assert refused.returncode == 1 and "cannot reach the Ray cluster" in text
+        assert "RAY_AUTH_MODE=token" in text and "Traceback" not in refused.stderr
+    finally:
+        sh(ray_cli, "stop", "--force", check=False)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -123,10 +123,27 @@ class RayExecutor:
                 kwargs["num_cpus"] = self.local_cpus or os.cpu_count() or 1
             try:
                 ray.init(**kwargs)
-            except ConnectionError as exc:
-                raise AdvTransferError(f"cannot reach the Ray cluster at address "
-                                       f"{self.address!r}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - any failure to join is one clear error
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                # Ray reports a refused token as a plain ConnectionError (the cause is only
+                # in its log lines): say what to set whenever the token setting is off here
+                auth = ("auth" in type(exc).__name__.lower() or "AuthToken" in str(exc)
+                        or os.environ.get("RAY_AUTH_MODE", "").lower() != "token")
+                raise AdvTransferError(
+                    f"cannot reach the Ray cluster at address {self.address!r} "
+                    f"({type(exc).__name__}: {text[:300]})"
+                    + (". If the cluster uses token authentication (a `ray start` on a machine "
+                       "where Ray has run before does), set RAY_AUTH_MODE=token here as for "
+                       "every `ray start`, with the cluster's token in ~/.ray/auth_token or "
+                       "RAY_AUTH_TOKEN (see the README's cluster steps)" if auth else "")
+                ) from None
         return ray
+
+    def connect(self) -> None:
+        """Join the cluster (or start a local Ray) now: callers do this before any work, so
+        that an unreachable or refusing cluster is an error at once, not after the first
+        stage."""
+        self._init()
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], *,
             shared: dict[str, Any] | None = None, description: str = "units",

@@ -788,6 +788,8 @@ def rank(
     names = list(sources)
     sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
     runner = get_executor(executor, address=address)
+    if callable(getattr(runner, "connect", None)):
+        runner.connect()  # an unreachable cluster is an error before any work
 
     ref_model: nn.Module | None = None
     ref_loaded = False

@@ -108,6 +108,8 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
         # a finished run with every unit in place: nothing to recompute or rewrite
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
     ctx = RunContext(store=p.store, device=p.device, progress=progress, executor=p.executor)
+    if callable(getattr(p.executor, "connect", None)):
+        p.executor.connect()  # an unreachable cluster is an error before any work
     start = time.perf_counter()
     with heartbeat(lambda: f"{p.recipe.name}: {p.store.misses} units computed, "
                            f"{p.store.hits} reused", enabled=progress):
