@@ -374,3 +374,28 @@ def test_measure_and_matrix_give_the_same_pair(tmp_path):
     for metric in ("alpha1", "alpha2", "combined"):
         assert m[metric][0][1] == pytest.approx(p["source_to_target"][metric], rel=1e-6)
         assert m[metric][1][0] == pytest.approx(p["target_to_source"][metric], rel=1e-6)
+
+
+def test_models_timm_without_timm_says_how_to_get_it(monkeypatch):
+    import importlib.util
+    import sys
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "timm" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "timm", None)
+    result = runner.invoke(app, ["models", "timm"])
+    assert result.exit_code == 1
+    assert "timm is not installed" in result.output and "advtransfer[timm]" in result.output
+    every = runner.invoke(app, ["models"])  # the others are listed, with the same note
+    assert every.exit_code == 0 and "builtin:digits-cnn" in every.output
+    assert "timm is not installed" in every.output
+
+
+def test_a_typo_in_a_model_name_suggests_each_close_name_once():
+    result = runner.invoke(app, ["measure", "--source", "digits-cn", "--threads", "1"])
+    assert result.exit_code == 2
+    close = result.output.split("Close matches:")[1].split(".")[0]
+    names = [n.strip() for n in close.split(",")]
+    assert names[0] == "digits-cnn" and len(names) == len(set(names))
+    assert "`advtransfer models`" in " ".join(result.output.split())

@@ -12,6 +12,7 @@ Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``,
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import math
 import os
@@ -654,6 +655,11 @@ def list_model_specs(
         specs = list_models(prefix)
     except AdvTransferError as exc:
         _usage(exc)
+    if prefix in (None, "timm", "timm:") and importlib.util.find_spec("timm") is None:
+        err_console.print("timm is not installed, so no timm: models are listed: pip install "
+                          "'advtransfer[timm]'", soft_wrap=True, markup=False)
+        if prefix is not None:
+            raise typer.Exit(code=1)
     for spec in specs:
         console.print(spec, markup=False, highlight=False, soft_wrap=True)
 

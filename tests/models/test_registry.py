@@ -146,7 +146,13 @@ def test_list_models_names_every_namespace(monkeypatch: pytest.MonkeyPatch) -> N
     assert {"cifar:fc-liang", "cifar:alexnet-liang", "cifar:resnet18", "cifar:lenet"} <= set(cifar)
     assert len(cifar) == len(ARCHITECTURES)
     everything = list_models()
-    assert {f"tv:{n}" for n in torchvision.models.list_models()} <= set(everything)
+    classifiers = torchvision.models.list_models(module=torchvision.models)
+    assert {f"tv:{n}" for n in classifiers} <= set(everything)
+    # detection, segmentation, optical flow and video models return no class scores
+    assert not {"tv:fasterrcnn_resnet50_fpn", "tv:fcn_resnet50", "tv:raft_small",
+                "tv:r3d_18"} & set(everything)
+    with pytest.raises(AdvTransferError, match="classification models"):
+        resolve_spec("tv:fcn_resnet50")
     assert not any(s.startswith("timm:") for s in everything)
     assert set(everything) == set(cifar) | set(list_models("builtin")) | set(list_models("tv"))
     for spec in everything:

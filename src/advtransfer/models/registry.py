@@ -63,9 +63,11 @@ def _builtin_names() -> list[str]:
 
 
 def _tv_names() -> list[str]:
+    """torchvision's classification models (its detection, segmentation, optical-flow and
+    video models return no class scores to rank, and are left out)."""
     import torchvision
 
-    return list(torchvision.models.list_models())
+    return list(torchvision.models.list_models(module=torchvision.models))
 
 
 def _timm_names() -> list[str]:
@@ -127,11 +129,12 @@ def resolve_spec(spec: str) -> tuple[str, str]:
 
 
 def _unknown(spec: str, name: str, known: list[str], prefix: str) -> NoReturn:
-    close = difflib.get_close_matches(name, known, n=3)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3)
     hint = f" Close matches: {', '.join(prefix + c for c in close)}." if close else ""
     raise AdvTransferError(
-        f"unknown model name {spec!r}.{hint} A spec is builtin:NAME, cifar:NAME, tv:NAME, "
-        "timm:NAME or package.module:factory (advtransfer.models.list_models() lists the names)")
+        f"unknown model name {spec!r}.{hint} A spec is builtin:NAME, cifar:NAME, tv:NAME "
+        "(torchvision's classification models), timm:NAME or package.module:factory (the "
+        "names: `advtransfer models`, or advtransfer.models.list_models() in Python)")
 
 
 def _weights_arg(spec: str, weights: Any) -> Path | str | None:
