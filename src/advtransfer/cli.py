@@ -12,7 +12,6 @@ Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``,
 from __future__ import annotations
 
 import functools
-import importlib.util
 import inspect
 import math
 import os
@@ -655,7 +654,7 @@ def list_model_specs(
         specs = list_models(prefix)
     except AdvTransferError as exc:
         _usage(exc)
-    if prefix in (None, "timm", "timm:") and importlib.util.find_spec("timm") is None:
+    if prefix in (None, "timm", "timm:") and not any(s.startswith("timm:") for s in specs):
         err_console.print("timm is not installed, so no timm: models are listed: pip install "
                           "'advtransfer[timm]'", soft_wrap=True, markup=False)
         if prefix is not None:

@@ -251,7 +251,7 @@ def test_models_command_lists_the_specs(monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 0
     assert result.output.split() == ["builtin:digits-cnn", "builtin:digits-linear",
                                      "builtin:digits-mlp"]
-    listed = runner.invoke(app, ["models"]).output.split()
+    listed = runner.invoke(app, ["models"]).stdout.split()  # stderr: timm is missing
     assert {"cifar:fc-liang", "cifar:alexnet-liang", "tv:resnet101"} <= set(listed)
     assert listed == list_models()
     result = runner.invoke(app, ["models", "torchvision"])
