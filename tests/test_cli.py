@@ -395,3 +395,19 @@ def test_a_typo_in_a_model_name_suggests_each_close_name_once():
     names = [n.strip() for n in close.split(",")]
     assert names[0] == "digits-cnn" and len(names) == len(set(names))
     assert "`advtransfer models`" in " ".join(result.output.split())
+
+
+def test_list_recipe_shows_its_set_keys_and_a_typo_gets_a_suggestion():
+    import dataclasses
+
+    from advtransfer.experiments import all_recipes
+
+    for recipe in all_recipes():
+        result = runner.invoke(app, ["list", recipe.name])
+        assert result.exit_code == 0, (recipe.name, result.output)
+        shown = {ln.split()[0] for ln in result.stdout.splitlines() if ln.strip()}
+        assert {f.name for f in dataclasses.fields(recipe.config)} <= shown, recipe.name
+    assert runner.invoke(app, ["list", "synthetc"]).exit_code == 2
+    typo = runner.invoke(app, ["run", "synthetic", "--set", "scale=1", "--out", "x"])
+    assert typo.exit_code == 2
+    assert "Did you mean 'scale' -> 'scales'?" in " ".join(typo.output.split())

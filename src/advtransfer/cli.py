@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 import os
 import time
@@ -629,15 +630,39 @@ RunSeedOpt = Annotated[int | None, typer.Option(metavar="INT",
 
 
 @app.command("list")
-def list_recipes() -> None:
-    """List the recipes."""
-    from advtransfer.experiments import all_recipes
+def list_recipes(
+    recipe: Annotated[str | None, typer.Argument(
+        metavar="[RECIPE]", help="Show this recipe's configuration fields (the keys of --set "
+                                 "and of a CONFIG.toml) with their defaults.")] = None,
+) -> None:
+    """List the recipes, or one recipe's configuration fields."""
+    import dataclasses
 
-    table = Table(title="recipes (advtransfer run NAME --out DIR)")
-    table.add_column("recipe", no_wrap=True)
-    table.add_column("description")
-    for recipe in all_recipes():
-        table.add_row(recipe.name, recipe.description)
+    from advtransfer.experiments import all_recipes
+    from advtransfer.experiments.config import to_dict
+    from advtransfer.experiments.registry import get_recipe
+
+    if recipe is None:
+        table = Table(title="recipes (advtransfer run NAME --out DIR; advtransfer list NAME "
+                            "for its fields)")
+        table.add_column("recipe", no_wrap=True)
+        table.add_column("description")
+        for r in all_recipes():
+            table.add_row(r.name, r.description)
+        console.print(table)
+        return
+    try:
+        found = get_recipe(recipe)
+    except AdvTransferError as exc:
+        _usage(exc)
+    defaults = to_dict(found.config())
+    table = Table(title=f"{found.name}: fields for --set KEY=VALUE (values in TOML syntax)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("default", overflow="fold")
+    for field in dataclasses.fields(found.config):
+        table.add_row(field.name, json.dumps(defaults.get(field.name)))
+    console.print(found.description)
     console.print(table)
 
 

@@ -84,8 +84,14 @@ def apply(config: Any, values: dict[str, Any], *, source: str) -> Any:
     names = [f.name for f in dataclasses.fields(config)]
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise AdvTransferError(f"{source}: unknown configuration key(s) {unknown}; the keys of "
-                               f"{type(config).__name__} are {names}")
+        import difflib
+
+        close = [f"{k!r} -> {m[0]!r}" for k in unknown
+                 if (m := difflib.get_close_matches(k, names, n=1))]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise AdvTransferError(f"{source}: unknown configuration key(s) {unknown}.{hint} The "
+                               f"keys of {type(config).__name__} are {names} (`advtransfer "
+                               "list RECIPE` shows them with their defaults)")
     checked = {k: coerce(v, hints[k], f"{source}: {k}") for k, v in values.items()}
     return dataclasses.replace(config, **checked)
 
