@@ -285,7 +285,8 @@ def load_into(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = 
     if strict and unexpected:
         problems.append(_listing("unexpected keys", unexpected))
     if problems:
-        hint = "" if not strict or mismatched else " (pass strict=False to ignore key mismatches)"
+        hint = "" if not strict or mismatched else (
+            " (in Python, strict=False loads the matching keys and warns about the rest)")
         raise AdvTransferError(
             f"checkpoint {path} does not fit {type(model).__name__}: " + "; ".join(problems) + hint
         )

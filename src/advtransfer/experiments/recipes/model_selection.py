@@ -1372,8 +1372,9 @@ def _weights_path(c: ImageNetZooConfig, name: str) -> str | None:
             return str(path)
     raise AdvTransferError(f"no weights for model {name!r} in weights_dir: looked for "
                            + ", ".join(map(str, tried)) + ". advtransfer never downloads "
-                           "weights; copy torchvision's state dicts there, or set "
-                           "weights=random for a dry run.")
+                           "weights; copy torchvision's state dicts there, or use "
+                           "weights=random for a dry run (command line: --set "
+                           "weights=random).")
 
 
 def _weights_id(path: str | None, name: str) -> Any:
@@ -1501,7 +1502,8 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             f"no local weights for {missing}: looked for "
             + ", ".join(str(p) for m in missing for p in weight_candidates(m))
             + ". advtransfer never downloads weights; copy torchvision's state dicts there, "
-            "set weights_dir, or set weights=random for a dry run.")
+            "point weights_dir at them (command line: --set weights_dir=DIR), or use "
+            "weights=random for a dry run (--set weights=random).")
     top1 = {m: imagenet_top1(m) for m in c.models}
     have_top1 = all(v is not None for v in top1.values())
     # builders: each model is loaded where it is used and released after it
