@@ -548,7 +548,8 @@ def _print_summary(results: dict[str, Any]) -> None:
         console.print(f"note: {rep['notice']}", style="bold yellow")
     tau = results.get("selection", {}).get("weighted_tau")
     if tau:
-        _print_tau_table(tau, rep.get("labels", {}))
+        _print_tau_table(tau, rep.get("labels", {}),
+                         rep.get("ground_truth", "fine-tuning accuracy"))
     rows = results.get("correlations", [])
     group = next((r["within"]["group"] for r in rows if r.get("within")), None)
     title = "correlations (pooled: Pearson r, Spearman rho; p-values"
@@ -587,16 +588,17 @@ def _p_cell(value: Any) -> str:
     return "<0.001" if value < 1e-3 else f"{value:.2g}"
 
 
-def _print_tau_table(tau: dict[str, dict[str, Any]], labels: dict[str, str]) -> None:
+def _print_tau_table(tau: dict[str, dict[str, Any]], labels: dict[str, str],
+                     truth: str) -> None:
     """The model-selection headline: weighted Kendall tau of each method (rows, best mean
-    first) against fine-tuning, per target and mean."""
+    first) against the ground truth ``truth``, per target and mean."""
     targets = list(dict.fromkeys(t for row in tau.values() for t in row if t != "mean"))
 
     def mean(method: str) -> float:
         v = tau[method].get("mean")
         return v if isinstance(v, (int, float)) and v == v else -float("inf")
 
-    table = Table(title="weighted Kendall tau against fine-tuning accuracy (1 = same ranking)",
+    table = Table(title=f"weighted Kendall tau against {truth} (1 = same ranking)",
                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("method")
     for t in [*targets, "mean"]:

@@ -98,7 +98,12 @@ def test_imagenet_zoo_quick_end_to_end_and_resume(tmp_path, one_thread):
 
     with console.capture() as captured:
         _print_summary(again)
-    assert notice in " ".join(captured.get().split())
+    shown = " ".join(captured.get().split())
+    assert notice in shown
+    # the tau table names the ground truth it ranks against
+    truth = again["report"]["ground_truth"]
+    assert truth.endswith("accuracy (grid-searched head)") or "fine-tuning" in truth
+    assert f"weighted Kendall tau against {truth}" in shown
 
 
 def test_imagenet_zoo_reads_a_ground_truth_csv(tmp_path, one_thread):

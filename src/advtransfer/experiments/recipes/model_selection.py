@@ -1097,6 +1097,8 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         "report": {
             "title": f"{name}: which source model transfers best?",
             "description": description,
+            "ground_truth": {"finetune": "full fine-tuning accuracy",
+                             "linear_probe": "linear-probe accuracy"}[c.ground_truth],
             "metrics": all_methods,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
@@ -1687,6 +1689,9 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             "title": "imagenet-zoo: ranking ImageNet models for transfer",
             "description": description,
             "notice": notice,
+            "ground_truth": ("the accuracies of ground_truth_csv" if c.ground_truth_csv else
+                             "full fine-tuning accuracy" if c.ground_truth == "finetune" else
+                             "linear-probe accuracy (grid-searched head)"),
             "metrics": metrics,
             "outcomes": ["transfer_accuracy"],
             "sweep": None,
