@@ -382,6 +382,11 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
             "n = 20 in 5 groups; r_w = 0.00, p = 1 (permutation)") in md
     assert "- alpha1 vs acc: clear positive correlation." in md  # pooled: carried by the share
     shows = md.split("## What this run shows and does not show")[1].split("## Figures")[0]
+    in_short = shows.split("\n\n")[1]
+    assert in_short.startswith("In short, for accuracy:")
+    # the report opens on that conclusion: the first section after the title
+    sections = [ln for ln in md.splitlines() if ln.startswith("## ")]
+    assert sections[0] == "## In short" and md.split("## In short")[1].strip().startswith(in_short)
     shown, not_shown = shows.split("Does not show:")
     assert "The metrics follow the designed share of target classes" in shown
     assert "Pooled over all 20 sources, clear correlation with accuracy for alpha1" in shown

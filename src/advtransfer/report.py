@@ -1344,7 +1344,14 @@ def write_report(results: Mapping[str, Any], out_dir: str | Path, *, n_boot: int
 
     # document
     blocks: list[_Block] = [_Block("h1", text=spec.title)]
+    if verdict:  # the report opens on its conclusion; the evidence follows
+        blocks += [_Block("h2", text="In short"), verdict[1],
+                   _Block("p", text="The evidence and what the run does not show: the sections "
+                                    "below, ending with “What this run shows and does not "
+                                    "show”.")]
     if spec.description.strip():
+        if verdict:
+            blocks.append(_Block("h2", text="Design"))
         blocks.append(_Block("md", text=spec.description.strip()))
     run = _run_items(results)
     if run:
