@@ -112,29 +112,30 @@ def test_truncated_run_json_is_a_clear_error_for_run_and_demo(finished, tiny):
         assert "JSONDecodeError" not in result.output
 
 
-def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, tiny):
+def _interrupt(monkeypatch, owner, name, tiny, out):
+    """Run the tiny recipe into ``out`` with ``owner.name`` raising Ctrl-C."""
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Store, "record", interrupted)
-    out = tmp_path / "run"
+    monkeypatch.setattr(owner, name, interrupted)
     result = runner.invoke(app, [*tiny, "--out", str(out)])
     assert result.exit_code == 130
-    assert "interrupted" in result.output and "rerun the same command to resume" in result.output
+    return " ".join(result.output.split())
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, monkeypatch, tiny):
+    said = _interrupt(monkeypatch, Store, "record", tiny, tmp_path / "run")
+    assert "interrupted" in said and "rerun the same command to resume" in said
 
 
 def test_ctrl_c_before_anything_is_written_says_so(tmp_path, monkeypatch, tiny):
     import advtransfer.experiments.runner as runner_module
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runner_module, "execute", interrupted)
     out = tmp_path / "run"
-    result = runner.invoke(app, [*tiny, "--out", str(out)])
-    assert result.exit_code == 130
-    assert f"Nothing was written to {out}" in " ".join(result.output.split())
-    assert "resume" not in result.output and not out.exists()
+    said = _interrupt(monkeypatch, runner_module, "execute", tiny, out)
+    assert f"Nothing was written to {out}" in said
+    assert "resume" not in said and not out.exists()
 
 
 def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
