@@ -411,3 +411,22 @@ def test_list_recipe_shows_its_set_keys_and_a_typo_gets_a_suggestion():
     typo = runner.invoke(app, ["run", "synthetic", "--set", "scale=1", "--out", "x"])
     assert typo.exit_code == 2
     assert "Did you mean 'scale' -> 'scales'?" in " ".join(typo.output.split())
+
+
+def test_auto_threads_says_when_it_takes_fewer_cores_but_not_for_the_users_setting(monkeypatch):
+    import advtransfer.cli as cli
+    import advtransfer.devices as devices
+
+    monkeypatch.setattr(cli, "_run_and_report", lambda *a, **k: None)
+    monkeypatch.setattr(devices, "free_cores", lambda: 1)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        busy = runner.invoke(app, ["demo"])
+        assert busy.exit_code == 0 and "using 1 of 2 CPU threads (auto)" in busy.output
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        chosen = runner.invoke(app, ["demo"])
+        assert chosen.exit_code == 0 and "CPU threads" not in chosen.output
+    finally:
+        torch.set_num_threads(before)

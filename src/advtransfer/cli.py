@@ -296,7 +296,8 @@ def _threads(values: dict[str, Any]) -> int:
     except AdvTransferError as exc:
         _usage(exc)
     cores = os.cpu_count() or 1
-    if str(values["threads"]).strip().lower() == "auto" and n < cores:
+    auto = str(values["threads"]).strip().lower() == "auto"
+    if auto and n < cores and not os.environ.get("OMP_NUM_THREADS", "").strip():
         err_console.print(f"using {n} of {cores} CPU threads (auto): the other cores are busy "
                           "with other work; --threads sets the count")
     return n
