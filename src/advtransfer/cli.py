@@ -32,7 +32,7 @@ from torch import nn
 
 import advtransfer
 from advtransfer.attacks import DEFAULT_TOL, AttackConfig
-from advtransfer.devices import resolve_device, use_threads
+from advtransfer.devices import resolve_device, use_threads, user_threads
 from advtransfer.errors import AdvTransferError
 from advtransfer.metrics import check_convention
 from advtransfer.progress import heartbeat, warn
@@ -297,7 +297,7 @@ def _threads(values: dict[str, Any]) -> int:
         _usage(exc)
     cores = os.cpu_count() or 1
     auto = str(values["threads"]).strip().lower() == "auto"
-    if auto and n < cores and not os.environ.get("OMP_NUM_THREADS", "").strip():
+    if auto and n < cores and user_threads() is None:
         err_console.print(f"using {n} of {cores} CPU threads (auto): the other cores are busy "
                           "with other work; --threads sets the count")
     return n

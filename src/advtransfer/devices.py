@@ -13,7 +13,8 @@ from torch import nn
 
 from advtransfer.errors import AdvTransferError
 
-__all__ = ["choose_threads", "free_cores", "model_device", "resolve_device", "use_threads"]
+__all__ = ["choose_threads", "free_cores", "model_device", "resolve_device", "use_threads",
+           "user_threads"]
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -100,6 +101,12 @@ def free_cores(interval: float = 0.2) -> int:
     return int(min(usable, max(1, round(free))))
 
 
+def user_threads() -> int | None:
+    """The thread count the user set with ``OMP_NUM_THREADS`` (an integer >= 1), else None."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) >= 1 else None
+
+
 def choose_threads(threads: int | str = "auto") -> int:
     """The torch thread count to use: ``threads`` itself (an int >= 1, or its text), or for
     ``"auto"`` the user's ``OMP_NUM_THREADS`` when set, else :func:`free_cores`.
@@ -112,10 +119,7 @@ def choose_threads(threads: int | str = "auto") -> int:
         AdvTransferError: ``threads`` is neither ``"auto"`` nor an integer >= 1.
     """
     if isinstance(threads, str) and threads.strip().lower() == "auto":
-        env = os.environ.get("OMP_NUM_THREADS", "").strip()
-        if env.isdigit() and int(env) >= 1:
-            return int(env)
-        return free_cores()
+        return user_threads() or free_cores()
     try:
         n = int(threads)
         if isinstance(threads, float) or isinstance(threads, bool) or n < 1:

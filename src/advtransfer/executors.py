@@ -34,7 +34,7 @@ import torch
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.progress import track
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "get_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "connect", "get_executor"]
 
 #: The executor names :func:`get_executor` accepts.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
@@ -184,3 +184,12 @@ def get_executor(executor: str | Executor | None = "local", *,
         raise AdvTransferTypeError(f"executor must be 'local', 'ray' or an object with a map() "
                                    f"method; got {type(executor).__name__}")
     return executor
+
+
+def connect(executor: Executor) -> None:
+    """Join ``executor``'s cluster now, when it has one (:meth:`RayExecutor.connect`): callers
+    do this before any work, so that an unreachable cluster is an error at once. Executors
+    without a ``connect`` method (this process, a user's own) have nothing to join."""
+    join = getattr(executor, "connect", None)
+    if callable(join):
+        join()

@@ -105,7 +105,7 @@ from advtransfer.estimators import (
     regularized_hscore,
     transrate,
 )
-from advtransfer.executors import Executor, get_executor
+from advtransfer.executors import Executor, connect, get_executor
 from advtransfer.metrics import Convention, resolve_device
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.features import PenultimateCapture, has_linear
@@ -616,9 +616,7 @@ class _FeatureMap(nn.Module):
     last ``nn.Linear`` called, :class:`advtransfer.models.features.PenultimateCapture`)."""
 
     def __init__(self, model: nn.Module, name: str) -> None:
-        super().__init__()
-        if not has_linear(model):
-            raise NotApplicableError("it has no nn.Linear layer, so no penultimate features")
+        super().__init__()  # a model without nn.Linear: NotApplicableError from the capture
         self.model = model
         self.name = name
         self.capture = PenultimateCapture(model, name=name, detach=False)
@@ -788,8 +786,7 @@ def rank(
     names = list(sources)
     sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
     runner = get_executor(executor, address=address)
-    if callable(getattr(runner, "connect", None)):
-        runner.connect()  # an unreachable cluster is an error before any work
+    connect(runner)  # an unreachable cluster is an error before any work
 
     ref_model: nn.Module | None = None
     ref_loaded = False

@@ -20,7 +20,7 @@ import torch
 import advtransfer
 from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
-from advtransfer.executors import Executor, LocalExecutor, get_executor
+from advtransfer.executors import Executor, LocalExecutor, connect, get_executor
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
 from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
@@ -108,8 +108,7 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
         # a finished run with every unit in place: nothing to recompute or rewrite
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
     ctx = RunContext(store=p.store, device=p.device, progress=progress, executor=p.executor)
-    if callable(getattr(p.executor, "connect", None)):
-        p.executor.connect()  # an unreachable cluster is an error before any work
+    connect(p.executor)  # an unreachable cluster is an error before any work
     start = time.perf_counter()
     with heartbeat(lambda: f"{p.recipe.name}: {p.store.misses} units computed, "
                            f"{p.store.hits} reused", enabled=progress):
