@@ -17,7 +17,8 @@ SRC = Path(advtransfer.__file__).resolve().parent
 # Lowest first. A name stands for that module, or with a trailing "." for a package's modules.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("advtransfer._version", "advtransfer.errors", "advtransfer.fileio",
-              "advtransfer.progress", "advtransfer.devices", "advtransfer.executors")),
+              "advtransfer.progress", "advtransfer.devices", "advtransfer.executors",
+              "advtransfer.methods")),
     ("data", ("advtransfer.data", "advtransfer.data.")),
     ("models", ("advtransfer.models.adapters", "advtransfer.models.architectures",
                 "advtransfer.models.wrappers", "advtransfer.models.features",

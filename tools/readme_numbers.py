@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from advtransfer.methods import method_label
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAPER_CSVS = ROOT / "tests" / "experiments" / "data" / "paper_synthetic_results"
@@ -89,14 +91,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join(lines) + "\n"
 
 
-_DIRECTION = {"t2s": "target→source", "s2t": "source→target"}
-
-
-def _metric_label(key: str) -> str:
-    metric, tag = key.rsplit("_", 1)
-    return f"{metric} {_DIRECTION[tag]}"
-
-
 def _seeds_line(runs: Sequence[Run]) -> str:
     seeds = ", ".join(str(r["seed"]) for r, _ in runs)
     return f"mean ± sd over the {len(runs)} seeds {seeds}"
@@ -113,12 +107,12 @@ def digits_distribution(runs: Sequence[Run]) -> str:
         acc = [c[(metric, "transfer_accuracy")] for c in corr]
         loss = [c[(metric, "transfer_loss")] for c in corr]
         rows.append([
-            _metric_label(metric),
+            method_label(metric),
             _ms([a["pearson_r"] for a in acc]), _ms([a["spearman_rho"] for a in acc]),
             _ms([(a.get("within") or {}).get("r") for a in acc]),
             _ms([x["pearson_r"] for x in loss]),
         ])
-    line = (f"\nThe design: r(share, alpha1 target→source) = "
+    line = (f"\nThe design: r(share, {method_label('alpha1_t2s')}) = "
             f"{_ms([d['alpha1_t2s']['pearson_r'] for d in design])}, r(share, transfer "
             f"accuracy) = {_ms([d['transfer_accuracy']['pearson_r'] for d in design])} "
             f"({_seeds_line(runs)}).\n")
@@ -140,7 +134,7 @@ def synthetic(runs: Sequence[Run]) -> str:
              "gradient_matching_distance": "gradient-matching distance"}
     line = ", ".join(f"{label} {_ms([c[k]['pearson_r'] for c in corr])}"
                      for k, label in names.items())
-    return (_table(["scale", "alpha1 S→T", "alpha2 S→T", "combined S→T",
+    return (_table(["scale", *(method_label(k) for k, _ in columns[:3]),
                     "gradient-matching distance", "transfer RMSE"], rows)
             + f"\nPearson r with transfer RMSE over the {len(by_scale[0])} scales: {line}; "
               f"target test R² {_ms([res['target']['test_r2'] for res, _ in runs])} "
@@ -190,8 +184,9 @@ def model_selection(runs: Sequence[Run]) -> str:
 
     methods = sorted(truths[0]["finetune"]["weighted_tau"],
                      key=lambda m: -statistics.fmean(taus("finetune", m)))
-    rows = [[f"{m} (pre-registered)" if m in primary else m, f"**{_ms(taus('finetune', m), 3)}**",
-             _ms(taus("linear_probe", m), 3), cost(m)] for m in methods]
+    rows = [[method_label(m) + (" (pre-registered)" if m in primary else ""),
+             f"**{_ms(taus('finetune', m), 3)}**", _ms(taus("linear_probe", m), 3), cost(m)]
+            for m in methods]
     header = ["method", "**FT mean tau**", "LP mean tau", "cost (x 1 fine-tune)"]
     agreement = [(t["finetune"].get("seed_agreement") or {}).get("mean") for t in truths]
     targets = list(sels[0]["reference_accuracy"])

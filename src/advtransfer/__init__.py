@@ -5,7 +5,8 @@ Implements Liang et al., *Does Adversarial Transferability Indicate Knowledge Tr
 
 Layering. A module imports only modules of its own layer or of lower ones (checked by
 tests/test_layers.py, imports inside functions included). From the bottom: *base*
-(``errors``, ``fileio``, ``progress``, ``devices``, ``executors``, ``_version``); *data*
+(``errors``, ``fileio``, ``progress``, ``devices``, ``executors``, ``_version``, ``methods``:
+the model-selection method ids and their display names); *data*
 (``data.*``: datasets, batching, Taskonomy images and task names); *models*
 (``models.adapters``, ``architectures``, ``wrappers``, ``features``, ``checkpoint``, ``zoo``,
 ``taskonomy``: building and loading networks, no training); *numerics* (``attacks``,

@@ -106,6 +106,15 @@ from advtransfer.estimators import (
     transrate,
 )
 from advtransfer.executors import Executor, connect, get_executor
+from advtransfer.methods import (
+    ADVERSARIAL_FEATURE_METHODS,
+    ADVERSARIAL_METHODS,
+    DEFAULT_METHODS,
+    FEATURE_METHODS,
+    METHODS,
+    OUTPUT_METHODS,
+    RANK_AVERAGE_METHODS,
+)
 from advtransfer.metrics import Convention, resolve_device
 from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.features import PenultimateCapture, has_linear
@@ -143,51 +152,6 @@ __all__ = [
     "summarize",
     "target_tensors",
 ]
-
-#: Adversarial methods: name -> (metric, direction). "t2s": attack crafted on the reference
-#: (target model) and applied to the candidate; "s2t": crafted on the candidate, applied to the
-#: reference. The plain names are the t2s direction (the authors' image protocol).
-ADVERSARIAL_METHODS: dict[str, tuple[str, str]] = {
-    "alpha1": ("alpha1", "t2s"),
-    "alpha2": ("alpha2", "t2s"),
-    "combined": ("combined", "t2s"),
-    "alpha1_t2s": ("alpha1", "t2s"),
-    "alpha2_t2s": ("alpha2", "t2s"),
-    "combined_t2s": ("combined", "t2s"),
-    "alpha1_s2t": ("alpha1", "s2t"),
-    "alpha2_s2t": ("alpha2", "s2t"),
-    "combined_s2t": ("combined", "s2t"),
-    "alpha1_features": ("alpha1", "t2s"),
-    "alpha2_features": ("alpha2", "t2s"),
-    "combined_features": ("combined", "t2s"),
-    "alpha1_features_s2t": ("alpha1", "s2t"),
-    "alpha2_features_s2t": ("alpha2", "s2t"),
-    "combined_features_s2t": ("combined", "s2t"),
-}
-#: The adversarial methods measured on the candidate's *penultimate features* h_S(x) (the
-#: representation the fine-tuned head is fitted on) instead of its outputs f_S(x); the
-#: reference side is always the reference's outputs f_T(x).
-ADVERSARIAL_FEATURE_METHODS: tuple[str, ...] = tuple(m for m in ADVERSARIAL_METHODS
-                                                     if "_features" in m)
-#: Rank-average combinations: name -> the methods whose normalised ranks are averaged
-#: (:func:`rank_average`).
-RANK_AVERAGE_METHODS: dict[str, tuple[str, ...]] = {
-    "alpha1_logme_rankavg": ("alpha1", "logme"),
-    "alpha1_leep_rankavg": ("alpha1", "leep"),
-    "alpha1_features_logme_rankavg": ("alpha1_features", "logme"),
-    "alpha1_features_leep_rankavg": ("alpha1_features", "leep"),
-}
-#: Estimators computed on the penultimate features (input of the last ``nn.Linear`` called).
-FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "transrate", "gbc")
-#: Estimators computed on the candidate's outputs: softmax probabilities (LEEP), arg-max (NCE).
-OUTPUT_METHODS: tuple[str, ...] = ("leep", "nce")
-#: Every method :func:`rank` knows.
-METHODS: tuple[str, ...] = (*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS,
-                            *RANK_AVERAGE_METHODS, "source_accuracy", "finetune")
-#: The methods :func:`rank` computes when ``methods`` is not given (``source_accuracy`` is added
-#: when the caller passes ``source_accuracy``).
-DEFAULT_METHODS: tuple[str, ...] = ("alpha1", "alpha2", "combined", "logme", "leep", "nce",
-                                    "hscore", "regularized_hscore", "transrate", "gbc")
 
 _ESTIMATORS = {
     "logme": logme, "hscore": hscore, "regularized_hscore": regularized_hscore,

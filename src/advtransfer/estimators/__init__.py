@@ -7,8 +7,8 @@ transfer better. Class labels may take any values: they are mapped to ``0..C-1``
 * :func:`logme` - LogME, You et al., ICML 2021.
 * :func:`leep` - LEEP, Nguyen et al., ICML 2020.
 * :func:`nce` - negative conditional entropy, Tran et al., ICCV 2019.
-* :func:`hscore` - H-score, Bao et al., ICIP 2019; :func:`regularized_hscore` - shrinkage
-  H-score, Ibrahim et al., 2022.
+* :func:`hscore` - H-score, Bao et al., ICIP 2019; :func:`regularized_hscore` - regularized
+  H-score (shrinkage), Ibrahim et al., 2022.
 * :func:`transrate` - TransRate, Huang et al., ICML 2022 (centred features scaled to unit
   Frobenius norm by default, as the field's benchmark code).
 * :func:`gbc` - Gaussian Bhattacharyya coefficient, Pándy et al., CVPR 2022 (in the space of

@@ -27,6 +27,7 @@ from advtransfer.data.subsets import take
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.knowledge import EPOCHS, FINETUNES, knowledge_transfer
+from advtransfer.methods import method_label
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
@@ -405,13 +406,6 @@ def check_common(c: Any) -> None:
     attack_config(c)  # validates eps, norm, objective, solver, steps, ...
 
 
-ALPHA_LABELS = {
-    "alpha1_s2t": "alpha1 (source -> target)", "alpha2_s2t": "alpha2 (source -> target)",
-    "combined_s2t": "combined (source -> target)", "alpha1_t2s": "alpha1 (target -> source)",
-    "alpha2_t2s": "alpha2 (target -> source)", "combined_t2s": "combined (target -> source)",
-}
-
-
 def metric_names(direction: str) -> list[str]:
     """The six alpha fields, the chosen direction's first."""
     other = "s2t" if direction == "t2s" else "t2s"
@@ -419,10 +413,7 @@ def metric_names(direction: str) -> list[str]:
 
 
 def alpha_labels(convention: Convention) -> dict[str, str]:
-    """Report labels of the alpha fields (saying when alpha2/combined are squared)."""
-    labels = dict(ALPHA_LABELS)
-    if check_convention(convention) == "authors":
-        for key, text in ALPHA_LABELS.items():
-            if not key.startswith("alpha1"):
-                labels[key] = text.replace(" (", "² (", 1)
-    return labels
+    """Report labels of the six alpha fields (:func:`advtransfer.methods.method_label`, saying
+    when alpha2/combined are squared)."""
+    squared = check_convention(convention) == "authors"
+    return {m: method_label(m, squared=squared) for m in metric_names("t2s")}

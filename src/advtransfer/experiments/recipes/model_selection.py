@@ -2,10 +2,10 @@ r"""Model selection recipes: does adversarial transferability pick the best sour
 
 Both recipes rank a pool of candidate source models for several target tasks with every method of
 :mod:`advtransfer.selection` (alpha1/alpha2/combined in both directions, Liang et al., ICML 2021;
-LogME, LEEP, NCE, H-score, shrinkage H-score, TransRate, GBC; and the data-free baseline that ranks
-by each source model's own accuracy), measure the ground truth by fine-tuning every candidate on
-every target, and report the weighted Kendall tau (:func:`scipy.stats.weightedtau`, the field's
-headline metric) of every method per target and its mean.
+LogME, LEEP, NCE, H-score, regularized H-score, TransRate, GBC; and the data-free baseline that
+ranks by each source model's own accuracy), measure the ground truth by fine-tuning every
+candidate on every target, and report the weighted Kendall tau (:func:`scipy.stats.weightedtau`,
+the field's headline metric) of every method per target and its mean.
 
 ``digits-model-selection`` (runs anywhere in minutes, no download)
     A pool of small source models of different architectures (two-layer MLPs of several widths,
@@ -79,16 +79,19 @@ from advtransfer.experiments.stages import (
     trained_classifier,
 )
 from advtransfer.knowledge import knowledge_transfer
-from advtransfer.metrics import Convention, check_convention
-from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
-from advtransfer.reference import ReferenceAttack
-from advtransfer.selection import (
+from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
     FEATURE_METHODS,
     METHODS,
     OUTPUT_METHODS,
     RANK_AVERAGE_METHODS,
+    method_label,
+)
+from advtransfer.metrics import Convention, check_convention
+from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
+from advtransfer.reference import ReferenceAttack
+from advtransfer.selection import (
     CandidatePlan,
     candidate_outputs,
     estimator_scores,
@@ -130,12 +133,7 @@ __all__ = [
 RECIPE_METHODS: list[str] = ["alpha1", "alpha2", "combined", "alpha1_s2t", "alpha2_s2t",
                              "combined_s2t", "logme", "leep", "nce", "hscore",
                              "regularized_hscore", "transrate", "gbc"]
-_LABELS = {
-    "alpha1": "alpha1 (target -> source)", "alpha2": "alpha2 (target -> source)",
-    "combined": "combined (target -> source)", "alpha1_s2t": "alpha1 (source -> target)",
-    "alpha2_s2t": "alpha2 (source -> target)", "combined_s2t": "combined (source -> target)",
-    "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score",
-    "regularized_hscore": "shrinkage H-score", "transrate": "TransRate", "gbc": "GBC",
+_OUTCOME_LABELS = {
     "source_accuracy": "source accuracy (data-free baseline)",
     "transfer_accuracy": "transfer accuracy (fine-tuned head)",
     "reference_accuracy": "reference accuracy (target-trained model, target test set)",
@@ -143,8 +141,9 @@ _LABELS = {
 
 
 def _labels(metrics: list[str], ground_truth: str) -> dict[str, str]:
-    labels = {k: v for k, v in _LABELS.items()
-              if k in metrics or k in ("transfer_accuracy", "reference_accuracy")}
+    labels = {m: method_label(m) for m in metrics}
+    labels.update({k: v for k, v in _OUTCOME_LABELS.items()
+                   if k in metrics or k in ("transfer_accuracy", "reference_accuracy")})
     if ground_truth == "finetune":
         labels["transfer_accuracy"] = "transfer accuracy (full fine-tuning)"
     return labels

@@ -66,8 +66,9 @@ from torch import nn
 
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import ALPHA_LABELS
+from advtransfer.experiments.stages import alpha_labels
 from advtransfer.knowledge import knowledge_transfer
+from advtransfer.methods import method_label
 from advtransfer.models.architectures import two_layer_sigmoid
 from advtransfer.theory import first_order_transferability, gradient_matching_distance
 from advtransfer.training import evaluate, fit
@@ -78,9 +79,10 @@ PAPER_OUTPUTS = 10
 PAPER_SEED = 233
 #: The columns of the authors' results files after ``scale``, in their order, with labels.
 PAPER_LABELS = {
-    "alpha_S_T": "alpha1 S→T", "alpha_T_S": "alpha1 T→S", "gamma_S_T": "alpha2 S→T",
-    "gamma_T_S": "alpha2 T→S", "alpha_gamma_combined_S_T": "combined S→T",
-    "alpha_gamma_combined_T_S": "combined T→S",
+    "alpha_S_T": method_label("alpha1_s2t"), "alpha_T_S": method_label("alpha1_t2s"),
+    "gamma_S_T": method_label("alpha2_s2t"), "gamma_T_S": method_label("alpha2_t2s"),
+    "alpha_gamma_combined_S_T": method_label("combined_s2t"),
+    "alpha_gamma_combined_T_S": method_label("combined_t2s"),
     "loss_f_S": "transfer RMSE (f_S, last layer refitted)", "loss_f_T": "target RMSE (f_T)",
     "gradient_loss": "gradient-matching distance"}
 
@@ -321,7 +323,7 @@ def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
             "metrics": metrics,
             "outcomes": ["transfer_rmse"],
             "sweep": "scale",
-            "labels": {**ALPHA_LABELS, "scale": "weight-noise scale",
+            "labels": {**alpha_labels("icml"), "scale": "weight-noise scale",
                        "gradient_matching_distance": "gradient-matching distance",
                        "transfer_rmse": "transfer RMSE"},
             "columns": ["source", "scale", *metrics, "transfer_rmse"],

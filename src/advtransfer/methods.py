@@ -1,0 +1,97 @@
+"""The model-selection methods: their ids, what each is computed from, and its one display name.
+
+A method has an *id* (what ``rank(methods=...)``, ``--methods``, the CSV/JSON keys and the
+recipes' ``--set methods=`` take) and one *label* (:func:`method_label`), the name every report
+table, plot, README table and terminal table of tau values shows. Both come from here and
+nowhere else (docs/recipes.md, "Conventions shared by the recipes", method names).
+
+Adversarial ids name the metric, the space and the direction: ``alpha1`` is alpha1 of attacks
+crafted on the reference (the target model) and applied to the candidate (``t2s``, the authors'
+image protocol; ``alpha1_t2s`` is the same method), ``alpha1_s2t`` the reverse, and
+``_features`` measures the candidate's penultimate features instead of its outputs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADVERSARIAL_FEATURE_METHODS",
+    "ADVERSARIAL_METHODS",
+    "DEFAULT_METHODS",
+    "ESTIMATOR_LABELS",
+    "FEATURE_METHODS",
+    "METHODS",
+    "OUTPUT_METHODS",
+    "RANK_AVERAGE_METHODS",
+    "method_label",
+]
+
+#: Adversarial methods: name -> (metric, direction). "t2s": attack crafted on the reference
+#: (target model) and applied to the candidate; "s2t": crafted on the candidate, applied to the
+#: reference. The plain names are the t2s direction (the authors' image protocol).
+ADVERSARIAL_METHODS: dict[str, tuple[str, str]] = {
+    "alpha1": ("alpha1", "t2s"),
+    "alpha2": ("alpha2", "t2s"),
+    "combined": ("combined", "t2s"),
+    "alpha1_t2s": ("alpha1", "t2s"),
+    "alpha2_t2s": ("alpha2", "t2s"),
+    "combined_t2s": ("combined", "t2s"),
+    "alpha1_s2t": ("alpha1", "s2t"),
+    "alpha2_s2t": ("alpha2", "s2t"),
+    "combined_s2t": ("combined", "s2t"),
+    "alpha1_features": ("alpha1", "t2s"),
+    "alpha2_features": ("alpha2", "t2s"),
+    "combined_features": ("combined", "t2s"),
+    "alpha1_features_s2t": ("alpha1", "s2t"),
+    "alpha2_features_s2t": ("alpha2", "s2t"),
+    "combined_features_s2t": ("combined", "s2t"),
+}
+#: The adversarial methods measured on the candidate's *penultimate features* h_S(x) (the
+#: representation the fine-tuned head is fitted on) instead of its outputs f_S(x); the
+#: reference side is always the reference's outputs f_T(x).
+ADVERSARIAL_FEATURE_METHODS: tuple[str, ...] = tuple(m for m in ADVERSARIAL_METHODS
+                                                     if "_features" in m)
+#: Rank-average combinations: name -> the methods whose normalised ranks are averaged
+#: (:func:`advtransfer.selection.rank_average`).
+RANK_AVERAGE_METHODS: dict[str, tuple[str, ...]] = {
+    "alpha1_logme_rankavg": ("alpha1", "logme"),
+    "alpha1_leep_rankavg": ("alpha1", "leep"),
+    "alpha1_features_logme_rankavg": ("alpha1_features", "logme"),
+    "alpha1_features_leep_rankavg": ("alpha1_features", "leep"),
+}
+#: Estimators computed on the penultimate features (input of the last ``nn.Linear`` called).
+FEATURE_METHODS: tuple[str, ...] = ("logme", "hscore", "regularized_hscore", "transrate", "gbc")
+#: Estimators computed on the candidate's outputs: softmax probabilities (LEEP), arg-max (NCE).
+OUTPUT_METHODS: tuple[str, ...] = ("leep", "nce")
+#: Every method :func:`advtransfer.selection.rank` knows.
+METHODS: tuple[str, ...] = (*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS,
+                            *RANK_AVERAGE_METHODS, "source_accuracy", "finetune")
+#: The methods :func:`advtransfer.selection.rank` computes when ``methods`` is not given
+#: (``source_accuracy`` is added when the caller passes ``source_accuracy``).
+DEFAULT_METHODS: tuple[str, ...] = ("alpha1", "alpha2", "combined", "logme", "leep", "nce",
+                                    "hscore", "regularized_hscore", "transrate", "gbc")
+#: The display names of the methods that are not adversarial or rank averages (the names their
+#: papers use).
+ESTIMATOR_LABELS: dict[str, str] = {
+    "logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score",
+    "regularized_hscore": "regularized H-score", "transrate": "TransRate", "gbc": "GBC",
+    "source_accuracy": "source accuracy", "finetune": "fine-tuning",
+}
+_DIRECTIONS = {"t2s": "target -> source", "s2t": "source -> target"}
+
+
+def method_label(method: str, *, squared: bool = False) -> str:
+    """The one display name of a method id, e.g. ``alpha1_s2t`` -> ``alpha1 (source -> target)``,
+    ``alpha1_features`` -> ``alpha1 (features, target -> source)``, ``regularized_hscore`` ->
+    ``regularized H-score``, ``alpha1_logme_rankavg`` -> ``rank average of alpha1 (target ->
+    source) and LogME``. ``squared=True`` marks alpha2 and combined as squared (the authors'
+    convention, :func:`advtransfer.metrics.check_convention`). An unknown id is returned as it
+    is (a recipe's own column)."""
+    if method in ADVERSARIAL_METHODS:
+        metric, direction = ADVERSARIAL_METHODS[method]
+        space = "features, " if method in ADVERSARIAL_FEATURE_METHODS else ""
+        power = "²" if squared and metric != "alpha1" else ""
+        return f"{metric}{power} ({space}{_DIRECTIONS[direction]})"
+    if method in RANK_AVERAGE_METHODS:
+        parts = [method_label(m, squared=squared) for m in RANK_AVERAGE_METHODS[method]]
+        return f"rank average of {' and '.join(parts)}"
+    return ESTIMATOR_LABELS.get(method, method)
