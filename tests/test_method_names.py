@@ -75,3 +75,25 @@ def test_no_module_but_methods_spells_a_method_label(spelling: str) -> None:
     offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                  if p.name != "methods.py" and re.search(spelling, p.read_text())]
     assert offenders == []
+
+
+def test_terminal_summary_names_methods_by_their_label(capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from advtransfer import cli
+
+    results = {
+        "recipe": "r", "report": {"metrics": ["alpha1_s2t", "regularized_hscore"],
+                                  "outcomes": ["transfer_accuracy"],
+                                  "labels": {"alpha1_s2t": method_label("alpha1_s2t"),
+                                             "regularized_hscore": "regularized H-score"}},
+        "records": [{"source": "a", "transfer_accuracy": 0.9, "alpha1_s2t": 0.5,
+                     "regularized_hscore": 1.25}],
+        "correlations": [{"metric": "regularized_hscore", "outcome": "transfer_accuracy",
+                          "n": 5, "pearson_r": 0.5, "pearson_p": 0.4, "spearman_rho": 0.4,
+                          "spearman_p": 0.5}]}
+    monkeypatch.setattr(cli.console, "width", 80)
+    cli._print_summary(results)
+    out = capsys.readouterr().out
+    assert "regularized H-score" in out and "regularized_hscore" not in out
+    assert "(source ->" in out and "alpha1_s2t" not in out
+    assert "…" not in out and max(map(len, out.splitlines())) <= 80

@@ -522,9 +522,9 @@ def _fitting_column(table: Table, header: str, values: list[str], *, text: bool)
     columns (names) fold onto several lines when the terminal is narrow."""
     if text:
         table.add_column(header, justify="left", overflow="fold", min_width=6)
-    else:
-        width = max([len(header), *map(len, values)])
-        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    else:  # a long header (a method's label) wraps at its spaces; the numbers never do
+        width = max([*map(len, header.split()), *map(len, values)])
+        table.add_column(header, justify="right", min_width=width, max_width=max(width, 10))
 
 
 def _print_summary(results: dict[str, Any]) -> None:
@@ -538,8 +538,10 @@ def _print_summary(results: dict[str, Any]) -> None:
     table = Table(title=rep.get("title", results.get("recipe", "")), box=box.SIMPLE_HEAD,
                   padding=(0, 1), pad_edge=False)
     cells = [[_cell(record.get(col)) for col in columns] for record in records]
+    labels = rep.get("labels", {})
     for k, col in enumerate(columns):
-        header = col.replace("transfer_", "tr_").replace("accuracy", "acc")
+        header = (labels.get(col, col) if col in rep.get("metrics", []) else
+                  col.replace("transfer_", "tr_").replace("accuracy", "acc"))
         _fitting_column(table, header, [row[k] for row in cells],
                         text=col in ("source", "target"))
     for row in cells:
@@ -562,7 +564,8 @@ def _print_summary(results: dict[str, Any]) -> None:
     for row in rows:
         within = row.get("within") or {}
         outcome = row["outcome"].replace("transfer_", "tr_").replace("accuracy", "acc")
-        cells.append([row["metric"], outcome, str(row.get("n")), _r_cell(row.get("pearson_r")),
+        cells.append([labels.get(row["metric"], row["metric"]), outcome, str(row.get("n")),
+                      _r_cell(row.get("pearson_r")),
                       _p_cell(row.get("pearson_p")), _r_cell(row.get("spearman_rho")),
                       _p_cell(row.get("spearman_p_exact") if row.get("spearman_p_exact")
                               is not None else row.get("spearman_p")),
