@@ -139,3 +139,34 @@ def test_array_functions_validate_input() -> None:
         top_k_relative_accuracy([1, 2], [1, 2], 1.5)  # type: ignore[arg-type]
     with pytest.raises(AdvTransferError, match="truth must have a positive maximum"):
         top_k_relative_accuracy([1, 2], [-1, 0], 1)
+
+
+def test_weighted_kendall_tau_convention_with_ties() -> None:
+    """scipy's rank=True: Vigna's tau with ranks by decreasing (x, y), averaged with (y, x);
+    symmetric in its arguments and independent of the candidates' order, ties included."""
+
+    def one_way(x: list[float], y: list[float]) -> float:
+        n = len(x)
+        order = sorted(range(n), key=lambda i: (-x[i], -y[i]))  # lexicographic, decreasing
+        rank = {i: r for r, i in enumerate(order)}
+        num = nx = ny = 0.0
+        for i in range(n):
+            for j in range(i + 1, n):
+                w = 1 / (rank[i] + 1) + 1 / (rank[j] + 1)
+                num += w * np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+                nx += w * (x[i] != x[j])
+                ny += w * (y[i] != y[j])
+        return num / math.sqrt(nx * ny)
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        s = rng.integers(0, 3, 6).astype(float)
+        t = rng.integers(0, 3, 6).astype(float)
+        if np.ptp(s) == 0 or np.ptp(t) == 0:
+            continue
+        value = weighted_kendall_tau(s, t)
+        by_hand = (one_way(list(s), list(t)) + one_way(list(t), list(s))) / 2
+        assert value == pytest.approx(by_hand, rel=1e-12, abs=1e-14)
+        assert weighted_kendall_tau(t, s) == pytest.approx(value, rel=1e-12, abs=1e-14)
+        p = rng.permutation(6)
+        assert weighted_kendall_tau(s[p], t[p]) == pytest.approx(value, rel=1e-12, abs=1e-14)

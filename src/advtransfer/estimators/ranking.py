@@ -64,10 +64,31 @@ _WEIGHTEDTAU = getattr(stats.weightedtau, "__wrapped__", stats.weightedtau)
 def weighted_kendall_tau(scores: Any, truth: Any) -> float:
     r"""Weighted Kendall :math:`\tau_w` between estimator ``scores`` and ground-truth ``truth``.
 
-    Computed by :func:`scipy.stats.weightedtau` with its defaults (hyperbolic weight
-    :math:`1 / (r + 1)` on the rank :math:`r` of each element, ranks taken by decreasing value),
-    i.e. swaps among the best candidates cost more than swaps among the worst. In :math:`[-1, 1]`;
-    1 for a perfect ranking; ``nan`` if either input is constant.
+    Computed as ``scipy.stats.weightedtau(scores, truth)`` with scipy's defaults, i.e.
+    ``rank=True`` (not ``rank=None``), ``weigher=None`` (hyperbolic: rank :math:`r` weighs
+    :math:`1 / (r + 1)`, :math:`r = 0` for the top element) and ``additive=True`` (a pair weighs
+    the *sum* of its two elements' weights). Swaps among the best candidates therefore cost more
+    than swaps among the worst. In :math:`[-1, 1]`; 1 for a perfect ranking; ``nan`` if either
+    input is constant.
+
+    Which ranking the weights follow: with ``rank=True`` scipy computes Vigna's index twice, once
+    with the ranks :math:`r` of the decreasing lexicographic order by ``(scores, truth)`` (the
+    highest score has rank 0; tied scores are ordered by decreasing truth) and once with those of
+    the decreasing lexicographic order by ``(truth, scores)``, and returns the average. For one
+    such ranking :math:`r`, with :math:`w_{ij} = 1/(r_i + 1) + 1/(r_j + 1)`,
+
+    .. math::
+
+        \tau^{(r)} = \frac{\sum_{i<j} w_{ij}\, \operatorname{sgn}(s_i - s_j)
+                \operatorname{sgn}(t_i - t_j)}
+            {\sqrt{\sum_{i<j} w_{ij} [s_i \ne s_j] \; \sum_{i<j} w_{ij} [t_i \ne t_j]}},
+        \qquad \tau_w = \tfrac12 \big(\tau^{(r_{s,t})} + \tau^{(r_{t,s})}\big)
+
+    (S. Vigna, *A weighted correlation index for rankings with ties*, WWW 2015). The value is
+    therefore symmetric in its two arguments (the published evaluation code of Agostinelli et
+    al., ECCV 2022, calls ``weightedtau(truth, scores)``, the SFDA code
+    ``weightedtau(scores, truth)``: both give this value) and does not depend on the order of
+    the candidates, ties included.
 
     Parameters
     ----------
@@ -137,9 +158,13 @@ def top_k_relative_accuracy(scores: Any, truth: Any, k: int) -> float:
 
         \operatorname{rel@}k = \frac{\max_{m \in \operatorname{top}_k(s)} t_m}{\max_m t_m}
 
-    1.0 means the best model is among the ``k`` candidates the estimator would pick. Ties in
-    ``scores`` are broken by input order (the earlier candidate ranks higher). ``truth`` must
-    have a positive maximum (e.g. accuracies).
+    1.0 means the best model is among the ``k`` candidates the estimator would pick: the
+    "relative top-1 accuracy" of Agostinelli et al. (ECCV 2022) for ``k = 1`` and ``rel_k`` of
+    the SFDA code (TencentARC/SFDA, ``rank_correlation.py``) for any ``k``. Ties in ``scores``
+    are broken by input order (the earlier candidate ranks higher), as in that code; for a value
+    that does not depend on the order of the candidates (the expectation over the orders of tied
+    candidates) see :func:`advtransfer.estimators.protocol.rel_at_k`. ``truth`` must have a
+    positive maximum (e.g. accuracies).
 
     Parameters
     ----------
