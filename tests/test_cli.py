@@ -136,7 +136,9 @@ def test_help_shows_choices_real_defaults_and_no_bool_metavars():
     assert "eps when --steps 1" in measure and "2*eps" in measure and "2.5*eps/steps" in measure
     assert "see docs" not in measure
     rank = _help("rank")
-    assert "combined [target->source]" in rank and "[source->target]" in rank
+    assert "combined (target -> source; _s2t: source -> target" in rank
+    from advtransfer.methods import BASE_FEATURE_METHODS, POOL_METHODS
+    assert all(m in rank for m in (*BASE_FEATURE_METHODS, *POOL_METHODS, "lgc", "ped_"))
     assert "--seed" in _help("demo")
 
 

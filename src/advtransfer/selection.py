@@ -50,12 +50,27 @@ target data, all "higher is better" as published:
   candidate calls in forward, :mod:`advtransfer.models.features`):
   ``logme`` (You et al., ICML 2021; log marginal evidence per sample), ``hscore`` (Bao et al.,
   ICIP 2019), ``regularized_hscore`` (Ibrahim et al., 2022), ``transrate`` (Huang et al.,
-  ICML 2022; on Frobenius-scaled features) and ``gbc`` (Pándy et al., CVPR 2022; in PCA-64 space
-  fitted per candidate; <= 0);
+  ICML 2022; the authors' L2 preprocessing), ``gbc`` (Pándy et al., CVPR 2022; spherical, in
+  PCA-64 space fitted per candidate; <= 0), ``nleep`` (Li et al., CVPR 2021), ``parc`` (Bolya
+  et al., NeurIPS 2021), ``sfda`` (Shao et al., ECCV 2022), ``knn`` (leave-one-out k-NN
+  accuracy), ``lfc`` (Deshpande et al., 2021), ``tmi`` (Xu & Kang, ICCV 2023), and
+  ``ped_<any of these>`` (PED, Li et al., ICCV 2023: the estimator after PED's class
+  repulsion; ``ped_tmi`` equals ``tmi``, which only sees within-class spread);
+* pool-normalised (Wang et al., ICCV 2023 ``ncti``; Gholami et al., ICCV 2023 ``etran``): each
+  part is min-max normalised over the candidates ranked together, so a candidate's score
+  depends on the pool; the raw parts are methods of their own (``ncti_vc``, ``ncti_seli``,
+  ``ncti_ncc``, ``etran_energy``, ``etran_lda``, ``etran_svd``), computed per candidate;
 * on the *softmax outputs* softmax(f_S(x)): ``leep`` (Nguyen et al., ICML 2020; <= 0);
-* on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0).
+* on the *arg-max labels* argmax f_S(x): ``nce`` (Tran et al., ICCV 2019; -H(Y|Z) <= 0);
+* on the *per-sample parameter gradients* of the sum of the outputs: ``lgc`` (Deshpande et
+  al., 2021; the linearised-fine-tuning kernel, which shares the Jacobian with the adversarial
+  scores).
 
-Combinations (:func:`rank_average`, no fitted weight): ``alpha1_logme_rankavg``,
+Each estimator's formula, reference code and where that code and the paper differ are in its
+module's docstring (:mod:`advtransfer.estimators`); the published code's choices are the
+defaults.
+
+Combinations (:func:`combine`; :func:`rank_average`, no fitted weight): ``alpha1_logme_rankavg``,
 ``alpha1_leep_rankavg``, ``alpha1_features_logme_rankavg`` and ``alpha1_features_leep_rankavg``
 score each candidate by the mean of its normalised ranks (1 = best, 0 = worst) under the two
 named methods, s(c) = (q_alpha(c) + q_est(c)) / 2 (a Borda count, the usual scale-free way to
@@ -83,7 +98,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,25 +110,46 @@ from advtransfer.attacks import AttackConfig, AttackKeywords, resolve_attack
 from advtransfer.data.batches import labelled
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError, NotApplicableError
 from advtransfer.estimators import (
+    ETranParts,
+    NCTIParts,
     RankingEvaluation,
+    etran,
+    etran_parts,
     evaluate_ranking,
     gbc,
     hscore,
+    knn_accuracy,
     leep,
+    lfc,
+    lgc,
     logme,
     nce,
+    ncti,
+    ncti_parts,
+    nleep,
+    parc,
+    ped,
+    per_sample_gradients,
     regularized_hscore,
+    sfda,
+    tmi,
     transrate,
 )
 from advtransfer.executors import Executor, connect, get_executor
 from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
+    BASE_FEATURE_METHODS,
+    COMBINED_METHODS,
     DEFAULT_METHODS,
+    ESTIMATOR_METHODS,
     FEATURE_METHODS,
     METHODS,
     OUTPUT_METHODS,
+    PED_METHODS,
+    POOL_METHODS,
     RANK_AVERAGE_METHODS,
+    needed_methods,
 )
 from advtransfer.metrics import Convention, resolve_device
 from advtransfer.models.adapters import forward, frozen
@@ -153,10 +189,22 @@ __all__ = [
     "target_tensors",
 ]
 
-_ESTIMATORS = {
+#: Most entries (samples x parameters) of the per-sample gradient matrix LGC may hold (float32:
+#: 4 bytes each, so about 1 GB).
+GRADIENT_BUDGET = 2**28
+_ESTIMATORS: dict[str, Callable[..., float]] = {
     "logme": logme, "hscore": hscore, "regularized_hscore": regularized_hscore,
-    "transrate": transrate, "gbc": gbc,
+    "transrate": transrate, "gbc": gbc, "nleep": nleep, "parc": parc, "sfda": sfda,
+    "knn": knn_accuracy, "lfc": lfc, "tmi": tmi,
 }
+assert set(_ESTIMATORS) == set(BASE_FEATURE_METHODS)
+#: The pool-normalised estimators: name -> (raw parts of one candidate from its component
+#: scores, the pool normalisation of a list of parts).
+_POOLED: dict[str, tuple[Callable[..., Any], Callable[[Sequence[Any]], list[float]]]] = {
+    "ncti": (NCTIParts, ncti), "etran": (ETranParts, etran),
+}
+#: How each pooled estimator's parts are computed from one candidate's features.
+_PARTS: dict[str, Callable[..., Any]] = {"ncti": ncti_parts, "etran": etran_parts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,28 +548,66 @@ def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
                      name: str = "candidate",
                      timings: dict[str, float] | None = None) -> dict[str, float]:
     """The feature/output estimators in ``methods`` for one candidate's
-    :class:`CandidateOutputs` (other method names are ignored). ``timings``, if given,
-    accumulates each estimator's seconds."""
+    :class:`CandidateOutputs` (other method names are ignored): the estimators of
+    :data:`~advtransfer.methods.BASE_FEATURE_METHODS` on the penultimate features, ``ped_<m>``
+    on them after PED, the raw parts of the pool-normalised estimators (``ncti_vc``, ...; one
+    computation per estimator gives all its parts), LEEP on the softmax outputs and NCE on the
+    arg-max. ``timings``, if given, accumulates each estimator's seconds."""
     scores: dict[str, float] = {}
     y = outputs.labels.numpy()
+    feats = None if outputs.features is None else outputs.features.double().numpy()
     for method in methods:
-        if method not in FEATURE_METHODS and method not in OUTPUT_METHODS:
+        if method in scores or method not in FEATURE_METHODS and method not in OUTPUT_METHODS:
             continue
         start = time.perf_counter()
-        if method in FEATURE_METHODS:
-            if outputs.features is None:
-                _not_applicable(name, [method], "it has no nn.Linear layer, so no penultimate "
-                                "features", scores)
-                continue
-            value = _ESTIMATORS[method](outputs.features.double().numpy(), y)
+        if method in FEATURE_METHODS and feats is None:
+            _not_applicable(name, [method], "it has no nn.Linear layer, so no penultimate "
+                            "features", scores)
+            continue
+        if method in _ESTIMATORS:
+            scores[method] = float(_ESTIMATORS[method](feats, y))
+        elif method in PED_METHODS:
+            scores[method] = float(ped(_ESTIMATORS[method.removeprefix("ped_")], feats, y))
         elif method == "leep":
             probs = torch.softmax(outputs.outputs.double(), dim=1).numpy()
-            value = leep(probs, y)
-        else:  # nce
-            value = nce(outputs.outputs.argmax(dim=1).numpy(), y)
-        scores[method] = float(value)
+            scores[method] = float(leep(probs, y))
+        elif method == "nce":
+            scores[method] = float(nce(outputs.outputs.argmax(dim=1).numpy(), y))
+        else:  # a part of a pool-normalised estimator: all its parts at once
+            pooled = next(p for p, parts in POOL_METHODS.items() if method in parts)
+            values = astuple(_PARTS[pooled](feats, y))
+            scores.update(zip(POOL_METHODS[pooled], map(float, values), strict=True))
+            method = pooled
         if timings is not None:
             timings[method] = timings.get(method, 0.0) + time.perf_counter() - start
+    return scores
+
+
+def gradient_scores(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor],
+                    methods: Sequence[str], *, name: str = "candidate",
+                    device: torch.device | str = "cpu",
+                    timings: dict[str, float] | None = None) -> dict[str, float]:
+    """The gradient estimators in ``methods`` (``lgc``) for one candidate: LGC
+    (:func:`advtransfer.estimators.lfc.lgc`) on the per-sample gradients of the sum of the
+    model's outputs with respect to all its parameters, on the labelled target ``data``
+    (:func:`advtransfer.estimators.lfc.per_sample_gradients`, eval mode). The gradient
+    matrix has N x P entries: above :data:`GRADIENT_BUDGET` the candidate gets NaN with a
+    warning (pass fewer samples)."""
+    if "lgc" not in methods:
+        return {}
+    start = time.perf_counter()
+    scores: dict[str, float] = {}
+    x, y = data
+    n_params = sum(p.numel() for p in model.parameters())
+    if len(x) * n_params > GRADIENT_BUDGET:
+        _not_applicable(name, ["lgc"], f"{len(x)} samples x {n_params} parameters exceed the "
+                        f"gradient budget of {GRADIENT_BUDGET:.0e} entries; pass fewer samples",
+                        scores)
+        return scores
+    grads = per_sample_gradients(model, x.to(device), chunk_size=64)
+    scores["lgc"] = float(lgc(grads.double().cpu().numpy(), y.reshape(-1).cpu().numpy()))
+    if timings is not None:
+        timings["lgc"] = timings.get("lgc", 0.0) + time.perf_counter() - start
     return scores
 
 
@@ -567,12 +653,29 @@ def rank_average(*method_scores: Mapping[str, float]) -> dict[str, float]:
     return {c: float(np.mean([q[c] for q in qs])) for c in method_scores[0]}
 
 
+def combine(method: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The pool-level score of a combined method (:data:`COMBINED_METHODS`) from its
+    components' per-candidate ``scores[component][candidate]``: the rank average
+    (:func:`rank_average`) or the pool-normalised NCTI / ETran of their raw parts
+    (:func:`advtransfer.estimators.ncti.ncti`, :func:`advtransfer.estimators.etran.etran`). A
+    candidate a part could not score (NaN) gets NaN and is left out of the others'
+    normalisation."""
+    parts = COMBINED_METHODS[method]
+    if method in RANK_AVERAGE_METHODS:
+        return rank_average(*(scores[c] for c in parts))
+    names = list(scores[parts[0]])
+    ok = [n for n in names if all(_finite(scores[c][n]) for c in parts)]
+    make, pool = _POOLED[method]
+    values = pool([make(*(scores[c][n] for c in parts)) for n in ok]) if ok else []
+    out = dict.fromkeys(names, math.nan)
+    out.update(zip(ok, map(float, values), strict=True))
+    return out
+
+
 def needs_reference(methods: Iterable[str]) -> bool:
     """Whether any of ``methods`` (directly or through a combination) is adversarial and so
     needs the reference model."""
-    return any(m in ADVERSARIAL_METHODS or any(c in ADVERSARIAL_METHODS
-                                               for c in RANK_AVERAGE_METHODS.get(m, ()))
-               for m in methods)
+    return any(m in ADVERSARIAL_METHODS for m in needed_methods(methods))
 
 
 class _FeatureMap(nn.Module):
@@ -727,10 +830,9 @@ def rank(
     """
     methods_t = _check_methods(methods, source_accuracy is not None)
     # the methods computed: those asked for plus the components of the combinations
-    needed = list(dict.fromkeys(c for m in methods_t for c in (*RANK_AVERAGE_METHODS.get(m, ()),
-                                                                 m)))
+    needed = needed_methods(methods_t)
     adversarial = [m for m in needed if m in ADVERSARIAL_METHODS]
-    estimators = [m for m in needed if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    estimators = [m for m in needed if m in ESTIMATOR_METHODS]
     if "source_accuracy" in methods_t and source_accuracy is None:
         raise AdvTransferError("method 'source_accuracy' needs source_accuracy= (each "
                                "candidate's accuracy on its own source task)")
@@ -829,9 +931,9 @@ def rank(
                    finetune_test_fraction=finetune_test_fraction)
     if sa is not None and "source_accuracy" in methods_t:
         scores["source_accuracy"] = dict(sa)
-    for m in methods_t:
-        if m in RANK_AVERAGE_METHODS:
-            scores[m] = rank_average(*(scores[c] for c in RANK_AVERAGE_METHODS[m]))
+    for m in needed:
+        if m in COMBINED_METHODS:
+            scores[m] = combine(m, scores)
 
     return RankingResult(tuple(names), methods_t, {m: scores[m] for m in methods_t}, details,
                          timings, cfg, ref_accuracy)
@@ -941,6 +1043,8 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
         if outs.features is not None:
             details["feature_dim"] = int(outs.features.shape[1])
         scores.update(estimator_scores(outs, plan.estimators, name=name, timings=timings))
+        scores.update(gradient_scores(model, data, plan.estimators, name=name, device=run_on,
+                                      timings=timings))
     if plan.finetune:
         from advtransfer.knowledge import knowledge_transfer
 
