@@ -66,6 +66,7 @@ RANK_AVERAGE_METHODS: dict[str, tuple[str, ...]] = {
     "alpha1_leep_rankavg": ("alpha1", "leep"),
     "alpha1_features_logme_rankavg": ("alpha1_features", "logme"),
     "alpha1_features_leep_rankavg": ("alpha1_features", "leep"),
+    "alpha1_features_sfda_rankavg": ("alpha1_features", "sfda"),
 }
 #: Estimators computed on the penultimate features (input of the last ``nn.Linear`` called),
 #: each a function of (features, labels) in :mod:`advtransfer.estimators`.
@@ -110,7 +111,7 @@ ESTIMATOR_LABELS: dict[str, str] = {
     "ncti_vc": "NCTI part: variability collapse", "ncti_seli": "NCTI part: SELI geometry",
     "ncti_ncc": "NCTI part: nearest-centre accuracy", "etran_energy": "ETran part: energy",
     "etran_lda": "ETran part: LDA", "etran_svd": "ETran part: SVD",
-    "source_accuracy": "source accuracy", "finetune": "fine-tuning",
+    "source_accuracy": "source accuracy (data-free baseline)", "finetune": "fine-tuning",
 }
 ESTIMATOR_METHODS: tuple[str, ...] = (*FEATURE_METHODS, *OUTPUT_METHODS, *GRADIENT_METHODS)
 

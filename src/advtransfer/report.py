@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["write_report"]
+__all__ = ["md_table", "write_report"]
 
 _DPI = 120
 _DASH = "—"
@@ -763,6 +763,18 @@ def _md_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+             right: Sequence[bool] | None = None) -> str:
+    """A Markdown table, the one builder of every table in reports and run descriptions:
+    ``right[i]`` right-aligns column ``i`` (default: every column but the first); cells are
+    escaped (``|`` and newlines)."""
+    right = [i > 0 for i in range(len(header))] if right is None else list(right)
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def _render_md(blocks: list[_Block]) -> str:
     out: list[str] = []
     for b in blocks:
@@ -775,10 +787,7 @@ def _render_md(blocks: list[_Block]) -> str:
         elif b.kind == "ul":
             out.append("\n".join(f"- {item}" for item in b.items))
         elif b.kind == "table":
-            out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
-            out[-1] += "\n|" + "|".join("---:" if r else "---" for r in b.right) + "|"
-            for row in b.rows:
-                out[-1] += "\n| " + " | ".join(_md_cell(c) for c in row) + " |"
+            out.append(md_table(b.header, b.rows, b.right))
         elif b.kind == "img":
             alt = b.text.replace("[", "(").replace("]", ")")
             out.append(f"![{alt}]({b.items[0]})\n\n*{b.text}*")

@@ -56,6 +56,7 @@ import functools
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,6 +70,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.estimators import weighted_kendall_tau
+from advtransfer.estimators.protocol import evaluate_methods as protocol_evaluate
+from advtransfer.estimators.protocol import get_measure
+from advtransfer.estimators.protocol import seed_agreement as protocol_seed_agreement
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
     AttackFields,
@@ -82,25 +86,31 @@ from advtransfer.knowledge import knowledge_transfer
 from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
-    FEATURE_METHODS,
+    COMBINED_METHODS,
+    ESTIMATOR_METHODS,
+    GRADIENT_METHODS,
     METHODS,
-    OUTPUT_METHODS,
+    POOL_METHODS,
     RANK_AVERAGE_METHODS,
     method_label,
+    needed_methods,
 )
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
 from advtransfer.reference import ReferenceAttack
+from advtransfer.report import md_table
 from advtransfer.selection import (
     CandidatePlan,
     candidate_outputs,
+    combine,
     estimator_scores,
+    estimators_fingerprint,
     evaluate_methods,
     evaluation_to_dict,
+    gradient_scores,
     markdown_table,
     prepare_reference,
     rank,
-    rank_average,
     score_candidate,
     summarize,
     target_tensors,
@@ -132,9 +142,10 @@ __all__ = [
 #: Every method scored by the recipes (the data-free source-accuracy baseline is added on top).
 RECIPE_METHODS: list[str] = ["alpha1", "alpha2", "combined", "alpha1_s2t", "alpha2_s2t",
                              "combined_s2t", "logme", "leep", "nce", "hscore",
-                             "regularized_hscore", "transrate", "gbc"]
+                             "regularized_hscore", "transrate", "gbc", "nleep", "parc", "sfda",
+                             "ncti", "etran", "knn", "lfc", "tmi", "lgc", "ped_logme",
+                             "ped_sfda"]
 _OUTCOME_LABELS = {
-    "source_accuracy": "source accuracy (data-free baseline)",
     "transfer_accuracy": "transfer accuracy (fine-tuned head)",
     "reference_accuracy": "reference accuracy (target-trained model, target test set)",
 }
@@ -524,9 +535,13 @@ DIGITS_METHODS: list[str] = [*RECIPE_METHODS, "alpha1_features", "alpha2_feature
 
 
 #: The scores pre-registered (before any full run) as the candidates for the goal "beat every
-#: estimator against full fine-tuning": pure adversarial on the transferred representation, and
-#: its rank average with LogME.
-PRIMARY_METHODS: list[str] = ["alpha1_features", "alpha1_features_logme_rankavg"]
+#: estimator against full fine-tuning": pure adversarial on the transferred representation and
+#: its rank average with LogME (the first round); LGC, the label-gradient correlation of the
+#: linearised network, which shares the Jacobian with the adversarial scores, and the rank
+#: average of alpha1 on features with SFDA, the field's strongest published estimator
+#: (registered before the first full run with the new estimators, 2026-12-03).
+PRIMARY_METHODS: list[str] = ["alpha1_features", "alpha1_features_logme_rankavg", "lgc",
+                              "alpha1_features_sfda_rankavg"]
 
 
 @dataclass
@@ -626,12 +641,6 @@ def _attack(c: Any) -> dict[str, Any]:
     return out
 
 
-def _components(methods: Sequence[str]) -> list[str]:
-    """``methods`` plus the components of its rank-average combinations, components first."""
-    return list(dict.fromkeys(m2 for m in methods for m2 in (*RANK_AVERAGE_METHODS.get(m, ()),
-                                                              m)))
-
-
 def _floored(values: Sequence[float]) -> list[float]:
     """Non-finite scores replaced by a value below every finite one (ranked last), the rule of
     :func:`advtransfer.selection.evaluate_methods`."""
@@ -700,20 +709,77 @@ def _seed_taus(scores: dict[str, dict[str, dict[str, float]]],
 
 def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     """How well the ground truth ranks itself: per target, the mean over pairs of fine-tuning
-    seeds of the weighted Kendall tau between the two seeds' accuracies (``nan`` with one
-    seed), and its ``"mean"`` over targets. A method can hardly be expected to agree with the
-    mean truth much better than two runs of the truth agree with each other."""
+    seeds of the weighted Kendall tau between the two seeds' accuracies
+    (:func:`advtransfer.estimators.protocol.seed_agreement`; ``nan`` with one seed), and its
+    ``"mean"`` over targets. A method can hardly be expected to agree with the mean truth much
+    better than two runs of the truth agree with each other."""
+    measure = get_measure("weighted_tau")
     out: dict[str, float] = {}
     for t, tr in per_seed.items():
-        names = list(tr)
-        k = len(tr[names[0]])
-        taus = [weighted_kendall_tau([tr[n][i] for n in names], [tr[n][j] for n in names])
-                for i in range(k) for j in range(i + 1, k)]
-        taus = [v for v in taus if math.isfinite(v)]
-        out[t] = sum(taus) / len(taus) if taus else math.nan
+        one_seed = len(next(iter(tr.values()))) < 2
+        out[t] = math.nan if one_seed else protocol_seed_agreement({t: tr}, measure)
     vals = [v for v in out.values() if math.isfinite(v)]
     out["mean"] = sum(vals) / len(vals) if vals else math.nan
     return out
+
+
+#: The protocol's measures in the report's order (:mod:`advtransfer.estimators.protocol`).
+PROTOCOL_MEASURES = ("weighted_tau", "kendall_tau", "rel@1", "rel@3", "regret@1")
+_BASELINE_LABELS = {"seed_ceiling": "fine-tuning seeds' ceiling (seed vs seed)",
+                    "static_ranker": "static ranker (mean rank on the other targets)",
+                    "random_ranking": "random ranking"}
+
+
+def _by_method(scores: dict[str, dict[str, dict[str, float]]]
+               ) -> dict[str, dict[str, dict[str, float]]]:
+    """``scores[target][method][candidate]`` as ``[method][target][candidate]``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for t, per in scores.items():
+        for m, values in per.items():
+            out.setdefault(m, {})[t] = values
+    return out
+
+
+def protocol_evaluation(scores: dict[str, dict[str, dict[str, float]]],
+                        truth: dict[str, dict[str, float]],
+                        truth_runs: dict[str, dict[str, list[float]]] | None, *,
+                        resamples: int, seed: int) -> dict[str, Any]:
+    """The evaluation protocol over ``scores[method][target][candidate]`` against ``truth``
+    (:func:`advtransfer.estimators.protocol.evaluate_methods`): weighted and plain Kendall tau,
+    rel@1, rel@3 and regret@1 (accuracy points lost by taking the top-ranked candidate), each
+    the mean over targets with a 95 % bootstrap interval over candidates and targets
+    (``resamples`` draws), and the rows of the seeds' ceiling (with ``truth_runs``), the
+    static ranker (two targets or more) and a random ranking. NaN scores propagate (a method
+    that cannot score a candidate gets NaN on that target)."""
+    runs = truth_runs if truth_runs and len(next(iter(next(iter(truth_runs.values())).values()))
+                                             ) > 1 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one target: no static ranker row
+        result = protocol_evaluate(scores, truth, truth_runs=runs,
+                                   measures=[get_measure(m) for m in PROTOCOL_MEASURES],
+                                   n_boot=resamples, seed=seed)
+    return {"measures": list(result.measures), "n_boot": result.n_boot,
+            "level": result.level, "rows": result.to_rows()}
+
+
+def _protocol_table(evaluation: dict[str, Any]) -> str:
+    """Markdown: one row per method and baseline, each measure's mean over targets and its
+    bootstrap interval; best weighted tau first, the baselines last."""
+    measures = evaluation["measures"]
+    header = ["method", *(f"{m} [95 % CI]" for m in measures)]
+    methods = [r for r in evaluation["rows"] if r["kind"] == "method"]
+    methods.sort(key=lambda r: -r["weighted_tau"] if math.isfinite(r["weighted_tau"])
+                 else math.inf)
+    rows = []
+    for r in [*methods, *(r for r in evaluation["rows"] if r["kind"] != "method")]:
+        name = _BASELINE_LABELS.get(r["name"], method_label(r["name"]))
+        rows.append([name, *(f"{_f3(r[m])} [{_f3(r[m + '_low'])}, {_f3(r[m + '_high'])}]"
+                             for m in measures)])
+    return md_table(header, rows)
+
+
+def _f3(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else "—"
 
 
 def _tau_table(table: dict[str, dict[str, float]], ci: dict[str, dict[str, float]] | None,
@@ -723,35 +789,29 @@ def _tau_table(table: dict[str, dict[str, float]], ci: dict[str, dict[str, float
     targets = [t for t in next(iter(table.values())) if t != "mean"]
     head = ["method", *targets, "mean"]
     if ci is not None:
-        head += ["95% interval", f"P(> {against})"]
+        head += ["95% interval", f"P(> {method_label(against)})"]
     if seed_taus is not None:
         head += ["per fine-tuning seed"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-
-    def f(v: float) -> str:
-        return f"{v:.3f}" if math.isfinite(v) else "—"
-
-    rows = sorted(table.items(), key=lambda kv: -kv[1]["mean"] if math.isfinite(
-        kv[1]["mean"]) else math.inf)
-    for m, row in rows:
-        cells = [m, *(f(row[t]) for t in targets), f"**{f(row['mean'])}**"]
+    rows = []
+    for m, row in sorted(table.items(), key=lambda kv: -kv[1]["mean"] if math.isfinite(
+            kv[1]["mean"]) else math.inf):
+        cells = [method_label(m), *(_f3(row[t]) for t in targets), f"**{_f3(row['mean'])}**"]
         if ci is not None:
             iv = ci.get(m)
-            cells += ([f"[{f(iv['low'])}, {f(iv['high'])}]",
+            cells += ([f"[{_f3(iv['low'])}, {_f3(iv['high'])}]",
                        "—" if m == against else f"{iv['p_beats']:.2f}"] if iv else ["", ""])
         if seed_taus is not None:
-            cells.append(" / ".join(f(v) for v in seed_taus.get(m, [])))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            cells.append(" / ".join(_f3(v) for v in seed_taus.get(m, [])))
+        rows.append(cells)
+    return md_table(head, rows)
 
 
 def _cost_table(costs: dict[str, float], fit_seconds: float) -> str:
     """Markdown: seconds per candidate and target of each method, and relative to one full
     fine-tune."""
-    lines = ["| method | s per candidate | x one full fine-tune |", "|---|---:|---:|"]
-    for m, v in sorted(costs.items(), key=lambda kv: kv[1]):
-        lines.append(f"| {m} | {v:.4f} | {v / fit_seconds:.3f} |")
-    return "\n".join(lines)
+    return md_table(["method", "s per candidate", "x one full fine-tune"],
+                    [[method_label(m), f"{v:.4f}", f"{v / fit_seconds:.3f}"]
+                     for m, v in sorted(costs.items(), key=lambda kv: kv[1])])
 
 
 def _method_costs(methods: Sequence[str], adv_seconds: dict[str, float],
@@ -761,20 +821,20 @@ def _method_costs(methods: Sequence[str], adv_seconds: dict[str, float],
     the forward pass plus the estimator for the estimators, the sum of the components for a
     rank average."""
     out: dict[str, float] = {}
-    for m in _components(methods):
+    for m in needed_methods(methods):
         if m in ADVERSARIAL_METHODS:
             space = "features" if m in ADVERSARIAL_FEATURE_METHODS else "logits"
             out[m] = adv_seconds[space] / n_pairs
         elif m in RANK_AVERAGE_METHODS:
             out[m] = sum(out[c] for c in RANK_AVERAGE_METHODS[m])
-        elif m in est_seconds:
+        elif m in est_seconds:  # a pooled estimator's time is that of computing its parts
             out[m] = (est_seconds["forward"] + est_seconds[m]) / n_pairs
     return {m: out[m] for m in methods if m in out}
 
 
 def _best_estimator(table: dict[str, dict[str, float]]) -> str:
     """The feature/output estimator with the highest mean weighted tau."""
-    est = [m for m in table if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    est = [m for m in table if m in ESTIMATOR_METHODS or m in POOL_METHODS]
     return max(est, key=lambda m: table[m]["mean"] if math.isfinite(table[m]["mean"])
                else -math.inf)
 
@@ -788,7 +848,8 @@ def _goal_sentence(table: dict[str, dict[str, float]], against: str,
         v = table[m]["mean"]
         return v if math.isfinite(v) else -math.inf
 
-    adv = [m for m in table if m in ADVERSARIAL_METHODS or m in RANK_AVERAGE_METHODS]
+    adv = [m for m in table if m in ADVERSARIAL_METHODS or m in RANK_AVERAGE_METHODS
+           or m in GRADIENT_METHODS]
     if not adv or against not in table:
         return ""
     e = mean(against)
@@ -796,7 +857,7 @@ def _goal_sentence(table: dict[str, dict[str, float]], against: str,
              f"{'beats' if mean(m) > e else 'does not beat'} the best estimator {against} "
              f"({e:.3f})" for m in primary if m in table]
     best = max(adv, key=mean)
-    parts.append(f"best of all {len(adv)} adversarial / combined scores (post hoc, so "
+    parts.append(f"best of all {len(adv)} adversarial / gradient / combined scores (post hoc, so "
                  f"optimistic): {best} ({mean(best):.3f}, "
                  f"{'beats' if mean(best) > e else 'does not beat'} it)")
     return "; ".join(parts) + "."
@@ -952,8 +1013,8 @@ def _reference(c: DigitsModelSelectionConfig, ctx: RunContext, tid: dict, train:
 def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> dict[str, Any]:
     pool = _validate_digits(c)
     methods = list(c.methods)
-    needed = _components(methods)
-    est = [m for m in needed if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    needed = needed_methods(methods)
+    est = [m for m in needed if m in ESTIMATOR_METHODS]
     split_id = {"test_fraction": c.test_fraction, "seed": c.seed}
     models, keys, src_acc = _train_sources(c, ctx, pool)
 
@@ -965,7 +1026,8 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
     n_test: dict[str, int] = {}
     n_train: dict[str, int] = {}
     adv_s = {"logits": 0.0, "features": 0.0}
-    est_s: dict[str, float] = {"forward": 0.0, **{m: 0.0 for m in est}}
+    est_s: dict[str, float] = {"forward": 0.0, **{m: 0.0 for m in est},
+                               **{m: 0.0 for m in needed if m in POOL_METHODS}}
     ft_s = {"finetune_protocol": 0.0, "finetune_fit": 0.0, "linear_probe": 0.0}
     for task in c.targets:
         train, test, n_cls = target_data(task, test_fraction=c.test_fraction, seed=c.seed,
@@ -986,7 +1048,8 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         for src in pool:
             model, key = models[src.name], keys[src.name]
             if est:
-                unit = {"source": key, "target": tid, "methods": est}
+                unit = {"source": key, "target": tid, "methods": est,
+                        "code": estimators_fingerprint()}
 
                 def estimate(model: nn.Module = model, name: str = src.name,
                              train: tuple = train) -> dict[str, Any]:
@@ -1023,9 +1086,9 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
                 "best_lr": ft["best_lr"], "best_epochs": ft["best_epochs"],
                 "best_val_accuracy": ft["best_val_accuracy"],
             })
-        for m in methods:
-            if m in RANK_AVERAGE_METHODS:
-                per[m] = rank_average(*(per[k] for k in RANK_AVERAGE_METHODS[m]))
+        for m in needed:
+            if m in COMBINED_METHODS:
+                per[m] = combine(m, per)
         scores[task] = {m: per[m] for m in methods}
         for r in records[-len(pool):]:
             r.update({m: scores[task][m].get(r["source"]) for m in methods})
@@ -1055,6 +1118,9 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
             by_truth[g]["per_seed_weighted_tau"] = seed_taus
             by_truth[g]["seed_agreement"] = seed_agreement(per_seed)
         tables[g] = _tau_table(table, ci, seed_taus, against)
+        by_truth[g]["protocol"] = protocol_evaluation(
+            _by_method(full_scores), truths[g], per_seed if g == "finetune" else None,
+            resamples=c.resamples, seed=ctx.seed_for("selection-protocol", g))
     selection = dict(by_truth[c.ground_truth])
     selection["by_ground_truth"] = by_truth
     selection["reference_accuracy"] = ref_acc
@@ -1086,6 +1152,13 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         f"method's mean beats the best estimator's ({by_truth[c.ground_truth]['best_estimator']})"
         ":\n\n" + tables[c.ground_truth] + "\n\n" + by_truth[c.ground_truth]["goal"]
         + _agreement_text(by_truth["finetune"].get("seed_agreement")) + "\n\n"
+        f"**The evaluation protocol against {_g_name(c.ground_truth)}**: each measure's mean "
+        "over targets with a 95 % bootstrap interval over candidates and targets "
+        f"({c.resamples} draws); regret@1: the test accuracy lost by fine-tuning "
+        "the top-ranked candidate instead of the best (a fraction: 0.01 is one point; 0 is "
+        "perfect); the baselines never look at the target's "
+        "images (the static ranker ranks by the candidates' mean rank on the other targets):"
+        "\n\n" + _protocol_table(by_truth[c.ground_truth]["protocol"]) + "\n\n"
         f"**Weighted Kendall tau against {_g_name(other)}:**\n\n" + tables[other] + "\n\n"
         + by_truth[other]["goal"] + "\n\n**Cost per candidate and target** (wall seconds on "
         f"this machine; one full fine-tune = {fit_seconds:.3f} s):\n\n"
@@ -1490,8 +1563,9 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
     from advtransfer.models.registry import create
 
     methods = list(c.methods)
-    adv = [m for m in methods if m in ADVERSARIAL_METHODS]
-    est = [m for m in methods if m in FEATURE_METHODS or m in OUTPUT_METHODS]
+    needed = needed_methods(methods)
+    adv = [m for m in needed if m in ADVERSARIAL_METHODS]
+    est = [m for m in needed if m in ESTIMATOR_METHODS]
     given_truth = (_read_ground_truth(c.ground_truth_csv, c.models, c.datasets)
                    if c.ground_truth_csv else None)
     weight_ids = {m: _weights_id(_weights_path(c, m), m) for m in c.models}
@@ -1538,7 +1612,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                "max_test": c.max_test, "seed": c.seed,
                **({"fake": [c.fake_train, c.fake_test, c.fake_classes]}
                   if ds_name == "fake" else {})}
-        per: dict[str, dict[str, float]] = {m: {} for m in methods}
+        per: dict[str, dict[str, float]] = {m: {} for m in needed}
 
         if adv:
             ref_file = (Path(c.reference_weights_dir).expanduser() / f"{ds_name}.safetensors"
@@ -1587,9 +1661,11 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             base = {"model": name, "weights": weight_ids[name], "target": tid}
             if est:
                 res = ctx.store.record(
-                    "zoo-estimators", {**base, "methods": est},
-                    lambda outputs=outputs, name=name: {
-                        "scores": estimator_scores(outputs("train"), est, name=name)})
+                    "zoo-estimators", {**base, "methods": est, "code": estimators_fingerprint()},
+                    lambda outputs=outputs, name=name, model=model, train_t=train_t: {
+                        "scores": {**estimator_scores(outputs("train"), est, name=name),
+                                   **gradient_scores(model(), train_t(), est, name=name,
+                                                     device=ctx.device)}})
                 for m in est:
                     per[m][name] = _num(res["scores"][m])
             record: dict[str, Any] = {"source": name, "target": ds_name,
@@ -1647,10 +1723,14 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
                               transfer_loss=kt["test_loss"], best_lr=best_lr,
                               best_weight_decay=best_wd,
                               best_val_accuracy=val_acc[(best_lr, best_wd)])
-            record.update({m: per[m].get(name) for m in methods})
             records.append(record)
             cache.clear()
-        scores[ds_name] = per
+        for m in needed:  # the rank averages and pooled estimators need the whole pool
+            if m in COMBINED_METHODS:
+                per[m] = combine(m, per)
+        for record in records[-len(models):]:
+            record.update({m: per[m].get(record["source"]) for m in methods})
+        scores[ds_name] = {m: per[m] for m in methods}
 
     sa = {d: {m: float(top1[m]) for m in c.models} for d in c.datasets} if have_top1 else None
     selection = selection_summary(scores, truth, sa)
