@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from advtransfer.experiments.recipes.model_selection import BASELINE_LABELS
 from advtransfer.methods import method_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,19 +183,30 @@ def model_selection(runs: Sequence[Run]) -> str:
                                  for p, s in zip(per, sels, strict=True))
         return f"{TIMING}{ratio:.2f}"
 
+    def proto(g: str, name: str, measure: str) -> list[float]:
+        return [next(r[measure] for r in t[g]["protocol"]["rows"] if r["name"] == name)
+                for t in truths]
+
     methods = sorted(truths[0]["finetune"]["weighted_tau"],
                      key=lambda m: -statistics.fmean(taus("finetune", m)))
     rows = [[method_label(m) + (" (pre-registered)" if m in primary else ""),
-             f"**{_ms(taus('finetune', m), 3)}**", _ms(taus("linear_probe", m), 3), cost(m)]
+             f"**{_ms(taus('finetune', m), 3)}**", _ms(proto("finetune", m, "rel@1"), 3),
+             _ms(taus("linear_probe", m), 3), cost(m)]
             for m in methods]
-    header = ["method", "**FT mean tau**", "LP mean tau", "cost (x 1 fine-tune)"]
+    for name in ("static_ranker", "random_ranking"):
+        rows.append([BASELINE_LABELS[name],
+                     f"**{_ms(proto('finetune', name, 'weighted_tau'), 3)}**",
+                     _ms(proto("finetune", name, "rel@1"), 3),
+                     _ms(proto("linear_probe", name, "weighted_tau"), 3), "0 (given)"])
+    header = ["method", "**FT mean tau**", "FT rel@1", "LP mean tau", "cost (x 1 fine-tune)"]
     agreement = [(t["finetune"].get("seed_agreement") or {}).get("mean") for t in truths]
     targets = list(sels[0]["reference_accuracy"])
     summary = (f"\n{_seeds_line(runs).capitalize()}. Two full fine-tuning seeds agree with each "
-               f"other at weighted tau {_ms(agreement)} (mean over targets); reference accuracy "
+               f"other at weighted tau {_ms(agreement)} (mean over targets; the ceiling of "
+               f"any method); reference accuracy "
                + ", ".join(f"{t} {_ms([s['reference_accuracy'][t] for s in sels], 3)}"
                            for t in targets) + ".\n")
-    return _table(header, rows, ["---", "---:", "---:", "---:"]) + summary
+    return _table(header, rows, ["---", "---:", "---:", "---:", "---:"]) + summary
 
 
 Renderer = Callable[[Sequence[Run]], str]

@@ -725,7 +725,7 @@ def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, flo
 
 #: The protocol's measures in the report's order (:mod:`advtransfer.estimators.protocol`).
 PROTOCOL_MEASURES = ("weighted_tau", "kendall_tau", "rel@1", "rel@3", "regret@1")
-_BASELINE_LABELS = {"seed_ceiling": "fine-tuning seeds' ceiling (seed vs seed)",
+BASELINE_LABELS = {"seed_ceiling": "fine-tuning seeds' ceiling (seed vs seed)",
                     "static_ranker": "static ranker (mean rank on the other targets)",
                     "random_ranking": "random ranking"}
 
@@ -772,7 +772,7 @@ def _protocol_table(evaluation: dict[str, Any]) -> str:
                  else math.inf)
     rows = []
     for r in [*methods, *(r for r in evaluation["rows"] if r["kind"] != "method")]:
-        name = _BASELINE_LABELS.get(r["name"], method_label(r["name"]))
+        name = BASELINE_LABELS.get(r["name"], method_label(r["name"]))
         rows.append([name, *(f"{_f3(r[m])} [{_f3(r[m + '_low'])}, {_f3(r[m + '_high'])}]"
                              for m in measures)])
     return md_table(header, rows)
