@@ -13,7 +13,10 @@ warm-up) and reported as ratios to LogME's cost and to fine-tuning that candidat
   with 10 x 256, see the report of the ``digits-model-selection`` recipe);
 * ``adversarial on features (pool)``: the ``*_features`` methods (alpha on the candidates'
   penultimate features) for the whole pool, divided by the pool size;
-* each estimator: one forward pass over the target training set plus the estimator itself;
+* each estimator (every one :func:`advtransfer.selection.rank` offers; PED around LogME and
+  SFDA; NCTI and ETran: their raw parts for one candidate, the pool normalisation being
+  negligible): one forward pass over the target training set plus the estimator itself; LGC:
+  the per-sample gradients of all parameters and the correlation;
 * ``finetune (head)``: the recipe's ground truth, a linear head on the penultimate features
   (30 epochs, the authors' setting); ``finetune (full)``: the whole network, 30 epochs.
 
@@ -43,21 +46,23 @@ from advtransfer.experiments.recipes.model_selection import (
     target_data,
 )
 from advtransfer.knowledge import knowledge_transfer
-from advtransfer.selection import (
+from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
-    FEATURE_METHODS,
+    BASE_FEATURE_METHODS,
+    GRADIENT_METHODS,
     OUTPUT_METHODS,
-    candidate_outputs,
-    estimator_scores,
-    rank,
+    POOL_METHODS,
 )
+from advtransfer.selection import candidate_outputs, estimator_scores, gradient_scores, rank
 from advtransfer.training import fit
 
 ADV = [m for m in ADVERSARIAL_METHODS
        if m.endswith(("_t2s", "_s2t")) and m not in ADVERSARIAL_FEATURE_METHODS]
-ESTIMATORS = ["logme", "leep", "nce", "hscore", "regularized_hscore", "transrate", "gbc"]
-assert set(ESTIMATORS) == set(FEATURE_METHODS) | set(OUTPUT_METHODS)
+#: Every estimator (a pooled one's cost is that of its raw parts for one candidate) and PED
+#: around the two estimators the recipes report it with.
+ESTIMATORS = [*BASE_FEATURE_METHODS, *OUTPUT_METHODS, *POOL_METHODS, *GRADIENT_METHODS,
+              "ped_logme", "ped_sfda"]
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -115,8 +120,13 @@ def run(*, repeats: int, quick: bool, attack_samples: int, steps: int, cheap_sam
                                          repeats)
         outs = candidate_outputs(model, train)
         for est in ESTIMATORS:
+            if est in GRADIENT_METHODS:  # its own passes (per-sample gradients), no features
+                c[est] = _median_time(lambda model=model, est=est: gradient_scores(
+                    model, train, [est]), repeats)
+                continue
+            parts = list(POOL_METHODS.get(est, [est]))
             c[est] = c["forward pass"] + _median_time(
-                lambda est=est, outs=outs: estimator_scores(outs, [est]), repeats)
+                lambda parts=parts, outs=outs: estimator_scores(outs, parts), repeats)
         c["finetune (head)"] = _median_time(
             lambda model=model: knowledge_transfer(model, train, test, features="penultimate",
                                                    epochs=finetune_epochs, seed=0), repeats)

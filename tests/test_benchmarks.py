@@ -64,3 +64,23 @@ def test_bench_busy_quick():
         assert r["busy_over_alone"] == pytest.approx(r["busy_s"] / r["alone_s"], abs=0.01)
         used = r["threads_alone"] + r["threads_busy"]
         assert used == [2, 2] if policy == "2" else all(1 <= n <= os.cpu_count() for n in used)
+
+
+@pytest.mark.slow
+def test_bench_selection_quick():
+    """bench_selection --quick: every estimator rank offers is timed per candidate, and the
+    ratios are the seconds divided by LogME's and by fine-tuning's."""
+    from advtransfer.methods import BASE_FEATURE_METHODS, GRADIENT_METHODS, POOL_METHODS
+
+    out = _run("bench_selection.py", "--quick", "--json", "--finetune-epochs", "3",
+               "--threads", "1")
+    summary = out["summary"]
+    for m in (*BASE_FEATURE_METHODS, *POOL_METHODS, *GRADIENT_METHODS, "leep", "nce",
+              "ped_logme", "finetune (full)"):
+        assert summary[m]["seconds_median"] > 0, m
+    per = out["per_candidate"]
+    for name, costs in per.items():
+        for m, seconds in costs.items():
+            assert seconds > 0, (name, m)
+    assert summary["logme"]["x_logme"] == pytest.approx(1.0)
+    assert summary["finetune (full)"]["of_finetune_full"] == pytest.approx(1.0)
