@@ -325,6 +325,10 @@ def _point_label(rec: Mapping[str, Any], i: int) -> str:
 #: Units of record keys on figure axes, by substring of the key (first match wins); keys that
 #: match none get no unit rather than a made-up one.
 _UNITS: tuple[tuple[str, str], ...] = (
+    ("rank average", "mean normalised rank, 0–1"), ("nleep", "mean probability, 0–1"),
+    ("sfda", "mean probability, 0–1"), ("parc", "Spearman r x 100"),
+    ("lfc", "correlation, −1 to 1"), ("lgc", "correlation, −1 to 1"), ("tmi", "nats"),
+    ("ncti", "pool-normalised, 0–3"), ("etran", "pool-normalised"),
     ("accuracy", "fraction correct, 0–1"), ("loss", "cross-entropy, nats"),
     ("rmse", "target units"), ("alpha", "ratio, unitless"), ("combined", "unitless"),
     ("distance", "unitless"), ("share", "fraction, 0–1"), ("logme", "log evidence per sample"),
@@ -389,7 +393,7 @@ def _scatter_figure(spec: _Spec, outcome: str, corr: Mapping[tuple[str, str], Ma
     for ax, metric in zip(axes, spec.metrics, strict=False):
         pts = [(i, _num(r.get(metric)), _num(r.get(outcome))) for i, r in enumerate(spec.records)]
         pts = [(i, x, y) for i, x, y in pts if math.isfinite(x) and math.isfinite(y)]
-        ax.set_xlabel(_axis_label(spec, metric))
+        ax.set_xlabel(textwrap.fill(_axis_label(spec, metric), 48))
         ax.set_ylabel(_axis_label(spec, outcome))
         ax.set_title(_corr_title(corr[(metric, outcome)]), fontsize=10)
         ax.grid(True, alpha=0.3)
@@ -668,7 +672,11 @@ def _tau_figure(spec: _Spec, tau: Mapping[str, Mapping[str, Any]]) -> Figure | N
     methods.sort(key=lambda m: _num(tau[m].get("mean")) if _finite(tau[m].get("mean"))
                  else -math.inf)
     colours = _target_colours(targets)
-    fig = _new_figure(8.5, 1.4 + 0.42 * len(methods) * max(1.0, len(targets) / 3))
+    # long method labels wrap onto two lines and widen the figure rather than push the plot out
+    labels = [textwrap.fill(spec.label(m), 34) for m in methods]
+    longest = max(len(line) for label in labels for line in label.splitlines())
+    fig = _new_figure(5.6 + 0.075 * longest,
+                      1.4 + 0.42 * len(methods) * max(1.0, len(targets) / 3))
     ax = fig.subplots()
     height = 0.8 / len(targets)
     for j, t in enumerate(targets):
@@ -678,15 +686,15 @@ def _tau_figure(spec: _Spec, tau: Mapping[str, Mapping[str, Any]]) -> Figure | N
     ax.plot([_num(tau[m].get("mean")) for m in methods], range(len(methods)), "D",
             color="black", markersize=6, label="mean over targets", zorder=3)
     ax.axvline(0.0, color="0.3", linewidth=0.8)
-    ax.set_yticks(range(len(methods)), [spec.label(m) for m in methods])
+    ax.set_yticks(range(len(methods)), labels, fontsize=9)
     ax.set_xlim(-1.05, 1.05)
-    ax.set_xlabel("weighted Kendall tau vs fine-tuning accuracy (unitless, −1 to 1)")
+    ax.set_xlabel("weighted Kendall tau vs fine-tuning accuracy\n(unitless, −1 to 1)")
     ax.set_ylabel("method")
     ax.grid(True, axis="x", alpha=0.3)
     fig.legend(loc="outside upper center", ncols=min(len(targets) + 1, 5), fontsize=9,
                frameon=False)
-    ax.set_title("Which method ranks the candidate sources as fine-tuning does?\nLonger bars "
-                 "to the right are better; best mean on top", fontsize=11)
+    ax.set_title("Which method ranks the candidate sources\nas fine-tuning does? Longer bars "
+                 "to the\nright are better; best mean on top", fontsize=11)
     return fig
 
 
