@@ -51,6 +51,10 @@ OWNER_FILE = ".advtransfer.owner"
 LOCK_TIMEOUT_S = 1.0
 
 
+#: The key of ``run.json`` that records where a run was computed (not part of its identity).
+ENVIRONMENT = "environment"
+
+
 def canonical(config: Any) -> str:
     """Canonical JSON (sorted keys, no whitespace) of a configuration."""
     return json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
@@ -81,6 +85,7 @@ class Store:
         self._units: dict[str, str] = {}
         self._last_tensors: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._identity: dict | None = None  # run.json content, written with the first unit
+        self._env_said = False  # a resume in another environment is said once
         self._ready = False
         self._lock_timeout: float | None = None  # set inside lock(): the run lock is wanted
         self._lock: FileLock | None = None  # held
@@ -327,7 +332,8 @@ class Store:
         self._last_tensors = (path, result)
         return result
 
-    def check_run(self, identity: dict, *, growable: Sequence[str] = ()) -> None:
+    def check_run(self, identity: dict, *, growable: Sequence[str] = (),
+                  environment: dict | None = None) -> None:
         """Check that this directory is new, empty, or a run of the same recipe and
         configuration, whose identity is then written (with the first unit) to ``run.json``.
 
@@ -338,10 +344,16 @@ class Store:
         one. Raises :class:`AdvTransferError` when the directory was written by a different
         configuration (naming the differing keys), when its ``run.json`` is corrupt, or when it
         is a non-empty folder that is not a run directory (dot-files such as the run lock
-        do not count). Nothing is deleted or written."""
+        do not count). Nothing is deleted or written.
+
+        ``environment`` (advtransfer's and torch's versions, the device type, the thread
+        count) is recorded beside the identity; a resume in a different environment is said on
+        stderr, naming the differences, since its stored units were computed there (floating
+        point may differ in the last digits between thread counts and devices)."""
         self._growable = tuple(growable)
         path = self.root / "run.json"
-        new = json.loads(canonical(identity))
+        env = environment if environment is not None else identity.get(ENVIRONMENT)
+        new = json.loads(canonical({k: v for k, v in identity.items() if k != ENVIRONMENT}))
         if path.exists():
             try:
                 old = read_json(path)
@@ -350,6 +362,15 @@ class Store:
                     f"{exc}. It records which recipe and configuration own {self.root}. If "
                     f"you are rerunning the same command, delete {path} and rerun: finished "
                     "units are kept and reused. Otherwise choose another --out.") from None
+            old_env = old.pop(ENVIRONMENT, None)
+            if old_env and env and old_env != env and not self._env_said:
+                self._env_said = True
+                changed = ", ".join(f"{k} {old_env.get(k)!r} then, {env.get(k)!r} now"
+                                    for k in sorted({*old_env, *env})
+                                    if old_env.get(k) != env.get(k))
+                warn(f"{self.root} was started in another environment ({changed}): the units "
+                     "stored then are reused as they were computed; for numbers computed here "
+                     "only, use a new --out")
             if old != new and _grown(old, new, self._growable):
                 self._grow = True
             elif old != new:
@@ -363,7 +384,7 @@ class Store:
             raise AdvTransferError(
                 f"--out {self.root} is a non-empty folder that is not a run directory (it has "
                 "no run.json); give a new or empty directory. Nothing was written.")
-        self._identity = new
+        self._identity = {**new, **({ENVIRONMENT: env} if env else {})}
 
 
 def _compute_record(item: tuple[Any, Any], *, _path_root: str, _kind: str,

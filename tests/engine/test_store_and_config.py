@@ -133,3 +133,27 @@ def test_atomic_writes_follow_the_umask_and_keep_an_existing_mode(tmp_path):
     finally:
         os.umask(old)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_path, capsys):
+    from advtransfer.experiments.runner import environment, execute, plan
+
+    out = tmp_path / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = execute(plan("synthetic", out, quick=True), progress=False)
+        recorded = json.loads((out / "run.json").read_text())["environment"]
+        assert recorded == environment(torch.device("cpu")) and recorded["threads"] == 1
+        capsys.readouterr()
+        execute(plan("synthetic", out, quick=True), progress=False)  # same place: silent
+        assert "another environment" not in capsys.readouterr().err
+        torch.set_num_threads(2)
+        again = execute(plan("synthetic", out, quick=True), progress=False)
+        err = capsys.readouterr().err
+        assert "another environment" in err and "threads 1 then, 2 now" in err
+        assert again["records"] == first["records"]  # the stored units, as computed then
+        # the identity check ignores the environment: the run is still the same run
+        assert json.loads((out / "run.json").read_text())["environment"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

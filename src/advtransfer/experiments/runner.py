@@ -69,6 +69,15 @@ class Plan:
     executor: Executor = dataclasses.field(default_factory=LocalExecutor)
 
 
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where a run computes: advtransfer's and torch's versions, the device type and torch's
+    thread count (recorded in ``run.json``; a resume elsewhere is said)."""
+    import advtransfer
+
+    return {"advtransfer": advtransfer.__version__, "torch": torch.__version__,
+            "device": device.type, "threads": torch.get_num_threads()}
+
+
 def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
          device: str = "auto", seed: int | None = None, quick: bool = False,
          executor: str = "local", address: str | None = None) -> Plan:
@@ -85,7 +94,7 @@ def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[s
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)},
-                    growable=recipe.growable)
+                    growable=recipe.growable, environment=environment(run_on))
     return Plan(recipe, config, run_on, out, store, runner)
 
 
