@@ -22,6 +22,7 @@ __all__ = [
     "as_features",
     "as_probabilities",
     "check_n_samples",
+    "features_and_labels",
 ]
 
 
@@ -176,3 +177,12 @@ def check_n_samples(n_a: int, name_a: str, n_b: int, name_b: str) -> None:
         raise AdvTransferError(
             f"{name_a} and {name_b} must have the same number of samples; got {n_a} and {n_b}"
         )
+
+
+def features_and_labels(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(features, codes, n_classes)``: :func:`as_features` of ``features``,
+    :func:`as_class_labels` of ``labels``, checked to hold as many samples."""
+    f = as_features(features, "features")
+    codes, n_classes = as_class_labels(labels, "labels")
+    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    return f, codes, n_classes

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.special import logsumexp, softmax
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["DEFAULT_WEIGHTS", "ETranParts", "etran", "etran_parts"]
 
@@ -198,9 +198,7 @@ def etran_parts(features: Any, labels: Any, *, energy_fraction: float = ENERGY_F
     svd_energy = _check_fraction(svd_energy, "svd_energy")
     if lda not in ("euclidean", "shrunk"):
         raise AdvTransferError(f"lda must be 'euclidean' or 'shrunk'; got {lda!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     return ETranParts(
         energy=_energy_part(f, energy_fraction),
         lda=_lda_part(f, codes, n_classes, lda),

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["gbc"]
 
@@ -131,9 +131,7 @@ def gbc(features: Any, labels: Any, *, pca_dim: int | None = PCA_DIM,
         raise AdvTransferError(f"pca_dim must be a positive integer or None; got {pca_dim!r}")
     if gaussian not in ("spherical", "diagonal"):
         raise AdvTransferError(f"gaussian must be 'spherical' or 'diagonal'; got {gaussian!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     if pca_dim is not None:
         f = pca_reduce(f, pca_dim)
 

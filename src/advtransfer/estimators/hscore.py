@@ -15,16 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["hscore", "regularized_hscore"]
 
 
-def _inputs(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
-    return f, codes, n_classes
 
 
 def _between_class_scatter(f: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -82,7 +77,7 @@ def hscore(features: Any, labels: Any) -> float:
     float
         H-score (higher is better).
     """
-    f, codes, n_classes = _inputs(features, labels)
+    f, codes, n_classes = features_and_labels(features, labels)
     n = f.shape[0]
     centred = f - f.mean(axis=0)
     cov_f = centred.T @ centred / n
@@ -128,7 +123,7 @@ def regularized_hscore(features: Any, labels: Any) -> float:
     """
     from sklearn.covariance import LedoitWolf
 
-    f, codes, n_classes = _inputs(features, labels)
+    f, codes, n_classes = features_and_labels(features, labels)
     n = f.shape[0]
     estimator = LedoitWolf(assume_centered=False).fit(f)
     alpha = float(estimator.shrinkage_)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["knn_accuracy"]
 
@@ -101,9 +101,7 @@ def knn_accuracy(features: Any, labels: Any, *, k: int = K,
         raise AdvTransferError(f"k must be a positive integer; got {k!r}")
     if metric not in ("cosine", "euclidean"):
         raise AdvTransferError(f"metric must be 'cosine' or 'euclidean'; got {metric!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     n = f.shape[0]
     k = int(k)
     if k > n - 1:

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import (
+    as_class_labels,
+    as_features,
+    check_n_samples,
+    features_and_labels,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -133,9 +138,7 @@ def lfc(features: Any, labels: Any, *,
         LFC in :math:`[-1, 1]` (higher is better).
     """
     _check_centering(centering)
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     return _kernel_label_correlation(f, codes, n_classes, centering)
 
 

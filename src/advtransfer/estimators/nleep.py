@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 from advtransfer.estimators.leep import leep
 
 __all__ = ["nleep"]
@@ -109,9 +109,7 @@ def nleep(features: Any, labels: Any, *, variance: float | None = VARIANCE,
         )
     if form not in ("code", "paper"):
         raise AdvTransferError(f"form must be 'code' or 'paper'; got {form!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     n = f.shape[0]
     n_components = components_per_class * n_classes
     if n_components > n:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import as_features, features_and_labels
 
 __all__ = ["ped", "ped_features"]
 
@@ -158,9 +158,7 @@ def ped_features(features: Any, labels: Any, *, time_step: float = TIME_STEP,
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
             or max_steps < 0):
         raise AdvTransferError(f"max_steps must be a non-negative integer; got {max_steps!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
     if reference is None:
         ref = f
     else:

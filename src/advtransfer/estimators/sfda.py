@@ -16,7 +16,7 @@ from scipy import linalg
 from scipy.special import log_softmax, softmax
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["sfda"]
 
@@ -209,9 +209,7 @@ def sfda(features: Any, labels: Any, *, shrinkage: float | None = None,
         raise AdvTransferError(f"eigenvalue must be 'power' or 'exact'; got {eigenvalue!r}")
     if score not in ("probability", "log"):
         raise AdvTransferError(f"score must be 'probability' or 'log'; got {score!r}")
-    x = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(x.shape[0], "features", codes.shape[0], "labels")
+    x, codes, n_classes = features_and_labels(features, labels)
     rows = np.arange(codes.shape[0])
 
     log_p, lam = _fda_log_posteriors(

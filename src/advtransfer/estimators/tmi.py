@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["knn_entropy", "tmi"]
 
@@ -135,9 +135,7 @@ def tmi(features: Any, labels: Any, *, k: int = 3, norm: Literal["max", "euclide
         raise AdvTransferError(f"min_dist must be a positive finite number; got {min_dist!r}")
     if aggregate not in ("mean", "sum"):
         raise AdvTransferError(f"aggregate must be 'mean' or 'sum'; got {aggregate!r}")
-    f = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels)
 
     n = f.shape[0]
     terms: list[float] = []

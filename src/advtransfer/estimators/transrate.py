@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["PREPROCESSING", "transrate"]
 
@@ -161,9 +161,7 @@ def transrate(features: Any, labels: Any, *, eps: float = 1e-4,
     if preprocess not in PREPROCESSING:
         raise AdvTransferError(f"preprocess must be one of {list(PREPROCESSING)}; got "
                                f"{preprocess!r}")
-    z = as_features(features, "features")
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(z.shape[0], "features", codes.shape[0], "labels")
+    z, codes, n_classes = features_and_labels(features, labels)
 
     z = _preprocess(z, preprocess)
     rate = _coding_rate(z, float(eps))
