@@ -92,7 +92,6 @@ tau, Kendall tau, Pearson r, top-k relative accuracy; :mod:`advtransfer.estimato
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import math
 import os
@@ -582,26 +581,6 @@ def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
         if timings is not None:
             timings[method] = timings.get(method, 0.0) + time.perf_counter() - start
     return scores
-
-
-@functools.cache
-def estimators_fingerprint() -> str:
-    """A digest of the code that computes the estimator scores: every module of
-    :mod:`advtransfer.estimators` and the functions here that feed them. Stored units of
-    estimator scores carry it in their key, so a change to any estimator recomputes them
-    rather than reusing numbers of older code."""
-    import hashlib
-    import inspect
-    from pathlib import Path
-
-    from advtransfer import estimators
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(estimators.__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    for func in (candidate_outputs, estimator_scores, gradient_scores, combine):
-        digest.update(inspect.getsource(func).encode())
-    return digest.hexdigest()[:16]
 
 
 def gradient_scores(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor],

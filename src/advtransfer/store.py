@@ -18,6 +18,7 @@ written atomically, so they never need to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,10 +61,24 @@ def canonical(config: Any) -> str:
     return json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """16 hex digits of sha256 over the source of every module of the installed advtransfer
+    package (paths and contents). It is part of every unit's key (:func:`unit_key`), so a unit
+    computed by other code (an upgrade, a fix, a local edit) is never reused: the rerun
+    computes it again. Coarse by design: any change to the package recomputes every unit."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def unit_key(kind: str, config: Any) -> str:
-    """``kind-<16 hex digits>``: the identity of a unit of work."""
-    digest = hashlib.sha256(f"{kind}:{canonical(config)}".encode()).hexdigest()[:16]
-    return f"{kind}-{digest}"
+    """``kind-<16 hex digits>``: the identity of a unit of work, from its kind, its whole
+    configuration and the code that computes it (:func:`code_fingerprint`)."""
+    text = f"{kind}:{code_fingerprint()}:{canonical(config)}"
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 class Store:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,45 @@ def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_pat
         assert json.loads((out / "run.json").read_text())["environment"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_units_of_other_code_are_recomputed_and_a_finished_run_is_not_reused(tmp_path,
+                                                                             monkeypatch):
+    """A cache key is a promise: the code that computes a unit is in its key, so a rerun after
+    a change to the package recomputes every unit instead of returning older numbers."""
+    from advtransfer import store
+    from advtransfer.experiments import runner
+    from advtransfer.experiments.runner import run
+
+    out = tmp_path / "run"
+    key = unit_key("k", {"a": 1})
+    first = run("synthetic", out, quick=True, progress=False)
+    assert first["code"] == store.code_fingerprint() and first["units"]["computed"] > 0
+    same = run("synthetic", out, quick=True, progress=False)
+    assert same["units"]["computed"] == 0
+    for module in (store, runner):  # as if the package had been edited
+        monkeypatch.setattr(module, "code_fingerprint", lambda: "0123456789abcdef")
+    assert unit_key("k", {"a": 1}) != key
+    other = run("synthetic", out, quick=True, progress=False)
+    assert other["units"] == {"computed": first["units"]["computed"], "reused": 0}
+    assert other["records"] == first["records"]  # the same code, so the same numbers
+
+
+def test_code_fingerprint_follows_every_module_of_the_package(tmp_path, monkeypatch):
+    import shutil
+
+    from advtransfer import store
+
+    copy = tmp_path / "advtransfer"
+    shutil.copytree(Path(store.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(store, "__file__", str(copy / "store.py"))
+    store.code_fingerprint.cache_clear()
+    try:
+        before = store.code_fingerprint()
+        store.code_fingerprint.cache_clear()
+        path = copy / "estimators" / "logme.py"
+        path.write_text(path.read_text() + "\n# a change\n")
+        assert store.code_fingerprint() != before
+    finally:
+        store.code_fingerprint.cache_clear()

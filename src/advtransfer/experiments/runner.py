@@ -25,7 +25,7 @@ from advtransfer.experiments.config import apply, parse_override, read_toml, to_
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
 from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
 from advtransfer.progress import heartbeat, warn
-from advtransfer.store import Store
+from advtransfer.store import Store, code_fingerprint
 
 
 def resolve(recipe_or_path: str, overrides: list[str] | tuple[str, ...] = (), *,
@@ -112,7 +112,8 @@ def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
 def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
     previous = _finished(p.out)
     if (previous is not None and previous.get("config") == json.loads(json.dumps(
-            to_jsonable(to_dict(p.config)))) and previous.get("unit_files")
+            to_jsonable(to_dict(p.config)))) and previous.get("code") == code_fingerprint()
+            and previous.get("unit_files")
             and all((p.out / f).exists() for f in previous["unit_files"])):
         # a finished run with every unit in place: nothing to recompute or rewrite
         return {**previous, "units": {"computed": 0, "reused": len(previous["unit_files"])}}
@@ -133,6 +134,7 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - start,
         "units": {"computed": p.store.misses, "reused": p.store.hits},
         "unit_files": sorted(set(p.store.touched)),
+        "code": code_fingerprint(),
         **body,
     }
     p.store.prepare()

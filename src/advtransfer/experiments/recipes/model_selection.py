@@ -104,7 +104,6 @@ from advtransfer.selection import (
     candidate_outputs,
     combine,
     estimator_scores,
-    estimators_fingerprint,
     evaluate_methods,
     evaluation_to_dict,
     gradient_scores,
@@ -1048,8 +1047,7 @@ def _run_digits(c: DigitsModelSelectionConfig, ctx: RunContext, name: str) -> di
         for src in pool:
             model, key = models[src.name], keys[src.name]
             if est:
-                unit = {"source": key, "target": tid, "methods": est,
-                        "code": estimators_fingerprint()}
+                unit = {"source": key, "target": tid, "methods": est}
 
                 def estimate(model: nn.Module = model, name: str = src.name,
                              train: tuple = train) -> dict[str, Any]:
@@ -1661,7 +1659,7 @@ def run_zoo(c: ImageNetZooConfig, ctx: RunContext) -> dict[str, Any]:
             base = {"model": name, "weights": weight_ids[name], "target": tid}
             if est:
                 res = ctx.store.record(
-                    "zoo-estimators", {**base, "methods": est, "code": estimators_fingerprint()},
+                    "zoo-estimators", {**base, "methods": est},
                     lambda outputs=outputs, name=name, model=model, train_t=train_t: {
                         "scores": {**estimator_scores(outputs("train"), est, name=name),
                                    **gradient_scores(model(), train_t(), est, name=name,
