@@ -14,6 +14,7 @@ from advtransfer.experiments.stages import alpha_labels
 from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
+    DEPRECATED_METHODS,
     METHODS,
     RANK_AVERAGE_METHODS,
     method_label,
@@ -24,7 +25,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "advtransfer"
 
 
 def _meaning(method: str) -> object:
-    """What a method computes: aliases (alpha1 and alpha1_t2s) mean the same."""
+    """What a method computes: aliases (alpha1 and alpha1_t2s, a former name and its new one)
+    mean the same."""
+    method = DEPRECATED_METHODS.get(method, method)
     if method in ADVERSARIAL_METHODS:
         return (*ADVERSARIAL_METHODS[method], method in ADVERSARIAL_FEATURE_METHODS)
     if method in RANK_AVERAGE_METHODS:

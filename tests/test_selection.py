@@ -174,9 +174,14 @@ def test_rank_source_accuracy_finetune_and_result_formats(target):
     train, _, ref = target
     pool = {**_random_pool(2), "twin": copy.deepcopy(ref)}
     sa = {"random0": 0.5, "random1": 0.9, "twin": 0.7}
-    r = rank(pool, train, ref, methods=["finetune", "logme"], source_accuracy=sa,
+    r = rank(pool, train, ref, methods=["linear_probe", "logme"], source_accuracy=sa,
              finetune_epochs=5)
-    assert r.methods == ("finetune", "logme")  # source_accuracy only when asked in methods
+    assert r.methods == ("linear_probe", "logme")  # source_accuracy only when asked in methods
+    with pytest.warns(DeprecationWarning, match="'finetune' is now called 'linear_probe'"):
+        old = rank(pool, train, ref, methods=["finetune", "logme"], finetune_epochs=5)
+    assert old.methods == ("linear_probe", "logme") and old.scores == r.scores
+    with pytest.raises(AdvTransferError, match="one method"), pytest.warns(DeprecationWarning):
+        rank(pool, train, ref, methods=["finetune", "linear_probe"])
     r = rank(pool, train, ref, source_accuracy=sa, steps=2, attack_samples=32)
     assert r.methods == (*DEFAULT_METHODS, "source_accuracy")
     assert r.order("source_accuracy") == ["random1", "twin", "random0"]
@@ -490,11 +495,11 @@ def test_a_candidate_a_method_cannot_score_gets_nan_and_the_pool_goes_on(target)
     torch.manual_seed(0)
     conv = nn.Sequential(nn.Conv2d(1, 5, 8), nn.Flatten())
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 5))
-    methods = ["alpha1", "alpha1_features", "logme", "leep", "finetune"]
+    methods = ["alpha1", "alpha1_features", "logme", "leep", "linear_probe"]
     kw = {"steps": 1, "attack_samples": 32, "finetune_epochs": 1}
     with pytest.warns(UserWarning, match="candidate 'conv'.*cannot score it.*no nn.Linear"):
         r = rank({"conv": conv, "mlp": mlp}, train, ref, methods=methods, **kw)
-    for m in ("alpha1_features", "logme", "finetune"):
+    for m in ("alpha1_features", "logme", "linear_probe"):
         assert math.isnan(r.scores[m]["conv"]) and math.isfinite(r.scores[m]["mlp"]), m
     for m in ("alpha1", "leep"):
         assert math.isfinite(r.scores[m]["conv"]), m

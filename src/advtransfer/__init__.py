@@ -19,13 +19,16 @@ which trains the built-in digits models, and ``selection``); *experiments*
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advtransfer._version import __version__
 from advtransfer.attacks import AttackConfig, attack
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transfer_matrix, transferability
+
+if TYPE_CHECKING:  # imported on first use at run time (see __getattr__); static tools see it
+    from advtransfer.selection import rank
 
 __all__ = [
     "AdvTransferError",

@@ -636,7 +636,8 @@ _METHODS_HELP = (
     + ", ".join((*BASE_FEATURE_METHODS, *OUTPUT_METHODS, *GRADIENT_METHODS)) + "; ped_<one of "
     "the feature estimators>; pool-normalised " + ", ".join(
         f"{m} (parts {', '.join(p)})" for m, p in POOL_METHODS.items())
-    + ". Ground truth: finetune.")
+    + ". Ground truth: linear_probe (a head on the penultimate features; 'finetune', its "
+    "former name, still works).")
 _LOCK_HELP = (f"One process at a time: while a run uses DIR (lock file DIR/{LOCK_FILE}), "
               f"another run on it fails after {LOCK_TIMEOUT_S:g} s, naming the process to "
               "wait for.")

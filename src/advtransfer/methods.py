@@ -21,6 +21,7 @@ __all__ = [
     "BASE_FEATURE_METHODS",
     "COMBINED_METHODS",
     "DEFAULT_METHODS",
+    "DEPRECATED_METHODS",
     "ESTIMATOR_LABELS",
     "ESTIMATOR_METHODS",
     "FEATURE_METHODS",
@@ -96,7 +97,10 @@ COMBINED_METHODS: dict[str, tuple[str, ...]] = {**RANK_AVERAGE_METHODS, **POOL_M
 #: Every method :func:`advtransfer.selection.rank` knows.
 METHODS: tuple[str, ...] = (*ADVERSARIAL_METHODS, *FEATURE_METHODS, *OUTPUT_METHODS,
                             *GRADIENT_METHODS, *COMBINED_METHODS, "source_accuracy",
-                            "finetune")
+                            "linear_probe", "finetune")
+#: Former names of methods: old -> new (accepted with a DeprecationWarning). ``finetune`` was
+#: the linear probe, a name the recipes use for full fine-tuning.
+DEPRECATED_METHODS: dict[str, str] = {"finetune": "linear_probe"}
 #: The methods :func:`advtransfer.selection.rank` computes when ``methods`` is not given
 #: (``source_accuracy`` is added when the caller passes ``source_accuracy``).
 DEFAULT_METHODS: tuple[str, ...] = ("alpha1", "alpha2", "combined", "logme", "leep", "nce",
@@ -111,7 +115,8 @@ ESTIMATOR_LABELS: dict[str, str] = {
     "ncti_vc": "NCTI part: variability collapse", "ncti_seli": "NCTI part: SELI geometry",
     "ncti_ncc": "NCTI part: nearest-centre accuracy", "etran_energy": "ETran part: energy",
     "etran_lda": "ETran part: LDA", "etran_svd": "ETran part: SVD",
-    "source_accuracy": "source accuracy (data-free baseline)", "finetune": "fine-tuning",
+    "source_accuracy": "source accuracy (data-free baseline)",
+    "linear_probe": "linear probe (a head on the penultimate features)",
 }
 ESTIMATOR_METHODS: tuple[str, ...] = (*FEATURE_METHODS, *OUTPUT_METHODS, *GRADIENT_METHODS)
 
@@ -149,6 +154,7 @@ def method_label(method: str, *, squared: bool = False) -> str:
     if method in RANK_AVERAGE_METHODS:
         parts = [method_label(m, squared=squared) for m in RANK_AVERAGE_METHODS[method]]
         return f"rank average of {' and '.join(parts)}"
+    method = DEPRECATED_METHODS.get(method, method)
     if method in PED_METHODS:
         return f"PED + {method_label(method.removeprefix('ped_'))}"
     return ESTIMATOR_LABELS.get(method, method)

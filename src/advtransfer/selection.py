@@ -80,7 +80,8 @@ Baselines:
 
 * ``source_accuracy``: the data-free baseline, each candidate's accuracy on its own source task
   (e.g. ImageNet top-1), passed by the caller;
-* ``finetune``: the expensive ground truth itself, the held-out accuracy of a linear head
+* ``linear_probe`` (formerly ``finetune``, still accepted with a DeprecationWarning): the
+  expensive ground truth itself, the held-out accuracy of a linear head
   fitted on the penultimate features (:func:`advtransfer.knowledge.knowledge_transfer`) on a
   seeded split of the target data. It is what every other method tries to predict cheaply.
 
@@ -142,6 +143,7 @@ from advtransfer.methods import (
     BASE_FEATURE_METHODS,
     COMBINED_METHODS,
     DEFAULT_METHODS,
+    DEPRECATED_METHODS,
     ESTIMATOR_METHODS,
     FEATURE_METHODS,
     METHODS,
@@ -229,7 +231,7 @@ class RankingResult:
             approximate, so alpha1 may exceed 1; never clipped), ``feature_dim``,
             ``finetune_train_accuracy``.
         timings: wall time in seconds per stage: ``adversarial`` (the whole pool), ``forward``
-            (feature passes), one entry per estimator, ``finetune``.
+            (feature passes), one entry per estimator, ``linear_probe``.
         config: the resolved settings (attack, samples, seed, device).
         reference_accuracy: accuracy of the reference (target-trained) model on the labelled
             target data given to :func:`rank` (``None`` when no adversarial method was asked
@@ -476,7 +478,7 @@ def _split(data: Any, test_fraction: float, seed: int) -> tuple[Any, Any]:
     n = len(data[0]) if isinstance(data, tuple) else len(data)
     n_test = max(1, round(test_fraction * n))
     if n - n_test < 1:
-        raise AdvTransferError(f"target_data has {n} samples: too few to split for 'finetune' "
+        raise AdvTransferError(f"target_data has {n} samples: too few to split for 'linear_probe' "
                                f"(finetune_test_fraction={test_fraction})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
@@ -716,6 +718,14 @@ def _check_methods(methods: Any, with_source_accuracy: bool) -> tuple[str, ...]:
     dups = sorted({m for m in methods if methods.count(m) > 1})
     if dups:
         raise AdvTransferError(f"methods lists {dups} more than once")
+    for old, new in DEPRECATED_METHODS.items():
+        if old in methods:
+            warnings.warn(f"method {old!r} is now called {new!r} (a linear head fitted on the "
+                          f"penultimate features); {old!r} will be removed", DeprecationWarning,
+                          stacklevel=3)
+            if new in methods:
+                raise AdvTransferError(f"methods lists {old!r} and {new!r}, one method")
+            methods = tuple(new if m == old else m for m in methods)
     return methods
 
 
@@ -800,7 +810,7 @@ def rank(
             attacks all. Adversarial cost grows linearly with it.
         correct_only: attack only inputs the reference classifies correctly (the authors' image
             protocol); requires the reference's outputs to be logits over the target labels.
-        finetune_epochs, finetune_lr, finetune_test_fraction: the ``finetune`` method (a linear
+        finetune_epochs, finetune_lr, finetune_test_fraction: the ``linear_probe`` method (a linear
             head on the penultimate features, SGD + cosine schedule, on a seeded split).
         batch_size: batch size of the forward passes and attacks.
         device: ``"auto"`` (the models' device) or an explicit device; user models are never
@@ -909,7 +919,7 @@ def rank(
 
     plan = CandidatePlan(
         adversarial=tuple(adversarial), estimators=tuple(estimators),
-        finetune="finetune" in methods_t, attack=config, convention=convention,
+        finetune="linear_probe" in methods_t, attack=config, convention=convention,
         batch_size=batch_size, seed=seed, finetune_epochs=finetune_epochs,
         finetune_lr=finetune_lr, finetune_test_fraction=finetune_test_fraction)
     s2t = any(ADVERSARIAL_METHODS[m][1] == "s2t" for m in adversarial)
@@ -983,7 +993,7 @@ def prepare_reference(reference: nn.Module, data: Any, config: AttackConfig, *,
 class CandidatePlan:
     """What :func:`score_candidate` computes for every candidate of a :func:`rank` call: the
     adversarial methods (with the attack and reporting convention), the feature/output
-    estimators, and the ``finetune`` ground truth with its settings."""
+    estimators, and the ``linear_probe`` ground truth with its settings."""
 
     adversarial: tuple[str, ...] = ()
     estimators: tuple[str, ...] = ()
@@ -1015,7 +1025,7 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
     adversarial methods against the shared ``reference_attack``
     (:func:`advtransfer.reference.measure_against_reference`; ``reference``, the model, is
     needed by the s2t methods only), run the estimators on its features and outputs for the
-    labelled target ``data``, fit the ``finetune`` head, and let the model go. ``item`` is
+    labelled target ``data``, fit the ``linear_probe`` head, and let the model go. ``item`` is
     ``(name, candidate)``; the result does not depend on the other candidates (its random
     draws are seeded by ``(plan.seed, name)``)."""
     name, value = item
@@ -1034,7 +1044,7 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
                             details)
         timings["adversarial"] = time.perf_counter() - start
     if (plan.estimators or plan.finetune) and data is None:
-        raise AdvTransferError("the estimators and 'finetune' need the labelled target data")
+        raise AdvTransferError("the estimators and 'linear_probe' need the labelled target data")
     if plan.estimators:
         start = time.perf_counter()
         outs = candidate_outputs(model, data, batch_size=max(plan.batch_size, 256),
@@ -1056,11 +1066,11 @@ def score_candidate(item: tuple[str, Candidate], *, plan: CandidatePlan,
                                     epochs=plan.finetune_epochs, lr=plan.finetune_lr,
                                     batch_size=plan.batch_size, device=run_on, seed=plan.seed)
         except NotApplicableError as exc:
-            _not_applicable(name, ["finetune"], str(exc), scores)
+            _not_applicable(name, ["linear_probe"], str(exc), scores)
         else:
-            scores["finetune"] = float(kt.test_accuracy or 0.0)
+            scores["linear_probe"] = float(kt.test_accuracy or 0.0)
             details["finetune_train_accuracy"] = kt.train_accuracy
-        timings["finetune"] = time.perf_counter() - start
+        timings["linear_probe"] = time.perf_counter() - start
     return CandidateScores(scores, details, timings)
 
 

@@ -160,9 +160,10 @@ def _labels(metrics: list[str], ground_truth: str) -> dict[str, str]:
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
-    bad = [m for m in methods if m not in METHODS or m in ("finetune", "source_accuracy")]
+    ground = ("finetune", "linear_probe", "source_accuracy")  # the recipe computes these
+    bad = [m for m in methods if m not in METHODS or m in ground]
     if not methods or bad:
-        allowed = [m for m in METHODS if m not in ("finetune", "source_accuracy")]
+        allowed = [m for m in METHODS if m not in ground]
         raise AdvTransferError(f"methods must be a non-empty list of {allowed}; got {bad or []}"
                                " (the source-accuracy baseline is always added)")
     if len(set(methods)) != len(methods):
