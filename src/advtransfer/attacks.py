@@ -1,6 +1,6 @@
 """Adversarial attacks in input space: PGD (FGSM = one step) and the first-order solver.
 
-The attack on a model f at x is (DESIGN.md §2, the paper's delta_{f,eps}(x))
+The attack on a model f at x is (docs/design.md §2, the paper's delta_{f,eps}(x))
 
     delta_{f,eps}(x) = argmax_{||delta||_p <= eps, x + delta in bounds} l_adv(f(x), f(x + delta))
 

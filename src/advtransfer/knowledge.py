@@ -1,4 +1,4 @@
-"""Knowledge transferability: how well f_S transfers to the target task (DESIGN.md §2).
+"""Knowledge transferability: how well f_S transfers to the target task (docs/design.md §2).
 
 The knowledge transfer of f_S to a target task y is the test loss (and accuracy) of g o h_S after
 fitting g on target training data, where h_S is the source's output (``features=None``), a named

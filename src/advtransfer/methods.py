@@ -3,7 +3,7 @@
 A method has an *id* (what ``rank(methods=...)``, ``--methods``, the CSV/JSON keys and the
 recipes' ``--set methods=`` take) and one *label* (:func:`method_label`), the name every report
 table, plot, README table and terminal table of tau values shows. Both come from here and
-nowhere else (docs/recipes.md, "Conventions shared by the recipes", method names).
+nowhere else (docs/design.md §3; docs/recipes.md, "Method names").
 
 Adversarial ids name the metric, the space and the direction: ``alpha1`` is alpha1 of attacks
 crafted on the reference (the target model) and applied to the candidate (``t2s``, the authors'

@@ -1,4 +1,4 @@
-"""Adversarial transferability: alpha1, alpha2 and their combination (DESIGN.md §2).
+"""Adversarial transferability: alpha1, alpha2 and their combination (docs/design.md §2).
 
 For an attacker A and a victim B, with delta_A = delta_{f_A,eps}(x) the attack crafted on A,
 

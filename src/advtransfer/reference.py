@@ -17,7 +17,7 @@ delta_S on the candidate and, per batch, the deviations
 * t2s (attack crafted on the reference, applied to the candidate; the authors' image protocol):
   Delta_{T->S} = f_S(x + delta_T) - f_S(x) and Delta_{S->S} = f_S(x + delta_S) - f_S(x), so
   alpha1^{T->S} = E_x ||Delta_{T->S}|| / ||Delta_{S->S}|| and alpha2^{T->S} =
-  ||E_x[u_{T->T} u_{T->S}^T]||_F (DESIGN.md §2);
+  ||E_x[u_{T->T} u_{T->S}^T]||_F (docs/design.md §2);
 * s2t (crafted on the candidate, applied to the reference): Delta_{S->T} = f_T(x + delta_S) -
   f_T(x), with Delta_{T->T} from the stored reference part; this direction needs the reference
   model itself (one forward per sample), t2s does not.

@@ -5,7 +5,7 @@ task and a *reference* model f_T trained on that target task, :func:`rank` score
 with any of these methods (higher = predicted to transfer better, for every method):
 
 Adversarial transferability (Liang et al., *Does Adversarial Transferability Indicate Knowledge
-Transferability?*, ICML 2021, arXiv:2006.14512; DESIGN.md §2), between each candidate and the
+Transferability?*, ICML 2021, arXiv:2006.14512; docs/design.md §2), between each candidate and the
 reference on target inputs x:
 
 * ``alpha1``: mean over x of ||Delta_{A->B}(x)|| / ||Delta_{B->B}(x)||, with

@@ -1,4 +1,4 @@
-"""The theory's quantities, computed exactly from per-sample Jacobians (DESIGN.md §2).
+"""The theory's quantities, computed exactly from per-sample Jacobians (docs/design.md §2).
 
 First-order regime (eps -> 0, p = 2): the attack on f is delta_f(x) = eps * v1(J_f(x)), so every
 deviation is linear in the Jacobians, Delta_{A->B}(x) = eps * J_B(x) v1(J_A(x)), and eps cancels
