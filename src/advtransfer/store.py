@@ -202,9 +202,24 @@ class Store:
                 "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")})
             if self._identity is not None:
                 self.check_run(self._identity, growable=self._growable)
+            self._remove_leftovers()
         except BaseException:
             self._release()
             raise
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary files (``.NAME.*.tmp``, from
+        :func:`advtransfer.fileio.atomic_write_with`) that a writer killed mid-write left behind:
+        with the lock held no other writer of this directory runs, so every such file is a
+        leftover (the finished files are whole)."""
+        leftovers = [p for d in (self.root, *(self.root / n for n in ("records", "models",
+                                                                        "tensors")))
+                     if d.is_dir() for p in d.glob(".*.tmp")]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        if leftovers:
+            warn(f"removed {len(leftovers)} temporary file(s) an interrupted run left in "
+                 f"{self.root}")
 
     def _holder(self) -> str:
         """'pid N, started T' (with 'on HOST' when not this machine) from ``OWNER_FILE``."""

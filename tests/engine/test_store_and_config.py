@@ -200,3 +200,20 @@ def test_code_fingerprint_follows_every_module_of_the_package(tmp_path, monkeypa
         assert store.code_fingerprint() != before
     finally:
         store.code_fingerprint.cache_clear()
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_run(tmp_path, capsys):
+    from advtransfer.experiments.runner import execute, plan
+
+    out = tmp_path / "run"
+    first = execute(plan("synthetic", out, quick=True), progress=False)
+    record = next((out / "records").glob("*.json"))
+    # what a writer killed between its write and its rename leaves (fileio.atomic_write_with)
+    leftovers = [out / "records" / f".{record.name}.k3x9.tmp", out / ".results.json.a1b2.tmp"]
+    for path in leftovers:
+        path.write_text('{"truncat')
+    capsys.readouterr()
+    again = execute(plan("synthetic", out, quick=True), progress=False)
+    assert not any(p.exists() for p in leftovers)
+    assert "removed 2 temporary file(s)" in capsys.readouterr().err
+    assert again["records"] == first["records"] and record.exists()
