@@ -179,10 +179,12 @@ def check_n_samples(n_a: int, name_a: str, n_b: int, name_b: str) -> None:
         )
 
 
-def features_and_labels(features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(features, codes, n_classes)``: :func:`as_features` of ``features``,
-    :func:`as_class_labels` of ``labels``, checked to hold as many samples."""
-    f = as_features(features, "features")
+def features_and_labels(features: Any, labels: Any, *,
+                        min_samples: int = 2) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(features, codes, n_classes)``: :func:`as_features` of ``features`` (at least
+    ``min_samples`` rows), :func:`as_class_labels` of ``labels``, checked to hold as many
+    samples."""
+    f = as_features(features, "features", min_samples=min_samples)
     codes, n_classes = as_class_labels(labels, "labels")
     check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
     return f, codes, n_classes

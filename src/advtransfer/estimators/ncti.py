@@ -25,7 +25,7 @@ from scipy.special import log_softmax
 from sklearn.decomposition import PCA
 
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["NCTIParts", "ncti", "ncti_parts"]
 
@@ -226,9 +226,7 @@ def ncti_parts(features: Any, labels: Any, *, pca_dim: int | None = PCA_DIM,
             f"random_state must be a non-negative integer; got {random_state!r}")
     if not isinstance(vc_log, bool):
         raise AdvTransferError(f"vc_log must be True or False; got {vc_log!r}")
-    h = as_features(features, "features", min_samples=3)
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(h.shape[0], "features", codes.shape[0], "labels")
+    h, codes, n_classes = features_and_labels(features, labels, min_samples=3)
     n = h.shape[0]
 
     if pca_dim is not None:

@@ -17,7 +17,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from advtransfer.errors import AdvTransferError
-from advtransfer.estimators._validate import as_class_labels, as_features, check_n_samples
+from advtransfer.estimators._validate import features_and_labels
 
 __all__ = ["parc"]
 
@@ -134,9 +134,7 @@ def parc(features: Any, labels: Any, *, pca_dim: int | None = PCA_DIM,
             f"random_state must be a non-negative integer; got {random_state!r}")
     if not isinstance(percent, bool):
         raise AdvTransferError(f"percent must be True or False; got {percent!r}")
-    f = as_features(features, "features", min_samples=3)
-    codes, n_classes = as_class_labels(labels, "labels")
-    check_n_samples(f.shape[0], "features", codes.shape[0], "labels")
+    f, codes, n_classes = features_and_labels(features, labels, min_samples=3)
     if f.shape[1] < 2:
         raise AdvTransferError(
             f"features must have at least 2 columns (PARC correlates samples across their "
