@@ -52,6 +52,7 @@ from typing import Any
 
 from advtransfer.experiments.recipes.model_selection import BASELINE_LABELS
 from advtransfer.methods import method_label
+from advtransfer.report import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -84,12 +85,11 @@ def _ms(values: Sequence[Any], digits: int = 2) -> str:
     return f"{_f(statistics.fmean(v), digits)} ± {statistics.stdev(v):.{digits}f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]],
-           align: Sequence[str] | None = None) -> str:
-    align = align or ["---"] * len(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
+           numbers_right: bool = False) -> str:
+    """A README table (:func:`advtransfer.report.md_table`): every column left-aligned, or
+    with ``numbers_right`` all but the first right-aligned."""
+    return md_table(header, rows, None if numbers_right else [False] * len(header)) + "\n"
 
 
 def _seeds_line(runs: Sequence[Run]) -> str:
@@ -206,7 +206,7 @@ def model_selection(runs: Sequence[Run]) -> str:
                f"any method); reference accuracy "
                + ", ".join(f"{t} {_ms([s['reference_accuracy'][t] for s in sels], 3)}"
                            for t in targets) + ".\n")
-    return _table(header, rows, ["---", "---:", "---:", "---:", "---:"]) + summary
+    return _table(header, rows, numbers_right=True) + summary
 
 
 Renderer = Callable[[Sequence[Run]], str]

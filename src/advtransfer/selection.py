@@ -158,6 +158,7 @@ from advtransfer.models.adapters import forward, frozen
 from advtransfer.models.features import PenultimateCapture, has_linear
 from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
+from advtransfer.report import md_table
 from advtransfer.training import labelled_loader
 
 if TYPE_CHECKING:
@@ -1259,10 +1260,7 @@ def markdown_table(summary: Mapping[str, Mapping[str, float]], *, digits: int = 
     def cell(v: Any) -> str:
         return f"{float(v):.{digits}f}" if _finite(v) else "—"
 
-    lines = ["| method | " + " | ".join(cols) + " |",
-             "|---|" + "---:|" * len(cols)]
-    lines += [f"| {m} | " + " | ".join(cell(r.get(c)) for c in cols) + " |" for m, r in rows]
-    return "\n".join(lines)
+    return md_table(["method", *cols], [[m, *(cell(r.get(c)) for c in cols)] for m, r in rows])
 
 
 def evaluation_to_dict(ev: RankingEvaluation) -> dict[str, Any]:
