@@ -201,13 +201,12 @@ _ESTIMATORS: dict[str, Callable[..., float]] = {
     "knn": knn_accuracy, "lfc": lfc, "tmi": tmi,
 }
 assert set(_ESTIMATORS) == set(BASE_FEATURE_METHODS)
-#: The pool-normalised estimators: name -> (raw parts of one candidate from its component
-#: scores, the pool normalisation of a list of parts).
-_POOLED: dict[str, tuple[Callable[..., Any], Callable[[Sequence[Any]], list[float]]]] = {
-    "ncti": (NCTIParts, ncti), "etran": (ETranParts, etran),
+#: The pool-normalised estimators: name -> (its raw parts from one candidate's features, the
+#: parts' type, rebuilt from their stored scores, the normalisation of a pool of parts).
+_POOLED: dict[str, tuple[Callable[..., Any], Callable[..., Any],
+                         Callable[[Sequence[Any]], list[float]]]] = {
+    "ncti": (ncti_parts, NCTIParts, ncti), "etran": (etran_parts, ETranParts, etran),
 }
-#: How each pooled estimator's parts are computed from one candidate's features.
-_PARTS: dict[str, Callable[..., Any]] = {"ncti": ncti_parts, "etran": etran_parts}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -578,7 +577,7 @@ def estimator_scores(outputs: CandidateOutputs, methods: Sequence[str], *,
             scores[method] = float(nce(outputs.outputs.argmax(dim=1).numpy(), y))
         else:  # a part of a pool-normalised estimator: all its parts at once
             pooled = next(p for p, parts in POOL_METHODS.items() if method in parts)
-            values = astuple(_PARTS[pooled](feats, y))
+            values = astuple(_POOLED[pooled][0](feats, y))
             scores.update(zip(POOL_METHODS[pooled], map(float, values), strict=True))
             method = pooled
         if timings is not None:
@@ -668,7 +667,7 @@ def combine(method: str, scores: Mapping[str, Mapping[str, float]]) -> dict[str,
         return rank_average(*(scores[c] for c in parts))
     names = list(scores[parts[0]])
     ok = [n for n in names if all(_finite(scores[c][n]) for c in parts)]
-    make, pool = _POOLED[method]
+    _, make, pool = _POOLED[method]
     values = pool([make(*(scores[c][n] for c in parts)) for n in ok]) if ok else []
     out = dict.fromkeys(names, math.nan)
     out.update(zip(ok, map(float, values), strict=True))
