@@ -707,6 +707,11 @@ def _seed_taus(scores: dict[str, dict[str, dict[str, float]]],
     return out
 
 
+def _n_seeds(per_seed: dict[str, dict[str, list[float]]]) -> int:
+    """How many fine-tuning seeds ``per_seed[target][candidate]`` holds (the same for all)."""
+    return len(next(iter(next(iter(per_seed.values())).values())))
+
+
 def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     """How well the ground truth ranks itself: per target, the mean over pairs of fine-tuning
     seeds of the weighted Kendall tau between the two seeds' accuracies
@@ -716,8 +721,8 @@ def seed_agreement(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, flo
     measure = get_measure("weighted_tau")
     out: dict[str, float] = {}
     for t, tr in per_seed.items():
-        one_seed = len(next(iter(tr.values()))) < 2
-        out[t] = math.nan if one_seed else protocol_seed_agreement({t: tr}, measure)
+        several = _n_seeds({t: tr}) > 1
+        out[t] = protocol_seed_agreement({t: tr}, measure) if several else math.nan
     vals = [v for v in out.values() if math.isfinite(v)]
     out["mean"] = sum(vals) / len(vals) if vals else math.nan
     return out
@@ -746,13 +751,13 @@ def protocol_evaluation(scores: dict[str, dict[str, dict[str, float]]],
                         resamples: int, seed: int) -> dict[str, Any]:
     """The evaluation protocol over ``scores[method][target][candidate]`` against ``truth``
     (:func:`advtransfer.estimators.protocol.evaluate_methods`): weighted and plain Kendall tau,
-    rel@1, rel@3 and regret@1 (accuracy points lost by taking the top-ranked candidate), each
+    rel@1, rel@3 and regret@1 (the test accuracy, a fraction, lost by taking the top-ranked
+    candidate instead of the best), each
     the mean over targets with a 95 % bootstrap interval over candidates and targets
     (``resamples`` draws), and the rows of the seeds' ceiling (with ``truth_runs``), the
     static ranker (two targets or more) and a random ranking. NaN scores propagate (a method
     that cannot score a candidate gets NaN on that target)."""
-    runs = truth_runs if truth_runs and len(next(iter(next(iter(truth_runs.values())).values()))
-                                             ) > 1 else None
+    runs = truth_runs if truth_runs and _n_seeds(truth_runs) > 1 else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # one target: no static ranker row
         result = protocol_evaluate(scores, truth, truth_runs=runs,
