@@ -399,8 +399,9 @@ class Store:
                                     for k in sorted({*old_env, *env})
                                     if old_env.get(k) != env.get(k))
                 warn(f"{self.root} was started in another environment ({changed}): the units "
-                     "stored then are reused as they were computed; for numbers computed here "
-                     "only, use a new --out")
+                     "stored then by this same code are reused as they were computed there "
+                     "(other code's are recomputed); for numbers computed here only, use a new "
+                     "--out")
             if old != new and _grown(old, new, self._growable):
                 self._grow = True
             elif old != new:
