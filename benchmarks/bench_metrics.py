@@ -70,7 +70,7 @@ def main() -> None:
     for m in models:
         m.requires_grad_(False)
     x = digits().x_test.repeat(2, 1, 1, 1)[: args.n]
-    kw = dict(eps=EPS, steps=STEPS, batch_size=args.n, generator=0)
+    kw = dict(eps=EPS, steps=STEPS, batch_size=args.n, seed=0)
     transferability(models[0], models[1], x, **kw)  # warm-up
     bare, pair, matrix = [], [], []
     for _ in range(args.repeats):

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from advtransfer import units
+
 # Tiny models run faster on one thread, and a second thread only contends with other work.
 torch.set_num_threads(1)
 
@@ -116,6 +118,11 @@ def attacks(monkeypatch):
 # truncated files, progress): the whole machinery (store units, a trained model, the config check,
 # progress lines, results and the report with a figure) in a fraction of a second, so that those
 # tests need not run a real recipe each. The real recipes run end to end in their own tests.
+
+#: Unit kinds of the tests' own stores (advtransfer.units.KINDS refuses undeclared kinds).
+TEST_KINDS = ("k", "m", "r", "unit", "kind", "other", "tiny", "tiny-model")
+units.KINDS.update({k: units.UnitKind(k, 1, "a test's unit") for k in TEST_KINDS})
+
 
 @dataclass
 class TinyConfig:

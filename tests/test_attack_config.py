@@ -26,17 +26,17 @@ def _x() -> torch.Tensor:
 
 def test_attack_config_and_keywords_give_the_same_perturbation():
     model, x = _models()[0], _x()
-    by_keywords = attack(model, x, generator=3, **KEYWORDS)
-    by_config = attack(model, x, attack=AttackConfig(**KEYWORDS), generator=3)
+    by_keywords = attack(model, x, seed=3, **KEYWORDS)
+    by_config = attack(model, x, attack=AttackConfig(**KEYWORDS), seed=3)
     assert torch.equal(by_keywords, by_config)
     # and the settings are used: a different budget gives a different perturbation
-    assert not torch.equal(by_keywords, attack(model, x, generator=3, **{**KEYWORDS, "eps": 0.1}))
+    assert not torch.equal(by_keywords, attack(model, x, seed=3, **{**KEYWORDS, "eps": 0.1}))
 
 
 def test_transferability_config_and_keywords_agree():
     s, t, _ = _models()
-    a = transferability(s, t, _x(), generator=5, batch_size=5, **KEYWORDS)
-    b = transferability(s, t, _x(), attack=AttackConfig(**KEYWORDS), generator=5, batch_size=5)
+    a = transferability(s, t, _x(), seed=5, batch_size=5, **KEYWORDS)
+    b = transferability(s, t, _x(), attack=AttackConfig(**KEYWORDS), seed=5, batch_size=5)
     for da, db in ((a.source_to_target, b.source_to_target),
                    (a.target_to_source, b.target_to_source)):
         np.testing.assert_array_equal(da.alpha1_per_sample, db.alpha1_per_sample)
@@ -47,8 +47,8 @@ def test_transferability_config_and_keywords_agree():
 
 def test_transfer_matrix_config_and_keywords_agree():
     models = dict(zip("abc", _models(), strict=True))
-    a = transfer_matrix(models, _x(), generator=2, **KEYWORDS)
-    b = transfer_matrix(models, _x(), attack=AttackConfig(**KEYWORDS), generator=2)
+    a = transfer_matrix(models, _x(), seed=2, **KEYWORDS)
+    b = transfer_matrix(models, _x(), attack=AttackConfig(**KEYWORDS), seed=2)
     for name in ("alpha1", "alpha2", "combined"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert a.config == b.config
@@ -58,9 +58,9 @@ def test_neither_form_keeps_the_defaults():
     """Keywords not given take AttackConfig's defaults (l2, deviation, pgd, bounds (0, 1))."""
     s, t, _ = _models()
     x = (_x() + 1) / 2
-    r = transferability(s, t, x, eps=0.1, steps=2, generator=0)
+    r = transferability(s, t, x, eps=0.1, steps=2, seed=0)
     assert r.config == transferability(s, t, x, attack=AttackConfig(eps=0.1, steps=2),
-                                       generator=0).config
+                                       seed=0).config
     assert (r.config["norm"], r.config["objective"], r.config["solver"]) == \
         ("l2", "deviation", "pgd")
 

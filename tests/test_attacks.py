@@ -23,7 +23,7 @@ def test_linear_l2_attack_reaches_eps_times_top_singular_value(solver, steps):
     w = torch.randn(5, 12, generator=g, dtype=torch.float64)
     model = linear_model(w)
     x = torch.rand(8, 12, generator=g, dtype=torch.float64)
-    delta = attack(model, x, eps=0.3, solver=solver, steps=steps, bounds=None, generator=1)
+    delta = attack(model, x, eps=0.3, solver=solver, steps=steps, bounds=None, seed=1)
     deviation = (model(x + delta) - model(x)).norm(dim=1).detach()
     expected = 0.3 * torch.linalg.svdvals(w)[0]
     torch.testing.assert_close(deviation, expected.expand(8), rtol=1e-4, atol=0)
@@ -38,7 +38,7 @@ def test_budget_bounds_shape_dtype_and_input_untouched(norm, solver, objective, 
     x = torch.rand(batch, 1, 8, 8, generator=torch.Generator().manual_seed(batch))
     x_before = x.clone()
     delta = attack(model, x, eps=0.1, norm=norm, objective=objective, solver=solver, steps=3,
-                   generator=0)
+                   seed=0)
     assert delta.shape == x.shape and delta.dtype == x.dtype and delta.device == x.device
     assert (norms(delta, norm) <= 0.1 + 1e-6).all()
     assert ((x + delta) >= -1e-7).all() and ((x + delta) <= 1 + 1e-7).all()
@@ -49,7 +49,7 @@ def test_budget_bounds_shape_dtype_and_input_untouched(norm, solver, objective, 
 def test_dtype_follows_input(dtype):
     model = two_layer(0, dtype=dtype)
     x = torch.rand(4, 6, dtype=dtype)
-    assert attack(model, x, eps=0.1, generator=0).dtype == dtype
+    assert attack(model, x, eps=0.1, seed=0).dtype == dtype
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
@@ -59,9 +59,9 @@ def test_sample_in_batch_equals_sample_alone(norm, solver):
     x = torch.rand(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     # without a random start the attack is deterministic: the power iteration starts at J^T 1
     kw = dict(eps=0.2, norm=norm, solver=solver, steps=20, random_start=False, bounds=None)
-    batched = attack(model, x, generator=7, **kw)
+    batched = attack(model, x, seed=7, **kw)
     for i in range(5):
-        alone = attack(model, x[i:i + 1], generator=8, **kw)
+        alone = attack(model, x[i:i + 1], seed=8, **kw)
         # float64, but BLAS may reduce in another order for a batch than for one row: ~1e-8
         # relative has been seen across builds, so allow 1e-6 (float32 would give ~1e-3)
         torch.testing.assert_close(batched[i:i + 1], alone, rtol=1e-6, atol=1e-10)
@@ -79,11 +79,11 @@ def test_sample_in_batch_equals_sample_alone_exactly_for_ce_fgsm():
 def test_per_sample_eps_equals_scalar_eps():
     model = two_layer(1)
     x = torch.rand(4, 6, dtype=torch.float64)
-    a = attack(model, x, eps=0.2, bounds=None, generator=3)
-    b = attack(model, x, eps=torch.full((4,), 0.2, dtype=torch.float64), bounds=None, generator=3)
+    a = attack(model, x, eps=0.2, bounds=None, seed=3)
+    b = attack(model, x, eps=torch.full((4,), 0.2, dtype=torch.float64), bounds=None, seed=3)
     torch.testing.assert_close(a, b)
     eps = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    d = attack(model, x, eps=eps, bounds=None, generator=3)
+    d = attack(model, x, eps=eps, bounds=None, seed=3)
     assert (d.norm(dim=1) <= eps.double() + 1e-9).all()
     assert (d.norm(dim=1) >= 0.9 * eps.double()).all()
 
@@ -91,9 +91,9 @@ def test_per_sample_eps_equals_scalar_eps():
 def test_same_generator_same_delta_and_different_seed_differs():
     model = two_layer(2)
     x = torch.rand(6, 6, dtype=torch.float64)
-    a = attack(model, x, eps=0.2, bounds=None, generator=torch.Generator().manual_seed(5))
-    b = attack(model, x, eps=0.2, bounds=None, generator=torch.Generator().manual_seed(5))
-    c = attack(model, x, eps=0.2, bounds=None, steps=1, generator=6)
+    a = attack(model, x, eps=0.2, bounds=None, seed=torch.Generator().manual_seed(5))
+    b = attack(model, x, eps=0.2, bounds=None, seed=torch.Generator().manual_seed(5))
+    c = attack(model, x, eps=0.2, bounds=None, steps=1, seed=6)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
 
@@ -106,7 +106,7 @@ def test_pgd_beats_same_norm_random_noise(norm, objective):
     model = TinyCNN(2)
     model.eval()
     x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    delta = attack(model, x, eps=0.1, norm=norm, objective=objective, generator=0)
+    delta = attack(model, x, eps=0.1, norm=norm, objective=objective, seed=0)
     noise = random_on_sphere(x, per_sample_eps(0.1, x), norm, torch.Generator().manual_seed(1))
     noise = (x + noise).clamp(0, 1) - x
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_model_state_restored_even_on_error():
     model.conv.weight.grad = torch.ones_like(model.conv.weight)
     grad_before = model.conv.weight.grad.clone()
     x = torch.rand(3, 1, 8, 8)
-    attack(model, x, eps=0.1, generator=0)
+    attack(model, x, eps=0.1, seed=0)
     assert model.training and model.bn.training and model.drop.training
     assert model.fc.weight.requires_grad is False and model.conv.weight.requires_grad is True
     assert torch.equal(model.conv.weight.grad, grad_before) and model.fc.bias.grad is None
@@ -155,7 +155,7 @@ def test_model_state_restored_even_on_error():
     boom = Boom()
     boom.train()
     with pytest.raises(AdvTransferError, match="raised RuntimeError"):
-        attack(boom, x, eps=0.1, generator=0)
+        attack(boom, x, eps=0.1, seed=0)
     assert boom.training and boom.lin.weight.requires_grad and boom.lin.weight.grad is None
 
 
@@ -225,13 +225,13 @@ def test_output_adapters_accept_tuples_and_dicts():
             return x[:, :1] * 0.0, base(x)
 
     x = torch.rand(3, 6, dtype=torch.float64)
-    ref = attack(base, x, eps=0.1, generator=0)
+    ref = attack(base, x, eps=0.1, seed=0)
     with pytest.warns(UserWarning, match="using element 0"):
-        torch.testing.assert_close(attack(Tup(), x, eps=0.1, generator=0), ref)
-    torch.testing.assert_close(attack(Tup(), x, eps=0.1, generator=0, output=0), ref)
-    torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0), ref)
-    torch.testing.assert_close(attack(Dct(), x, eps=0.1, generator=0, output="logits"), ref)
-    torch.testing.assert_close(attack(Pair(), x, eps=0.1, generator=0, output=1), ref)
+        torch.testing.assert_close(attack(Tup(), x, eps=0.1, seed=0), ref)
+    torch.testing.assert_close(attack(Tup(), x, eps=0.1, seed=0, output=0), ref)
+    torch.testing.assert_close(attack(Dct(), x, eps=0.1, seed=0), ref)
+    torch.testing.assert_close(attack(Dct(), x, eps=0.1, seed=0, output="logits"), ref)
+    torch.testing.assert_close(attack(Pair(), x, eps=0.1, seed=0, output=1), ref)
 
 
 def _alphas(d_aa: torch.Tensor, d_ab: torch.Tensor, d_bb: torch.Tensor) -> tuple[float, float]:
@@ -253,8 +253,8 @@ def _exact_alphas(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, f
 def _measured_alphas(a: nn.Module, b: nn.Module, x: torch.Tensor,
                      **kw) -> tuple[float, float]:
     eps = 1e-4
-    da = attack(a, x, eps=eps, bounds=None, generator=0, **kw)
-    db = attack(b, x, eps=eps, bounds=None, generator=0, **kw)
+    da = attack(a, x, eps=eps, bounds=None, seed=0, **kw)
+    db = attack(b, x, eps=eps, bounds=None, seed=0, **kw)
     with torch.no_grad():
         return _alphas(a(x + da) - a(x), b(x + da) - b(x), b(x + db) - b(x))
 
@@ -331,7 +331,7 @@ def test_default_steps_and_ce_unchanged():
     assert attacks.AttackConfig(eps=0.1, objective="ce").steps == 10
     model = TinyCNN(0)
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    kw = dict(eps=0.1, objective="ce", generator=3)
+    kw = dict(eps=0.1, objective="ce", seed=3)
     torch.testing.assert_close(attack(model, x, **kw), attack(model, x, steps=10, tol=0.0, **kw),
                                rtol=0, atol=0)
 
@@ -342,9 +342,9 @@ def test_sample_in_batch_equals_sample_alone_with_power_iteration(solver, monkey
     model = two_layer(3)
     x = torch.rand(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     kw = dict(eps=0.2, solver=solver, random_start=False, bounds=None)
-    batched = attack(model, x, generator=7, **kw)
+    batched = attack(model, x, seed=7, **kw)
     for i in range(5):
-        torch.testing.assert_close(batched[i:i + 1], attack(model, x[i:i + 1], generator=8, **kw),
+        torch.testing.assert_close(batched[i:i + 1], attack(model, x[i:i + 1], seed=8, **kw),
                                    rtol=1e-6, atol=1e-10)
 
 
@@ -386,8 +386,8 @@ class _Sine(nn.Module):
 def test_best_and_last_iterate_on_a_hand_made_landscape():
     x = torch.zeros(32, 1, dtype=torch.float64)
     kw = {"eps": 1.0, "norm": "linf", "objective": "deviation", "steps": 1, "bounds": None}
-    last = attack(_Sine(), x, iterate="last", generator=5, **kw)
-    best = attack(_Sine(), x, iterate="best", generator=5, **kw)
+    last = attack(_Sine(), x, iterate="last", seed=5, **kw)
+    best = attack(_Sine(), x, iterate="best", seed=5, **kw)
     # by hand: the random start d0 (the same draw), one signed step of size eps, projected
     d0 = attacks.random_in_ball(x, torch.ones(32, dtype=torch.float64), "linf",
                                 torch.Generator().manual_seed(5))
@@ -406,6 +406,6 @@ def test_iterate_is_checked_and_ignored_by_the_first_order_solver():
         attacks.AttackConfig(eps=0.1, iterate="first")
     x = torch.rand(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     model = two_layer(0)
-    a, b = (attack(model, x, eps=0.1, solver="first_order", iterate=i, generator=0)
+    a, b = (attack(model, x, eps=0.1, solver="first_order", iterate=i, seed=0)
             for i in ("best", "last"))
     torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -84,3 +84,25 @@ def test_bench_selection_quick():
             assert seconds > 0, (name, m)
     assert summary["logme"]["x_logme"] == pytest.approx(1.0)
     assert summary["finetune (full)"]["of_finetune_full"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_bench_ray_quick():
+    """bench_ray --quick (about 40 s: a local Ray of 2 workers): the recipe's numbers are
+    identical on Ray, the per-task bytes and the fraction are recomputed from their parts, a
+    killed worker is retried with the same numbers, and a failing unit is exit 1 with one
+    error line and leaves every CPU free."""
+    out = _run("bench_ray.py", "--quick", "--json")
+    if "skipped" in out:
+        pytest.skip(out["skipped"])
+    (r,) = out["recipes"]
+    assert r["recipe"] == "digits-model-selection" and r["identical"] and r["max_abs_diff"] == 0
+    assert r["tasks"] >= 1 and r["bytes_per_task"] >= r["largest_put_bytes"] > 0
+    assert r["worker_fraction"] == pytest.approx(r["worker_s"] / r["ray_wall_s"])
+    assert 0 < r["local_unit_fraction"] < 1
+    assert out["killed_worker"] == {**out["killed_worker"], "killed_once": True,
+                                    "identical": True}
+    f = out["failing_unit"]
+    assert (f["exit_code"], f["error_lines"], f["traceback"], f["cpus_free"]) == (1, 1, False,
+                                                                                  True)
+    assert "failed on Ray: AdvTransferError" in f["error"]

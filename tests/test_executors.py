@@ -7,6 +7,8 @@ import functools
 import os
 import signal
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from advtransfer import selection
 from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import LocalExecutor, RayExecutor, get_executor
+from advtransfer.executors import close as close_executor
 from advtransfer.models.architectures import digits_mlp
 from advtransfer.store import Store
 
@@ -106,14 +109,149 @@ def test_store_units_written_by_killed_and_live_ray_workers(local_ray, tmp_path)
     marker = tmp_path / "killed-once"
     units = [({"seed": s}, (s, str(marker) if s == 2 else None)) for s in range(4)]
     store = Store(tmp_path / "run")
-    got = store.records("toy", units, _unit, executor=RayExecutor(max_retries=2))
+    kind = "selection-adversarial"  # a declared kind: the workers know only those
+    got = store.records(kind, units, _unit, executor=RayExecutor(max_retries=2))
     assert marker.exists()
     assert store.misses == 4
     expected = [_unit((s, None)) for s in range(4)]
     assert [g["out"] for g in got] == pytest.approx([e["out"] for e in expected], rel=1e-6)
     again = Store(tmp_path / "run")
-    assert again.records("toy", units, _unit, executor=LocalExecutor()) == got
+    assert again.records(kind, units, _unit, executor=LocalExecutor()) == got
     assert (again.hits, again.misses) == (4, 0)
+
+
+class CountingRay(RayExecutor):
+    """A RayExecutor that counts its puts into the object store."""
+
+    puts = 0
+
+    def _put(self, ray, value):
+        self.puts += 1
+        return ray.put(value)
+
+
+def _probe(i: int, *, x: torch.Tensor, y: torch.Tensor, device: str, where: torch.device,
+           meta: dict) -> dict:
+    """What a unit sees of the shared values; unit 1 also raises a warning."""
+    if i == 1:
+        warnings.warn(f"unit {i} says careful", RuntimeWarning, stacklevel=1)
+    return {"sum": (x * (i + 1)).sum().item(), "label_sum": int(y.sum()) * i,
+            "dtypes": (x.dtype, y.dtype), "shapes": (tuple(x.shape), tuple(y.shape)),
+            "device": device, "where": where, "meta": meta, "threads": torch.get_num_threads()}
+
+
+def test_shared_values_each_put_once_read_in_place_with_the_local_numbers(local_ray):
+    """Each shared value is one object (plus ``fn``), whatever the number of tasks; a tensor
+    arrives with its dtype, shape and values, a device as this worker's (no GPU here: the
+    CPU, never the driver's index), and the numbers equal the local executor's; a task's
+    warning is raised in this process; the torch threads are int(max(1, num_cpus)). A tensor
+    read back from the store is a view of the store's (read-only) memory, not a copy."""
+    import ray
+
+    from advtransfer.executors import _from_store, _to_store
+
+    gen = torch.Generator().manual_seed(0)
+    # 200 kB: above Ray's inline limit (100 kB), so the array lives in the shared store
+    shared = {"x": torch.rand(400, 64, generator=gen, dtype=torch.float64),
+              "y": torch.randint(0, 10, (5,), generator=gen), "device": "cuda:1",
+              "where": torch.device("cuda", 1), "meta": {"k": [1, 2]}}
+    items = list(range(4))
+    with pytest.warns(RuntimeWarning, match="unit 1 says careful"):
+        local = LocalExecutor().map(_probe, items, shared=shared)
+    ex = CountingRay(num_cpus=2)
+    with pytest.warns(RuntimeWarning, match="unit 1 says careful"):
+        on_ray = ex.map(_probe, items, shared=shared)
+    assert ex.puts == 1 + len(shared) and ex.worker_seconds > 0
+    for got, want in zip(on_ray, local, strict=True):
+        assert (got["device"], got["where"]) == ("cpu", torch.device("cpu"))
+        assert got["threads"] == 2
+        for key in ("sum", "label_sum", "dtypes", "shapes", "meta"):
+            assert got[key] == want[key], key
+    half = RayExecutor(num_cpus=0.5).map(_probe, [0], shared=shared)
+    assert half[0]["threads"] == 1
+    stored = ray.get(ray.put(_to_store(shared["x"])))
+    back = _from_store(stored, has_gpu=False)
+    assert not stored.array.flags.writeable and back.data_ptr() == stored.array.ctypes.data
+    assert torch.equal(back, shared["x"])
+
+
+def _fail_first(i: int, *, marks: str) -> int:
+    """Unit 0 fails at once; the others would take a minute, then leave a file."""
+    if i == 0:
+        raise ValueError("unit zero is broken\nand this line is not shown")
+    time.sleep(60)
+    Path(marks, f"done-{i}").write_text("")
+    return i
+
+
+def _all_cpus_free(ray, timeout: float = 20.0) -> bool:
+    total = ray.cluster_resources()["CPU"]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ray.available_resources().get("CPU", 0) == total:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_first_failure_cancels_every_other_task_and_is_one_line(local_ray, tmp_path):
+    """A unit raising is one AdvTransferError line (its index and item, the exception's type
+    and message's first line), raised at once; the running and queued tasks are cancelled
+    (every CPU is free again, none of them finishes)."""
+    import ray
+
+    start = time.monotonic()
+    with pytest.raises(AdvTransferError) as info:
+        RayExecutor().map(_fail_first, range(5), shared={"marks": str(tmp_path)})
+    assert time.monotonic() - start < 30
+    assert str(info.value) == "unit 0 of 5 (0) failed on Ray: ValueError: unit zero is broken"
+    assert _all_cpus_free(ray)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failing_unit_in_the_cli_is_exit_1_with_one_line(local_ray, tmp_path):
+    """`advtransfer rank --executor ray` with a candidate whose weights cannot be read (found
+    in its task): exit 1, one `error:` line naming that candidate's unit, no traceback."""
+    import ray
+    from typer.testing import CliRunner
+
+    from advtransfer.cli import app
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    result = CliRunner().invoke(app, [
+        "rank", "--reference", "digits-mlp", "-c", "digits-linear", "-c", f"digits-mlp={bad}",
+        "--methods", "logme", "--quiet", "--threads", "1", "--executor", "ray"])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: unit 1 of 2 (('digits-mlp'") and "Traceback" not in \
+        result.stderr
+    assert "failed on Ray: AdvTransferError: " in lines[-1] and str(bad) in lines[-1]
+    assert _all_cpus_free(ray) and ray.is_initialized()  # not ours: left running
+
+
+def _always_die(i: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+@pytest.mark.slow  # two Ray workers killed and replaced: seconds of worker start-up
+def test_a_worker_dying_at_every_try_is_one_line_once_the_retries_are_spent(local_ray):
+    with pytest.raises(AdvTransferError) as info:
+        RayExecutor(max_retries=1).map(_always_die, ["only"])
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("unit 0 of 1 ('only') failed on Ray: ")
+    assert "WorkerCrashedError" in text and "max_retries=1 exhausted" in text
+
+
+def test_close_leaves_a_ray_it_did_not_start_running(local_ray):
+    import ray
+
+    ex = RayExecutor()
+    ex.connect()
+    ex.close()
+    close_executor(ex)
+    assert ray.is_initialized()
 
 
 def test_executor_names_are_checked():

@@ -23,7 +23,7 @@ def test_first_order_solver_matches_exact_theory_within_1_percent(x64):
     s, t = two_layer(1), two_layer(2)
     exact = first_order_transferability(s, t, x64)
     got = transferability(s, t, x64, eps=1e-4, solver="first_order", steps=200, bounds=None,
-                          generator=0)
+                          seed=0)
     for d in ("source_to_target", "target_to_source"):
         for k in KEYS:
             assert getattr(getattr(got, d), k) == pytest.approx(getattr(getattr(exact, d), k),
@@ -33,7 +33,7 @@ def test_first_order_solver_matches_exact_theory_within_1_percent(x64):
 def test_pgd_small_eps_within_2_percent_of_exact_theory(x64):
     s, t = two_layer(3), two_layer(4)
     exact = first_order_transferability(s, t, x64)
-    got = transferability(s, t, x64, eps=1e-3, solver="pgd", steps=100, bounds=None, generator=0)
+    got = transferability(s, t, x64, eps=1e-3, solver="pgd", steps=100, bounds=None, seed=0)
     for d in ("source_to_target", "target_to_source"):
         for k in KEYS:
             assert getattr(getattr(got, d), k) == pytest.approx(getattr(getattr(exact, d), k),
@@ -42,7 +42,7 @@ def test_pgd_small_eps_within_2_percent_of_exact_theory(x64):
 
 def test_alpha_of_a_model_with_itself(x64):
     model = two_layer(5)
-    m = transfer_matrix({"a": model, "b": two_layer(6)}, x64, eps=1e-3, bounds=None, generator=0)
+    m = transfer_matrix({"a": model, "b": two_layer(6)}, x64, eps=1e-3, bounds=None, seed=0)
     np.testing.assert_allclose(np.diag(m.alpha1), 1.0, rtol=0, atol=1e-12)
     # alpha2 of a model with itself: ||E[u u^T]||_F computed here from the deviations
     torch.manual_seed(0)
@@ -56,14 +56,14 @@ def test_alpha_of_a_model_with_itself(x64):
     assert exact_self.source_to_target.alpha2 == pytest.approx(expected, rel=1e-10)
     assert expected < 0.999  # the check is not vacuous: E[u u^T] is not rank one here
     same = transferability(model, model, x64, eps=1e-4, solver="first_order", steps=200,
-                           bounds=None, generator=0)
+                           bounds=None, seed=0)
     assert same.source_to_target.alpha1 == pytest.approx(1.0, rel=1e-3)
     assert same.source_to_target.alpha2 == pytest.approx(expected, rel=1e-3)
 
 
 def test_streaming_equals_one_shot_and_loader_forms_agree(x64):
     s, t = two_layer(1), two_layer(2)
-    kw = dict(eps=0.05, solver="first_order", steps=30, bounds=None, generator=0)
+    kw = dict(eps=0.05, solver="first_order", steps=30, bounds=None, seed=0)
     one = transferability(s, t, x64, batch_size=len(x64), **kw)
     for data in (x64, TensorDataset(x64, torch.zeros(len(x64))),
                  DataLoader(TensorDataset(x64), batch_size=3)):
@@ -144,7 +144,7 @@ def test_conventions_by_hand_on_two_linear_models(convention):
     a_ts = np.linalg.norm(w_s.double().numpy() @ v_t) / s_s
     x = torch.rand(10, 6, generator=g)
     r = transferability(source, target, x, eps=0.01, solver="first_order", steps=200,
-                        bounds=None, convention=convention, generator=0)
+                        bounds=None, convention=convention, seed=0)
     power = 2 if convention == "authors" else 1
     for d, a1 in ((r.source_to_target, a_st), (r.target_to_source, a_ts)):
         assert d.convention == convention
@@ -160,7 +160,7 @@ def test_per_sample_eps_across_batches_and_explicit_output_selection():
     x = torch.rand(200, 6, generator=g)
     eps = 0.01 + 0.05 * torch.rand(200, generator=g)
     s, t = two_layer(1, dtype=torch.float32), two_layer(2, dtype=torch.float32)
-    kw = {"solver": "first_order", "bounds": None, "generator": 0}
+    kw = {"solver": "first_order", "bounds": None, "seed": 0}
     small = transferability(s, t, x, eps=eps, batch_size=64, **kw)  # 4 batches
     whole = transferability(s, t, x, eps=eps, batch_size=256, **kw)  # one batch
     np.testing.assert_allclose(small.source_to_target.alpha1_per_sample,
@@ -233,7 +233,7 @@ def test_matrix_attacks_each_model_once_per_batch(monkeypatch, x64):
 
     monkeypatch.setattr(metrics, "run_attack", counting)
     models = {f"m{i}": two_layer(i) for i in range(4)}
-    m = transfer_matrix(models, x64, eps=0.01, bounds=None, steps=2, batch_size=8, generator=0)
+    m = transfer_matrix(models, x64, eps=0.01, bounds=None, steps=2, batch_size=8, seed=0)
     assert len(calls) == 4 * 2  # N attacks per batch, two batches
     assert sorted(set(calls)) == sorted(models)
     assert m.alpha1.shape == (4, 4)
@@ -244,8 +244,8 @@ def test_matrix_attacks_each_model_once_per_batch(monkeypatch, x64):
 def test_same_generator_same_numbers_and_stats_sane():
     s, t = TinyCNN(0), TinyCNN(1)
     x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    a = transferability(s, t, x, eps=0.2, generator=3, noise_baseline=True)
-    b = transferability(s, t, x, eps=0.2, generator=3)
+    a = transferability(s, t, x, eps=0.2, seed=3, noise_baseline=True)
+    b = transferability(s, t, x, eps=0.2, seed=3)
     np.testing.assert_array_equal(a.source_to_target.alpha1_per_sample,
                                   b.source_to_target.alpha1_per_sample)
     st = a.source_to_target.stats
@@ -261,7 +261,7 @@ def test_models_left_as_they_were_even_after_error():
     t.eval()
     t.fc.weight.requires_grad_(False)
     x = torch.rand(4, 1, 8, 8)
-    transferability(s, t, x, eps=0.1, steps=2, generator=0)
+    transferability(s, t, x, eps=0.1, steps=2, seed=0)
     assert s.training and s.bn.training and not t.training
     assert s.fc.weight.requires_grad and not t.fc.weight.requires_grad
     assert all(p.grad is None for p in [*s.parameters(), *t.parameters()])

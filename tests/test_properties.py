@@ -39,7 +39,7 @@ def test_attack_stays_in_its_budget_and_bounds(seed, norm, eps, solver, objectiv
     x = torch.rand(6, 5, generator=g, dtype=torch.float64)
     delta = advtransfer.attack(model, x, eps=eps, norm=norm, objective=objective, solver=solver,
                                steps=steps, random_start=random_start, bounds=(0, 1),
-                               generator=seed)
+                               seed=seed)
     assert delta.shape == x.shape and delta.dtype == x.dtype
     assert bool((norms(delta, norm) <= eps * (1 + 1e-9) + 1e-12).all())
     assert bool(((x + delta) >= -1e-12).all() and ((x + delta) <= 1 + 1e-12).all())

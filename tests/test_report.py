@@ -269,13 +269,106 @@ def test_awkward_strings_are_escaped(tmp_path: Path) -> None:
     assert "| <i>x\\|y</i> |" in md  # a pipe inside a cell must not split the row
 
 
-def test_description_markdown_table_becomes_html_table():
-    from advtransfer.report import _is_md_table, _md_table_to_html
+class _Tree(HTMLParser):
+    """The page as nested ``[tag, attrs, children]`` lists (text as str children)."""
 
-    table = "| method | tau |\n|---|---:|\n| logme | **0.74** |\n| a<b | 1 |"
-    assert _is_md_table(table) and not _is_md_table("| not a table")
-    out = _md_table_to_html(table)
-    assert out.count("<tr>") == 3 and "<strong>0.74</strong>" in out and "a&lt;b" in out
+    VOID = StrictHTML.VOID
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root: list[Any] = ["root", {}, []]
+        self.open: list[list[Any]] = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = [tag, dict(attrs), []]
+        self.open[-1][2].append(node)
+        if tag not in self.VOID:
+            self.open.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.open[-1][0] == tag:
+            self.open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.open[-1][2].append(data)
+
+
+def _parse_page(page: str) -> list[Any]:
+    tree = _Tree()
+    tree.feed(page)
+    tree.close()
+    return tree.root
+
+
+def _all(node: list[Any], tag: str) -> list[list[Any]]:
+    """Every element ``tag`` under ``node``, in document order."""
+    found = []
+    for child in node[2]:
+        if isinstance(child, list):
+            found += ([child] if child[0] == tag else []) + _all(child, tag)
+    return found
+
+
+def _text(node: list[Any]) -> str:
+    return "".join(c if isinstance(c, str) else _text(c) for c in node[2])
+
+
+def _cells(table: list[Any]) -> list[list[list[Any]]]:
+    return [[c for c in tr[2] if isinstance(c, list) and c[0] in ("th", "td")]
+            for tr in _all(table, "tr")]
+
+
+def _description_results(description: str, source: str = "s") -> dict[str, Any]:
+    return {"records": [{"source": source, "m": 1.0, "acc": 2.0},
+                        {"source": "t", "m": 2.0, "acc": 1.0}],
+            "report": {"title": "t", "description": description, "metrics": ["m"],
+                       "outcomes": ["acc"]}}
+
+
+def test_description_markdown_renders_tables_code_links_and_images(tmp_path: Path) -> None:
+    """The description's Markdown, as a browser sees it: a pipe escaped inside code stays in
+    its cell, and bold, links, images and raw ``<``/``&`` come out as elements and text."""
+    rows = [["`a\\|b`", "**0.74**", "[paper](https://arxiv.org/abs/2006.14512)"],
+            ["a<b & *c*", "1", "![scatter plot](figures/x.png)"]]
+    table = "| method | tau | see |\n|---|---:|---|\n" + "\n".join(
+        "| " + " | ".join(r) + " |" for r in rows)
+    write_report(_description_results(f"Intro with `code`.\n\n{table}\n\nAfter."), tmp_path,
+                 n_boot=10)
+    page = _parse_page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    first = _all(page, "table")[0]  # the description comes before the records
+    cells = _cells(first)
+    assert [[_text(c) for c in row] for row in cells] == [
+        ["method", "tau", "see"], ["a|b", "0.74", "paper"], ["a<b & c", "1", ""]]
+    assert [_text(c) for c in _all(cells[1][0], "code")] == ["a|b"]
+    assert [_text(c) for c in _all(cells[1][1], "strong")] == ["0.74"]
+    assert [a[1]["href"] for a in _all(cells[1][2], "a")] == [rows[0][2].split("(")[1][:-1]]
+    assert [_text(c) for c in _all(cells[2][0], "em")] == ["c"]
+    assert [(i[1]["src"], i[1]["alt"]) for i in _all(cells[2][2], "img")] == [
+        ("figures/x.png", "scatter plot")]
+    assert "right" in (cells[1][1][1].get("style") or "")  # ---: aligns the column right
+    paragraphs = [_text(p) for p in _all(page, "p")]
+    assert paragraphs[:1] == ["Intro with code."] and "After." in paragraphs
+    strict = StrictHTML()
+    strict.feed((tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert strict.errors == [] and strict.stack == []
+
+
+def test_results_text_is_shown_as_written_not_as_markup(tmp_path: Path) -> None:
+    """A model name or label with ``<``, ``&`` and ``*`` is plain text everywhere it appears
+    (records table, correlation table, honest reading, title): no element comes from it."""
+    name = "res<net>&*fine*_**v2**"
+    results = _description_results("", source=name)
+    results["report"]["title"] = f"transfer of {name}"
+    results["report"]["labels"] = {"acc": "acc <i>&*top*"}
+    write_report(results, tmp_path, n_boot=10)
+    page = _parse_page((tmp_path / "report.html").read_text(encoding="utf-8"))
+    for tag in ("net", "i", "em", "strong", "script"):
+        assert _all(page, tag) == [], tag
+    records = next(t for t in _all(page, "table") if _text(_cells(t)[0][0]) == "source")
+    assert [_text(row[0]) for row in _cells(records)[1:]] == [name, "t"]
+    assert _text(_all(page, "title")[0]) == _text(_all(page, "h1")[0]) == results[
+        "report"]["title"]
+    assert any("acc <i>&*top*" in _text(fig) for fig in _all(page, "figcaption"))
 
 
 def _row(r: float, p: float, lo: float, hi: float, rho: float | None = None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from advtransfer._version import __version__
 from advtransfer.attacks import AttackConfig, attack
-from advtransfer.errors import AdvTransferError, AdvTransferTypeError
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError, AdvTransferWarning
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.metrics import transfer_matrix, transferability
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # imported on first use at run time (see __getattr__); static
 __all__ = [
     "AdvTransferError",
     "AdvTransferTypeError",
+    "AdvTransferWarning",
     "AttackConfig",
     "__version__",
     "attack",

@@ -53,9 +53,11 @@ batch then equals its attack alone.
 
 from __future__ import annotations
 
+import enum
 import math
+import warnings
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +111,11 @@ class AttackConfig:
     bounds: Bounds = (0.0, 1.0)
     tol: float = DEFAULT_TOL
     iterate: Iterate = "best"
+    #: Rows along the last dimension that are exactly zero in the clean input (the padding of an
+    #: embedded sequence, [batch, length, dim]) are never perturbed: the attack acts in the
+    #: subspace of the other rows (its gradients, Jacobian and random draws are masked), so an
+    #: L2 budget is per sequence over its tokens and padding stays padding.
+    mask_padding: bool = False
 
     def __post_init__(self) -> None:
         eps = self.eps
@@ -125,6 +132,9 @@ class AttackConfig:
         _choice("objective", self.objective, OBJECTIVES)
         _choice("solver", self.solver, SOLVERS)
         _choice("iterate", self.iterate, ITERATES)
+        if not isinstance(self.mask_padding, bool):
+            raise AdvTransferTypeError(f"mask_padding must be True or False; got "
+                                       f"{self.mask_padding!r}")
         if self.steps is None:
             object.__setattr__(self, "steps", default_steps(self.objective))
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -148,6 +158,14 @@ class AttackConfig:
                 raise AdvTransferError(f"bounds must be a finite pair with low < high; "
                                        f"got {self.bounds!r}")
             object.__setattr__(self, "bounds", (lo, hi))
+
+    def key(self) -> dict[str, Any]:
+        """Every field, defaults included and ``steps`` resolved, as JSON values: what a stored
+        unit computed with this attack puts in its key (:func:`advtransfer.store.unit_key`),
+        so that no setting that changes the attack can be left out of it."""
+        eps = self.eps.tolist() if isinstance(self.eps, torch.Tensor) else float(self.eps)
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "eps": eps, "bounds": None if self.bounds is None else list(self.bounds)}
 
     def step_size_for(self, eps: torch.Tensor) -> torch.Tensor:
         """The PGD step size per sample: ``step_size`` if given; else eps for a single step
@@ -173,14 +191,48 @@ def _choice(name: str, value: object, accepted: tuple[str, ...]) -> None:
                                f"got {value!r}")
 
 
-def as_generator(generator: GeneratorLike) -> torch.Generator | None:
-    """A ``torch.Generator`` from a generator, an integer seed or None (the global RNG)."""
+def as_generator(generator: GeneratorLike, name: str = "generator") -> torch.Generator | None:
+    """A ``torch.Generator`` from a generator (used as is), an integer seed (a fresh generator
+    seeded with it) or None (the global RNG); ``name`` is the parameter named in the error."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, int) and not isinstance(generator, bool):
         return torch.Generator().manual_seed(generator)
-    raise AdvTransferTypeError(f"generator must be a torch.Generator, an int seed or None; "
+    raise AdvTransferTypeError(f"{name} must be a torch.Generator, an int seed or None; "
                                f"got {type(generator).__name__}")
+
+
+class NotGiven(enum.Enum):
+    """The default of a deprecated keyword: tells "not passed" apart from an explicit None."""
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+NOT_GIVEN = NotGiven.NOT_GIVEN
+
+
+def resolve_seed(seed: GeneratorLike, generator: GeneratorLike | NotGiven = NOT_GIVEN, *,
+                 stacklevel: int = 3) -> torch.Generator | None:
+    """The generator of a public function's ``seed=`` (:func:`as_generator`: an int seeds a
+    fresh ``torch.Generator``, a generator is used as is, None is the global RNG).
+
+    ``generator=`` is the former name of ``seed=``, accepted for one release: when given (even
+    as None) it emits a ``FutureWarning`` (attributed ``stacklevel`` frames up: the caller of
+    the public function) and is used as the seed; given together with a non-None ``seed`` it
+    is an :class:`AdvTransferError`. The one place :func:`advtransfer.attack`,
+    :func:`advtransfer.transferability` and :func:`advtransfer.transfer_matrix` handle it."""
+    if generator is NOT_GIVEN:
+        return as_generator(seed, "seed")
+    if seed is not None:
+        raise AdvTransferError("seed= and generator= were both given; pass only seed= "
+                               "(generator= is its deprecated former name)")
+    warnings.warn("advtransfer: generator= is deprecated; pass seed= instead (same meaning: an "
+                  "int seed, a torch.Generator or None); generator= will be removed in the next "
+                  "release", FutureWarning, stacklevel=stacklevel)
+    return as_generator(generator, "generator")
 
 
 def _randn(shape: torch.Size, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -235,25 +287,41 @@ def clip_to_bounds(x: torch.Tensor, delta: torch.Tensor, bounds: Bounds) -> torc
     return (x + delta).clamp(bounds[0], bounds[1]) - x
 
 
+def padding_mask(x: torch.Tensor) -> torch.Tensor:
+    """1 where a row along x's last dimension has a non-zero entry, 0 where the row is exactly
+    zero (padding), shaped to broadcast against x (:attr:`AttackConfig.mask_padding`)."""
+    return (x.abs().amax(dim=-1, keepdim=True) > 0).to(x.dtype)
+
+
+def masked(v: torch.Tensor, x: torch.Tensor, mask_padding: bool) -> torch.Tensor:
+    """``v`` with the padding rows of the clean input ``x`` set to zero when ``mask_padding``
+    (a vector of the input space restricted to the tokens: J diag(m) for a gradient)."""
+    return v * padding_mask(x) if mask_padding else v
+
+
 def random_in_ball(x: torch.Tensor, eps: torch.Tensor, norm: Norm,
-                   generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform samples inside each sample's eps-ball (radius eps * U^(1/n) for p = 2)."""
+                   generator: torch.Generator | None, *,
+                   mask_padding: bool = False) -> torch.Tensor:
+    """Uniform samples inside each sample's eps-ball (radius eps * U^(1/n) for p = 2, n the
+    number of free coordinates: those outside the padding with ``mask_padding``)."""
     if norm == "linf":
-        return (2 * _rand(x.shape, x, generator) - 1) * _bcast(eps, x)
-    direction = _unit(_randn(x.shape, x, generator))
-    n = x[0].numel()
+        return masked((2 * _rand(x.shape, x, generator) - 1) * _bcast(eps, x), x, mask_padding)
+    direction = _unit(masked(_randn(x.shape, x, generator), x, mask_padding))
+    n = masked(torch.ones_like(x), x, mask_padding).flatten(1).sum(dim=1).clamp_min(1)
     radius = eps * _rand(eps.shape, x, generator) ** (1.0 / n)
     return direction * _bcast(radius, x)
 
 
 def random_on_sphere(x: torch.Tensor, eps: torch.Tensor, norm: Norm,
-                     generator: torch.Generator | None) -> torch.Tensor:
+                     generator: torch.Generator | None, *,
+                     mask_padding: bool = False) -> torch.Tensor:
     """Random noise of norm exactly eps: a uniform direction for p = 2, random signs for p = inf
-    (the same-norm random baseline an attack must beat)."""
+    (the same-norm random baseline an attack must beat); zero on the padding rows with
+    ``mask_padding``."""
     if norm == "linf":
         signs = torch.where(_rand(x.shape, x, generator) < 0.5, -1.0, 1.0).to(x.dtype)
-        return signs * _bcast(eps, x)
-    return _unit(_randn(x.shape, x, generator)) * _bcast(eps, x)
+        return masked(signs * _bcast(eps, x), x, mask_padding)
+    return _unit(masked(_randn(x.shape, x, generator), x, mask_padding)) * _bcast(eps, x)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -327,18 +395,23 @@ class ConvergenceLog:
 
 
 def _start_direction(y: torch.Tensor, xg: torch.Tensor, x: torch.Tensor,
-                     generator: torch.Generator | None) -> torch.Tensor:
+                     generator: torch.Generator | None, mask_padding: bool) -> torch.Tensor:
     """J^T 1 normalised (so a sample's direction does not depend on its batch), random where
     that vanishes."""
     (start,) = torch.autograd.grad(y, xg, torch.ones_like(y), retain_graph=True)
+    start = masked(start, x, mask_padding)
     return torch.where(_bcast(norms(start, "l2") > 0, x), _unit(start),
-                       _unit(_randn(x.shape, x, generator)))
+                       _unit(masked(_randn(x.shape, x, generator), x, mask_padding)))
 
 
-def _exact_direction(y: torch.Tensor, xg: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+def _exact_direction(y: torch.Tensor, xg: torch.Tensor, start: torch.Tensor,
+                     mask_padding: bool) -> torch.Tensor:
     """v1 from the per-sample Jacobian J (k backward passes): the top eigenvector u1 of the k x k
-    Gram matrix J J^T gives v1 = J^T u1 / ||J^T u1||, signed so that <v1, J^T 1> >= 0."""
+    Gram matrix J J^T gives v1 = J^T u1 / ||J^T u1||, signed so that <v1, J^T 1> >= 0 (J
+    restricted to the tokens, J diag(m), with ``mask_padding``)."""
     jac = jacobian_rows(y, xg)
+    if mask_padding:
+        jac = jac * padding_mask(xg.detach()).expand_as(xg).reshape(xg.shape[0], 1, -1)
     _, vecs = torch.linalg.eigh((jac @ jac.transpose(1, 2)).double())
     v = torch.einsum("bkn,bk->bn", jac, vecs[:, :, -1].to(jac.dtype))
     v = v * torch.where((v * start.reshape(v.shape)).sum(dim=1) < 0, -1.0, 1.0)[:, None]
@@ -365,7 +438,7 @@ def use_exact_jacobian(k: int, n: int) -> bool:
 
 def top_singular_direction(model: nn.Module, x: torch.Tensor, *, iterations: int,
                            generator: torch.Generator | None, name: str = "model",
-                           tol: float = DEFAULT_TOL
+                           tol: float = DEFAULT_TOL, mask_padding: bool = False
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit vectors v1(J_f(x)) per sample (shape of x), with the per-sample number of power
     iterations used and whether ``tol`` was met.
@@ -376,7 +449,8 @@ def top_singular_direction(model: nn.Module, x: torch.Tensor, *, iterations: int
     the vector-Jacobian product J^T u with respect to u (the double-backward trick), so one
     forward pass serves every iteration. A sample stops once the relative change of its
     Rayleigh quotient ||J v||^2 between iterates is <= ``tol``, or after ``iterations``. The
-    model must already be frozen.
+    model must already be frozen. With ``mask_padding`` J is restricted to the rows of x that
+    are not padding (J diag(m), :func:`padding_mask`).
     """
     n = x.shape[0]
     zero = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -385,17 +459,18 @@ def top_singular_direction(model: nn.Module, x: torch.Tensor, *, iterations: int
     with torch.enable_grad():
         y = forward(model, xg, name=name)
         if not y.requires_grad:  # the output does not depend on the input: J = 0
-            return _unit(_randn(x.shape, x, generator)), zero, done
-        v = _start_direction(y, xg, x, generator)
+            return _unit(masked(_randn(x.shape, x, generator), x, mask_padding)), zero, done
+        v = _start_direction(y, xg, x, generator, mask_padding)
         if use_exact_jacobian(y.shape[1], x[0].numel()):
-            return _exact_direction(y, xg, v).detach(), zero, done
+            return _exact_direction(y, xg, v, mask_padding).detach(), zero, done
         u = torch.zeros_like(y, requires_grad=True)
         (jt_u,) = torch.autograd.grad(y, xg, u, create_graph=True)
-    return _power_iteration(y, xg, u, jt_u, v, iterations, tol)
+    return _power_iteration(y, xg, u, jt_u, v, iterations, tol,
+                            padding_mask(x) if mask_padding else None)
 
 
 def _power_iteration(y: torch.Tensor, xg: torch.Tensor, u: torch.Tensor, jt_u: torch.Tensor,
-                     v: torch.Tensor, iterations: int, tol: float
+                     v: torch.Tensor, iterations: int, tol: float, mask: torch.Tensor | None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n = v.shape[0]
     used = torch.zeros(n, dtype=torch.long, device=v.device)
@@ -409,6 +484,7 @@ def _power_iteration(y: torch.Tensor, xg: torch.Tensor, u: torch.Tensor, jt_u: t
         if bool(done.all()) or i == iterations:
             break
         (w,) = torch.autograd.grad(y, xg, jv, retain_graph=True)
+        w = w if mask is None else w * mask
         step = ~done & (norms(w, "l2") > 0)
         v = torch.where(_bcast(step, w), _unit(w), v)
         used += (~done).long()
@@ -417,13 +493,14 @@ def _power_iteration(y: torch.Tensor, xg: torch.Tensor, u: torch.Tensor, jt_u: t
 
 def _input_gradient(model: nn.Module, x: torch.Tensor, delta: torch.Tensor,
                     y_clean: torch.Tensor, objective: Objective,
-                    name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-sample loss, gradient of the summed loss w.r.t. delta) at x + delta."""
+                    name: str, mask_padding: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-sample loss, gradient of the summed loss w.r.t. delta) at x + delta (zero on the
+    padding rows of x with ``mask_padding``)."""
     d = delta.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = adversarial_loss(forward(model, x + d, name=name), y_clean, objective)
         (grad,) = torch.autograd.grad(loss.sum(), d)
-    return loss.detach(), grad
+    return loss.detach(), masked(grad, x, mask_padding)
 
 
 def _ascent_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
@@ -437,6 +514,7 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig,
     report (internal form of :func:`attack`; ``y_clean`` may pass the clean output f(x) when the
     caller has it)."""
     eps = per_sample_eps(config.eps, x)
+    pad = config.mask_padding
     if y_clean is None and gives_clean(config):
         return _fgsm(model, x, eps, config, name)
     if y_clean is None:
@@ -449,20 +527,21 @@ def run_attack(model: nn.Module, x: torch.Tensor, config: AttackConfig,
         if config.objective == "deviation":
             v, used, done = top_singular_direction(model, x, iterations=config.steps,
                                                    generator=generator, name=name,
-                                                   tol=config.tol)
+                                                   tol=config.tol, mask_padding=pad)
             step = v if config.norm == "l2" else v.sign()
         else:
-            _, grad = _input_gradient(model, x, torch.zeros_like(x), y_clean, "ce", name)
+            _, grad = _input_gradient(model, x, torch.zeros_like(x), y_clean, "ce", name, pad)
             step = _ascent_direction(grad, config.norm)
             used, done = torch.ones(n, dtype=torch.long, device=x.device), None
         delta = clip_to_bounds(x, step * _bcast(eps, x), config.bounds).detach()
         return AttackOutput(delta, used, done)
 
     if config.random_start:
-        delta = random_in_ball(x, eps, config.norm, generator)
+        delta = random_in_ball(x, eps, config.norm, generator, mask_padding=pad)
     elif config.objective == "deviation":
         v, _, _ = top_singular_direction(model, x, iterations=DEFAULT_DEVIATION_STEPS,
-                                         generator=generator, name=name, tol=config.tol)
+                                         generator=generator, name=name, tol=config.tol,
+                                         mask_padding=pad)
         delta = v * _bcast(eps, x) if config.norm == "l2" else v.sign() * _bcast(eps, x)
     else:
         delta = torch.zeros_like(x)
@@ -486,7 +565,7 @@ def _fgsm(model: nn.Module, x: torch.Tensor, eps: torch.Tensor, config: AttackCo
         y = forward(model, x + d, name=name)
         loss = adversarial_loss(y, y.detach(), "ce")
         (grad,) = torch.autograd.grad(loss.sum(), d)
-    step = _ascent_direction(grad, config.norm)
+    step = masked(_ascent_direction(grad, config.norm), x, config.mask_padding)
     delta = clip_to_bounds(x, step * _bcast(eps, x), config.bounds).detach()
     used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
     return AttackOutput(delta, used, None, clean=y.detach())
@@ -510,7 +589,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, eps: torch.Tens
     idx = torch.arange(n, device=x.device)
     for _ in range(config.steps):
         loss, grad = _input_gradient(model, x[idx], delta[idx], y_clean[idx], config.objective,
-                                     name)
+                                     name, config.mask_padding)
         used[idx] += 1
         if keep_best:
             better = loss > best_loss[idx]
@@ -551,6 +630,7 @@ class AttackKeywords(TypedDict, total=False):
     bounds: Bounds
     tol: float
     iterate: Iterate
+    mask_padding: bool
 
 
 ATTACK_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(AttackConfig))
@@ -592,8 +672,9 @@ def attack(
     x: torch.Tensor,
     *,
     attack: AttackConfig | None = None,
-    generator: GeneratorLike = None,
+    seed: GeneratorLike = None,
     output: OutputSelector | None = None,
+    generator: GeneratorLike | NotGiven = NOT_GIVEN,
     **keywords: Unpack[AttackKeywords],
 ) -> torch.Tensor:
     """The adversarial perturbation delta_{f,eps}(x) (see the module docstring for the maths).
@@ -606,8 +687,9 @@ def attack(
             was (mode, ``requires_grad`` flags, ``.grad``, device).
         x: a batch of inputs (batch, ...), float32 or float64, on the model's device.
         attack: all attack settings at once, as an :class:`AttackConfig`.
-        generator: a ``torch.Generator`` or an int seed for the random start and power
-            iteration; the same generator state gives the same delta.
+        seed: an int seed (a fresh ``torch.Generator`` seeded with it), a ``torch.Generator``
+            (used as is) or None (the global RNG) for the random start and power iteration;
+            the same seed or generator state gives the same delta.
         output: which tensor of a tuple/mapping/object output is the model's output (an int
             index, a str key or attribute, or a callable); None: the default selection of
             :func:`advtransfer.models.adapters.as_output`.
@@ -630,28 +712,30 @@ def attack(
         iterate: which PGD iterate is returned: ``"best"`` (default), the one with the largest
             loss, the start included; ``"last"``, the final one, as the authors' code (one
             forward pass fewer). Ignored by ``first_order``.
+        generator: the deprecated former name of ``seed`` (a ``FutureWarning``; see
+            :func:`resolve_seed`).
 
     Returns:
         delta with x's shape, dtype and device; x is not modified.
 
     Raises:
-        AdvTransferError: both ``attack`` and attack keywords, no ``eps``, or a setting out of
-            its range.
+        AdvTransferError: both ``attack`` and attack keywords, both ``seed`` and
+            ``generator``, no ``eps``, or a setting out of its range.
 
     Example:
         >>> import torch
         >>> model = torch.nn.Linear(4, 2, bias=False)
         >>> x = torch.rand(3, 4)
-        >>> delta = attack(model, x, eps=0.1, bounds=None, generator=0)
+        >>> delta = attack(model, x, eps=0.1, bounds=None, seed=0)
         >>> bool((delta.norm(dim=1) <= 0.1 + 1e-6).all())
         True
         >>> config = AttackConfig(eps=0.1, bounds=None)
-        >>> bool(torch.equal(attack(model, x, attack=config, generator=0), delta))
+        >>> bool(torch.equal(attack(model, x, attack=config, seed=0), delta))
         True
     """
+    gen = resolve_seed(seed, generator)
     config = resolve_attack(attack, keywords)
     x = validate_inputs(x, config.bounds)
-    gen = as_generator(generator)
     model = select_output(model, output)
     with frozen(model):
         return run_attack(model, x, config, gen).delta

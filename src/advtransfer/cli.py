@@ -43,7 +43,7 @@ from advtransfer.methods import (
     RANK_AVERAGE_METHODS,
 )
 from advtransfer.metrics import check_convention
-from advtransfer.progress import heartbeat, warn
+from advtransfer.progress import heartbeat, one_line_warnings, warn
 from advtransfer.store import LOCK_FILE, LOCK_TIMEOUT_S
 
 # Plain help: typer's rich help ignores metavars (every flag shows <bool>, choices <str>) and
@@ -64,10 +64,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """advtransfer: which pretrained model will transfer best to my task?"""
+    # every warning of the command, of any category, as one line "warning: ..." on stderr,
+    # until the command ends (the context closes)
+    ctx.with_resource(one_line_warnings())
 
 
 def parse_bounds(text: str) -> tuple[float, float] | None:
@@ -327,6 +331,25 @@ ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option(
 AddressOpt = Annotated[str | None, typer.Option(
     metavar="ADDR", help="Ray cluster to join with --executor ray (HOST:6379, auto, "
     "ray://HOST:10001); default: start a local Ray.")]
+NumCpusOpt = Annotated[float | None, typer.Option(
+    "--num-cpus", metavar="N", help="CPUs each Ray task declares and computes with (> 0, "
+    "fractions such as 0.5 allowed; --executor ray only). Default: 1.")]
+NumGpusOpt = Annotated[float | None, typer.Option(
+    "--num-gpus", metavar="N", help="GPUs each Ray task declares (>= 0, fractions such as 0.25 "
+    "allowed; --executor ray only). Default: 1 when this machine has CUDA, else 0.")]
+
+
+def check_executor_options(executor: str, num_cpus: float | None,
+                           num_gpus: float | None) -> None:
+    """A usage check of --num-cpus/--num-gpus: values in range, and only with --executor ray
+    (the local executor runs in this process)."""
+    from advtransfer.executors import check_resources
+
+    check_resources(num_cpus, num_gpus, names=("--num-cpus", "--num-gpus"))
+    for option, value in (("--num-cpus", num_cpus), ("--num-gpus", num_gpus)):
+        if value is not None and executor != "ray":
+            raise AdvTransferError(f"{option} is for --executor ray (resources per Ray task); "
+                                   f"the local executor runs in this process")
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 InputsOpt = Annotated[str, typer.Option(metavar="digits|FILE", help="'digits' or a "
                                         ".safetensors file with tensor 'x'.")]
@@ -407,7 +430,7 @@ def measure(
                                download=download, seed=seed + 1, quiet=quiet).to(run_on)
             result = advtransfer.transferability(
                 s, t, x, attack=config, convention=convention, noise_baseline=True,
-                batch_size=batch_size, device=run_on, generator=seed, progress=not quiet)
+                batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -477,7 +500,7 @@ def matrix(
                                             download=download, seed=seed + i,
                                             quiet=quiet).to(run_on)
             result = advtransfer.transfer_matrix(
-                mods, x, attack=config, convention=convention, device=run_on, generator=seed,
+                mods, x, attack=config, convention=convention, device=run_on, seed=seed,
                 progress=not quiet)
     except AdvTransferError as exc:
         _fail(exc)
@@ -500,13 +523,17 @@ def matrix(
 
 def _run_and_report(recipe: str, out: Path, *, overrides: list[str], device: str,
                     seed: int | None, quick: bool, quiet: bool, executor: str = "local",
-                    address: str | None = None) -> None:
+                    address: str | None = None, num_cpus: float | None = None,
+                    num_gpus: float | None = None,
+                    allow_environment_change: bool = False) -> None:
     from advtransfer.experiments.runner import execute, plan
 
     start = time.perf_counter()
     try:
+        check_executor_options(executor, num_cpus, num_gpus)
         checked = plan(recipe, out, overrides=overrides, device=device, seed=seed, quick=quick,
-                       executor=executor, address=address)
+                       executor=executor, address=address, num_cpus=num_cpus,
+                       num_gpus=num_gpus, allow_environment_change=allow_environment_change)
     except AdvTransferError as exc:
         _usage(exc)
     try:
@@ -692,7 +719,7 @@ def list_recipes(
 @app.command("models")
 def list_model_specs(
     prefix: Annotated[str | None, typer.Argument(
-        metavar="[builtin|cifar|tv|timm]", help="Only this namespace.")] = None,
+        metavar="[builtin|cifar|tv|timm|text]", help="Only this namespace.")] = None,
 ) -> None:
     """List the model specs that --source, --target, matrix and rank accept (one a line;
     package.module:factory aside)."""
@@ -731,6 +758,12 @@ def run(
                                                           "official checksums.")] = False,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
+    allow_environment_change: Annotated[bool, typer.Option(
+        "--allow-environment-change", help="Resume a run started with another advtransfer or "
+        "torch version, device type or thread count, reusing its units (refused otherwise).")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a recipe into --out, reusing every finished unit found there, and write the report."""
@@ -738,7 +771,9 @@ def run(
     extra += ["download=true"] if download else []
     extra += ["verify=true"] if verify else []
     _run_and_report(recipe, out, overrides=[*set_, *extra], device=device, seed=seed,
-                    quick=quick, quiet=quiet, executor=executor, address=address)
+                    quick=quick, quiet=quiet, executor=executor, address=address,
+                    num_cpus=num_cpus, num_gpus=num_gpus,
+                    allow_environment_change=allow_environment_change)
 
 
 @app.command()
@@ -760,16 +795,19 @@ def demo(
 def report(
     directory: Annotated[Path, typer.Argument(metavar="DIR",
                                               help="A run directory with results.json.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Write the report there instead (DIR is then only read: "
+        "a run in a read-only place can be reported).")] = None,
 ) -> None:
     """Rewrite the report (Markdown, HTML, CSV, figures) of a finished run."""
     from advtransfer.experiments import report as write
 
     try:
-        results = write(directory)
+        results = write(directory, out)
     except AdvTransferError as exc:
         _fail(exc)
     _print_summary(results)
-    console.print(f"report: {directory / 'report.md'}")
+    console.print(f"report: {(out or directory) / 'report.md'}")
 
 
 def _split_spec(item: str, option: str) -> tuple[str, Path | None]:
@@ -827,10 +865,13 @@ def rank_command(
                                              help="Write the ranking here.")] = None,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Rank candidate source models for a target task (model selection), best first."""
     from advtransfer import selection
+    from advtransfer.executors import close, get_executor
 
     try:
         if out is not None and out.suffix.lower() not in (".json", ".csv"):
@@ -852,6 +893,8 @@ def rank_command(
         check_n_samples(n_samples, labelled=True)
         check_n_samples(attack_samples, labelled=False, option="--attack-samples")
         _check_out_file(out)
+        check_executor_options(executor, num_cpus, num_gpus)
+        runner = get_executor(executor, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
     except AdvTransferError as exc:
         _usage(exc)
     try:
@@ -874,11 +917,13 @@ def rank_command(
                 pool, (x, y), ref, methods=method_list, attack=config,
                 convention=convention, attack_samples=attack_samples,
                 batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
-                executor=executor, address=address)
+                executor=runner)
     except AdvTransferError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         _interrupted()
+    finally:
+        close(runner)  # a Ray started for this command is shut down
     _print_rank_table(result, f"model selection: {len(pool)} candidates for {data} "
                               f"({len(x)} samples), ranked by {result.methods[0]}")
     console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"

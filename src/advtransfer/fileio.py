@@ -6,6 +6,7 @@ the destination (atomic on POSIX and Windows).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -130,3 +131,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
         raise CorruptFileError(f"{path} is not valid JSON ({reason}; the file is probably "
                                "truncated)") from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

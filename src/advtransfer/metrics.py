@@ -44,10 +44,12 @@ import torch
 from torch import nn
 
 from advtransfer.attacks import (
+    NOT_GIVEN,
     AttackConfig,
     AttackKeywords,
     ConvergenceLog,
     GeneratorLike,
+    NotGiven,
     as_generator,
     check_bounds,
     clip_to_bounds,
@@ -56,6 +58,7 @@ from advtransfer.attacks import (
     per_sample_eps,
     random_on_sphere,
     resolve_attack,
+    resolve_seed,
     run_attack,
 )
 from advtransfer.data.batches import DataLike, iter_inputs
@@ -372,7 +375,9 @@ def measure_matrix(
                 deltas[i] = out.delta
                 if out.clean is not None:
                     clean[i] = out.clean
-            noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen), config.bounds)
+            noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen,
+                                                     mask_padding=config.mask_padding),
+                                   config.bounds)
             with torch.inference_mode():
                 dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
                        for i, j in needed}
@@ -416,8 +421,9 @@ def transferability(
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
-    generator: GeneratorLike = None,
+    seed: GeneratorLike = None,
     progress: bool = False,
+    generator: GeneratorLike | NotGiven = NOT_GIVEN,
     **keywords: Unpack[AttackKeywords],
 ) -> TransferabilityResult:
     """alpha1, alpha2 and combined in both directions between ``source`` (f_S) and ``target``
@@ -439,26 +445,30 @@ def transferability(
     ``logits``/``out``/... keys, the first element of a tuple with a warning).
     ``noise_baseline=True`` also measures each victim's deviation under random noise of norm
     eps (``stats.mean_random_deviation``; one more forward per model and sample; NaN when off).
+    ``seed`` drives the random starts, power iterations and noise: an int seeds a fresh
+    ``torch.Generator``, a generator is used as is, None uses the global RNG; ``generator=`` is
+    its deprecated former name (a ``FutureWarning``; both at once is an error).
 
     Example:
         >>> import torch
         >>> from advtransfer.attacks import AttackConfig
         >>> s, t = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
         >>> x = torch.rand(16, 5)
-        >>> r = transferability(s, t, x, eps=0.05, solver="first_order", steps=30, generator=0)
+        >>> r = transferability(s, t, x, eps=0.05, solver="first_order", steps=30, seed=0)
         >>> 0.0 <= r.source_to_target.alpha2 <= 1.0
         True
         >>> config = AttackConfig(eps=0.05, solver="first_order", steps=30)
-        >>> transferability(s, t, x, attack=config, generator=0).source_to_target.alpha2 == (
+        >>> transferability(s, t, x, attack=config, seed=0).source_to_target.alpha2 == (
         ...     r.source_to_target.alpha2)
         True
     """
+    gen = resolve_seed(seed, generator)
     config = resolve_attack(attack, keywords)
     out = measure_matrix([source, target], ["source", "target"], data, config,
                          pairs=[(0, 1), (1, 0)], convention=convention,
                          noise_baseline=noise_baseline, output=output,
                          batch_size=batch_size,
-                         device=device, generator=generator, progress=progress)
+                         device=device, generator=gen, progress=progress)
     return TransferabilityResult(out[(0, 1)], out[(1, 0)],
                                  _config_dict(config, convention=convention))
 
@@ -473,14 +483,16 @@ def transfer_matrix(
     output: OutputSelector | None = None,
     batch_size: int = 128,
     device: str | torch.device = "auto",
-    generator: GeneratorLike = None,
+    seed: GeneratorLike = None,
     progress: bool = False,
+    generator: GeneratorLike | NotGiven = NOT_GIVEN,
     **keywords: Unpack[AttackKeywords],
 ) -> TransferMatrixResult:
     """N x N alpha1/alpha2/combined between every ordered pair of ``models`` (a list, or a mapping
     from names to models), attacking each model once per sample (N attacks, not N^2).
-    Arguments (``attack=AttackConfig(...)`` or the attack keywords, not both) as in
-    :func:`transferability`."""
+    Arguments (``attack=AttackConfig(...)`` or the attack keywords, not both; ``seed``, with
+    ``generator=`` its deprecated former name) as in :func:`transferability`."""
+    gen = resolve_seed(seed, generator)
     if isinstance(models, Mapping):
         names, mods = [str(k) for k in models], list(models.values())
     else:
@@ -489,7 +501,7 @@ def transfer_matrix(
     config = resolve_attack(attack, keywords)
     out = measure_matrix(mods, names, data, config, convention=convention,
                          noise_baseline=noise_baseline, output=output, batch_size=batch_size,
-                         device=device, generator=generator, progress=progress)
+                         device=device, generator=gen, progress=progress)
     return matrix_result(names, out, _config_dict(config, convention=convention))
 
 

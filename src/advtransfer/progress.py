@@ -4,6 +4,10 @@ On a terminal a rich progress bar (count, elapsed time, ETA); elsewhere (logs, C
 lines on stderr, ``description done/total elapsed``, at most every :data:`PLAIN_INTERVAL_S`
 seconds and once when the loop ends, and around a whole run a :func:`heartbeat` line whenever
 that long has passed without any, so a long run is never silent and never prints blank bars.
+
+Warnings are Python warnings (:func:`warn` issues an :class:`AdvTransferWarning`): a library user
+filters them with :mod:`warnings`; the command line shows every warning of a command, whatever
+its category, as one plain line ``warning: message`` (:func:`one_line_warnings`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -25,13 +30,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from advtransfer.errors import AdvTransferWarning
+
 T = TypeVar("T")
 
 #: Seconds between two plain progress lines of one loop when output is not a terminal.
 PLAIN_INTERVAL_S = 10.0
 
 
-#: time.monotonic() of the last plain line printed (progress, heartbeat or warning)
+#: time.monotonic() of the last plain line printed (progress, heartbeat or a warning shown by
+#: :func:`one_line_warnings`)
 _last_line = time.monotonic()
 
 
@@ -42,8 +50,32 @@ def _print_line(text: str) -> None:
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr (``warning: message``)."""
-    _print_line(f"warning: {message}")
+    """Issue ``message`` as an :class:`AdvTransferWarning` attributed to the caller
+    (``warnings.warn(message, AdvTransferWarning, stacklevel=2)``): Python's warning filters
+    decide whether and how it shows; under :func:`one_line_warnings` (the command line) it is
+    the line ``warning: message`` on stderr."""
+    warnings.warn(message, AdvTransferWarning, stacklevel=2)
+
+
+def _show_one_line(message: Warning | str, category: type[Warning], filename: str,
+                   lineno: int, file: object = None, line: str | None = None) -> None:
+    """A :func:`warnings.showwarning` replacement: ``warning: message`` on stderr, the message's
+    whitespace runs (newlines included) collapsed to one space, with no category, file or line;
+    it counts as a plain line for :func:`heartbeat`."""
+    _print_line("warning: " + " ".join(str(message).split()))
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """While the block runs, every warning that Python's filters let through, of any category
+    (ours, the library's ``warnings.warn`` calls, those of torch and others), is shown as one
+    line ``warning: message`` on stderr (:func:`_show_one_line`). The filters are not changed
+    (``-W error`` and ``PYTHONWARNINGS`` still apply, a repeated warning from one place shows
+    once); the previous display and filters are restored on exit
+    (:class:`warnings.catch_warnings`)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_one_line
+        yield
 
 
 @contextlib.contextmanager

@@ -235,7 +235,8 @@ def attack_reference(
             xb, eb = xb.to(run_on), eb.to(run_on)
             known = None if clean is None else _flat(clean[sl]).to(run_on, xb.dtype)
             out, clean_b = _one_attack(model, xb, eb, config, gen, name, known)
-            noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen),
+            noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen,
+                                                        mask_padding=config.mask_padding),
                                    config.bounds)
             with torch.inference_mode():
                 dev = forward(model, xb + out.delta, name=name) - clean_b
@@ -315,7 +316,8 @@ def measure_against_reference(
             xb, eb = xb.to(run_on), eb.to(run_on)
             out, clean = _one_attack(model, xb, eb, config, gen, name)
             log.update(out)
-            noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen),
+            noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen,
+                                                        mask_padding=config.mask_padding),
                                    config.bounds)
             dev_tt = ref.deviation[sl].to(run_on)
             with torch.inference_mode():

@@ -27,6 +27,7 @@ matplotlib.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import io
 import json
@@ -49,6 +50,7 @@ from advtransfer.stats import (
 )
 
 if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -802,28 +804,23 @@ def _render_md(blocks: list[_Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _inline_md_to_html(escaped: str) -> str:
-    """``code`` and **bold** in already-escaped text (enough for a description paragraph)."""
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+@functools.cache
+def _markdown() -> MarkdownIt:
+    """The one Markdown parser of report pages: CommonMark plus GFM pipe tables and
+    strikethrough (markdown-it-py), with raw HTML off (``<`` and ``&`` in the text are escaped,
+    never passed through) and HTML5 void tags (``<img>``, not ``<img />``). Built on first use:
+    importing this module does not import markdown-it."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "xhtmlOut": False}).enable(
+        ["table", "strikethrough"])
 
 
-def _is_md_table(para: str) -> bool:
-    lines = [ln.strip() for ln in para.strip().splitlines()]
-    return (len(lines) >= 2 and all(ln.startswith("|") for ln in lines)
-            and re.fullmatch(r"\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?", lines[1]) is not None)
-
-
-def _md_table_to_html(para: str) -> str:
-    """A Markdown pipe table (header, separator, rows) of a description as an HTML table."""
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in line.strip().strip("|").split("|")]
-
-    lines = para.strip().splitlines()
-    head = "".join(f"<th>{_inline_md_to_html(html.escape(c))}</th>" for c in cells(lines[0]))
-    rows = "".join("<tr>" + "".join(f"<td>{_inline_md_to_html(html.escape(c))}</td>"
-                                    for c in cells(line)) + "</tr>" for line in lines[2:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+def _md_to_html(text: str) -> str:
+    """Markdown written by a recipe (a report's description: paragraphs, ``code``, **bold**,
+    links, images, pipe tables whose cells may hold ``\\|``) as HTML. Links with an unsafe
+    scheme (``javascript:``, ...) stay text (markdown-it's ``validateLink``)."""
+    return _markdown().render(text).strip()
 
 
 _CSS = """
@@ -845,6 +842,12 @@ code { background: #f3f3f3; padding: 0 .2em; }
 
 
 def _render_html(blocks: list[_Block], title: str) -> str:
+    """The blocks as one standalone HTML page (inline CSS, relative image paths).
+
+    Headings, paragraphs, lists, tables and figure captions hold text from the results (model
+    names, labels, notes): they are escaped as plain text, so ``<``, ``&`` and ``*`` show as
+    written, and numeric columns get ``class="num"``. Only ``md`` blocks, the Markdown a
+    recipe wrote (its description), go through :func:`_md_to_html`."""
     esc = html.escape
     body: list[str] = []
     for b in blocks:
@@ -853,11 +856,7 @@ def _render_html(blocks: list[_Block], title: str) -> str:
         elif b.kind == "p":
             body.append(f"<p>{esc(b.text)}</p>")
         elif b.kind == "md":
-            for para in re.split(r"\n\s*\n", b.text.strip()):
-                if _is_md_table(para):
-                    body.append(_md_table_to_html(para))
-                elif para.strip():
-                    body.append(f"<p>{_inline_md_to_html(esc(para.strip()))}</p>")
+            body.append(_md_to_html(b.text))
         elif b.kind == "ul":
             items = "".join(f"<li>{esc(item)}</li>" for item in b.items)
             body.append(f"<ul>{items}</ul>")

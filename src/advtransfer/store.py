@@ -54,6 +54,10 @@ LOCK_TIMEOUT_S = 1.0
 
 #: The key of ``run.json`` that records where a run was computed (not part of its identity).
 ENVIRONMENT = "environment"
+#: Environment entries whose change a resume only reports: another thread count changes the
+#: order of floating-point reductions, not the computation (``--threads auto`` follows the
+#: machine's load, so it changes between runs). Other changes are refused (see check_run).
+REPORTED_ONLY = frozenset({"threads"})
 
 
 def canonical(config: Any) -> str:
@@ -62,22 +66,36 @@ def canonical(config: Any) -> str:
 
 
 @functools.cache
-def code_fingerprint() -> str:
-    """16 hex digits of sha256 over the source of every module of the installed advtransfer
-    package (paths and contents). It is part of every unit's key (:func:`unit_key`), so a unit
-    computed by other code (an upgrade, a fix, a local edit) is never reused: the rerun
-    computes it again. Coarse by design: any change to the package recomputes every unit."""
+def _source_digest() -> str:
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """16 hex digits of sha256 over the source of every module of the installed advtransfer
+    package (paths and contents) and the versions of the unit kinds, recorded in
+    ``results.json`` as ``code``: a finished run is returned as it is only when the same code
+    asks for it (any other code reruns the recipe, which reuses every unit whose kind's
+    version is unchanged, :mod:`advtransfer.units`, and rewrites the results and the
+    report)."""
+    from advtransfer.units import KINDS
+
+    versions = canonical({k: v.version for k, v in KINDS.items()})
+    return hashlib.sha256(f"{_source_digest()}:{versions}".encode()).hexdigest()[:16]
 
 
 def unit_key(kind: str, config: Any) -> str:
-    """``kind-<16 hex digits>``: the identity of a unit of work, from its kind, its whole
-    configuration and the code that computes it (:func:`code_fingerprint`)."""
-    text = f"{kind}:{code_fingerprint()}:{canonical(config)}"
+    """``kind-<16 hex digits>``: the identity of a unit of work, from its kind, the kind's
+    version (:mod:`advtransfer.units`: bumped whenever the kind's computation changes, which a
+    test of recorded code fingerprints enforces) and its whole configuration, which holds the
+    keys of the units it is built on (so a new version of a kind recomputes its dependants
+    too). An undeclared kind is an :class:`AdvTransferError`."""
+    from advtransfer.units import get_kind
+
+    text = f"{kind}:v{get_kind(kind).version}:{canonical(config)}"
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -363,7 +381,8 @@ class Store:
         return result
 
     def check_run(self, identity: dict, *, growable: Sequence[str] = (),
-                  environment: dict | None = None) -> None:
+                  environment: dict | None = None,
+                  allow_environment_change: bool = False) -> None:
         """Check that this directory is new, empty, or a run of the same recipe and
         configuration, whose identity is then written (with the first unit) to ``run.json``.
 
@@ -377,9 +396,11 @@ class Store:
         do not count). Nothing is deleted or written.
 
         ``environment`` (advtransfer's and torch's versions, the device type, the thread
-        count) is recorded beside the identity; a resume in a different environment is said on
-        stderr, naming the differences, since its stored units were computed there (floating
-        point may differ in the last digits between thread counts and devices)."""
+        count) is recorded beside the identity. A resume with another advtransfer or torch
+        version or device type is refused with an :class:`AdvTransferError` naming the
+        differences, since its stored units were computed there and one table would mix both;
+        with ``allow_environment_change`` it goes on, reusing them, and says so in a warning.
+        Another thread count (:data:`REPORTED_ONLY`) is only said in that warning."""
         self._growable = tuple(growable)
         path = self.root / "run.json"
         env = environment if environment is not None else identity.get(ENVIRONMENT)
@@ -398,10 +419,16 @@ class Store:
                 changed = ", ".join(f"{k} {old_env.get(k)!r} then, {env.get(k)!r} now"
                                     for k in sorted({*old_env, *env})
                                     if old_env.get(k) != env.get(k))
-                warn(f"{self.root} was started in another environment ({changed}): the units "
-                     "stored then by this same code are reused as they were computed there "
-                     "(other code's are recomputed); for numbers computed here only, use a new "
-                     "--out")
+                said = (f"{self.root} was started in another environment ({changed}), where "
+                        "its stored units were computed")
+                if not allow_environment_change and {
+                        k for k in {*old_env, *env} if old_env.get(k) != env.get(k)
+                } - REPORTED_ONLY:
+                    raise AdvTransferError(
+                        f"{said}: resuming here would mix numbers of both in one table. Rerun "
+                        "with --allow-environment-change to reuse them anyway, or use a new "
+                        "--out for numbers computed here only. Nothing was changed.")
+                warn(f"{said}: they are reused as computed there")
             if old != new and _grown(old, new, self._growable):
                 self._grow = True
             elif old != new:

@@ -97,7 +97,7 @@ def test_truncated_results_json(finished, tiny):
     assert rep.exit_code == 1 and "results.json is not valid JSON" in rep.output
     assert "--out" in rep.output and "JSONDecodeError" not in rep.output
     again = runner.invoke(app, [*tiny, "--out", str(finished)])
-    assert again.exit_code == 0 and "results.json is not valid JSON" in again.output
+    assert again.exit_code == 0 and "results.json is not valid JSON" in again.output, again.output
     assert "0 units computed" in again.output
     assert _records(finished / "results.json") == before
     assert runner.invoke(app, ["report", str(finished)]).exit_code == 0
@@ -175,11 +175,13 @@ def test_heartbeat_fills_every_silence_longer_than_the_interval(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "busy 0.0s" and 2 <= len(lines) <= 5, lines
     assert all(ln.startswith("busy ") and ln.endswith("s") for ln in lines)
-    with progress.heartbeat(lambda: "busy", interval=2.0):
-        for _ in range(8):
-            progress.warn("a line")
+    with progress.one_line_warnings(), progress.heartbeat(lambda: "busy", interval=2.0):
+        for i in range(8):
+            progress.warn(f"a line {i}")
             time.sleep(0.05)
     lines = capsys.readouterr().err.splitlines()
+    assert [ln for ln in lines if ln.startswith("warning:")] == [
+        f"warning: a line {i}" for i in range(8)]
     assert lines.count("busy 0.0s") == 1 and not any(ln.startswith("busy 0.") and
                                                      ln != "busy 0.0s" for ln in lines)
     with progress.heartbeat(lambda: "busy", enabled=False, interval=0.1):
@@ -240,3 +242,41 @@ def test_demo_names_and_recomputes_truncated_record_and_results(small_demo, tmp_
     assert "results.json is not valid JSON" in again.output
     assert record.name in again.output and "1 units computed" in again.output
     assert _records(out / "results.json") == before
+
+
+def test_a_finished_run_is_reported_to_another_out_without_writing_to_it(finished, tmp_path):
+    """``advtransfer report DIR --out OTHER`` only reads DIR (a read-only run can be reported):
+    no file of DIR changes and no lock file is made there; OTHER gets the same report."""
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in finished.rglob("*")
+              if p.is_file()}
+    other = tmp_path / "elsewhere"
+    result = runner.invoke(app, ["report", str(finished), "--out", str(other)])
+    assert result.exit_code == 0, result.output
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in finished.rglob("*")
+             if p.is_file()}
+    assert after == before
+    assert (other / "report.md").read_text() == (finished / "report.md").read_text()
+    assert json.loads((other / "results.json").read_text())["correlations"] == json.loads(
+        (finished / "results.json").read_text())["correlations"]
+    missing = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--out", str(other)])
+    assert missing.exit_code == 1 and "has no results.json" in missing.output
+
+
+def test_a_resume_with_another_torch_is_refused_unless_allowed(tmp_path, tiny, monkeypatch):
+    from advtransfer.experiments import runner as run_module
+
+    out = tmp_path / "run"
+    first = runner.invoke(app, [*tiny, "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    files = sorted(p.name for p in out.rglob("*"))
+    real = run_module.environment
+    monkeypatch.setattr(run_module, "environment", lambda d: {**real(d), "torch": "9.9.9"})
+    other = runner.invoke(app, [*tiny, "--out", str(out)])
+    assert other.exit_code == 2
+    said = " ".join(other.output.split())
+    assert "another environment (torch" in said and "'9.9.9' now" in said
+    assert "--allow-environment-change" in said
+    assert sorted(p.name for p in out.rglob("*")) == files  # refused: nothing written
+    allowed = runner.invoke(app, [*tiny, "--out", str(out), "--allow-environment-change"])
+    assert allowed.exit_code == 0, allowed.output
+    assert "reused as computed there" in " ".join(allowed.output.split())

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 
-from advtransfer import AdvTransferError
+from advtransfer import AdvTransferError, AdvTransferWarning
 from advtransfer.experiments.config import apply, parse_override
 from advtransfer.experiments.runner import resolve
 from advtransfer.store import Store, unit_key
@@ -136,7 +137,7 @@ def test_atomic_writes_follow_the_umask_and_keep_an_existing_mode(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_path, capsys):
+def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_path):
     from advtransfer.experiments.runner import environment, execute, plan
 
     out = tmp_path / "run"
@@ -146,13 +147,13 @@ def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_pat
         first = execute(plan("synthetic", out, quick=True), progress=False)
         recorded = json.loads((out / "run.json").read_text())["environment"]
         assert recorded == environment(torch.device("cpu")) and recorded["threads"] == 1
-        capsys.readouterr()
-        execute(plan("synthetic", out, quick=True), progress=False)  # same place: silent
-        assert "another environment" not in capsys.readouterr().err
-        torch.set_num_threads(2)
-        again = execute(plan("synthetic", out, quick=True), progress=False)
-        err = capsys.readouterr().err
-        assert "another environment" in err and "threads 1 then, 2 now" in err
+        with warnings.catch_warnings():  # same place: silent
+            warnings.simplefilter("error", AdvTransferWarning)
+            execute(plan("synthetic", out, quick=True), progress=False)
+        torch.set_num_threads(2)  # reported only: threads change the order of reductions
+        with pytest.warns(AdvTransferWarning,
+                          match=r"another environment.*threads 1 then, 2 now.*reused"):
+            again = execute(plan("synthetic", out, quick=True), progress=False)
         assert again["records"] == first["records"]  # the stored units, as computed then
         # the identity check ignores the environment: the run is still the same run
         assert json.loads((out / "run.json").read_text())["environment"]["threads"] == 1
@@ -160,26 +161,24 @@ def test_run_json_records_the_environment_and_a_resume_elsewhere_is_said(tmp_pat
         torch.set_num_threads(before)
 
 
-def test_units_of_other_code_are_recomputed_and_a_finished_run_is_not_reused(tmp_path,
-                                                                             monkeypatch):
-    """A cache key is a promise: the code that computes a unit is in its key, so a rerun after
-    a change to the package recomputes every unit instead of returning older numbers."""
+def test_a_finished_run_of_other_code_is_rerun_reusing_its_units(tmp_path, monkeypatch):
+    """A finished run is returned as it is only to the same code; other code reruns the recipe
+    (rewriting results and report), which reuses the units whose kinds kept their versions
+    (tests/test_unit_versions.py: a changed computation must bump its kind's version)."""
     from advtransfer import store
-    from advtransfer.experiments import runner
     from advtransfer.experiments.runner import run
 
     out = tmp_path / "run"
-    key = unit_key("k", {"a": 1})
     first = run("synthetic", out, quick=True, progress=False)
     assert first["code"] == store.code_fingerprint() and first["units"]["computed"] > 0
     same = run("synthetic", out, quick=True, progress=False)
-    assert same["units"]["computed"] == 0
-    for module in (store, runner):  # as if the package had been edited
-        monkeypatch.setattr(module, "code_fingerprint", lambda: "0123456789abcdef")
-    assert unit_key("k", {"a": 1}) != key
+    assert same["wall_time_s"] == first["wall_time_s"]  # returned as it was
+    monkeypatch.setattr(store, "_source_digest", lambda: "as if the package had been edited")
+    assert store.code_fingerprint() != first["code"]
     other = run("synthetic", out, quick=True, progress=False)
-    assert other["units"] == {"computed": first["units"]["computed"], "reused": 0}
-    assert other["records"] == first["records"]  # the same code, so the same numbers
+    assert other["wall_time_s"] != first["wall_time_s"]  # rerun
+    assert other["units"] == {"computed": 0, "reused": first["units"]["computed"]}
+    assert other["records"] == first["records"]
 
 
 def test_code_fingerprint_follows_every_module_of_the_package(tmp_path, monkeypatch):
@@ -191,18 +190,18 @@ def test_code_fingerprint_follows_every_module_of_the_package(tmp_path, monkeypa
     shutil.copytree(Path(store.__file__).parent, copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(store, "__file__", str(copy / "store.py"))
-    store.code_fingerprint.cache_clear()
+    store._source_digest.cache_clear()
     try:
         before = store.code_fingerprint()
-        store.code_fingerprint.cache_clear()
+        store._source_digest.cache_clear()
         path = copy / "estimators" / "logme.py"
         path.write_text(path.read_text() + "\n# a change\n")
         assert store.code_fingerprint() != before
     finally:
-        store.code_fingerprint.cache_clear()
+        store._source_digest.cache_clear()
 
 
-def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_run(tmp_path, capsys):
+def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_run(tmp_path):
     from advtransfer.experiments.runner import execute, plan
 
     out = tmp_path / "run"
@@ -212,8 +211,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_run(tmp_path
     leftovers = [out / "records" / f".{record.name}.k3x9.tmp", out / ".results.json.a1b2.tmp"]
     for path in leftovers:
         path.write_text('{"truncat')
-    capsys.readouterr()
-    again = execute(plan("synthetic", out, quick=True), progress=False)
+    with pytest.warns(AdvTransferWarning, match=r"removed 2 temporary file\(s\)"):
+        again = execute(plan("synthetic", out, quick=True), progress=False)
     assert not any(p.exists() for p in leftovers)
-    assert "removed 2 temporary file(s)" in capsys.readouterr().err
     assert again["records"] == first["records"] and record.exists()

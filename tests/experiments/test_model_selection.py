@@ -388,9 +388,17 @@ def test_selection_recipes_check_their_attack_before_running(tmp_path, override,
         assert not (tmp_path / recipe).exists()
 
 
-def test_selection_attack_keys_keep_defaults_and_name_what_is_set():
+def test_selection_attack_keys_hold_every_attack_field():
+    """Every field of the attack is in the units' keys, defaults included (tol and bounds
+    too): no setting that changes the attack can be left out of them."""
+    from dataclasses import fields
+
+    from advtransfer.attacks import AttackConfig
+
     base = ms.DigitsModelSelectionConfig()
-    assert "step_size" not in ms._attack(base) and "random_start" not in ms._attack(base)
+    key = ms._attack(base)
+    assert {f.name for f in fields(AttackConfig)} <= set(key)
+    assert key["tol"] == AttackConfig(eps=1.0).tol and key["steps"] >= 1
     assert ms._attack(replace(base, random_start=False))["random_start"] is False
     assert ms._attack(replace(base, step_size=0.5))["step_size"] == 0.5
 

@@ -154,7 +154,8 @@ def test_list_models_names_every_namespace(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(AdvTransferError, match="classification models"):
         resolve_spec("tv:fcn_resnet50")
     assert not any(s.startswith("timm:") for s in everything)
-    assert set(everything) == set(cifar) | set(list_models("builtin")) | set(list_models("tv"))
+    assert set(everything) == (set(cifar) | set(list_models("builtin")) | set(list_models("tv"))
+                               | set(list_models("text")))
     for spec in everything:
         assert resolve_spec(spec) == tuple(spec.split(":", 1))
     monkeypatch.setitem(sys.modules, "timm", FakeTimm())

@@ -18,7 +18,7 @@ import torch
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import Executor, LocalExecutor
 from advtransfer.progress import track
-from advtransfer.store import Store
+from advtransfer.store import Store, canonical
 
 
 @dataclass
@@ -54,8 +54,10 @@ class RunContext:
 
     def seed_for(self, *parts: Any) -> int:
         """A seed derived from a unit's identity (not from a global RNG stream), so a resumed
-        run draws exactly the numbers an uninterrupted run would."""
-        digest = hashlib.sha256(repr(parts).encode()).hexdigest()
+        run draws exactly the numbers an uninterrupted run would: the first 32 bits of
+        sha256 over the canonical JSON of ``parts`` (sorted keys, as the unit keys of
+        :func:`advtransfer.store.unit_key`), so two dict orders give one seed."""
+        digest = hashlib.sha256(canonical(list(parts)).encode()).hexdigest()
         return int(digest[:8], 16)
 
 

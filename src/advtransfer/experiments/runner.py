@@ -20,7 +20,7 @@ import torch
 import advtransfer
 from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
-from advtransfer.executors import Executor, LocalExecutor, connect, get_executor
+from advtransfer.executors import Executor, LocalExecutor, close, connect, get_executor
 from advtransfer.experiments.config import apply, parse_override, read_toml, to_dict
 from advtransfer.experiments.registry import Recipe, RunContext, get_recipe
 from advtransfer.fileio import CorruptFileError, read_json, to_jsonable, write_json
@@ -80,21 +80,25 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def plan(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
          device: str = "auto", seed: int | None = None, quick: bool = False,
-         executor: str = "local", address: str | None = None) -> Plan:
+         executor: str = "local", address: str | None = None, num_cpus: float | None = None,
+         num_gpus: float | None = None, allow_environment_change: bool = False) -> Plan:
     """Check everything that can be checked before the run: the recipe and its configuration
     (types, then the recipe's own ``check`` of the values), the device, and ``out``
     (creatable; new, empty, or a run of the same configuration), and the executor
-    (``"local"`` or ``"ray"``, with ``address`` the Ray cluster; Ray must be installed). Raises
-    :class:`AdvTransferError`; writes nothing."""
+    (``"local"`` or ``"ray"``, with ``address`` the Ray cluster and ``num_cpus``/``num_gpus``
+    the resources per task; Ray must be installed). A directory started in another
+    environment (:func:`environment`) is refused unless ``allow_environment_change``
+    (:meth:`Store.check_run`). Raises :class:`AdvTransferError`; writes nothing."""
     recipe, config = resolve(recipe_or_path, overrides, seed=seed, quick=quick)
     if recipe.check is not None:
         recipe.check(config)
     run_on = resolve_device(device=device)
-    runner = get_executor(executor, address=address)
+    runner = get_executor(executor, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
     out = Path(out)
     store = Store(out)
     store.check_run({"recipe": recipe.name, "config": to_dict(config)},
-                    growable=recipe.growable, environment=environment(run_on))
+                    growable=recipe.growable, environment=environment(run_on),
+                    allow_environment_change=allow_environment_change)
     return Plan(recipe, config, run_on, out, store, runner)
 
 
@@ -104,9 +108,14 @@ def execute(p: Plan, *, progress: bool = True) -> dict[str, Any]:
     first unit, and the run directory is created with that first unit, so a run refused there
     leaves nothing behind. The directory's lock (:meth:`Store.lock`) is held throughout and
     released on return, on an error and on Ctrl-C: a second process on the same directory is
-    refused with an :class:`AdvTransferError` naming the holder, and writes nothing."""
-    with p.store.lock():
-        return _execute(p, progress=progress)
+    refused with an :class:`AdvTransferError` naming the holder, and writes nothing. A Ray
+    that the executor started is shut down when the run ends, however it ends
+    (:func:`advtransfer.executors.close`)."""
+    try:
+        with p.store.lock():
+            return _execute(p, progress=progress)
+    finally:
+        close(p.executor)
 
 
 def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
@@ -145,12 +154,16 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
 def run(recipe_or_path: str, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
         device: str = "auto", seed: int | None = None, quick: bool = False,
         progress: bool = True, executor: str = "local",
-        address: str | None = None) -> dict[str, Any]:
+        address: str | None = None, num_cpus: float | None = None,
+        num_gpus: float | None = None, allow_environment_change: bool = False) -> dict[str, Any]:
     """Run a recipe into ``out`` (resuming what is already there) and return its results:
     :func:`plan` then :func:`execute`. ``executor="ray"`` runs the recipe's independent units
-    (the model-selection recipes' candidates) as Ray tasks (``address``: the cluster)."""
+    (the model-selection recipes' candidates) as Ray tasks (``address``: the cluster;
+    ``num_cpus``/``num_gpus``: the resources per task)."""
     return execute(plan(recipe_or_path, out, overrides=overrides, device=device, seed=seed,
-                        quick=quick, executor=executor, address=address), progress=progress)
+                        quick=quick, executor=executor, address=address, num_cpus=num_cpus,
+                        num_gpus=num_gpus, allow_environment_change=allow_environment_change),
+                   progress=progress)
 
 
 def _finished(out: Path) -> dict[str, Any] | None:
@@ -168,31 +181,51 @@ def _finished(out: Path) -> dict[str, Any] | None:
     return results if isinstance(results, dict) and "correlations" in results else None
 
 
-def report(out: str | Path) -> dict[str, Any]:
-    """(Re)write the report of a finished run from its ``results.json``; return the results
-    with their correlations. Holds the run directory's lock meanwhile, so it never writes
-    while a run on that directory does (:meth:`advtransfer.store.Store.lock`)."""
+def report(directory: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """(Re)write the report of the finished run in ``directory`` from its ``results.json``;
+    return the results with their correlations. Without ``out`` the report is rewritten in
+    place, holding the run directory's lock meanwhile, so it never writes while a run on that
+    directory does (:meth:`advtransfer.store.Store.lock`). With ``out`` (another directory)
+    ``directory`` is only read, so a run in a read-only place (a colleague's, an archive) can
+    be reported: ``out`` receives ``results.json`` (with the correlations) and the report."""
+    directory = Path(directory)
+    if not (directory / "results.json").exists():
+        raise AdvTransferError(f"{directory} has no results.json; run a recipe with --out "
+                               f"{directory} first")
+    if out is None or Path(out).resolve() == directory.resolve():
+        with Store(directory).lock():
+            return _write_report(directory)
+    from advtransfer.fileio import check_creatable
+    from advtransfer.report import write_report
+
     out = Path(out)
-    if not (out / "results.json").exists():
-        raise AdvTransferError(f"{out} has no results.json; run a recipe with --out {out} first")
-    with Store(out).lock():
-        return _write_report(out)
+    check_creatable(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise AdvTransferError(f"--out {out} is not a directory (a file)")
+    results = _read_results(directory)
+    results["correlations"] = write_report(results, out)
+    write_json(out / "results.json", results)
+    return results
+
+
+def _read_results(directory: Path) -> dict[str, Any]:
+    """``directory``'s results.json, or an error saying how to rewrite a corrupt one."""
+    try:
+        return read_json(directory / "results.json")
+    except CorruptFileError as exc:
+        raise AdvTransferError(f"{exc}. Rerun the command that made this run (advtransfer run "
+                               f"RECIPE --out {directory} with the same options): it rewrites "
+                               "results.json from the stored units without recomputing "
+                               "them.") from None
 
 
 def _write_report(out: Path) -> dict[str, Any]:
-    """:func:`report` for a caller that holds the run lock."""
+    """:func:`report` in place, for a caller that holds the run lock."""
     from advtransfer.report import write_report
 
-    path = out / "results.json"
-    if not path.exists():
+    if not (out / "results.json").exists():
         raise AdvTransferError(f"{out} has no results.json; run a recipe with --out {out} first")
-    try:
-        results = read_json(path)
-    except CorruptFileError as exc:
-        raise AdvTransferError(f"{exc}. Rerun the command that made this run (advtransfer run "
-                               f"RECIPE --out {out} with the same options): it rewrites "
-                               "results.json from the stored units without recomputing "
-                               "them.") from None
+    results = _read_results(out)
     results["correlations"] = write_report(results, out)
-    write_json(path, results)
+    write_json(out / "results.json", results)
     return results

@@ -251,7 +251,7 @@ def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, te
 
 def _reference_unit(target_key: str, inputs: dict[str, Any], batch_size: int | None,
                     attack: dict[str, Any]) -> dict[str, Any]:
-    return {"reference": target_key, **inputs, **attack,
+    return {"reference": target_key, **inputs, **AttackConfig(**attack).key(),
             **({"batch_size": batch_size} if batch_size is not None else {})}
 
 
@@ -326,7 +326,7 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
             out.update({f"{k}_{tag}": v for k, v in asdict(d.stats).items()})
         return out
 
-    unit = {"source": source_key, "target": target_key, **inputs, **attack,
+    unit = {"source": source_key, "target": target_key, **inputs, **AttackConfig(**attack).key(),
             "convention": convention, "reference_attack": ref_key}
     if batch_size is not None:
         unit["batch_size"] = batch_size

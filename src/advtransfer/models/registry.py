@@ -11,6 +11,10 @@ A spec is ``PREFIX:NAME`` or ``package.module:factory``:
   ``fc-liang`` and ``alexnet-liang``, plus ``digits-mlp``, ``digits-cnn``,
   ``two-layer-sigmoid``), with weights (a path) or ``"random"``; ``num_classes`` and
   ``**kwargs`` (``width=`` ...) go to the builder.
+* ``text:NAME``: the text classifiers of :data:`advtransfer.models.text.TEXT_MODELS`
+  (``text-bag``, ``text-cnn``, ``text-gru``, ``text-transformer``) on embedded sequences
+  ``[batch, length, embed_dim]`` (all-zero rows are padding); weights and ``**kwargs``
+  (``embed_dim=``, ``width=`` ...) as for ``cifar:``. Like ``timm:``, always prefixed.
 * ``tv:NAME``: ``torchvision.models`` (``torchvision.models.list_models()``); weights from a path,
   from the cache ``$ADVTRANSFER_HOME/weights/NAME.{safetensors,pth,pt}`` (``weights=None``), or
   ``"random"``. ``download=True`` fetches torchvision's ``DEFAULT`` weights for the name when the
@@ -27,7 +31,8 @@ Unprefixed names are kept for backward compatibility: a built-in name is ``built
 built-in ``digits-mlp``/``digits-cnn`` are the ``cifar:`` builders with their defaults plus the
 training); otherwise a name in exactly one of ``cifar:`` and ``tv:`` means that one (``lenet`` ->
 ``cifar:lenet``, ``resnet101`` -> ``tv:resnet101``); a name in both (``alexnet``, ``resnet18``,
-``resnet50``) is refused with the two prefixed choices. ``timm:`` always needs its prefix.
+``resnet50``) is refused with the two prefixed choices. ``timm:`` and ``text:`` always need
+their prefix.
 
 Weight files are ``.safetensors`` or tensor-only ``.pt``/``.pth`` read with
 ``torch.load(weights_only=True)`` (see :mod:`advtransfer.models.checkpoint`); nothing is unpickled.
@@ -52,7 +57,7 @@ from advtransfer.models.architectures import ARCHITECTURES
 __all__ = ["PREFIXES", "create", "list_models", "resolve_spec"]
 
 #: The namespaces of :func:`create`, in the order unprefixed names are resolved.
-PREFIXES = ("builtin", "cifar", "tv", "timm")
+PREFIXES = ("builtin", "cifar", "tv", "timm", "text")
 _RANDOM = "random"
 
 
@@ -70,6 +75,12 @@ def _tv_names() -> list[str]:
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
+def _text_names() -> list[str]:
+    from advtransfer.models.text import TEXT_MODELS
+
+    return sorted(TEXT_MODELS)
+
+
 def _timm_names() -> list[str]:
     try:
         import timm
@@ -82,13 +93,13 @@ def list_models(prefix: str | None = None) -> list[str]:
     """The prefixed specs :func:`create` accepts (``module:factory`` aside), sorted.
 
     Args:
-        prefix: ``"builtin"``, ``"cifar"``, ``"tv"`` or ``"timm"`` (a trailing ``":"`` is
-            allowed) for one namespace; ``None`` for all (``timm:`` names only when timm is
-            installed).
+        prefix: ``"builtin"``, ``"cifar"``, ``"tv"``, ``"timm"`` or ``"text"`` (a trailing
+            ``":"`` is allowed) for one namespace; ``None`` for all (``timm:`` names only when
+            timm is installed).
     """
     lists: dict[str, Callable[[], list[str]]] = {
         "builtin": _builtin_names, "cifar": lambda: sorted(ARCHITECTURES), "tv": _tv_names,
-        "timm": _timm_names}
+        "timm": _timm_names, "text": _text_names}
     if prefix is None:
         wanted = list(PREFIXES)
     else:
@@ -111,7 +122,8 @@ def resolve_spec(spec: str) -> tuple[str, str]:
     if sep and head not in PREFIXES:
         return "module", spec
     namespaces: dict[str, Callable[[], Any]] = {
-        "builtin": _builtin_names, "cifar": lambda: ARCHITECTURES, "tv": _tv_names}
+        "builtin": _builtin_names, "cifar": lambda: ARCHITECTURES, "tv": _tv_names,
+        "text": _text_names}
     if sep:
         if head != "timm" and rest not in namespaces[head]():
             _unknown(spec, rest, list(namespaces[head]()), head + ":")
@@ -131,10 +143,12 @@ def resolve_spec(spec: str) -> tuple[str, str]:
 def _unknown(spec: str, name: str, known: list[str], prefix: str) -> NoReturn:
     close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=3)
     hint = f" Close matches: {', '.join(prefix + c for c in close)}." if close else ""
+    if prefix == "text:":  # a short list: all of it
+        hint = f" The text models: {', '.join(prefix + n for n in known)}."
     raise AdvTransferError(
         f"unknown model name {spec!r}.{hint} A spec is builtin:NAME, cifar:NAME, tv:NAME "
-        "(torchvision's classification models), timm:NAME or package.module:factory (the "
-        "names: `advtransfer models`, or advtransfer.models.list_models() in Python)")
+        "(torchvision's classification models), text:NAME, timm:NAME or package.module:factory "
+        "(the names: `advtransfer models`, or advtransfer.models.list_models() in Python)")
 
 
 def _weights_arg(spec: str, weights: Any) -> Path | str | None:
@@ -178,15 +192,19 @@ def _builtin(spec: str, name: str, weights: Path | str | None, num_classes: int 
 
 
 def _cifar(spec: str, name: str, weights: Path | str | None, num_classes: int | None,
-           kwargs: dict[str, Any]) -> nn.Module:
-    from advtransfer.models.architectures import build
+           kwargs: dict[str, Any], namespace: str = "cifar") -> nn.Module:
+    """A ``cifar:`` architecture, or a ``text:`` model (``namespace="text"``), built and
+    loaded."""
+    from advtransfer.models import architectures, text
     from advtransfer.models.checkpoint import load_into
 
+    builders, build = ((text.TEXT_MODELS, text.build) if namespace == "text"
+                       else (ARCHITECTURES, architectures.build))
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     if weights is None:
         free = all(p.default is not p.empty or p.name in kwargs
-                   for p in inspect.signature(ARCHITECTURES[name]).parameters.values())
+                   for p in inspect.signature(builders[name]).parameters.values())
         alt, r = (", or 'random' for a random initialisation", "|random") if free else ("", "")
         raise AdvTransferError(
             f"model {spec!r} is an architecture and needs the path of its trained weights{alt} "
@@ -278,10 +296,10 @@ def create(
     """Build the model ``spec`` names and load its weights (the specs: see the module docs).
 
     Args:
-        spec: ``builtin:NAME``, ``cifar:NAME``, ``tv:NAME``, ``timm:NAME``,
+        spec: ``builtin:NAME``, ``cifar:NAME``, ``text:NAME``, ``tv:NAME``, ``timm:NAME``,
             ``package.module:factory`` or an unambiguous unprefixed name.
         weights: a weight file, ``"random"`` (seeded random initialisation), or ``None``:
-            builtin -> trained now on the digits; cifar -> refused (an architecture needs
+            builtin -> trained now on the digits; cifar, text -> refused (an architecture needs
             weights); tv/timm -> the ``$ADVTRANSFER_HOME/weights`` cache (or ``download``);
             module:factory -> the factory's own weights.
         num_classes: outputs of the model, passed to the builder (``builtin:`` models have 10).
@@ -309,8 +327,8 @@ def create(
         if namespace == "builtin":
             model = _builtin(spec, name, path, num_classes, 0 if seed is None else seed, progress,
                              kwargs)
-        elif namespace == "cifar":
-            model = _cifar(spec, name, path, num_classes, kwargs)
+        elif namespace in ("cifar", "text"):
+            model = _cifar(spec, name, path, num_classes, kwargs, namespace)
         elif namespace == "module":
             model = _factory(spec, path, num_classes, kwargs)
         else:

@@ -31,7 +31,6 @@ Task names, images and affinities are in :mod:`advtransfer.data.taskonomy`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch import nn
 
 from advtransfer.data.taskonomy import DECODER_TASKS, canonical_task
 from advtransfer.errors import AdvTransferError
+from advtransfer.fileio import sha256_file
 from advtransfer.models.checkpoint import unpickling_reason
 from advtransfer.models.wrappers import InputRange
 
@@ -92,14 +92,6 @@ def _default_weights_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fetch(files: dict[str, str], folder: Path, *, download: bool, verify: bool,
            task: str) -> None:
     missing = [name for name in files if not (folder / name).is_file()]
@@ -109,7 +101,7 @@ def _fetch(files: dict[str, str], folder: Path, *, download: bool, verify: bool,
             path = folder / name
             if name in missing or match is None:
                 continue
-            if _sha256(path) != match.group(1):
+            if sha256_file(path) != match.group(1):
                 raise AdvTransferError(
                     f"{path} does not match the SHA-256 in its name (the official checkpoint): "
                     "it is corrupt or incomplete; delete it and rerun with --download")

@@ -627,18 +627,10 @@ def _check_attack(c: SelectionAttackFields) -> None:
 
 
 def _attack(c: Any) -> dict[str, Any]:
-    """The attack settings in the units' keys (``step_size``, ``random_start`` and ``iterate``
-    only when not at their defaults, so the keys of runs that never set them stay the same)."""
-    out = {"eps": c.eps, "norm": c.norm, "objective": c.objective, "solver": c.solver,
-           "steps": c.steps, "convention": c.convention, "attack_samples": c.attack_samples,
-           "correct_only": c.correct_only}
-    if c.step_size is not None:
-        out["step_size"] = c.step_size
-    if not c.random_start:
-        out["random_start"] = False
-    if c.iterate != "best":
-        out["iterate"] = c.iterate
-    return out
+    """The attack settings in the units' keys: every field of the attack
+    (:meth:`AttackConfig.key`) and the recipe's settings of what is attacked."""
+    return {**attack_config(c).key(), "convention": c.convention,
+            "attack_samples": c.attack_samples, "correct_only": c.correct_only}
 
 
 def _floored(values: Sequence[float]) -> list[float]:

@@ -70,6 +70,7 @@ from advtransfer.experiments.stages import alpha_labels
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.methods import method_label
 from advtransfer.models.architectures import two_layer_sigmoid
+from advtransfer.store import unit_key
 from advtransfer.theory import first_order_transferability, gradient_matching_distance
 from advtransfer.training import evaluate, fit
 
@@ -274,7 +275,7 @@ def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
         lambda m: fit(m, (x_tr, y_tr), task="regression", epochs=c.epochs, lr=c.lr,
                       optimizer="adam", batch_size=256, seed=seed, progress=ctx.progress,
                       description="training the target"))
-    target_key = unit
+    target_key = unit_key("synthetic-target", unit)
     mse = evaluate(target, (x_te, y_te), task="regression").loss
     target_rmse = math.sqrt(mse * y.shape[1])
     target_r2 = 1.0 - mse / float(y_te.var(dim=0, unbiased=False).mean())
