@@ -145,6 +145,19 @@ class Store:
                                    f"{exc.strerror or exc}") from None
         self._ready = True
 
+    def check_writable(self, path: Path, kind: str) -> None:
+        """Refuse, before computing it, a unit whose file could not be written (its folder, or
+        the nearest existing folder above it, is not writable): the work would be lost."""
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise AdvTransferError(
+                f"--out {self.root}: {folder} is not writable, so this {kind} unit would be "
+                "computed and lost; nothing was computed. Give a writable --out (a finished "
+                "run in a read-only place can be reported with `advtransfer report DIR --out "
+                "OTHER`).")
+
     @property
     def touched(self) -> list[str]:
         """The unit files this run used, relative to the root."""
@@ -287,6 +300,7 @@ class Store:
         if stored is not None:
             self._use(path, "reused")
             return stored
+        self.check_writable(path, kind)
         result = compute()
         self.prepare()
         write_json(path, {"kind": kind, "config": config, "result": result})
@@ -309,6 +323,7 @@ class Store:
                 self._use(self.record_path(kind, config), "reused")
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
+            self.check_writable(self.record_path(kind, units[todo[0]][0]), kind)
             self.prepare()
             done = (executor or LocalExecutor()).map(
                 _compute_record, [(units[i][0], units[i][1]) for i in todo],
@@ -337,6 +352,7 @@ class Store:
             else:
                 self._use(path, "reused")
                 return loaded
+        self.check_writable(path, kind)
         model = train(model)
         self._use(path, "computed")
         self.prepare()
@@ -373,6 +389,7 @@ class Store:
                     self._use(path, "reused")
                     self._last_tensors = (path, loaded)
                     return loaded
+        self.check_writable(path, kind)
         result = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
         self.prepare()
         save_model(result, path, metadata={"kind": kind, "config": wanted})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,3 +216,25 @@ def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_run(tmp_path
         again = execute(plan("synthetic", out, quick=True), progress=False)
     assert not any(p.exists() for p in leftovers)
     assert again["records"] == first["records"] and record.exists()
+
+
+def test_a_unit_that_cannot_be_written_is_refused_before_it_is_computed(tmp_path, monkeypatch):
+    """A folder that cannot be written (a read-only mount; root can write anywhere else, so
+    os.access is what is asked) refuses the unit before its work: compute is never called."""
+    store = Store(tmp_path / "run")
+    assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
+    calls = []
+    readonly = str(tmp_path / "run")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: not str(p).startswith(readonly)
+                        and real(p, mode))
+    for compute in (lambda: store.record("k", {"a": 2}, lambda: calls.append(1) or {"v": 2}),
+                    lambda: store.model("m", {"w": 2}, lambda: torch.nn.Linear(2, 2),
+                                        lambda m: calls.append(1) or m),
+                    lambda: store.records("k", [({"a": 3}, 3)], lambda p: calls.append(p)
+                                          or {"v": p})):
+        with pytest.raises(AdvTransferError, match="is not writable, so this (k|m) unit would "
+                           "be computed and lost; nothing was computed"):
+            compute()
+    assert calls == []
+    assert store.record("k", {"a": 1}, lambda: {"v": 9}) == {"v": 1}  # reading still works
