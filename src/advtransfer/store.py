@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -116,6 +117,10 @@ class Store:
         # unit files used by this run (relative to root) -> "computed" or "reused"; a unit
         # computed by this run and read again later still counts as computed, once
         self._units: dict[str, str] = {}
+        #: seconds this process spent computing units (outermost computations only: a unit
+        #: computed inside another's computation is not counted twice), see :meth:`_timed`
+        self.compute_seconds = 0.0
+        self._depth = 0
         self._last_tensors: tuple[Path, dict[str, torch.Tensor]] | None = None
         self._identity: dict | None = None  # run.json content, written with the first unit
         self._env_said = False  # a resume in another environment is said once
@@ -157,6 +162,20 @@ class Store:
                 "computed and lost; nothing was computed. Give a writable --out (a finished "
                 "run in a read-only place can be reported with `advtransfer report DIR --out "
                 "OTHER`).")
+
+    @contextmanager
+    def _timed(self, executor: Executor | None = None) -> Iterator[None]:
+        """Add the block's wall time to :attr:`compute_seconds` when it is a unit computed in
+        this process (not one handed to an executor that runs it elsewhere, which counts its
+        own ``worker_seconds``), and not nested in another unit's computation."""
+        elsewhere = executor is not None and not isinstance(executor, LocalExecutor)
+        start, self._depth = time.perf_counter(), self._depth + 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and not elsewhere:
+                self.compute_seconds += time.perf_counter() - start
 
     @property
     def touched(self) -> list[str]:
@@ -301,7 +320,8 @@ class Store:
             self._use(path, "reused")
             return stored
         self.check_writable(path, kind)
-        result = compute()
+        with self._timed():
+            result = compute()
         self.prepare()
         write_json(path, {"kind": kind, "config": config, "result": result})
         self._use(path, "computed")
@@ -325,10 +345,11 @@ class Store:
         if todo:
             self.check_writable(self.record_path(kind, units[todo[0]][0]), kind)
             self.prepare()
-            done = (executor or LocalExecutor()).map(
-                _compute_record, [(units[i][0], units[i][1]) for i in todo],
-                shared={"_path_root": str(self.root), "_kind": kind, "_compute": compute,
-                        **(shared or {})}, description=description, progress=progress)
+            with self._timed(executor):
+                done = (executor or LocalExecutor()).map(
+                    _compute_record, [(units[i][0], units[i][1]) for i in todo],
+                    shared={"_path_root": str(self.root), "_kind": kind, "_compute": compute,
+                            **(shared or {})}, description=description, progress=progress)
             for i, r in zip(todo, done, strict=True):
                 results[i] = r
                 self._use(self.record_path(kind, units[i][0]), "computed")
@@ -353,7 +374,8 @@ class Store:
                 self._use(path, "reused")
                 return loaded
         self.check_writable(path, kind)
-        model = train(model)
+        with self._timed():
+            model = train(model)
         self._use(path, "computed")
         self.prepare()
         save_model(model, path, metadata={"kind": kind, "config": canonical(config)})
@@ -390,7 +412,8 @@ class Store:
                     self._last_tensors = (path, loaded)
                     return loaded
         self.check_writable(path, kind)
-        result = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+        with self._timed():
+            result = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
         self.prepare()
         save_model(result, path, metadata={"kind": kind, "config": wanted})
         self._use(path, "computed")

@@ -1,8 +1,10 @@
 """Running a recipe: resolve its configuration, open the store, run, write results and report.
 
 ``results.json`` holds the resolved configuration, advtransfer/torch/python versions, seed,
-device, wall time, how many units were computed or reused, one record per source model and the
-correlations; ``report.md``/``report.html``/``results.csv`` and the figures sit beside it.
+device, wall time, how many units were computed or reused and the seconds spent computing
+them in this process and in the executor's workers (``unit_seconds``), one record per source
+model and the correlations; ``report.md``/``report.html``/``results.csv`` and the figures sit
+beside it.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def _execute(p: Plan, *, progress: bool) -> dict[str, Any]:
         "executor": p.executor.name,
         "wall_time_s": time.perf_counter() - start,
         "units": {"computed": p.store.misses, "reused": p.store.hits},
+        # where the units were computed: this process vs the executor's workers (seconds)
+        "unit_seconds": {"in_process": p.store.compute_seconds,
+                         "in_workers": float(getattr(p.executor, "worker_seconds", 0.0))},
         "unit_files": sorted(set(p.store.touched)),
         "code": code_fingerprint(),
         **body,
