@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "advtransfer.models.taskonomy", "advtransfer.models.text")),
     ("numerics", ("advtransfer.attacks", "advtransfer.training", "advtransfer.estimators",
                   "advtransfer.estimators.", "advtransfer.stats", "advtransfer.store")),
-    ("metrics", ("advtransfer.metrics", "advtransfer.reference")),
+    ("metrics", ("advtransfer.metrics", "advtransfer.reference", "advtransfer.text_attack")),
     ("analyses", ("advtransfer.theory", "advtransfer.knowledge", "advtransfer.report")),
     ("facade", ("advtransfer", "advtransfer.models", "advtransfer.models.registry",
                 "advtransfer.models.builtin", "advtransfer.selection")),

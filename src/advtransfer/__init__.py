@@ -6,12 +6,13 @@ Implements Liang et al., *Does Adversarial Transferability Indicate Knowledge Tr
 Layering. A module imports only modules of its own layer or of lower ones (checked by
 tests/test_layers.py, imports inside functions included). From the bottom: *base*
 (``errors``, ``fileio``, ``progress``, ``devices``, ``executors``, ``_version``, ``methods``:
-the model-selection method ids and their display names); *data*
-(``data.*``: datasets, batching, Taskonomy images and task names); *models*
-(``models.adapters``, ``architectures``, ``wrappers``, ``features``, ``checkpoint``, ``zoo``,
-``taskonomy``: building and loading networks, no training); *numerics* (``attacks``,
-``training``, ``estimators``, ``stats``, ``store``); *metrics* (``metrics``, ``reference``: the
-shared reference attack); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
+the model-selection method ids and their display names, ``units``: the kinds of stored unit
+and their versions); *data* (``data.*``: datasets, batching, Taskonomy images and task names,
+the text files of the NLP experiment); *models* (``models.adapters``, ``architectures``,
+``wrappers``, ``features``, ``checkpoint``, ``zoo``, ``taskonomy``, ``text``: building and
+loading networks, no training); *numerics* (``attacks``, ``training``, ``estimators``,
+``stats``, ``store``); *metrics* (``metrics``, ``reference``: the shared reference attack,
+``text_attack``: the authors' snapped text attack); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
 package, the model registry ``advtransfer.models`` / ``models.registry`` / ``models.builtin``,
 which trains the built-in digits models, and ``selection``); *experiments*
 (``experiments.*``: runner, stages, recipes); *cli*.
