@@ -383,7 +383,7 @@ def _row(r: float, p: float, lo: float, hi: float, rho: float | None = None,
 
 def test_honest_reading_needs_p_and_interval_to_agree() -> None:
     """One rule: clear only when p < 0.05 and the interval excludes 0; disagreement is said."""
-    from advtransfer.report import _honest_line
+    from advtransfer.report.text import _honest_line
 
     line = _honest_line(_row(0.45, 0.03, -0.05, 0.6))
     assert line.startswith("m vs acc: inconclusive (Pearson: p = 0.03 but the 95% interval "
@@ -490,7 +490,7 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
     parser = StrictHTML()
     parser.feed(page)
     assert parser.errors == [] and parser.stack == [] and "What this run shows" in page
-    from advtransfer.report import _corr_title
+    from advtransfer.report.figures import _corr_title
 
     assert "\nwithin equal share: r_w = 0.00 (p = 1), CI [" in _corr_title(rows[0])
     assert ("In short, for accuracy: the share of target classes moves both the metrics and "
@@ -509,7 +509,7 @@ def test_within_group_section_and_what_the_run_shows(tmp_path: Path) -> None:
 
 
 def test_within_line_says_when_the_t_test_disagrees() -> None:
-    from advtransfer.report import _within_line
+    from advtransfer.report.text import _within_line
 
     w = {"metric": "m", "outcome": "acc", "n": 20, "groups": 5, "r": 0.34, "p": 0.021,
          "p_t": 0.2, "ci_low": 0.09, "ci_high": 0.63, "confidence": 0.95}
@@ -565,13 +565,13 @@ def _check_readable(fig: Any) -> None:
 
 
 def test_every_figure_has_labels_units_title_and_legend() -> None:
-    from advtransfer.report import (
+    from advtransfer.report.figures import (
         _matrix_figure,
-        _parse,
         _scatter_figure,
         _sweep_figure,
         _tau_figure,
     )
+    from advtransfer.report.spec import _parse
     from advtransfer.stats import correlation_table
 
     for results in (make_results(), make_selection_results()):
@@ -593,7 +593,8 @@ def test_every_figure_has_labels_units_title_and_legend() -> None:
 
 
 def test_model_selection_figures_colour_targets_and_chart_the_tau_table(tmp_path: Path) -> None:
-    from advtransfer.report import _parse, _scatter_figure, _tau_figure
+    from advtransfer.report.figures import _scatter_figure, _tau_figure
+    from advtransfer.report.spec import _parse
 
     results = make_selection_results()
     spec = _parse(results)
@@ -678,7 +679,8 @@ def test_report_html_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 def test_axis_unit_follows_the_recipes_label_before_the_key() -> None:
     # the authors' synthetic columns: loss_f_S is an RMSE, gradient_loss a distance
-    from advtransfer.report import _axis_label, _parse
+    from advtransfer.report.figures import _axis_label
+    from advtransfer.report.spec import _parse
 
     spec = _parse({"records": [{"loss_f_S": 0.1, "gradient_loss": 0.2, "transfer_loss": 1.0}],
                    "report": {"title": "t", "metrics": ["gradient_loss"],
@@ -693,7 +695,8 @@ def test_axis_unit_follows_the_recipes_label_before_the_key() -> None:
 def test_sweep_figure_draws_one_line_per_design_group() -> None:
     # several runs swept over the same scale (the authors' synthetic sweep): one line per run,
     # not one mean over runs that the design keeps apart
-    from advtransfer.report import _parse, _sweep_figure
+    from advtransfer.report.figures import _sweep_figure
+    from advtransfer.report.spec import _parse
 
     records = [{"run": run, "scale": s, "alpha1": a * (1 - s), "loss": s + a}
                for run, a in (("a", 1.0), ("b", 0.5), ("c", 0.2)) for s in (0.0, 0.5, 1.0)]
@@ -711,7 +714,7 @@ def test_sweep_figure_draws_one_line_per_design_group() -> None:
 def test_label_boxes_are_computed_where_matplotlib_puts_the_text() -> None:
     # the decluttering places labels by arithmetic on each label's size; that must be the box
     # matplotlib draws at every candidate position (multi-line text and every alignment)
-    from advtransfer import report as rep
+    from advtransfer.report import figures as rep
 
     fig = rep._new_figure(4, 3)
     ax = fig.subplots()

@@ -36,6 +36,7 @@ from advtransfer.selection import (
     normalized_ranks,
     rank,
     rank_average,
+    scoring,
     summarize,
 )
 from advtransfer.training import fit
@@ -121,14 +122,14 @@ def test_rank_measures_only_the_directions_asked(target, monkeypatch):
     exactly those computed beside every other adversarial method."""
     train, _, ref = target
     seen = []
-    original = selection.measure_against_reference
+    original = scoring.measure_against_reference
 
     def recording(victim, ref, config, **kwargs):
         seen.append((kwargs["name"], tuple(kwargs["directions"]), kwargs["alpha2"],
                      kwargs["reference"] is not None, kwargs.get("noise_baseline", False)))
         return original(victim, ref, config, **kwargs)
 
-    monkeypatch.setattr(selection, "measure_against_reference", recording)
+    monkeypatch.setattr(scoring, "measure_against_reference", recording)
     pool = _random_pool(3)
     kw = {"steps": 3, "attack_samples": 40, "batch_size": 16, "seed": 1}
     t2s = rank(pool, train, ref, methods=["alpha1", "alpha2", "combined"], **kw)

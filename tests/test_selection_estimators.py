@@ -20,7 +20,7 @@ from advtransfer.methods import (
     POOL_METHODS,
     method_label,
 )
-from advtransfer.selection import _ESTIMATORS, rank
+from advtransfer.selection import _ESTIMATORS, estimation, rank
 
 
 def _pool(n: int = 3) -> dict[str, nn.Module]:
@@ -95,7 +95,7 @@ def test_a_candidate_without_features_is_nan_for_feature_and_pooled_methods(data
 
 
 def test_lgc_beyond_the_gradient_budget_is_nan_with_a_warning(data, monkeypatch):
-    monkeypatch.setattr(selection, "GRADIENT_BUDGET", 100)
+    monkeypatch.setattr(estimation, "GRADIENT_BUDGET", 100)
     with pytest.warns(UserWarning, match="gradient budget"):
         r = rank(_pool(1), data, None, methods=["lgc", "logme"])
     assert math.isnan(r.scores["lgc"]["m0"]) and np.isfinite(r.scores["logme"]["m0"])

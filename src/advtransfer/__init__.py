@@ -12,10 +12,12 @@ the text files of the NLP experiment); *models* (``models.adapters``, ``architec
 ``wrappers``, ``features``, ``checkpoint``, ``zoo``, ``taskonomy``, ``text``: building and
 loading networks, no training); *numerics* (``attacks``, ``training``, ``estimators``,
 ``stats``, ``store``); *metrics* (``metrics``, ``reference``: the shared reference attack,
-``text_attack``: the authors' snapped text attack); *analyses* (``theory``, ``knowledge``, ``report``); *facade* (this
-package, the model registry ``advtransfer.models`` / ``models.registry`` / ``models.builtin``,
-which trains the built-in digits models, and ``selection``); *experiments*
-(``experiments.*``: runner, stages, recipes); *cli*.
+``text_attack``: the authors' snapped text attack); *analyses* (``theory``, ``knowledge``,
+``report.*``); *facade* (this package, the model registry ``advtransfer.models`` /
+``models.registry`` / ``models.builtin``, which trains the built-in digits models, and
+``selection`` with its ``scoring`` and ``candidates``; its other modules sit lower, each as
+low as its imports allow); *experiments* (``experiments.*``: runner, stages, recipes, the
+model-selection analysis); *cli*.
 """
 
 from __future__ import annotations

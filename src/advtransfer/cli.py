@@ -378,20 +378,28 @@ SourceClassesOpt = _num_classes_opt("--source")
 TargetClassesOpt = _num_classes_opt("--target")
 
 
+_SourceOpt = Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help=_SPEC_HELP + " "
+                                         "SPEC=WEIGHTS gives weights, as in matrix and rank.")]
+_TargetOpt = Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help="The target "
+                                         "(reference) model; as --source.")]
+_SourceWeightsOpt = Annotated[Path | None, typer.Option(
+    metavar="FILE", help="Weights for --source (.safetensors, or .pt/.pth holding only "
+                         "tensors), or 'random' for a seeded random initialisation.")]
+_TargetWeightsOpt = Annotated[Path | None, typer.Option(metavar="FILE",
+                                                        help="Weights for --target.")]
+_AttackBatchOpt = Annotated[int, typer.Option(metavar="INT", help="Attack batch size.")]
+_MeasureOutOpt = Annotated[Path | None, typer.Option(metavar="FILE.json",
+                                                     help="Write the result as JSON here.")]
+
+
 @app.command()
 @attack_options
 @threads_option
 def measure(
-    source: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help=_SPEC_HELP + " "
-                                        "SPEC=WEIGHTS gives weights, as in matrix and rank.")
-                      ] = "digits-mlp",
-    target: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]", help="The target "
-                                        "(reference) model; as --source.")] = "digits-cnn",
-    source_weights: Annotated[Path | None, typer.Option(
-        metavar="FILE", help="Weights for --source (.safetensors, or .pt/.pth holding only "
-                             "tensors), or 'random' for a seeded random initialisation.")] = None,
-    target_weights: Annotated[Path | None, typer.Option(metavar="FILE",
-                                                        help="Weights for --target.")] = None,
+    source: _SourceOpt = "digits-mlp",
+    target: _TargetOpt = "digits-cnn",
+    source_weights: _SourceWeightsOpt = None,
+    target_weights: _TargetWeightsOpt = None,
     source_num_classes: SourceClassesOpt = None,
     target_num_classes: TargetClassesOpt = None,
     download: DownloadOpt = False,
@@ -399,11 +407,10 @@ def measure(
     n_samples: SamplesOpt = 256,
     attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
-    batch_size: Annotated[int, typer.Option(metavar="INT", help="Attack batch size.")] = 128,
+    batch_size: _AttackBatchOpt = 128,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
-    out: Annotated[Path | None, typer.Option(metavar="FILE.json",
-                                             help="Write the result as JSON here.")] = None,
+    out: _MeasureOutOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Measure alpha1, alpha2 and combined in both directions for one source/target pair."""
@@ -420,32 +427,13 @@ def measure(
         _check_specs([source, target])
     except AdvTransferError as exc:
         _usage(exc)
-    try:
-        with heartbeat(lambda: f"measure {source} vs {target}", enabled=not quiet):
-            start = time.perf_counter()
-            x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
-            s = load_cli_model(source, source_weights, num_classes=source_num_classes,
-                               download=download, seed=seed, quiet=quiet).to(run_on)
-            t = load_cli_model(target, target_weights, num_classes=target_num_classes,
-                               download=download, seed=seed + 1, quiet=quiet).to(run_on)
-            result = advtransfer.transferability(
-                s, t, x, attack=config, convention=convention, noise_baseline=True,
-                batch_size=batch_size, device=run_on, seed=seed, progress=not quiet)
-    except AdvTransferError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        _interrupted()
-    for table in _pair_tables(result, f"adversarial transferability: {source} vs {target} "
-                              f"({len(x)} samples, {config.norm} eps={config.eps}, "
-                              f"{config.solver})"):
-        console.print(table)
-    console.print(f"convention {convention}: alpha2 and combined "
-                  f"{'squared' if convention == 'authors' else 'unsquared'}. "
-                  "S->T: attacks crafted on the source, applied to the target. a1>1: samples "
-                  "with alpha1 above 1; |delta|: mean perturbation norm; dev / rand dev: the "
-                  "victim's mean output deviation under the attack / under random noise of norm "
-                  "eps.", style="dim")
-    console.print(_convergence_line(result), style="dim")
+    x, result, start = _measure_pair(
+        ((source, source_weights, source_num_classes), (target, target_weights,
+                                                        target_num_classes)),
+        data, n_samples, download=download, seed=seed, quiet=quiet, run_on=run_on,
+        attack=config, convention=convention, batch_size=batch_size)
+    _print_measure(result, convention, f"adversarial transferability: {source} vs {target} "
+                   f"({len(x)} samples, {config.norm} eps={config.eps}, {config.solver})")
     if out is not None:
         from advtransfer.fileio import write_json
 
@@ -455,6 +443,44 @@ def measure(
                    **result.to_dict()}
         write_json(out, payload)
         console.print(f"wrote {out}")
+
+
+def _measure_pair(pair: tuple[tuple[str, Path | None, int | None], ...], data: str,
+                  n_samples: int, *, download: bool, seed: int, quiet: bool, run_on: str,
+                  **measure_kw: Any) -> tuple[torch.Tensor, Any, float]:
+    """``measure``'s work: the inputs of ``data`` (read first: a bad --data costs no model
+    build), the two models of ``pair`` ((spec, weights, num_classes) of the source, then the
+    target; seeds ``seed`` and ``seed + 1``) and :func:`advtransfer.transferability` between
+    them; (inputs, result, start time). A library error exits 1, Ctrl-C 130."""
+    (source, _, _), (target, _, _) = pair
+    try:
+        with heartbeat(lambda: f"measure {source} vs {target}", enabled=not quiet):
+            start = time.perf_counter()
+            x = load_cli_data(data, n_samples)  # first: a bad --data costs no model build
+            s, t = (load_cli_model(spec, weights, num_classes=num_classes, download=download,
+                                   seed=seed + i, quiet=quiet).to(run_on)
+                    for i, (spec, weights, num_classes) in enumerate(pair))
+            result = advtransfer.transferability(
+                s, t, x, noise_baseline=True, device=run_on, seed=seed, progress=not quiet,
+                **measure_kw)
+    except AdvTransferError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
+    return x, result, start
+
+
+def _print_measure(result: Any, convention: str, title: str) -> None:
+    """``measure``'s tables (:func:`_pair_tables`) and the notes that explain them."""
+    for table in _pair_tables(result, title):
+        console.print(table)
+    console.print(f"convention {convention}: alpha2 and combined "
+                  f"{'squared' if convention == 'authors' else 'unsquared'}. "
+                  "S->T: attacks crafted on the source, applied to the target. a1>1: samples "
+                  "with alpha1 above 1; |delta|: mean perturbation norm; dev / rand dev: the "
+                  "victim's mean output deviation under the attack / under random noise of norm "
+                  "eps.", style="dim")
+    console.print(_convergence_line(result), style="dim")
 
 
 @app.command()
@@ -833,36 +859,47 @@ def load_labelled_data(spec: str, n_samples: int) -> tuple[torch.Tensor, torch.T
     return x, y
 
 
+_ReferenceOpt = Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
+                                            help="The target task's reference model: "
+                                                 + _SPEC_HELP)]
+_CandidateOpt = Annotated[list[str], typer.Option("--candidate", "-c", metavar="SPEC[=WEIGHTS]",
+                                                  help="A candidate source model, as "
+                                                       "--reference (repeatable).")]
+_LabelledDataOpt = Annotated[str, typer.Option(metavar="digits|FILE",
+                                               help="Labelled target data: 'digits' or a "
+                                                    ".safetensors file with tensors 'x' and "
+                                                    "'y'.")]
+_MethodsOpt = Annotated[str, typer.Option(metavar="M1,M2,...", help=_METHODS_HELP)]
+_LabelledSamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Labelled samples used "
+                                                                      "(at most what --data "
+                                                                      "holds).")]
+_AttackSamplesOpt = Annotated[int, typer.Option(metavar="INT", help="Inputs attacked (a seeded "
+                                                                    "subset).")]
+_BatchOpt = Annotated[int, typer.Option(metavar="INT", help="Batch size.")]
+_RankSeedOpt = Annotated[int, typer.Option(metavar="INT", help="Seed for built-in models and "
+                                                               "attacks.")]
+_RankOutOpt = Annotated[Path | None, typer.Option(metavar="FILE.json|FILE.csv",
+                                                  help="Write the ranking here.")]
+
+
 @app.command("rank")
 @attack_options
 @threads_option
 def rank_command(
-    reference: Annotated[str, typer.Option(metavar="SPEC[=WEIGHTS]",
-                                           help="The target task's reference model: "
-                                                + _SPEC_HELP)],
-    candidate: Annotated[list[str], typer.Option("--candidate", "-c", metavar="SPEC[=WEIGHTS]",
-                                                 help="A candidate source model, as "
-                                                      "--reference (repeatable).")],
+    reference: _ReferenceOpt,
+    candidate: _CandidateOpt,
     num_classes: NumClassesOpt = None,
     download: DownloadOpt = False,
-    data: Annotated[str, typer.Option(metavar="digits|FILE",
-                                      help="Labelled target data: 'digits' or a .safetensors "
-                                           "file with tensors 'x' and 'y'.")] = "digits",
-    methods: Annotated[str, typer.Option(metavar="M1,M2,...", help=_METHODS_HELP)] = (
-        ",".join(DEFAULT_METHODS)),
-    n_samples: Annotated[int, typer.Option(metavar="INT", help="Labelled samples used (at "
-                                                               "most what --data holds).")
-                         ] = 512,
-    attack_samples: Annotated[int, typer.Option(metavar="INT", help="Inputs attacked (a seeded "
-                                                                    "subset).")] = 256,
+    data: _LabelledDataOpt = "digits",
+    methods: _MethodsOpt = ",".join(DEFAULT_METHODS),
+    n_samples: _LabelledSamplesOpt = 512,
+    attack_samples: _AttackSamplesOpt = 256,
     attack: AttackConfig | None = None,
     convention: ConventionOpt = "icml",
-    batch_size: Annotated[int, typer.Option(metavar="INT", help="Batch size.")] = 128,
+    batch_size: _BatchOpt = 128,
     device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(metavar="INT", help="Seed for built-in models and "
-                                                          "attacks.")] = 0,
-    out: Annotated[Path | None, typer.Option(metavar="FILE.json|FILE.csv",
-                                             help="Write the ranking here.")] = None,
+    seed: _RankSeedOpt = 0,
+    out: _RankOutOpt = None,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
@@ -870,22 +907,11 @@ def rank_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Rank candidate source models for a target task (model selection), best first."""
-    from advtransfer import selection
-    from advtransfer.executors import close, get_executor
+    from advtransfer.executors import get_executor
 
     try:
-        if out is not None and out.suffix.lower() not in (".json", ".csv"):
-            raise AdvTransferError(f"--out must end in .json or .csv; got {out}")
-        if not candidate:
-            raise AdvTransferError("give at least one --candidate")
-        names = _unique_names(candidate, "--candidate")
-        _check_specs([_split_spec(reference, "--reference")[0],
-                      *(_split_spec(item, "--candidate")[0] for item in candidate)])
-        method_list = [m.strip() for m in methods.split(",") if m.strip()]
-        unknown = [m for m in method_list if m not in selection.METHODS]
-        if unknown or not method_list:
-            raise AdvTransferError(f"--methods has unknown name(s) {unknown}; known methods are "
-                                   f"{', '.join(selection.METHODS)}")
+        names = _rank_candidates(reference, candidate, out)
+        method_list = _rank_methods(methods)
         run_on = str(resolve_device(device=device))
         assert attack is not None  # checked by attack_options, before any model is loaded
         config = attack
@@ -897,41 +923,13 @@ def rank_command(
         runner = get_executor(executor, address=address, num_cpus=num_cpus, num_gpus=num_gpus)
     except AdvTransferError as exc:
         _usage(exc)
-    try:
-        with heartbeat(lambda: f"rank {len(candidate)} candidates", enabled=not quiet):
-            start = time.perf_counter()
-            # loaded inside each candidate's unit, one at a time (or on a Ray worker)
-            pool = {name: functools.partial(load_cli_model, *_split_spec(item, "--candidate"),
-                                            num_classes=num_classes, download=download,
-                                            seed=seed + 1 + i, quiet=True)
-                    for i, (name, item) in enumerate(zip(names, candidate, strict=True))}
-            x, y = load_labelled_data(data, n_samples)  # first: a bad --data costs no model build
-            needs_reference = selection.needs_reference(method_list)
-            ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
-                                  download=download, seed=seed, quiet=quiet).to(run_on)
-                   if needs_reference else None)
-            if needs_reference and attack_samples > len(x):
-                warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
-                     f"attacking all {len(x)}")
-            result = selection.rank(
-                pool, (x, y), ref, methods=method_list, attack=config,
-                convention=convention, attack_samples=attack_samples,
-                batch_size=batch_size, device=run_on, seed=seed, progress=not quiet,
-                executor=runner)
-    except AdvTransferError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        _interrupted()
-    finally:
-        close(runner)  # a Ray started for this command is shut down
-    _print_rank_table(result, f"model selection: {len(pool)} candidates for {data} "
-                              f"({len(x)} samples), ranked by {result.methods[0]}")
-    console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"
-                  "combined: attacks crafted on the reference, applied to each candidate "
-                  "(target -> source); *_s2t the reverse.", style="dim")
-    if result.reference_accuracy is not None:
-        console.print(f"reference accuracy on the target data: {result.reference_accuracy:.4f}"
-                      f" ({len(x)} samples; the alpha scores are relative to this model)")
+    x, result, start = _rank_run(
+        reference, dict(zip(names, candidate, strict=True)), data, n_samples,
+        num_classes=num_classes, download=download, seed=seed, quiet=quiet, run_on=run_on,
+        runner=runner, methods=method_list, attack=config, convention=convention,
+        attack_samples=attack_samples, batch_size=batch_size)
+    _print_rank(result, f"model selection: {len(names)} candidates for {data} "
+                        f"({len(x)} samples), ranked by {result.methods[0]}", len(x))
     if out is not None:
         from advtransfer.fileio import atomic_write_text, write_json
 
@@ -945,6 +943,84 @@ def rank_command(
                              "wall_time_s": time.perf_counter() - start,
                              **result.to_dict()})
         console.print(f"wrote {out}")
+
+
+def _rank_candidates(reference: str, candidate: list[str], out: Path | None) -> list[str]:
+    """Usage checks of ``rank``'s --out suffix, --candidate and model specs; the candidates'
+    display names (:func:`_unique_names`)."""
+    if out is not None and out.suffix.lower() not in (".json", ".csv"):
+        raise AdvTransferError(f"--out must end in .json or .csv; got {out}")
+    if not candidate:
+        raise AdvTransferError("give at least one --candidate")
+    names = _unique_names(candidate, "--candidate")
+    _check_specs([_split_spec(reference, "--reference")[0],
+                  *(_split_spec(item, "--candidate")[0] for item in candidate)])
+    return names
+
+
+def _rank_methods(methods: str) -> list[str]:
+    """The method names of ``--methods`` (comma-separated, blanks dropped), each one of
+    :data:`advtransfer.selection.METHODS`, at least one."""
+    from advtransfer import selection
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in method_list if m not in selection.METHODS]
+    if unknown or not method_list:
+        raise AdvTransferError(f"--methods has unknown name(s) {unknown}; known methods are "
+                               f"{', '.join(selection.METHODS)}")
+    return method_list
+
+
+def _rank_run(reference: str, candidates: dict[str, str], data: str, n_samples: int, *,
+              num_classes: int | None, download: bool, seed: int, quiet: bool, run_on: str,
+              runner: Any, methods: list[str], attack_samples: int,
+              **rank_kw: Any) -> tuple[torch.Tensor, Any, float]:
+    """``rank``'s work: the labelled data (read first: a bad --data costs no model build), the
+    reference (only when a method needs it; seed ``seed``) and
+    :func:`advtransfer.selection.rank` of the ``candidates`` (display name -> SPEC[=WEIGHTS];
+    candidate i built with seed ``seed + 1 + i`` inside its unit, one at a time or on a Ray
+    worker); (inputs, result, start time). A library error exits 1, Ctrl-C 130; the executor
+    ``runner`` is closed either way."""
+    from advtransfer import selection
+    from advtransfer.executors import close
+
+    try:
+        with heartbeat(lambda: f"rank {len(candidates)} candidates", enabled=not quiet):
+            start = time.perf_counter()
+            # loaded inside each candidate's unit, one at a time (or on a Ray worker)
+            pool = {name: functools.partial(load_cli_model, *_split_spec(item, "--candidate"),
+                                            num_classes=num_classes, download=download,
+                                            seed=seed + 1 + i, quiet=True)
+                    for i, (name, item) in enumerate(candidates.items())}
+            x, y = load_labelled_data(data, n_samples)  # first: a bad --data costs no model build
+            needs_reference = selection.needs_reference(methods)
+            ref = (load_cli_model(*_split_spec(reference, "--reference"), num_classes=num_classes,
+                                  download=download, seed=seed, quiet=quiet).to(run_on)
+                   if needs_reference else None)
+            if needs_reference and attack_samples > len(x):
+                warn(f"--attack-samples {attack_samples} is more than the {len(x)} samples used: "
+                     f"attacking all {len(x)}")
+            result = selection.rank(
+                pool, (x, y), ref, methods=methods, attack_samples=attack_samples,
+                device=run_on, seed=seed, progress=not quiet, executor=runner, **rank_kw)
+    except AdvTransferError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
+    finally:
+        close(runner)  # a Ray started for this command is shut down
+    return x, result, start
+
+
+def _print_rank(result: Any, title: str, n: int) -> None:
+    """``rank``'s table (:func:`_print_rank_table`) and the notes that explain it."""
+    _print_rank_table(result, title)
+    console.print("Higher = predicted to transfer better, for every method. alpha1/alpha2/"
+                  "combined: attacks crafted on the reference, applied to each candidate "
+                  "(target -> source); *_s2t the reverse.", style="dim")
+    if result.reference_accuracy is not None:
+        console.print(f"reference accuracy on the target data: {result.reference_accuracy:.4f}"
+                      f" ({n} samples; the alpha scores are relative to this model)")
 
 
 def _print_rank_table(result: Any, title: str) -> None:

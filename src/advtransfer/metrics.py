@@ -351,46 +351,90 @@ def measure_matrix(
     with frozen(*models):
         batches = iter_inputs(data, batch_size=batch_size)
         for x in track(batches, description="attacking", enabled=progress):
-            if not x.is_floating_point():
-                raise AdvTransferTypeError(f"data must hold floating-point inputs; got {x.dtype}")
-            x = x.to(run_on)
-            if not torch.isfinite(x).all():
-                raise AdvTransferError("data contains NaN or inf; inputs must be finite")
-            check_bounds(x, config.bounds)
-            if eps_all is not None:  # this batch's slice of the per-sample budgets
-                if seen + len(x) > eps_all.numel():
-                    raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but "
-                                           f"data has more samples; give one value per sample")
-                config = replace(config, eps=eps_all.reshape(-1)[seen:seen + len(x)])
+            x, config = _checked_batch(x, run_on, config, eps_all, seen)
             seen += len(x)
             eps = per_sample_eps(config.eps, x)
-            clean: dict[int, torch.Tensor] = {}
-            if not gives_clean(config):
-                with torch.no_grad():
-                    clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
-            deltas = {}
-            for i in attackers:
-                out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean.get(i))
-                logs[i].update(out)
-                deltas[i] = out.delta
-                if out.clean is not None:
-                    clean[i] = out.clean
+            clean, deltas = _attack_batch(models, names, x, config, gen, attackers, logs)
             noise = clip_to_bounds(x, random_on_sphere(x, eps, config.norm, gen,
                                                      mask_padding=config.mask_padding),
                                    config.bounds)
-            with torch.inference_mode():
-                dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
-                       for i, j in needed}
-                if deviation_map is not None:
-                    dev = {(i, j): deviation_map(j, d) for (i, j), d in dev.items()}
-                rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
-                       for j in victims} if noise_baseline else {}
+            dev, rnd = _batch_deviations(models, names, x, deltas, clean, noise, needed,
+                                         victims if noise_baseline else [], deviation_map)
             for (i, j), acc in accs.items():
                 acc.update(dev[(i, i)] if alpha2 else None, dev[(i, j)], dev[(j, j)],
                            norms(deltas[i], config.norm), rnd.get(j))
     if eps_all is not None and seen != eps_all.numel():
         raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but data has "
                                f"{seen} samples; give one value per sample")
+    return _matrix_results(accs, logs, noise_baseline)
+
+
+def _checked_batch(x: torch.Tensor, run_on: torch.device, config: AttackConfig,
+                   eps_all: torch.Tensor | None,
+                   seen: int) -> tuple[torch.Tensor, AttackConfig]:
+    """One batch of :func:`measure_matrix` on ``run_on``, checked (floating point, finite,
+    within ``config.bounds``), and the configuration of its attacks: with per-sample budgets
+    ``eps_all``, the slice of this batch (``seen`` samples came before it)."""
+    if not x.is_floating_point():
+        raise AdvTransferTypeError(f"data must hold floating-point inputs; got {x.dtype}")
+    x = x.to(run_on)
+    if not torch.isfinite(x).all():
+        raise AdvTransferError("data contains NaN or inf; inputs must be finite")
+    check_bounds(x, config.bounds)
+    if eps_all is not None:  # this batch's slice of the per-sample budgets
+        if seen + len(x) > eps_all.numel():
+            raise AdvTransferError(f"eps holds {eps_all.numel()} per-sample values but "
+                                   f"data has more samples; give one value per sample")
+        config = replace(config, eps=eps_all.reshape(-1)[seen:seen + len(x)])
+    return x, config
+
+
+def _attack_batch(models: Sequence[nn.Module], names: Sequence[str], x: torch.Tensor,
+                  config: AttackConfig, gen: torch.Generator | None, attackers: Sequence[int],
+                  logs: dict[int, ConvergenceLog],
+                  ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """The clean outputs f_i(x) and the perturbations delta_i of every attacker i, in
+    ``attackers`` order (the draws of ``gen`` follow it): one clean forward per model (none
+    when the attack computes f(x) itself, :func:`~advtransfer.attacks.gives_clean`), one attack
+    per model, each logged in ``logs[i]``."""
+    clean: dict[int, torch.Tensor] = {}
+    if not gives_clean(config):
+        with torch.no_grad():
+            clean = {i: forward(models[i], x, name=names[i]) for i in attackers}
+    deltas = {}
+    for i in attackers:
+        out = run_attack(models[i], x, config, gen, name=names[i], y_clean=clean.get(i))
+        logs[i].update(out)
+        deltas[i] = out.delta
+        if out.clean is not None:
+            clean[i] = out.clean
+    return clean, deltas
+
+
+def _batch_deviations(
+    models: Sequence[nn.Module], names: Sequence[str], x: torch.Tensor,
+    deltas: dict[int, torch.Tensor], clean: dict[int, torch.Tensor], noise: torch.Tensor,
+    needed: Sequence[tuple[int, int]], noisy: Sequence[int],
+    deviation_map: Callable[[int, torch.Tensor], torch.Tensor] | None,
+) -> tuple[dict[tuple[int, int], torch.Tensor], dict[int, torch.Tensor]]:
+    """Under ``torch.inference_mode``: the deviations Delta_{i->j} = f_j(x + delta_i) - f_j(x)
+    of the ``needed`` pairs (through ``deviation_map(j, .)`` when given) and, for the victims
+    ``noisy``, the norms ||f_j(x + noise) - f_j(x)|| of the random-noise baseline."""
+    with torch.inference_mode():
+        dev = {(i, j): forward(models[j], x + deltas[i], name=names[j]) - clean[j]
+               for i, j in needed}
+        if deviation_map is not None:
+            dev = {(i, j): deviation_map(j, d) for (i, j), d in dev.items()}
+        rnd = {j: (forward(models[j], x + noise, name=names[j]) - clean[j]).norm(dim=1)
+               for j in noisy}
+    return dev, rnd
+
+
+def _matrix_results(accs: dict[tuple[int, int], DirectionAccumulator],
+                    logs: dict[int, ConvergenceLog],
+                    noise_baseline: bool) -> dict[tuple[int, int], DirectionResult]:
+    """Each pair's :class:`DirectionResult`, with the attacker's convergence statistics; the
+    mean random deviation is NaN unless ``noise_baseline``."""
     results = {}
     for (i, j), acc in accs.items():
         r = acc.compute()

@@ -285,18 +285,7 @@ def measure_against_reference(
     evaluated for s2t. ``noise_baseline=True`` needs ``ref`` computed with it too.
 
     Returns ``{direction: DirectionResult}`` for the directions asked."""
-    directions = tuple(directions)
-    bad = [d for d in directions if d not in DIRECTIONS]
-    if bad or not directions:
-        raise AdvTransferError(f"directions must be a non-empty subset of {list(DIRECTIONS)}; "
-                               f"got {list(directions)}")
-    check_convention(convention)
-    if not isinstance(ref, ReferenceAttack):
-        raise AdvTransferTypeError(f"ref must be a ReferenceAttack (from attack_reference); got "
-                                   f"{type(ref).__name__}")
-    if noise_baseline and ref.random_deviation is None:
-        raise AdvTransferError("noise_baseline=True needs a reference attack computed with "
-                               "noise_baseline=True")
+    directions = _check_measure_arguments(directions, convention, ref, noise_baseline)
     model = select_output(check_module(candidate, f"model {name!r}"), output)
     ref_model = None
     if "s2t" in directions:
@@ -319,25 +308,70 @@ def measure_against_reference(
             noise = clip_to_bounds(xb, random_on_sphere(xb, eb, config.norm, gen,
                                                         mask_padding=config.mask_padding),
                                    config.bounds)
-            dev_tt = ref.deviation[sl].to(run_on)
-            with torch.inference_mode():
-                dev_ss = (_flat(forward(model, xb + out.delta, name=name) - clean)
-                          if "t2s" in directions or alpha2 else None)
-                rnd_s = (_flat(forward(model, xb + noise, name=name) - clean).norm(dim=1)
-                         if noise_baseline else None)
-                if "t2s" in directions:
-                    dev_ts = _flat(forward(model, xb + ref.delta[sl].to(run_on), name=name)
-                                   - clean)
-                    assert dev_ss is not None
-                    accs["t2s"].update(dev_tt if alpha2 else None, dev_ts, dev_ss,
-                                       norms(ref.delta[sl], config.norm), rnd_s)
-                if "s2t" in directions:
-                    assert ref_model is not None
-                    dev_st = _flat(forward(ref_model, xb + out.delta, name=reference_name)) \
-                        - ref.clean[sl].to(run_on)
-                    rnd_t = ref.random_deviation[sl] if noise_baseline else None
-                    accs["s2t"].update(dev_ss if alpha2 else None, dev_st, dev_tt,
-                                       norms(out.delta, config.norm), rnd_t)
+            _measure_batch(model, ref_model, ref, sl, xb, out.delta, clean, noise, config,
+                           accs, directions=directions, alpha2=alpha2,
+                           noise_baseline=noise_baseline, name=name,
+                           reference_name=reference_name)
+    return _direction_results(accs, directions, ref, log, noise_baseline)
+
+
+def _check_measure_arguments(directions: Sequence[str], convention: Convention, ref: Any,
+                             noise_baseline: bool) -> tuple[str, ...]:
+    """The checks of :func:`measure_against_reference`'s arguments; returns ``directions`` as
+    a tuple (a non-empty subset of :data:`DIRECTIONS`)."""
+    directions = tuple(directions)
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or not directions:
+        raise AdvTransferError(f"directions must be a non-empty subset of {list(DIRECTIONS)}; "
+                               f"got {list(directions)}")
+    check_convention(convention)
+    if not isinstance(ref, ReferenceAttack):
+        raise AdvTransferTypeError(f"ref must be a ReferenceAttack (from attack_reference); got "
+                                   f"{type(ref).__name__}")
+    if noise_baseline and ref.random_deviation is None:
+        raise AdvTransferError("noise_baseline=True needs a reference attack computed with "
+                               "noise_baseline=True")
+    return directions
+
+
+def _measure_batch(model: nn.Module, ref_model: nn.Module | None, ref: ReferenceAttack,
+                   sl: slice, xb: torch.Tensor, delta: torch.Tensor, clean: torch.Tensor,
+                   noise: torch.Tensor, config: AttackConfig,
+                   accs: dict[str, DirectionAccumulator], *, directions: tuple[str, ...],
+                   alpha2: bool, noise_baseline: bool, name: str, reference_name: str) -> None:
+    """One batch ``xb`` (the samples ``sl`` of ``ref``) of :func:`measure_against_reference`,
+    given the candidate's perturbation ``delta`` and clean output ``clean``: its deviations
+    Delta_{S->S} (t2s, or alpha2), Delta_{T->S} (t2s) and, through ``ref_model``,
+    Delta_{S->T} (s2t), each added to its direction's accumulator with the reference's stored
+    Delta_{T->T}; the noise deviation only with ``noise_baseline``. The forward passes run
+    under ``torch.inference_mode``."""
+    run_on = xb.device
+    dev_tt = ref.deviation[sl].to(run_on)
+    with torch.inference_mode():
+        dev_ss = (_flat(forward(model, xb + delta, name=name) - clean)
+                  if "t2s" in directions or alpha2 else None)
+        rnd_s = (_flat(forward(model, xb + noise, name=name) - clean).norm(dim=1)
+                 if noise_baseline else None)
+        if "t2s" in directions:
+            dev_ts = _flat(forward(model, xb + ref.delta[sl].to(run_on), name=name) - clean)
+            assert dev_ss is not None
+            accs["t2s"].update(dev_tt if alpha2 else None, dev_ts, dev_ss,
+                               norms(ref.delta[sl], config.norm), rnd_s)
+        if "s2t" in directions:
+            assert ref_model is not None
+            dev_st = _flat(forward(ref_model, xb + delta, name=reference_name)) \
+                - ref.clean[sl].to(run_on)
+            rnd_t = ref.random_deviation[sl] if noise_baseline else None
+            accs["s2t"].update(dev_ss if alpha2 else None, dev_st, dev_tt,
+                               norms(delta, config.norm), rnd_t)
+
+
+def _direction_results(accs: dict[str, DirectionAccumulator], directions: tuple[str, ...],
+                       ref: ReferenceAttack, log: ConvergenceLog,
+                       noise_baseline: bool) -> dict[str, DirectionResult]:
+    """Each asked direction's :class:`DirectionResult`, with the attacker's convergence
+    statistics (the reference's stored ones for t2s, the candidate's ``log`` for s2t); the
+    mean random deviation is NaN unless ``noise_baseline``."""
     results = {}
     for d in directions:
         r = accs[d].compute()

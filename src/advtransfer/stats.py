@@ -223,6 +223,51 @@ def _pair_arrays(x: Any, y: Any, names: tuple[str, str]) -> tuple[np.ndarray, np
     return xa, ya
 
 
+def _scipy_tests(xa: np.ndarray, ya: np.ndarray, notes: list[str]) -> tuple[Any, Any]:
+    """scipy's ``pearsonr`` and ``spearmanr`` of the pairs; each distinct warning scipy raises
+    is appended to ``notes`` once (first line, prefixed ``"scipy: "``) instead of escaping."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pr = sps.pearsonr(xa, ya)
+        sr = sps.spearmanr(xa, ya)
+    for w in caught:
+        msg = "scipy: " + str(w.message).split("\n")[0]
+        if msg not in notes:
+            notes.append(msg)
+    return pr, sr
+
+
+def _bootstrap_intervals(xa: np.ndarray, ya: np.ndarray, n_boot: int, seed: int,
+                         confidence: float, notes: list[str],
+                         ) -> tuple[tuple[float, float], tuple[float, float], int]:
+    """Percentile intervals of Pearson r and Spearman rho over ``n_boot`` resamples of the
+    pairs (indices ``default_rng(seed).integers(0, n, (n_boot, n))``); resamples where a
+    variable is constant are skipped (said in ``notes``). Returns (Pearson interval, Spearman
+    interval, number of resamples used); NaN intervals and 0 when ``n_boot`` is 0."""
+    p_ci = s_ci = (_NAN, _NAN)
+    n_valid = 0
+    if n_boot == 0:
+        return p_ci, s_ci, n_valid
+    n = int(xa.size)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    bx, by = xa[idx], ya[idx]
+    valid = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
+    n_valid = int(valid.sum())
+    bx, by = bx[valid], by[valid]
+    if n_valid:
+        p_ci = _percentile_interval(_rowwise_pearson(bx, by), confidence)
+        rx = sps.rankdata(bx, axis=1)
+        ry = sps.rankdata(by, axis=1)
+        s_ci = _percentile_interval(_rowwise_pearson(rx, ry), confidence)
+    else:
+        notes.append("every bootstrap resample had a constant variable; no interval")
+    if 0 < n_valid < n_boot:
+        notes.append(f"{n_boot - n_valid} of {n_boot} bootstrap resamples skipped "
+                     "(a variable was constant)")
+    return p_ci, s_ci, n_valid
+
+
 def correlation(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
                 confidence: float = 0.95, names: tuple[str, str] = ("x", "y")) -> Correlation:
     """Pearson r and Spearman rho of paired data, with p-values and bootstrap intervals.
@@ -263,37 +308,11 @@ def correlation(x: Any, y: Any, *, n_boot: int = 2000, seed: int = 0,
                              "correlation is undefined")
 
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        pr = sps.pearsonr(xa, ya)
-        sr = sps.spearmanr(xa, ya)
-    for w in caught:
-        msg = "scipy: " + str(w.message).split("\n")[0]
-        if msg not in notes:
-            notes.append(msg)
+    pr, sr = _scipy_tests(xa, ya, notes)
     pearson_r, pearson_p = float(pr.statistic), float(pr.pvalue)
     spearman_rho, spearman_p = float(sr.statistic), float(sr.pvalue)
     spearman_p_exact = _exact_spearman_p(xa, ya) if n <= EXACT_SPEARMAN_MAX_N else _NAN
-
-    p_ci = s_ci = (_NAN, _NAN)
-    n_valid = 0
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, n, size=(n_boot, n))
-        bx, by = xa[idx], ya[idx]
-        valid = (np.ptp(bx, axis=1) > 0) & (np.ptp(by, axis=1) > 0)
-        n_valid = int(valid.sum())
-        bx, by = bx[valid], by[valid]
-        if n_valid:
-            p_ci = _percentile_interval(_rowwise_pearson(bx, by), confidence)
-            rx = sps.rankdata(bx, axis=1)
-            ry = sps.rankdata(by, axis=1)
-            s_ci = _percentile_interval(_rowwise_pearson(rx, ry), confidence)
-        else:
-            notes.append("every bootstrap resample had a constant variable; no interval")
-        if 0 < n_valid < n_boot:
-            notes.append(f"{n_boot - n_valid} of {n_boot} bootstrap resamples skipped "
-                         "(a variable was constant)")
+    p_ci, s_ci, n_valid = _bootstrap_intervals(xa, ya, n_boot, seed, confidence, notes)
     if dropped_note:
         notes.append(dropped_note)
 

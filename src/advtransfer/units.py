@@ -18,10 +18,10 @@ the code that can change a unit of the kind, namely
 
 each module reduced to its syntax tree without docstrings (``ast.unparse``), so comments,
 docstrings and formatting do not count. Modules that only present results
-(:data:`PRESENTATION`) are left out. When the fingerprint of a kind changes and its version
-does not, the test fails and says what to do: bump the version when results may change, or,
-for a change that cannot change any stored result (a rename, a refactor with identical
-numbers, checked by the tests), record the new fingerprint with ``python
+(:data:`PRESENTATION`, with their submodules) are left out. When the fingerprint of a kind
+changes and its version does not, the test fails and says what to do: bump the version when
+results may change, or, for a change that cannot change any stored result (a rename, a
+refactor with identical numbers, checked by the tests), record the new fingerprint with ``python
 tools/unit_versions.py --write --same-results KIND``.
 """
 
@@ -85,6 +85,16 @@ _KINDS = (
     UnitKind("zoo-estimators", 1, "a zoo candidate's estimator scores"),
     UnitKind("zoo-finetune-grid", 1, "one fine-tune of a zoo model's grid search"),
     UnitKind("zoo-finetune", 1, "a zoo model's fine-tune at the chosen setting"),
+    UnitKind("text-embedding", 1, "the text-datasets recipe's frozen word-embedding table over "
+             "the shared vocabulary of its text files (tensors)"),
+    UnitKind("text-model", 1, "a text classifier trained on one text dataset's training split "
+             "(safetensors)"),
+    UnitKind("text-selection", 1, "a text source's estimator and feature-space adversarial "
+             "scores for one target dataset"),
+    UnitKind("text-snapped", 1, "one text model's snapped word-substitution attack on a target "
+             "dataset's test texts (tensors: adversarial ids, changed tokens, success)"),
+    UnitKind("text-snapped-adversarial", 1, "alpha1/alpha2/combined of a text source against "
+             "a reference from their snapped attacks"),
 )
 
 #: The package's own kinds, by name (those with a recorded fingerprint).
@@ -157,7 +167,7 @@ def code_modules(kind: str) -> tuple[str, ...]:
     seen: set[str] = set()
     while todo:
         name = todo.pop()
-        if name in seen or name in PRESENTATION:
+        if name in seen or any(name == p or name.startswith(f"{p}.") for p in PRESENTATION):
             continue
         if importlib.util.find_spec(name) is None:  # pragma: no cover - a declared typo
             raise AdvTransferError(f"unit kind {kind!r} declares module {name!r}, which does "

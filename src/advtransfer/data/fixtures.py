@@ -23,6 +23,7 @@ import colorsys
 import os
 import pickle
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -272,6 +273,35 @@ def write_celeba(
     image_dir = folder / "img_align_celeba"
     image_dir.mkdir(parents=True, exist_ok=True)
 
+    people = _celeba_people(rng, n_identities, n_images)
+    masks = _face_masks()
+    per_image = [_ATTR[name] for name in _PER_IMAGE]
+    names = [f"{i:06d}.jpg" for i in range(1, n_images + 1)]
+    attrs = people.attrs[people.owner].copy()
+    attrs[:, per_image] = np.where(rng.random((n_images, len(per_image))) < 0.4, 1, -1)
+    for i, name in enumerate(names):
+        k = int(people.owner[i])
+        image = _celeba_image(attrs[i], people.backgrounds[k], people.skins[k], masks, rng)
+        image.save(image_dir / name, format="JPEG", quality=90)
+    _write_celeba_lists(folder, names, attrs, people)
+    _write_celeba_boxes(folder, names, rng)
+    return root_path
+
+
+class _CelebAPeople(NamedTuple):
+    """The identities of a fixture CelebA: their CelebA numbers ``ids``, the identity
+    (position in ``ids``) of every image ``owner``, and per identity the attributes (-1/1,
+    one hair colour at most), background and skin colours."""
+
+    ids: np.ndarray
+    owner: np.ndarray
+    attrs: np.ndarray
+    backgrounds: np.ndarray
+    skins: np.ndarray
+
+
+def _celeba_people(rng: np.random.Generator, n_identities: int, n_images: int) -> _CelebAPeople:
+    """Draw the identities (see :class:`_CelebAPeople`) from ``rng``, in a fixed order."""
     ids = np.sort(rng.choice(np.arange(1, 10178), size=n_identities, replace=False))
     owner = rng.permutation(np.arange(n_images) % n_identities)
     n_attr = len(CELEBA_ATTRIBUTES)
@@ -282,33 +312,37 @@ def write_celeba(
             identity_attrs[k, _ATTR[name]] = 1 if hair[k] == j else -1
     backgrounds = rng.uniform(0.1, 0.9, (n_identities, 3))
     skins = rng.uniform(0.45, 0.75, (n_identities, 1)) * np.array([1.0, 0.8, 0.65])
+    return _CelebAPeople(ids, owner, identity_attrs, backgrounds, skins)
 
-    masks = _face_masks()
-    per_image = [_ATTR[name] for name in _PER_IMAGE]
-    names = [f"{i:06d}.jpg" for i in range(1, n_images + 1)]
-    attrs = identity_attrs[owner].copy()
-    attrs[:, per_image] = np.where(rng.random((n_images, len(per_image))) < 0.4, 1, -1)
-    for i, name in enumerate(names):
-        k = int(owner[i])
-        image = _celeba_image(attrs[i], backgrounds[k], skins[k], masks, rng)
-        image.save(image_dir / name, format="JPEG", quality=90)
 
+def _write_celeba_lists(
+    folder: Path, names: list[str], attrs: np.ndarray, people: _CelebAPeople
+) -> None:
+    """Write ``list_attr_celeba.txt``, ``identity_CelebA.txt`` and ``list_eval_partition.txt``
+    (about 80/10/10 % train/valid/test, at least two images in valid and test)."""
+    n_images = len(names)
     n_valid = max(2, round(0.1 * n_images))
     n_test = max(2, round(0.1 * n_images))
     n_train = n_images - n_valid - n_test
     partition = [0] * n_train + [1] * n_valid + [2] * n_test
 
-    count = f"{n_images}\n"
     attr_lines = [_attr_line(name, attrs[i]) for i, name in enumerate(names)]
     (folder / "list_attr_celeba.txt").write_text(
-        count + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(attr_lines) + "\n"
+        f"{n_images}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(attr_lines) + "\n"
     )
     (folder / "identity_CelebA.txt").write_text(
-        "".join(f"{name} {int(ids[owner[i]])}\n" for i, name in enumerate(names))
+        "".join(f"{name} {int(people.ids[people.owner[i]])}\n" for i, name in enumerate(names))
     )
     (folder / "list_eval_partition.txt").write_text(
         "".join(f"{name} {p}\n" for name, p in zip(names, partition, strict=True))
     )
+
+
+def _write_celeba_boxes(folder: Path, names: list[str], rng: np.random.Generator) -> None:
+    """Write ``list_bbox_celeba.txt`` and ``list_landmarks_align_celeba.txt`` (random boxes,
+    landmarks within 3 px of :data:`_LANDMARKS`), drawing the boxes then the landmarks."""
+    n_images = len(names)
+    count = f"{n_images}\n"
     boxes = np.column_stack(
         [
             rng.integers(40, 120, n_images),
@@ -333,4 +367,3 @@ def write_celeba(
             f"{name} {' '.join(f'{v:4d}' for v in landmarks[i])}\n" for i, name in enumerate(names)
         )
     )
-    return root_path

@@ -151,6 +151,26 @@ def _class_names(dataset: Any) -> list[str] | None:
     return None
 
 
+def _label_value(c: Any, names: list[str] | None) -> int:
+    """The integer label ``c`` stands for: a class name's position in ``names`` (the dataset's
+    ``classes``), or an integer (Python, NumPy or a one-element integer tensor) as it is."""
+    if isinstance(c, str):
+        if names is None or c not in names:
+            known = f"known names: {', '.join(names)}" if names else "the dataset has no"
+            if names is None:
+                known += " class names (no 'classes' attribute); use integer labels"
+            raise AdvTransferError(f"class name {c!r} not found; {known}")
+        return names.index(c)
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+        return int(c)
+    if isinstance(c, torch.Tensor) and c.numel() == 1 and not c.is_floating_point():
+        return int(c.item())
+    raise AdvTransferTypeError(
+        f"classes must contain integer labels or class names, got {c!r} "
+        f"({type(c).__name__})"
+    )
+
+
 def _describe_labels(present: Iterable[int]) -> str:
     values = sorted(set(present))
     if not values:
@@ -214,24 +234,7 @@ class ClassSubset(_LabelledView):
         if not requested:
             raise AdvTransferError("classes is empty; give at least one label to keep")
         names = _class_names(dataset)
-        values: list[int] = []
-        for c in requested:
-            if isinstance(c, str):
-                if names is None or c not in names:
-                    known = f"known names: {', '.join(names)}" if names else "the dataset has no"
-                    if names is None:
-                        known += " class names (no 'classes' attribute); use integer labels"
-                    raise AdvTransferError(f"class name {c!r} not found; {known}")
-                values.append(names.index(c))
-            elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
-                values.append(int(c))
-            elif isinstance(c, torch.Tensor) and c.numel() == 1 and not c.is_floating_point():
-                values.append(int(c.item()))
-            else:
-                raise AdvTransferTypeError(
-                    f"classes must contain integer labels or class names, got {c!r} "
-                    f"({type(c).__name__})"
-                )
+        values = [_label_value(c, names) for c in requested]
         duplicates = sorted({v for v in values if values.count(v) > 1})
         if duplicates:
             raise AdvTransferError(f"classes contains duplicate labels: {duplicates}")

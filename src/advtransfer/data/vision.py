@@ -608,19 +608,9 @@ def _celeba_attr_names(header: list[str]) -> list[str]:
 
 
 def _validate_celeba(folder: Path, split: str) -> None:
-    attr_path = folder / "list_attr_celeba.txt"
-    head, attr_names, attr = _read_celeba_table(attr_path, header=True, columns=None)
-    header = _celeba_attr_names(head)
-    if not header or "" in header:
-        raise AdvTransferError(f"{attr_path}, line 2: bad attribute header {head[:5]}...")
-    if attr.shape[1] != len(header):
-        raise AdvTransferError(
-            f"{attr_path}: the header names {len(header)} attributes but rows have "
-            f"{attr.shape[1]} values"
-        )
-    if attr.size and not np.isin(attr, (-1, 1)).all():
-        row = int(np.flatnonzero(~np.isin(attr, (-1, 1)).all(axis=1))[0])
-        raise AdvTransferError(f"{attr_path}, line {row + 3}: attribute values must be -1 or 1")
+    """Check the CelebA list files under ``folder`` (parsed as torchvision does), that they
+    list the same images in the same order, and that the images of ``split`` exist."""
+    attr_names = _celeba_attr_rows(folder / "list_attr_celeba.txt")
     tables = {
         "list_attr_celeba.txt": attr_names,
         "identity_CelebA.txt": _read_celeba_table(
@@ -642,23 +632,56 @@ def _validate_celeba(folder: Path, split: str) -> None:
             f"2 (test), got {int(partition[bad[0], 0])}"
         )
     for filename, names in tables.items():
-        if names != part_names:
-            if len(names) != len(part_names):
-                detail = f"{len(names)} images vs {len(part_names)}"
-            else:
-                pairs = enumerate(zip(names, part_names, strict=True))
-                i = next(i for i, (a, b) in pairs if a != b)
-                detail = f"entry {i + 1} is {names[i]!r} vs {part_names[i]!r}"
-            raise AdvTransferError(
-                f"{folder / filename} and {part_path} must list the same images in the same "
-                f"order ({detail})"
-            )
+        _check_same_images(folder / filename, names, part_path, part_names)
     code = {"train": 0, "valid": 1, "test": 2}.get(split)
     selected = (
         part_names
         if code is None
         else [n for n, p in zip(part_names, partition[:, 0].tolist(), strict=True) if p == code]
     )
+    _check_celeba_split(folder, split, part_path, selected)
+
+
+def _celeba_attr_rows(attr_path: Path) -> list[str]:
+    """The image names of ``list_attr_celeba.txt``, after checking its header (attribute
+    names, none empty), that every row has one value per attribute and every value is -1 or
+    1."""
+    head, attr_names, attr = _read_celeba_table(attr_path, header=True, columns=None)
+    header = _celeba_attr_names(head)
+    if not header or "" in header:
+        raise AdvTransferError(f"{attr_path}, line 2: bad attribute header {head[:5]}...")
+    if attr.shape[1] != len(header):
+        raise AdvTransferError(
+            f"{attr_path}: the header names {len(header)} attributes but rows have "
+            f"{attr.shape[1]} values"
+        )
+    if attr.size and not np.isin(attr, (-1, 1)).all():
+        row = int(np.flatnonzero(~np.isin(attr, (-1, 1)).all(axis=1))[0])
+        raise AdvTransferError(f"{attr_path}, line {row + 3}: attribute values must be -1 or 1")
+    return attr_names
+
+
+def _check_same_images(path: Path, names: list[str], part_path: Path,
+                       part_names: list[str]) -> None:
+    """Raise unless the list file ``path`` names the images of the partition file, in order
+    (the message gives the counts, or the first entry that differs)."""
+    if names == part_names:
+        return
+    if len(names) != len(part_names):
+        detail = f"{len(names)} images vs {len(part_names)}"
+    else:
+        pairs = enumerate(zip(names, part_names, strict=True))
+        i = next(i for i, (a, b) in pairs if a != b)
+        detail = f"entry {i + 1} is {names[i]!r} vs {part_names[i]!r}"
+    raise AdvTransferError(
+        f"{path} and {part_path} must list the same images in the same "
+        f"order ({detail})"
+    )
+
+
+def _check_celeba_split(folder: Path, split: str, part_path: Path, selected: list[str]) -> None:
+    """Raise unless the ``split`` (its image names ``selected``) has at least two images and
+    every one of them is in the image folder."""
     if not selected:
         raise AdvTransferError(f"{part_path} assigns no image to the {split!r} split")
     if len(selected) == 1:

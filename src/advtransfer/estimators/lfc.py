@@ -231,6 +231,36 @@ def per_sample_gradients(model: torch.nn.Module, inputs: Any, *,
     import torch
     from torch.func import functional_call, grad, vmap
 
+    inputs = _check_gradient_arguments(model, inputs, output, chunk_size)
+    named = dict(model.named_parameters())
+    names = _selected_parameters(named, params)
+    diff = {name: named[name].detach() for name in names}
+    fixed = {name: p.detach() for name, p in named.items() if name not in diff}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def scalar(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out = functional_call(model, (weights, fixed, buffers), (x.unsqueeze(0),))
+        return _reduce_output(out, output)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            probe = functional_call(model, (diff, fixed, buffers), (inputs[:1],))
+        _check_probe(probe, output)
+        grads = vmap(grad(scalar), in_dims=(None, 0), chunk_size=chunk_size)(diff, inputs)
+    finally:
+        model.train(was_training)
+    n = inputs.shape[0]
+    return torch.cat([grads[name].reshape(n, -1) for name in names], dim=1).detach()
+
+
+def _check_gradient_arguments(model: Any, inputs: Any, output: Any,
+                              chunk_size: Any) -> torch.Tensor:
+    """The checks of :func:`per_sample_gradients`' arguments; returns ``inputs`` as a tensor
+    (a numpy array or array-like through :func:`torch.as_tensor`) with at least one sample."""
+    import torch
+
     if not isinstance(model, torch.nn.Module):
         raise AdvTransferTypeError(
             f"model must be a torch.nn.Module; got {type(model).__name__}"
@@ -257,8 +287,14 @@ def per_sample_gradients(model: torch.nn.Module, inputs: Any, *,
             f"inputs must have a leading batch dimension with at least 1 sample; got shape "
             f"{tuple(inputs.shape)}"
         )
+    return inputs
 
-    named = dict(model.named_parameters())
+
+def _selected_parameters(named: dict[str, torch.nn.Parameter],
+                         params: Iterable[str] | None) -> list[str]:
+    """The names of the parameters :func:`per_sample_gradients` differentiates, in column
+    order: all of ``named`` (``named_parameters()`` order) for ``params=None``, else
+    ``params`` checked (known, distinct, not a bare string); never empty."""
     if params is None:
         names = list(named)
     else:
@@ -278,40 +314,32 @@ def per_sample_gradients(model: torch.nn.Module, inputs: Any, *,
             raise AdvTransferError("params must not repeat a parameter name")
     if not names:
         raise AdvTransferError("params must select at least one parameter; the selection is empty")
+    return names
 
-    diff = {name: named[name].detach() for name in names}
-    fixed = {name: p.detach() for name, p in named.items() if name not in diff}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
 
-    def reduce(out: torch.Tensor) -> torch.Tensor:
-        flat = out.reshape(-1)
-        if output == "sum":
-            return flat.sum()
-        if output == "mean":
-            return flat.mean()
-        return flat[output]
+def _reduce_output(out: torch.Tensor, output: Literal["sum", "mean"] | int) -> torch.Tensor:
+    """The scalar s of one sample's output: the sum, the mean or entry ``output`` of the
+    flattened output."""
+    flat = out.reshape(-1)
+    if output == "sum":
+        return flat.sum()
+    if output == "mean":
+        return flat.mean()
+    return flat[output]
 
-    def scalar(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out = functional_call(model, (weights, fixed, buffers), (x.unsqueeze(0),))
-        return reduce(out)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probe = functional_call(model, (diff, fixed, buffers), (inputs[:1],))
-        if not isinstance(probe, torch.Tensor) or not probe.is_floating_point():
-            raise AdvTransferError(
-                "model must return a floating-point tensor to differentiate; got "
-                f"{type(probe).__name__}"
-            )
-        if isinstance(output, int) and not isinstance(output, bool) and output >= probe.numel():
-            raise AdvTransferError(
-                f"output index must be below the per-sample output size {probe.numel()}; "
-                f"got {output}"
-            )
-        grads = vmap(grad(scalar), in_dims=(None, 0), chunk_size=chunk_size)(diff, inputs)
-    finally:
-        model.train(was_training)
-    n = inputs.shape[0]
-    return torch.cat([grads[name].reshape(n, -1) for name in names], dim=1).detach()
+def _check_probe(probe: Any, output: Literal["sum", "mean"] | int) -> None:
+    """The model's output on the first sample must be a floating-point tensor with more than
+    ``output`` entries (for an integer ``output``)."""
+    import torch
+
+    if not isinstance(probe, torch.Tensor) or not probe.is_floating_point():
+        raise AdvTransferError(
+            "model must return a floating-point tensor to differentiate; got "
+            f"{type(probe).__name__}"
+        )
+    if isinstance(output, int) and not isinstance(output, bool) and output >= probe.numel():
+        raise AdvTransferError(
+            f"output index must be below the per-sample output size {probe.numel()}; "
+            f"got {output}"
+        )

@@ -1105,6 +1105,28 @@ def evaluate_methods(
     n_draws = _check_int(n_draws, "n_draws", 2)
     _check_choice(ties, "ties", ("average", "first"))
     _check_choice(nan_policy, "nan_policy", ("propagate", "omit"))
+    ms = _resolve_measures(measures, ties, nan_policy)
+    names = [m.name for m in ms]
+    table, aligned = _aligned_scores(scores, truth, ms)
+    plan = _plan([len(n) for n in table.names], n_boot, seed, over_t)
+
+    rows = [ProtocolRow(str(method), "method",
+                        {m.name: _method_interval(m, s_list, table, plan, level, over_t)
+                         for m in ms})
+            for method, s_list in aligned.items()]
+    if truth_runs is not None:
+        rows.append(_ceiling_row(truth_runs, table, ms, plan, level, over_t))
+    if baselines:
+        rows += _baseline_rows(truth, table, ms, plan, level, over_t, n_draws, seed)
+    return ProtocolResult(tuple(rows), tuple(names), {m.name: m.higher_is_better for m in ms},
+                          table.targets, n_boot, level, seed, over_t)
+
+
+def _resolve_measures(measures: Sequence[Any], ties: Ties,
+                      nan_policy: NanPolicy) -> list[Measure]:
+    """The :class:`Measure` objects of :func:`evaluate_methods`' ``measures`` (a name, a
+    Measure, or a sequence of them; names through :func:`get_measure` with ``ties`` and
+    ``nan_policy``): at least one, with distinct names."""
     if isinstance(measures, (str, Measure)):
         measures = (measures,)
     ms = [get_measure(m, ties=ties, nan_policy=nan_policy) if isinstance(m, str)
@@ -1114,13 +1136,21 @@ def evaluate_methods(
     names = [m.name for m in ms]
     if len(set(names)) != len(names):
         raise AdvTransferError(f"measures must have distinct names; got {names}")
+    return ms
+
+
+def _aligned_scores(scores: Any, truth: Mapping[Any, Mapping[Any, float]],
+                    ms: Sequence[Measure]) -> tuple[_Table, dict[Any, tuple[np.ndarray, ...]]]:
+    """The truth table of ``truth`` (checked for every measure of ``ms``) and each method's
+    scores aligned to it (:func:`_score_table`); errors name the method, and the names of the
+    baseline rows are refused as method names."""
     if not isinstance(scores, Mapping) or not scores:
         raise AdvTransferError("scores must be a non-empty mapping method -> {target: "
                                "{candidate: score}}")
     table = _truth_table(truth)
     for m in ms:
         _check_positive_truth(m, table)
-    aligned = {}
+    aligned: dict[Any, tuple[np.ndarray, ...]] = {}
     for method, per in scores.items():
         if str(method) in _RESERVED:
             raise AdvTransferError(f"method name {method!r} is reserved for a baseline row; "
@@ -1129,32 +1159,41 @@ def evaluate_methods(
             aligned[method] = _score_table(per, table)
         except AdvTransferError as exc:
             raise type(exc)(f"method {method!r}: {exc}") from None
-    plan = _plan([len(n) for n in table.names], n_boot, seed, over_t)
+    return table, aligned
 
-    rows = [ProtocolRow(str(method), "method",
-                        {m.name: _method_interval(m, s_list, table, plan, level, over_t)
-                         for m in ms})
-            for method, s_list in aligned.items()]
-    if truth_runs is not None:
-        runs_table, runs = _runs_table(truth_runs)
-        if runs_table.targets != table.targets or runs_table.names != table.names:
-            raise AdvTransferError("truth_runs must name the same targets and candidates as "
-                                   "truth, in the same order")
-        rows.append(ProtocolRow("seed_ceiling", "ceiling",
-                                {m.name: _ceiling_interval(m, runs_table, runs, plan, level,
-                                                           over_t) for m in ms}))
-    if baselines:
-        try:
-            static = static_ranker(truth)
-        except AdvTransferError as exc:
-            warnings.warn(f"no static_ranker row: {exc}", UserWarning, stacklevel=2)
-        else:
-            s_list = _score_table(static, table)
-            rows.append(ProtocolRow("static_ranker", "static",
-                                    {m.name: _method_interval(m, s_list, table, plan, level,
-                                                              over_t) for m in ms}))
-        rows.append(ProtocolRow("random_ranking", "random",
-                                {m.name: _summarize_draws(_random_draws(m, table, n_draws, seed),
-                                                          level) for m in ms}))
-    return ProtocolResult(tuple(rows), tuple(names), {m.name: m.higher_is_better for m in ms},
-                          table.targets, n_boot, level, seed, over_t)
+
+def _ceiling_row(truth_runs: Mapping[Any, Mapping[Any, Sequence[float]]], table: _Table,
+                 ms: Sequence[Measure], plan: list[list[tuple[int, np.ndarray | None]]],
+                 level: float, over_t: tuple[str, ...]) -> ProtocolRow:
+    """The ``seed_ceiling`` row of :func:`evaluate_methods`: :func:`seed_agreement` of the
+    fine-tuning runs with its bootstrap interval (the methods' resamples, ``plan``)."""
+    runs_table, runs = _runs_table(truth_runs)
+    if runs_table.targets != table.targets or runs_table.names != table.names:
+        raise AdvTransferError("truth_runs must name the same targets and candidates as "
+                               "truth, in the same order")
+    return ProtocolRow("seed_ceiling", "ceiling",
+                       {m.name: _ceiling_interval(m, runs_table, runs, plan, level, over_t)
+                        for m in ms})
+
+
+def _baseline_rows(truth: Mapping[Any, Mapping[Any, float]], table: _Table,
+                   ms: Sequence[Measure], plan: list[list[tuple[int, np.ndarray | None]]],
+                   level: float, over_t: tuple[str, ...], n_draws: int,
+                   seed: int) -> list[ProtocolRow]:
+    """The baseline rows of :func:`evaluate_methods`: ``static_ranker`` scored like a method
+    (left out with a warning, attributed to the caller of :func:`evaluate_methods`, when it is
+    undefined) and ``random_ranking`` (``n_draws`` random rankings from ``seed``)."""
+    rows = []
+    try:
+        static = static_ranker(truth)
+    except AdvTransferError as exc:
+        warnings.warn(f"no static_ranker row: {exc}", UserWarning, stacklevel=3)
+    else:
+        s_list = _score_table(static, table)
+        rows.append(ProtocolRow("static_ranker", "static",
+                                {m.name: _method_interval(m, s_list, table, plan, level,
+                                                          over_t) for m in ms}))
+    rows.append(ProtocolRow("random_ranking", "random",
+                            {m.name: _summarize_draws(_random_draws(m, table, n_draws, seed),
+                                                      level) for m in ms}))
+    return rows

@@ -41,10 +41,13 @@ class RunContext:
         which this process holds, and without progress output; the units a worker computed or
         reused count in this run's totals. ``fn`` and ``items`` must be picklable (Ray uses
         cloudpickle: closures are fine) and the units ``fn`` reads must not be computed by two
-        items at once (compute shared units, such as a reference's attack, before)."""
+        items at once (compute shared units, such as a reference's attack, before). When
+        the items run elsewhere, the run directory is created here first (with ``run.json``
+        and this process's run lock), since the workers write their units into it."""
         if isinstance(self.executor, LocalExecutor):
             return [fn(item, self) for item in track(list(items), description=description,
                                                      enabled=self.progress)]
+        self.store.prepare()
         out = self.executor.map(_in_worker, list(items), shared={
             "fn": fn, "root": str(self.store.root), "device": str(self.device)},
             description=description, progress=self.progress)

@@ -55,6 +55,7 @@ reproduce:
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -261,6 +262,40 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
     _check(c)
     splits = celeba_splits(c)
     columns = {a: splits.attr_names.index(a) for a in c.attributes}
+    attr_data, id_data = _readers(c, ctx, splits)
+    data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
+    task_id = {"identities": c.n_identities, "test_fraction": c.identity_test_fraction,
+               "partition": "test", "data": data_id}
+    reference, ref_key = _identity_reference(c, ctx, id_data["train"], task_id)
+    ref_acc = accuracy(ctx, ref_key, reference, id_data["test"],
+                       f"celeba-identity-{c.n_identities}-test")
+    shared = _Shared(c=c, columns=columns, attr_data=attr_data, id_data=id_data,
+                     data_id=data_id, task_id=task_id, ref_key=ref_key,
+                     x_attack=_attack_inputs(c, ctx, reference, id_data["test"]),
+                     ref_embedding=Embedding(reference), attack=attack_fields(c))
+    # the reference's attack, shared by every source: computed here, before the sources run
+    reference_attack(ctx, ref_key, shared.ref_embedding, shared.x_attack,
+                     inputs=_attack_key(c), batch_size=c.attack_batch_size, **shared.attack)
+    records = ctx.map(functools.partial(_attribute_source, shared=shared),
+                      list(c.attributes))
+    metrics = metric_names(c.direction)
+    ranking_metric = metrics[2]  # the chosen direction's combined value
+    _rank(records, ranking_metric)
+    n_used = records[0]["n_attack"] if records else 0
+    return {
+        "records": records,
+        "reference": {"accuracy": ref_acc, "identities": c.n_identities,
+                      "identity_partition": "test", "n_attack": n_used,
+                      "identities_in_attribute_training": splits.shared_identities},
+        "report": _report(c, splits.shared_identities, ref_acc, n_used, metrics,
+                          ranking_metric),
+    }
+
+
+def _readers(c: CelebAAttributesConfig, ctx: RunContext, splits: CelebASplits
+             ) -> tuple[dict[str, Lazy[Tensors]], dict[str, Lazy[Tensors]]]:
+    """Lazy readers of the attribute and identity splits ("train", "test"): each view is read
+    (:func:`materialize`) only when a unit that needs it is computed."""
 
     def reader(view: Any, what: str) -> Lazy[Tensors]:
         return Lazy(lambda: materialize(view, description=f"reading CelebA {what}",
@@ -270,22 +305,29 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
                  "test": reader(splits.attr_test, "test (attributes)")}
     id_data = {"train": reader(splits.id_train, "identities (train)"),
                "test": reader(splits.id_test, "identities (test)")}
-    data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
-    task_id = {"identities": c.n_identities, "test_fraction": c.identity_test_fraction,
-               "partition": "test", "data": data_id}
+    return attr_data, id_data
 
-    reference, ref_key = trained_classifier(
+
+def _identity_reference(c: CelebAAttributesConfig, ctx: RunContext, train: Lazy[Tensors],
+                        task_id: dict[str, Any]) -> tuple[nn.Module, str]:
+    """The reference (a stored model unit): a ResNet-18 trained on the identity task;
+    (model, unit key)."""
+    return trained_classifier(
         ctx, "reference", {"arch": "resnet18", "width": c.reference_width,
                            "task": {"celeba-identity": task_id}, "seed": c.seed},
-        lambda: _network(c.n_identities, c.reference_width), id_data["train"],
+        lambda: _network(c.n_identities, c.reference_width), train,
         epochs=c.reference_epochs, lr=c.lr, optimizer="sgd", weight_decay=c.weight_decay,
         batch_size=c.batch_size, augment=c.augment,
         description="training the identity reference")
-    ref_acc = accuracy(ctx, ref_key, reference, id_data["test"],
-                       f"celeba-identity-{c.n_identities}-test")
+
+
+def _attack_inputs(c: CelebAAttributesConfig, ctx: RunContext, reference: nn.Module,
+                   test: Lazy[Tensors]) -> Lazy[torch.Tensor]:
+    """The attacked images, read when first needed: the identity test images (those the
+    reference recognises with ``correct_only``), the first ``n_attack``, as floats."""
 
     def attack_inputs() -> torch.Tensor:
-        x, y = id_data["test"]()
+        x, y = test()
         if c.correct_only:
             x = x[predict(reference, x, ctx.device) == y]
             if len(x) == 0:
@@ -295,96 +337,111 @@ def run(c: CelebAAttributesConfig, ctx: RunContext) -> dict[str, Any]:
             x = x[: c.n_attack]
         return to_float(x)
 
-    x_attack = Lazy(attack_inputs)
-    ref_embedding = Embedding(reference)
-    attack = attack_fields(c)
-    # the reference's attack, shared by every source: computed here, before the sources run
-    reference_attack(ctx, ref_key, ref_embedding, x_attack,
-                     inputs={"space": "embedding", "correct_only": c.correct_only,
-                             "n_attack": c.n_attack},
-                     batch_size=c.attack_batch_size, **attack)
+    return Lazy(attack_inputs)
 
-    def one(name: str, ctx: RunContext) -> dict[str, Any]:
-        """One attribute's backbone: trained, fine-tuned and measured (stored units)."""
-        j = columns[name]
 
-        def column(split: str, j: int = j) -> Lazy[Tensors]:
-            return Lazy(lambda: (attr_data[split]()[0], attr_data[split]()[1][:, j]))
+def _attack_key(c: CelebAAttributesConfig) -> dict[str, Any]:
+    """What identifies the attacked inputs in the adversarial units' keys."""
+    return {"space": "embedding", "correct_only": c.correct_only, "n_attack": c.n_attack}
 
-        train_j, test_j = column("train"), column("test")
-        model, key = trained_classifier(
-            ctx, "source", {"arch": "resnet18", "width": c.width, "attribute": name,
-                            "data": data_id, "seed": c.seed},
-            lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr, optimizer="sgd",
-            weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
-            description=f"training {name}")
-        kt = transfer(ctx, key, model, id_data["train"], id_data["test"],
-                      target=f"celeba-identity-{task_id}", task="classification",
-                      features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,
-                      lr=c.finetune_lr, batch_size=128)
-        adv = adversarial(
-            ctx, key, ref_key, Embedding(model), ref_embedding, x_attack,
-            inputs={"space": "embedding", "correct_only": c.correct_only,
-                    "n_attack": c.n_attack},
-            convention=c.convention, batch_size=c.attack_batch_size, **attack)
-        return {
-            "source": name,
-            "attribute_accuracy": accuracy(ctx, key, model, test_j, f"celeba-{name}-test"),
-            "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
-            "transfer_train_accuracy": kt["train_accuracy"], **adv,
-        }
 
-    records = ctx.map(one, list(c.attributes))
+@dataclass(frozen=True)
+class _Shared:
+    """What every attribute source of a run uses: the configuration, the attribute columns,
+    the lazy data, the unit-key parts, the reference's key and embedding, the attacked inputs
+    and the attack fields."""
 
-    metrics = metric_names(c.direction)
-    ranking_metric = metrics[2]  # the chosen direction's combined value
+    c: CelebAAttributesConfig
+    columns: dict[str, int]
+    attr_data: dict[str, Lazy[Tensors]]
+    id_data: dict[str, Lazy[Tensors]]
+    data_id: dict[str, Any]
+    task_id: dict[str, Any]
+    ref_key: str
+    x_attack: Lazy[torch.Tensor]
+    ref_embedding: nn.Module
+    attack: dict[str, Any]
+
+
+def _attribute_source(name: str, ctx: RunContext, *, shared: _Shared) -> dict[str, Any]:
+    """One attribute's backbone: trained, fine-tuned and measured (stored units); its record."""
+    c, s = shared.c, shared
+    j = s.columns[name]
+
+    def column(split: str, j: int = j) -> Lazy[Tensors]:
+        return Lazy(lambda: (s.attr_data[split]()[0], s.attr_data[split]()[1][:, j]))
+
+    train_j, test_j = column("train"), column("test")
+    model, key = trained_classifier(
+        ctx, "source", {"arch": "resnet18", "width": c.width, "attribute": name,
+                        "data": s.data_id, "seed": c.seed},
+        lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr, optimizer="sgd",
+        weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
+        description=f"training {name}")
+    kt = transfer(ctx, key, model, s.id_data["train"], s.id_data["test"],
+                  target=f"celeba-identity-{s.task_id}", task="classification",
+                  features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,
+                  lr=c.finetune_lr, batch_size=128)
+    adv = adversarial(
+        ctx, key, s.ref_key, Embedding(model), s.ref_embedding, s.x_attack,
+        inputs=_attack_key(c), convention=c.convention, batch_size=c.attack_batch_size,
+        **s.attack)
+    return {
+        "source": name,
+        "attribute_accuracy": accuracy(ctx, key, model, test_j, f"celeba-{name}-test"),
+        "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
+        "transfer_train_accuracy": kt["train_accuracy"], **adv,
+    }
+
+
+def _rank(records: list[dict[str, Any]], ranking_metric: str) -> None:
+    """In place: ``alpha_rank`` (1 = largest ``ranking_metric``), then the records sorted by
+    transfer accuracy (largest first) and numbered ``rank``; None/NaN rank last."""
     by_alpha = sorted(range(len(records)), key=lambda i: -_num(records[i][ranking_metric]))
     for rank, i in enumerate(by_alpha, start=1):
         records[i]["alpha_rank"] = rank
     records.sort(key=lambda r: -_num(r["transfer_accuracy"]))
     for rank, r in enumerate(records, start=1):
         r["rank"] = rank
-    n_used = records[0]["n_attack"] if records else 0
+
+
+def _report(c: CelebAAttributesConfig, shared_identities: int, ref_acc: float, n_used: int,
+            metrics: list[str], ranking_metric: str) -> dict[str, Any]:
+    """The report entry of the results: title, description, metrics, labels, columns."""
     return {
-        "records": records,
-        "reference": {"accuracy": ref_acc, "identities": c.n_identities,
-                      "identity_partition": "test", "n_attack": n_used,
-                      "identities_in_attribute_training": splits.shared_identities},
-        "report": {
-            "title": "celeba-attributes: does adversarial transferability in embedding space "
-                     "indicate which attribute model transfers best to face recognition?",
-            "description": (
-                f"Sources: a ResNet-18 (width {c.width}) per CelebA attribute "
-                f"({len(c.attributes)} attributes), trained as a binary classifier for "
-                f"{c.epochs} epoch(s) on {c.image_size} px images of CelebA's train partition. "
-                f"Target: identity recognition among the {c.n_identities} most frequent "
-                "identities of CelebA's test partition, on test-partition images only (no "
-                "source trained on any of them; "
-                f"{splits.shared_identities} of these people also appear in the sources' "
-                f"training images; {round(100 * c.identity_test_fraction)}% of each "
-                "identity's images held out); "
-                f"reference: a ResNet-18 (width {c.reference_width}) trained on it, test "
-                f"accuracy {ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning of each "
-                f"attribute model to the identities ({c.finetune_epochs} epoch(s), lr "
-                f"{c.finetune_lr}). Adversarial transferability on the models' penultimate "
-                f"features (embeddings): {c.solver} {c.norm} eps={c.eps} on [0, 1] images, "
-                f"{c.objective} objective, {c.steps} step(s), {n_used} identity test images. "
-                "Records are ranked by transfer accuracy (rank); alpha_rank ranks them by "
-                f"{ranking_metric}. alpha1 is the mean unsquared ratio"
-                + ("; alpha2 and combined are squared. " if c.convention == "authors" else ". ")
-                + "The paper finds alpha positively correlated with transfer accuracy."),
-            "metrics": metrics,
-            "outcomes": ["transfer_accuracy", "transfer_loss"],
-            "sweep": None,
-            "labels": {**alpha_labels(c.convention),
-                       "transfer_accuracy": "identity accuracy after fine-tuning",
-                       "transfer_loss": "identity loss after fine-tuning",
-                       "attribute_accuracy": "attribute accuracy (CelebA test)",
-                       "rank": "rank by transfer accuracy",
-                       "alpha_rank": f"rank by {ranking_metric}"},
-            "columns": ["rank", "source", "transfer_accuracy", "alpha_rank", "transfer_loss",
-                        "attribute_accuracy", *metrics],
-        },
+        "title": "celeba-attributes: does adversarial transferability in embedding space "
+                 "indicate which attribute model transfers best to face recognition?",
+        "description": (
+            f"Sources: a ResNet-18 (width {c.width}) per CelebA attribute "
+            f"({len(c.attributes)} attributes), trained as a binary classifier for "
+            f"{c.epochs} epoch(s) on {c.image_size} px images of CelebA's train partition. "
+            f"Target: identity recognition among the {c.n_identities} most frequent "
+            "identities of CelebA's test partition, on test-partition images only (no "
+            "source trained on any of them; "
+            f"{shared_identities} of these people also appear in the sources' "
+            f"training images; {round(100 * c.identity_test_fraction)}% of each "
+            "identity's images held out); "
+            f"reference: a ResNet-18 (width {c.reference_width}) trained on it, test "
+            f"accuracy {ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning of each "
+            f"attribute model to the identities ({c.finetune_epochs} epoch(s), lr "
+            f"{c.finetune_lr}). Adversarial transferability on the models' penultimate "
+            f"features (embeddings): {c.solver} {c.norm} eps={c.eps} on [0, 1] images, "
+            f"{c.objective} objective, {c.steps} step(s), {n_used} identity test images. "
+            "Records are ranked by transfer accuracy (rank); alpha_rank ranks them by "
+            f"{ranking_metric}. alpha1 is the mean unsquared ratio"
+            + ("; alpha2 and combined are squared. " if c.convention == "authors" else ". ")
+            + "The paper finds alpha positively correlated with transfer accuracy."),
+        "metrics": metrics,
+        "outcomes": ["transfer_accuracy", "transfer_loss"],
+        "sweep": None,
+        "labels": {**alpha_labels(c.convention),
+                   "transfer_accuracy": "identity accuracy after fine-tuning",
+                   "transfer_loss": "identity loss after fine-tuning",
+                   "attribute_accuracy": "attribute accuracy (CelebA test)",
+                   "rank": "rank by transfer accuracy",
+                   "alpha_rank": f"rank by {ranking_metric}"},
+        "columns": ["rank", "source", "transfer_accuracy", "alpha_rank", "transfer_loss",
+                    "attribute_accuracy", *metrics],
     }
 
 

@@ -108,6 +108,7 @@ The stages (stored training, accuracy, transfer and adversarial units) and the d
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -115,6 +116,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from advtransfer.data.subsets import ClassSubset, RemapLabels
 from advtransfer.data.vision import (
@@ -342,40 +344,83 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
     _check(c)
     names = {a: network_name(a, c.preset) for a in {s.arch for s in sources}
              | {c.reference_architecture}}
+    cifar, stl = _datasets(c)
+    views, target_names, target_id = _target_task(stl, target_stl)
+    data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
+    target = _lazy_reads(c, ctx.progress, views, "STL-10")
+    reference, ref_key = trained_classifier(
+        ctx, "reference", {"arch": names[c.reference_architecture], "width": c.reference_width,
+                           "task": target_id, "data": data_id, "seed": c.seed},
+        lambda: network(c.reference_architecture, len(target_names), c.reference_width,
+                        c.image_size, c.preset),
+        target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
+        optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
+        augment=c.augment, description="training the STL-10 reference")
+    ref_acc = accuracy(ctx, ref_key, reference, target["test"], f"{target_id}-test")
+    shared = _Shared(c=c, names=names, cifar=cifar, target=target, target_stl=target_stl,
+                     target_id=target_id, data_id=data_id, reference=reference,
+                     ref_key=ref_key, x_attack=_attack_inputs(c, ctx, reference,
+                                                              target["test"]),
+                     attack=attack_fields(c), progress=ctx.progress)
+    # the reference's attack, shared by every source: computed here, before the sources run
+    reference_attack(ctx, ref_key, reference, shared.x_attack, inputs=_attack_key(c),
+                     batch_size=c.attack_batch_size, **shared.attack)
+    records = ctx.map(functools.partial(_one_source, shared=shared), sources)
+    n_used = records[0]["n_attack"] if records else 0
+    return {
+        "records": records,
+        # the configuration's None fields as the preset and the step rule filled them
+        "settings": {k: getattr(c, k) for k in (*PRESET_FIELDS, "step_size")},
+        "reference": {"architecture": c.reference_architecture,
+                      "network": names[c.reference_architecture], "accuracy": ref_acc,
+                      "classes": target_names, "n_attack": n_used},
+        "report": _report(c, title=title, sweep=sweep, columns=_columns(sources, target_stl),
+                          description=description + _reference_text(
+                              c, target_names, ref_acc, n_used)),
+    }
+
+
+def _datasets(c: _CifarStlConfig) -> tuple[dict[str, Dataset[Any]], dict[str, Dataset[Any]]]:
+    """CIFAR-10 and STL-10, each by split ("train", "test"), after checking that all four
+    are present (every missing one named at once)."""
     load = {"download": c.download, "verify": c.verify, "size": c.image_size}
     check_available([(d, s) for d in ("cifar10", "stl10") for s in ("train", "test")],
                     c.data_root, download=c.download)  # every missing dataset named at once
     cifar = {split: cifar10(c.data_root, split, **load) for split in ("train", "test")}
     stl = {split: stl10(c.data_root, split, **load) for split in ("train", "test")}
+    return cifar, stl
 
-    # the target task on STL-10
+
+def _target_task(stl: dict[str, Dataset[Any]], target_stl: list[int] | None
+                 ) -> tuple[dict[str, Dataset[Any]], list[str], str]:
+    """The target task on STL-10: (views by split, class names, task id). ``target_stl`` None:
+    all ten classes with CIFAR-10 label ids (monkey as :data:`MONKEY_AS_CIFAR`); else those
+    STL-10 labels, relabelled 0..k-1."""
     if target_stl is None:  # all ten classes, with CIFAR-10 label ids
         views = {s: RemapLabels(d, STL10_AS_CIFAR10) for s, d in stl.items()}
         target_names = [STL10_CLASSES[STL10_MONKEY] if k == MONKEY_AS_CIFAR else name
                         for k, name in enumerate(CIFAR10_CLASSES)]
-        target_id = "stl10-all-as-cifar10-ids"
-    else:
-        views = {s: ClassSubset(d, target_stl) for s, d in stl.items()}
-        target_names = [STL10_CLASSES[k] for k in target_stl]
-        target_id = f"stl10-{target_stl}"
-    n_target = len(target_names)
-    data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
-    target = {s: Lazy(lambda v=limit(v, c.max_samples, c.seed), s=s: materialize(
-        v, description=f"reading STL-10 {s}", progress=ctx.progress, workers=c.workers))
+        return views, target_names, "stl10-all-as-cifar10-ids"
+    views = {s: ClassSubset(d, target_stl) for s, d in stl.items()}
+    return views, [STL10_CLASSES[k] for k in target_stl], f"stl10-{target_stl}"
+
+
+def _lazy_reads(c: _CifarStlConfig, progress: bool, views: dict[str, Dataset[Any]],
+                label: str) -> dict[str, Lazy[Tensors]]:
+    """Each view capped by ``max_samples`` (:func:`limit`, now) and read
+    (:func:`materialize`) when first needed."""
+    return {s: Lazy(lambda v=limit(v, c.max_samples, c.seed), s=s: materialize(
+        v, description=f"reading {label} {s}", progress=progress, workers=c.workers))
         for s, v in views.items()}
 
-    reference, ref_key = trained_classifier(
-        ctx, "reference", {"arch": names[c.reference_architecture], "width": c.reference_width,
-                           "task": target_id, "data": data_id, "seed": c.seed},
-        lambda: network(c.reference_architecture, n_target, c.reference_width, c.image_size,
-                        c.preset),
-        target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
-        optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
-        augment=c.augment, description="training the STL-10 reference")
-    ref_acc = accuracy(ctx, ref_key, reference, target["test"], f"{target_id}-test")
+
+def _attack_inputs(c: _CifarStlConfig, ctx: RunContext, reference: nn.Module,
+                   test: Lazy[Tensors]) -> Lazy[torch.Tensor]:
+    """The attacked images, read when first needed: the STL-10 test images (those the
+    reference classifies correctly with ``correct_only``), the first ``n_attack``, as floats."""
 
     def attack_inputs() -> torch.Tensor:
-        x, y = target["test"]()
+        x, y = test()
         if c.correct_only:  # the authors' protocol: images the reference gets right
             keep = predict(reference, x, ctx.device) == y
             x = x[keep]
@@ -387,101 +432,126 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
             x = x[: c.n_attack]
         return to_float(x)
 
-    x_attack = Lazy(attack_inputs)
-    attack = attack_fields(c)
-    readers: dict[str, dict[str, Lazy[Tensors]]] = {}  # one read per class subset
+    return Lazy(attack_inputs)
 
-    def source_reader(classes: list[int] | None) -> dict[str, Lazy[Tensors]]:
-        views = {s: (d if classes is None else ClassSubset(d, classes))
-                 for s, d in cifar.items()}
-        return {s: Lazy(lambda v=limit(v, c.max_samples, c.seed), s=s: materialize(
-            v, description=f"reading CIFAR-10 {s}", progress=ctx.progress, workers=c.workers))
-            for s, v in views.items()}
 
-    # the reference's attack, shared by every source: computed here, before the sources run
-    reference_attack(ctx, ref_key, reference, x_attack,
-                     inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
-                     batch_size=c.attack_batch_size, **attack)
+def _attack_key(c: _CifarStlConfig) -> dict[str, Any]:
+    """What identifies the attacked inputs in the adversarial units' keys."""
+    return {"correct_only": c.correct_only, "n_attack": c.n_attack}
 
-    def one(src: Any, ctx: RunContext) -> dict[str, Any]:
-        """One source: trained, evaluated, fine-tuned and measured (stored units)."""
-        classes = src.classes
-        n_cls = 10 if classes is None else len(classes)
-        if str(classes) not in readers:
-            readers[str(classes)] = source_reader(classes)
-        source_data = readers[str(classes)]
-        model, key = trained_classifier(
-            ctx, "source", {"arch": names[src.arch], "width": c.width, "classes": classes,
-                            "data": data_id, "seed": c.seed},
-            lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
-            source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
-            weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
-            description=f"training source {src.name}")
-        record: dict[str, Any] = {"source": src.name, **src.fields, "network": names[src.arch],
-                                  "parameters": sum(p.numel() for p in model.parameters())}
-        record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
-                                             f"cifar10-{classes}-test")
-        if target_stl is None:
-            record["direct_accuracy"] = _direct_accuracy(ctx, key, model, target["test"])
-        kt = transfer(ctx, key, model, target["train"], target["test"], target=target_id,
-                      task="classification", features="penultimate", finetune=c.finetune,
-                      epoch=c.finetune_epoch, epochs=c.finetune_epochs, lr=c.finetune_lr,
-                      weight_decay=c.finetune_weight_decay, batch_size=c.finetune_batch_size,
-                      augment=c.augment and c.finetune != "head")
-        record.update(transfer_accuracy=kt["test_accuracy"], transfer_loss=kt["test_loss"],
-                      transfer_train_accuracy=kt["train_accuracy"])
-        record.update(adversarial(
-            ctx, key, ref_key, model, reference, x_attack,
-            inputs={"correct_only": c.correct_only, "n_attack": c.n_attack},
-            convention=c.convention, batch_size=c.attack_batch_size, **attack))
-        return record
 
-    records = ctx.map(one, sources)
+@dataclass(frozen=True)
+class _Shared:
+    """What every source of a run uses: the configuration, network names, the CIFAR-10
+    datasets, the lazy STL-10 target, unit-key parts, the reference and its key, the attacked
+    inputs, the attack fields, whether to show progress and the CIFAR-10 readers made so far
+    (one per class subset)."""
 
-    metrics = metric_names(c.direction)
-    n_used = records[0]["n_attack"] if records else 0
+    c: _CifarStlConfig
+    names: dict[str, str]
+    cifar: dict[str, Dataset[Any]]
+    target: dict[str, Lazy[Tensors]]
+    target_stl: list[int] | None
+    target_id: str
+    data_id: dict[str, Any]
+    reference: nn.Module
+    ref_key: str
+    x_attack: Lazy[torch.Tensor]
+    attack: dict[str, Any]
+    progress: bool
+    readers: dict[str, dict[str, Lazy[Tensors]]] = field(default_factory=dict)
+
+    def source_data(self, classes: list[int] | None) -> dict[str, Lazy[Tensors]]:
+        """The lazy CIFAR-10 splits of ``classes`` (None: all ten), made once per subset."""
+        if str(classes) not in self.readers:
+            views = {s: (d if classes is None else ClassSubset(d, classes))
+                     for s, d in self.cifar.items()}
+            self.readers[str(classes)] = _lazy_reads(self.c, self.progress, views, "CIFAR-10")
+        return self.readers[str(classes)]
+
+
+def _one_source(src: _Source, ctx: RunContext, *, shared: _Shared) -> dict[str, Any]:
+    """One source: trained, evaluated, fine-tuned and measured (stored units); its record."""
+    c, s = shared.c, shared
+    classes = src.classes
+    n_cls = 10 if classes is None else len(classes)
+    source_data = s.source_data(classes)
+    model, key = trained_classifier(
+        ctx, "source", {"arch": s.names[src.arch], "width": c.width, "classes": classes,
+                        "data": s.data_id, "seed": c.seed},
+        lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
+        source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
+        weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
+        description=f"training source {src.name}")
+    record: dict[str, Any] = {"source": src.name, **src.fields, "network": s.names[src.arch],
+                              "parameters": sum(p.numel() for p in model.parameters())}
+    record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
+                                         f"cifar10-{classes}-test")
+    if s.target_stl is None:
+        record["direct_accuracy"] = _direct_accuracy(ctx, key, model, s.target["test"])
+    kt = transfer(ctx, key, model, s.target["train"], s.target["test"], target=s.target_id,
+                  task="classification", features="penultimate", finetune=c.finetune,
+                  epoch=c.finetune_epoch, epochs=c.finetune_epochs, lr=c.finetune_lr,
+                  weight_decay=c.finetune_weight_decay, batch_size=c.finetune_batch_size,
+                  augment=c.augment and c.finetune != "head")
+    record.update(transfer_accuracy=kt["test_accuracy"], transfer_loss=kt["test_loss"],
+                  transfer_train_accuracy=kt["train_accuracy"])
+    record.update(adversarial(
+        ctx, key, s.ref_key, model, s.reference, s.x_attack, inputs=_attack_key(c),
+        convention=c.convention, batch_size=c.attack_batch_size, **s.attack))
+    return record
+
+
+def _columns(sources: Sequence[_Source], target_stl: list[int] | None) -> list[str]:
+    """The report's table columns (``direct_accuracy`` only with the ten-class target)."""
     columns = ["source", *src_columns(sources), "source_accuracy", "transfer_accuracy",
-               "transfer_loss", *metrics]
+               "transfer_loss"]
     if target_stl is None:
         columns.insert(columns.index("transfer_accuracy"), "direct_accuracy")
+    return columns
+
+
+def _reference_text(c: _CifarStlConfig, target_names: list[str], ref_acc: float,
+                    n_used: int) -> str:
+    """The report description after the recipe's own part: reference, knowledge transfer,
+    attack and the paper's prediction."""
+    return (
+        f" Reference: {c.reference_architecture} (width {c.reference_width}) on the "
+        f"STL-10 target ({len(target_names)} classes: {', '.join(target_names)}), test "
+        f"accuracy {ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning on STL-10 "
+        f"({_epochs(c.finetune_epochs)}, SGD lr {c.finetune_lr}, batch "
+        f"{c.finetune_batch_size}, weight decay {c.finetune_weight_decay:g}"
+        + (", augmented" if c.augment and c.finetune != "head" else "")
+        + ("; the epoch with the best test accuracy is reported, as the authors do: "
+           "an optimistic choice made on the test set). " if c.finetune_epoch ==
+           "best_test" else "; the last epoch is reported). ")
+        + f"Adversarial transferability: {_attack_text(c)} on {n_used} STL-10 test "
+        "images"
+        + (" the reference classifies correctly" if c.correct_only else "")
+        + f"; the first metrics are the {_direction_text(c.direction)} direction. "
+        "alpha1 is the mean unsquared ratio"
+        + ("; alpha2 and combined are squared, as the authors report them. "
+           if c.convention == "authors" else ". ")
+        + "The paper finds every alpha positively correlated with transfer accuracy "
+        "(negatively with transfer loss).")
+
+
+def _report(c: _CifarStlConfig, *, title: str, sweep: str | None, columns: list[str],
+            description: str) -> dict[str, Any]:
+    """The report entry of the results."""
+    metrics = metric_names(c.direction)
     return {
-        "records": records,
-        # the configuration's None fields as the preset and the step rule filled them
-        "settings": {k: getattr(c, k) for k in (*PRESET_FIELDS, "step_size")},
-        "reference": {"architecture": c.reference_architecture,
-                      "network": names[c.reference_architecture], "accuracy": ref_acc,
-                      "classes": target_names, "n_attack": n_used},
-        "report": {
-            "title": title,
-            "description": description + (
-                f" Reference: {c.reference_architecture} (width {c.reference_width}) on the "
-                f"STL-10 target ({n_target} classes: {', '.join(target_names)}), test accuracy "
-                f"{ref_acc:.3f}. Knowledge transfer: {c.finetune} fine-tuning on STL-10 "
-                f"({_epochs(c.finetune_epochs)}, SGD lr {c.finetune_lr}, batch "
-                f"{c.finetune_batch_size}, weight decay {c.finetune_weight_decay:g}"
-                + (", augmented" if c.augment and c.finetune != "head" else "")
-                + ("; the epoch with the best test accuracy is reported, as the authors do: "
-                   "an optimistic choice made on the test set). " if c.finetune_epoch ==
-                   "best_test" else "; the last epoch is reported). ")
-                + f"Adversarial transferability: {_attack_text(c)} on {n_used} STL-10 test "
-                "images"
-                + (" the reference classifies correctly" if c.correct_only else "")
-                + f"; the first metrics are the {_direction_text(c.direction)} direction. "
-                "alpha1 is the mean unsquared ratio"
-                + ("; alpha2 and combined are squared, as the authors report them. "
-                   if c.convention == "authors" else ". ")
-                + "The paper finds every alpha positively correlated with transfer accuracy "
-                "(negatively with transfer loss)."),
-            "metrics": metrics,
-            "outcomes": ["transfer_accuracy", "transfer_loss"],
-            "sweep": sweep,
-            "labels": {**alpha_labels(c.convention), "share": "share of animal classes",
-                       "transfer_accuracy": "transfer accuracy (STL-10 test)",
-                       "transfer_loss": "transfer loss (cross-entropy)",
-                       "source_accuracy": "source accuracy (CIFAR-10 test)",
-                       "direct_accuracy": "direct accuracy (no fine-tuning, 9 shared classes)"},
-            "columns": columns,
-        },
+        "title": title,
+        "description": description,
+        "metrics": metrics,
+        "outcomes": ["transfer_accuracy", "transfer_loss"],
+        "sweep": sweep,
+        "labels": {**alpha_labels(c.convention), "share": "share of animal classes",
+                   "transfer_accuracy": "transfer accuracy (STL-10 test)",
+                   "transfer_loss": "transfer loss (cross-entropy)",
+                   "source_accuracy": "source accuracy (CIFAR-10 test)",
+                   "direct_accuracy": "direct accuracy (no fine-tuning, 9 shared classes)"},
+        "columns": [*columns, *metrics],
     }
 
 

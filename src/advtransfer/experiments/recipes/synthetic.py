@@ -54,6 +54,7 @@ to about 1e-6 relative.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -257,9 +258,32 @@ def _check(c: SyntheticConfig) -> None:
 
 
 def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
+    """The ``data = "generated"`` run: the target trained on the RBF mixture, then one stored
+    unit per source (scale, repeat) run through ``ctx.map``."""
     x, y = rbf_mixture(c.n_samples, c.input_dim, c.output_dim, c.n_centers, c.seed)
     train, test = _split(len(x), c)
     x_tr, y_tr, x_te, y_te = x[train], y[train], x[test], y[test]
+    target, target_key = _generated_target(c, ctx, x_tr, y_tr)
+    mse = evaluate(target, (x_te, y_te), task="regression").loss
+    target_rmse = math.sqrt(mse * y.shape[1])
+    target_r2 = 1.0 - mse / float(y_te.var(dim=0, unbiased=False).mean())
+    x_metric = x_te[: c.n_metric]
+    items = [(scale, rep) for scale in c.scales for rep in range(c.repeats)]
+    records = ctx.map(functools.partial(
+        _generated_source, c=c, target=target, target_key=target_key, x_metric=x_metric,
+        train=(x_tr, y_tr), test=(x_te, y_te)), items)
+    return {
+        "records": records,
+        "target": {"test_rmse": target_rmse, "test_r2": target_r2, "hidden": c.hidden,
+                   "data": c.data},
+        "report": _generated_report(c, target_rmse, len(x_metric)),
+    }
+
+
+def _generated_target(c: SyntheticConfig, ctx: RunContext, x_tr: torch.Tensor,
+                      y_tr: torch.Tensor) -> tuple[nn.Module, str]:
+    """The target f_T (a stored model unit): a seeded two-layer sigmoid network of width
+    ``hidden`` trained by Adam on the training split; (model, unit key)."""
     unit = {"data": "generated", "n": c.n_samples, "dims": [c.input_dim, c.output_dim],
             "centers": c.n_centers, "hidden": c.hidden, "epochs": c.epochs, "lr": c.lr,
             "seed": c.seed, "test_fraction": c.test_fraction}
@@ -275,60 +299,61 @@ def _run_generated(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
         lambda m: fit(m, (x_tr, y_tr), task="regression", epochs=c.epochs, lr=c.lr,
                       optimizer="adam", batch_size=256, seed=seed, progress=ctx.progress,
                       description="training the target"))
-    target_key = unit_key("synthetic-target", unit)
-    mse = evaluate(target, (x_te, y_te), task="regression").loss
-    target_rmse = math.sqrt(mse * y.shape[1])
-    target_r2 = 1.0 - mse / float(y_te.var(dim=0, unbiased=False).mean())
-    x_metric = x_te[: c.n_metric]
-    records = []
-    for scale in c.scales:
-        for rep in range(c.repeats):
-            unit = {"target": target_key, "scale": scale, "repeat": rep,
-                    "n_metric": len(x_metric), "test_fraction": c.test_fraction,
-                    "n": c.n_samples}
+    return target, unit_key("synthetic-target", unit)
 
-            def compute(scale: float = scale, rep: int = rep, unit: dict = unit) -> dict:
-                source = perturbed(target, scale, ctx.seed_for("perturb", unit))
-                fo = first_order_transferability(source, target, x_metric)
-                gm = gradient_matching_distance(source, target, x_metric)
-                kt = knowledge_transfer(source, (x_tr, y_tr), (x_te, y_te), task="regression",
-                                        features="penultimate")
-                out: dict[str, Any] = {}
-                for tag, d in (("s2t", fo.source_to_target), ("t2s", fo.target_to_source)):
-                    out.update({f"alpha1_{tag}": d.alpha1, f"alpha2_{tag}": d.alpha2,
-                                f"combined_{tag}": d.combined})
-                out.update(gradient_matching_distance=gm.distance,
-                           relative_gradient_matching=gm.relative_distance,
-                           transfer_rmse=kt.test_rmse, transfer_loss=kt.test_loss)
-                return out
 
-            result = ctx.store.record("synthetic-source", unit, compute)
-            name = f"{scale:g}" + (f"#{rep}" if c.repeats > 1 else "")
-            records.append({"source": name, "scale": scale, "repeat": rep, **result})
+def _generated_source(item: tuple[float, int], ctx: RunContext, *, c: SyntheticConfig,
+                      target: nn.Module, target_key: str, x_metric: torch.Tensor,
+                      train: tuple[torch.Tensor, torch.Tensor],
+                      test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """One source (scale, repeat), a stored record unit: f_T perturbed (:func:`perturbed`,
+    seeded by the unit), its exact first-order alphas both ways and gradient-matching
+    distance on ``x_metric``, and its transfer RMSE (last layer refitted); its record."""
+    scale, rep = item
+    unit = {"target": target_key, "scale": scale, "repeat": rep,
+            "n_metric": len(x_metric), "test_fraction": c.test_fraction, "n": c.n_samples}
+
+    def compute() -> dict:
+        source = perturbed(target, scale, ctx.seed_for("perturb", unit))
+        fo = first_order_transferability(source, target, x_metric)
+        gm = gradient_matching_distance(source, target, x_metric)
+        kt = knowledge_transfer(source, train, test, task="regression",
+                                features="penultimate")
+        out: dict[str, Any] = {}
+        for tag, d in (("s2t", fo.source_to_target), ("t2s", fo.target_to_source)):
+            out.update({f"alpha1_{tag}": d.alpha1, f"alpha2_{tag}": d.alpha2,
+                        f"combined_{tag}": d.combined})
+        out.update(gradient_matching_distance=gm.distance,
+                   relative_gradient_matching=gm.relative_distance,
+                   transfer_rmse=kt.test_rmse, transfer_loss=kt.test_loss)
+        return out
+
+    result = ctx.store.record("synthetic-source", unit, compute)
+    name = f"{scale:g}" + (f"#{rep}" if c.repeats > 1 else "")
+    return {"source": name, "scale": scale, "repeat": rep, **result}
+
+
+def _generated_report(c: SyntheticConfig, target_rmse: float, n_metric: int) -> dict[str, Any]:
+    """The report entry of a ``data = "generated"`` run."""
     metrics = ["alpha1_s2t", "alpha2_s2t", "combined_s2t", "alpha1_t2s", "alpha2_t2s",
                "combined_t2s", "gradient_matching_distance"]
     return {
-        "records": records,
-        "target": {"test_rmse": target_rmse, "test_r2": target_r2, "hidden": c.hidden,
-                   "data": c.data},
-        "report": {
-            "title": "synthetic: perturbed two-layer sigmoid networks (first-order, exact)",
-            "description": (
-                f"Target: two-layer sigmoid network (hidden {c.hidden}) on a generated "
-                f"RBF-mixture regression task ({c.n_samples} samples; target test RMSE "
-                f"{target_rmse:.4f}). Sources: the target with relative Gaussian weight noise of "
-                f"scale {c.scales}. alpha values are exact first-order quantities on "
-                f"{len(x_metric)} test inputs; transfer RMSE after refitting the source's last "
-                "layer by least squares. The paper predicts alpha falling and gradient-matching "
-                "distance and transfer RMSE rising with the scale."),
-            "metrics": metrics,
-            "outcomes": ["transfer_rmse"],
-            "sweep": "scale",
-            "labels": {**alpha_labels("icml"), "scale": "weight-noise scale",
-                       "gradient_matching_distance": "gradient-matching distance",
-                       "transfer_rmse": "transfer RMSE"},
-            "columns": ["source", "scale", *metrics, "transfer_rmse"],
-        },
+        "title": "synthetic: perturbed two-layer sigmoid networks (first-order, exact)",
+        "description": (
+            f"Target: two-layer sigmoid network (hidden {c.hidden}) on a generated "
+            f"RBF-mixture regression task ({c.n_samples} samples; target test RMSE "
+            f"{target_rmse:.4f}). Sources: the target with relative Gaussian weight noise of "
+            f"scale {c.scales}. alpha values are exact first-order quantities on "
+            f"{n_metric} test inputs; transfer RMSE after refitting the source's last "
+            "layer by least squares. The paper predicts alpha falling and gradient-matching "
+            "distance and transfer RMSE rising with the scale."),
+        "metrics": metrics,
+        "outcomes": ["transfer_rmse"],
+        "sweep": "scale",
+        "labels": {**alpha_labels("icml"), "scale": "weight-noise scale",
+                   "gradient_matching_distance": "gradient-matching distance",
+                   "transfer_rmse": "transfer RMSE"},
+        "columns": ["source", "scale", *metrics, "transfer_rmse"],
     }
 
 

@@ -263,59 +263,91 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
     if c.affinity_csv:
         affinity_tasks, affinity_full = load_affinity_csv(c.affinity_csv)
     folder, files, fingerprint = list_images(c.data_root, n=c.n_images, seed=c.seed)
-    attack = attack_fields(c)
     unit = {"tasks": tasks, "output": c.output, "weights": c.weights,
             "pool_deviations": c.pool, "attack_on": "full-resolution output",
             "image_size": c.image_size, "images": {"n": len(files), "fingerprint": fingerprint},
-            "attack": attack, "convention": c.convention, "batch_size": c.batch_size,
+            "attack": attack_fields(c), "convention": c.convention, "batch_size": c.batch_size,
             "seed": c.seed}
-
-    def compute() -> dict[str, Any]:
-        x = read_images(files, size=c.image_size, progress=ctx.progress)
-        models = {}
-        for task in tasks:
-            models[task] = task_model(
-                task, output=c.output, weights=c.weights,
-                weights_dir=c.weights_dir or None, download=c.download, verify=c.verify,
-                trust_weights=c.trust_weights, seed=ctx.seed_for("taskonomy-net", task, c.seed),
-            ).to(ctx.device)
-        config = attack_config(c)
-        r = pooled_transfer_matrix(models, x, config, pool=c.pool, convention=c.convention,
-                                   batch_size=c.batch_size,
-                                   generator=ctx.seed_for("taskonomy", unit),
-                                   progress=ctx.progress)
-        pairs = {}
-        for (i, j), d in r.directions.items():
-            pairs[f"{i},{j}"] = {
-                "mean_deviation": d.stats.mean_deviation,
-                "mean_random_deviation": d.stats.mean_random_deviation,
-                "mean_victim_self_deviation": d.stats.mean_victim_self_deviation}
-        return {"alpha1": r.alpha1.tolist(), "alpha2": r.alpha2.tolist(),
-                "combined": r.combined.tolist(),
-                "alpha1_above_one": r.n_alpha1_above_one.tolist(), "pairs": pairs,
-                "output_shapes": {t: list(m.output_shape(x[:1].to(ctx.device)))
-                                  for t, m in models.items()},
-                "n_images": len(x)}
-
-    result = ctx.store.record("taskonomy-matrix", unit, compute)
+    result = ctx.store.record("taskonomy-matrix", unit,
+                              lambda: _matrix_unit(c, ctx, tasks, files, unit))
     mats = {m: np.asarray(result[m], dtype=np.float64) for m in METRICS}
+    shared, affinity, correlations = _affinity_comparison(c, tasks, mats, affinity_tasks,
+                                                          affinity_full)
+    body_tree = _task_tree(c, ctx, tasks, mats, shared, affinity)
+    matrices = {m: {"names": tasks, "values": _rows(mats[m])} for m in METRICS}
+    if affinity is not None:
+        matrices["Taskonomy affinity"] = {"names": shared, "values": _rows(affinity)}
+    return {
+        "records": _pair_records(tasks, mats, result, shared, affinity),
+        "matrices": matrices,
+        "tree": body_tree,
+        "affinity_correlation": correlations,
+        "images": {"folder": str(folder), "n": result["n_images"], "fingerprint": fingerprint},
+        "output_shapes": result["output_shapes"],
+        "report": _report(c, tasks, folder, result["n_images"], body_tree, correlations,
+                          affinity is not None),
+    }
 
-    # affinities restricted to the tasks both cover, in the run's order
+
+def _matrix_unit(c: TaskonomyConfig, ctx: RunContext, tasks: list[str], files: list[Path],
+                 unit: dict[str, Any]) -> dict[str, Any]:
+    """The stored unit of a run: the images read, every task network built (seeded per task)
+    and :func:`pooled_transfer_matrix` measured among them (attack generator seeded by
+    ``unit``); the alpha matrices, per-pair deviation statistics and output shapes."""
+    x = read_images(files, size=c.image_size, progress=ctx.progress)
+    models = {}
+    for task in tasks:
+        models[task] = task_model(
+            task, output=c.output, weights=c.weights,
+            weights_dir=c.weights_dir or None, download=c.download, verify=c.verify,
+            trust_weights=c.trust_weights, seed=ctx.seed_for("taskonomy-net", task, c.seed),
+        ).to(ctx.device)
+    config = attack_config(c)
+    r = pooled_transfer_matrix(models, x, config, pool=c.pool, convention=c.convention,
+                               batch_size=c.batch_size,
+                               generator=ctx.seed_for("taskonomy", unit),
+                               progress=ctx.progress)
+    pairs = {}
+    for (i, j), d in r.directions.items():
+        pairs[f"{i},{j}"] = {
+            "mean_deviation": d.stats.mean_deviation,
+            "mean_random_deviation": d.stats.mean_random_deviation,
+            "mean_victim_self_deviation": d.stats.mean_victim_self_deviation}
+    return {"alpha1": r.alpha1.tolist(), "alpha2": r.alpha2.tolist(),
+            "combined": r.combined.tolist(),
+            "alpha1_above_one": r.n_alpha1_above_one.tolist(), "pairs": pairs,
+            "output_shapes": {t: list(m.output_shape(x[:1].to(ctx.device)))
+                              for t, m in models.items()},
+            "n_images": len(x)}
+
+
+def _affinity_comparison(c: TaskonomyConfig, tasks: list[str], mats: dict[str, np.ndarray],
+                         affinity_tasks: list[str], affinity_full: np.ndarray
+                         ) -> tuple[list[str], np.ndarray | None, dict[str, Any] | None]:
+    """(the tasks both the run and the affinity file cover, in the run's order; the affinities
+    restricted to them; :func:`affinity_correlations` of the alpha matrices restricted alike),
+    the last two None without ``affinity_csv``. Fewer than 3 shared tasks is an error."""
     shared = [t for t in tasks if t in affinity_tasks]
-    affinity = None
-    correlations: dict[str, Any] | None = None
-    if c.affinity_csv:
-        if len(shared) < 3:
-            raise AdvTransferError(f"{c.affinity_csv} covers only {shared} of the tasks "
-                                   f"{tasks}; the comparison needs at least 3 shared tasks")
-        pos = [affinity_tasks.index(t) for t in shared]
-        affinity = affinity_full[np.ix_(pos, pos)]
-        run_pos = [tasks.index(t) for t in shared]
-        correlations = affinity_correlations(
-            {m: v[np.ix_(run_pos, run_pos)] for m, v in mats.items()}, affinity,
-            n_permutations=c.mantel_permutations, seed=c.seed)
+    if not c.affinity_csv:
+        return shared, None, None
+    if len(shared) < 3:
+        raise AdvTransferError(f"{c.affinity_csv} covers only {shared} of the tasks "
+                               f"{tasks}; the comparison needs at least 3 shared tasks")
+    pos = [affinity_tasks.index(t) for t in shared]
+    affinity = affinity_full[np.ix_(pos, pos)]
+    run_pos = [tasks.index(t) for t in shared]
+    correlations = affinity_correlations(
+        {m: v[np.ix_(run_pos, run_pos)] for m, v in mats.items()}, affinity,
+        n_permutations=c.mantel_permutations, seed=c.seed)
+    return shared, affinity, correlations
 
-    # the task tree
+
+def _task_tree(c: TaskonomyConfig, ctx: RunContext, tasks: list[str],
+               mats: dict[str, np.ndarray], shared: list[str],
+               affinity: np.ndarray | None) -> dict[str, Any]:
+    """The task tree of ``cluster_metric`` (:func:`tree_distance`, ``linkage``) and, with
+    affinities, the tree of d = max(0, max(A_sym) - A_sym) (A_sym = (A + A^T) / 2) beside it:
+    both drawn in :data:`TREE_FIGURE` under the run directory; the tree's results entry."""
     z = _linkage(tree_distance(mats[c.cluster_metric]), c.linkage)
     trees = [(f"adversarial transferability ({c.cluster_metric}, {c.linkage} linkage)", z,
               tasks)]
@@ -332,7 +364,14 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
         trees.append((f"Taskonomy affinity ({c.linkage} linkage)", z_aff, shared))
         body_tree["affinity_newick"] = newick(z_aff, shared)
     atomic_write_bytes(Path(ctx.store.root) / TREE_FIGURE, _tree_figure(trees))
+    return body_tree
 
+
+def _pair_records(tasks: list[str], mats: dict[str, np.ndarray], result: dict[str, Any],
+                  shared: list[str], affinity: np.ndarray | None) -> list[dict[str, Any]]:
+    """One record per ordered pair of distinct tasks (attacker -> victim): its alphas,
+    deviation statistics and, with affinities, affinity[attacker, victim] (None for a task
+    the affinity file lacks)."""
     records = []
     for i, a in enumerate(tasks):
         for j, b in enumerate(tasks):
@@ -349,64 +388,65 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
                 else:
                     rec["affinity"] = None
             records.append(rec)
-    matrices = {m: {"names": tasks, "values": _rows(mats[m])} for m in METRICS}
-    if affinity is not None:
-        matrices["Taskonomy affinity"] = {"names": shared, "values": _rows(affinity)}
-    shown = ["affinity"] if affinity is not None else []
+    return records
+
+
+def _mantel_summary(c: TaskonomyConfig, correlations: dict[str, Any] | None) -> str:
+    """The report's sentence on the Mantel test of ``cluster_metric`` ("" without one)."""
+    if correlations is None:
+        return ""
+    res = correlations[c.cluster_metric]
+    kind = (f"exact over all {res['n_permutations']} task permutations" if res["exact"]
+            else
+            f"{res['n_permutations']} random task permutations, seed {res['seed']}")
+    rho = ("undefined" if res["statistic"] is None else
+           f"{res['statistic']:.3f}, two-sided Mantel p = {res['p']:.3g} ({kind})")
+    return (f" Spearman rho between {c.cluster_metric}[S, T] (attack crafted on S, "
+            f"evaluated on T) and affinity[S, T] (transfer from S to T's task) over "
+            f"{res['n_pairs']} ordered pairs of {res['n_tasks']} tasks: {rho}. The pairs "
+            "share tasks, so they are not independent: the p-value permutes task "
+            "labels (Mantel test), and no per-pair correlation table is given; every "
+            "metric's test is in results.json (affinity_correlation).")
+
+
+def _report(c: TaskonomyConfig, tasks: list[str], folder: Path, n_images: int,
+            body_tree: dict[str, Any], correlations: dict[str, Any] | None,
+            has_affinity: bool) -> dict[str, Any]:
+    """The report entry of the results: title, description, metrics, labels, columns."""
     weights_note = (
         "RANDOM-WEIGHT networks (weights='random'): this run checks the pipeline; its numbers "
         "say nothing about the tasks. " if c.weights == "random" else
         "Pretrained visualpriors weights. ")
-    summary = ""
-    if correlations is not None:
-        res = correlations[c.cluster_metric]
-        kind = (f"exact over all {res['n_permutations']} task permutations" if res["exact"]
-                else
-                f"{res['n_permutations']} random task permutations, seed {res['seed']}")
-        rho = ("undefined" if res["statistic"] is None else
-               f"{res['statistic']:.3f}, two-sided Mantel p = {res['p']:.3g} ({kind})")
-        summary = (f" Spearman rho between {c.cluster_metric}[S, T] (attack crafted on S, "
-                   f"evaluated on T) and affinity[S, T] (transfer from S to T's task) over "
-                   f"{res['n_pairs']} ordered pairs of {res['n_tasks']} tasks: {rho}. The pairs "
-                   "share tasks, so they are not independent: the p-value permutes task "
-                   "labels (Mantel test), and no per-pair correlation table is given; every "
-                   "metric's test is in results.json (affinity_correlation).")
     return {
-        "records": records,
-        "matrices": matrices,
-        "tree": body_tree,
-        "affinity_correlation": correlations,
-        "images": {"folder": str(folder), "n": result["n_images"], "fingerprint": fingerprint},
-        "output_shapes": result["output_shapes"],
-        "report": {
-            "title": "taskonomy: adversarial transferability among Taskonomy tasks",
-            "description": (
-                weights_note
-                + f"Tasks: {', '.join(tasks)}. Each network's full-resolution {c.output} "
-                f"output on {result['n_images']} images of {c.image_size} px from {folder}. "
-                f"Every network attacked once per image on its full output: {c.solver} "
-                f"{c.norm} eps={c.eps} on [0, 1] pixels, {c.objective} objective, {c.steps} "
-                "step(s); entry [i, j] of each matrix applies the attack crafted on task i to "
-                "task j. alpha1 compares full-resolution deviation norms"
-                + (f"; alpha2 and combined use the deviations average-pooled to {c.pool} x "
-                   f"{c.pool} cells" if c.pool else "; alpha2 and combined the full deviations")
-                + ("; alpha2 and combined squared" if c.convention == "authors" else "")
-                + ". Task tree: "
-                f"{c.linkage}-linkage clustering on 1 - symmetrised {c.cluster_metric}, drawn "
-                f"in `{TREE_FIGURE}`; Newick: `{body_tree['newick']}`." + summary
-                + " The paper finds the tree of adversarial transferability close to "
-                "Taskonomy's (positive rank correlation with the transfer affinities)."),
-            "extra_figures": [[TREE_FIGURE, f"Task tree: {c.linkage}-linkage clustering on "
-                                            f"1 - symmetrised {c.cluster_metric}."]],
-            "metrics": list(METRICS),
-            "outcomes": [],
-            "sweep": None,
-            "labels": {"alpha1": "alpha1 (attacker -> victim)",
-                       "alpha2": "alpha2 (attacker -> victim)",
-                       "combined": "combined (attacker -> victim)",
-                       "affinity": "affinity [attacker -> victim]"},
-            "columns": ["source", *METRICS, "alpha1_above_one", *shown],
-        },
+        "title": "taskonomy: adversarial transferability among Taskonomy tasks",
+        "description": (
+            weights_note
+            + f"Tasks: {', '.join(tasks)}. Each network's full-resolution {c.output} "
+            f"output on {n_images} images of {c.image_size} px from {folder}. "
+            f"Every network attacked once per image on its full output: {c.solver} "
+            f"{c.norm} eps={c.eps} on [0, 1] pixels, {c.objective} objective, {c.steps} "
+            "step(s); entry [i, j] of each matrix applies the attack crafted on task i to "
+            "task j. alpha1 compares full-resolution deviation norms"
+            + (f"; alpha2 and combined use the deviations average-pooled to {c.pool} x "
+               f"{c.pool} cells" if c.pool else "; alpha2 and combined the full deviations")
+            + ("; alpha2 and combined squared" if c.convention == "authors" else "")
+            + ". Task tree: "
+            f"{c.linkage}-linkage clustering on 1 - symmetrised {c.cluster_metric}, drawn "
+            f"in `{TREE_FIGURE}`; Newick: `{body_tree['newick']}`."
+            + _mantel_summary(c, correlations)
+            + " The paper finds the tree of adversarial transferability close to "
+            "Taskonomy's (positive rank correlation with the transfer affinities)."),
+        "extra_figures": [[TREE_FIGURE, f"Task tree: {c.linkage}-linkage clustering on "
+                                        f"1 - symmetrised {c.cluster_metric}."]],
+        "metrics": list(METRICS),
+        "outcomes": [],
+        "sweep": None,
+        "labels": {"alpha1": "alpha1 (attacker -> victim)",
+                   "alpha2": "alpha2 (attacker -> victim)",
+                   "combined": "combined (attacker -> victim)",
+                   "affinity": "affinity [attacker -> victim]"},
+        "columns": ["source", *METRICS, "alpha1_above_one",
+                    *(["affinity"] if has_affinity else [])],
     }
 
 
