@@ -217,8 +217,13 @@ def run_all(quick: bool) -> dict[str, Any]:
 
     import advtransfer
 
+    from threadpoolctl import threadpool_limits
+
     src = str(Path(advtransfer.__file__).resolve().parents[1])  # the workers import these
     torch.set_num_threads(1)
+    # BLAS with 1 thread here too, as in the workers (OMP_NUM_THREADS=1): PARC's randomized
+    # PCA differs by a few percent between BLAS thread counts, the rest to the last bit
+    threadpool_limits(1)
     ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": src}})
     try:
