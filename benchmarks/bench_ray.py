@@ -214,10 +214,9 @@ def bench_failure(root: Path) -> dict[str, Any]:
 
 def run_all(quick: bool) -> dict[str, Any]:
     import ray
+    from threadpoolctl import threadpool_limits
 
     import advtransfer
-
-    from threadpoolctl import threadpool_limits
 
     src = str(Path(advtransfer.__file__).resolve().parents[1])  # the workers import these
     torch.set_num_threads(1)

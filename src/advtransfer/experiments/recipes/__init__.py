@@ -13,6 +13,7 @@ MODULES: dict[str, str] = {
     "cifar10-stl10-proportions": "cifar_stl",
     "celeba-attributes": "celeba",
     "taskonomy": "taskonomy",
+    "text-datasets": "text_datasets",
     "digits-model-selection": "model_selection",
     "digits-model-selection-shift": "model_selection",
     "imagenet-zoo": "model_selection",

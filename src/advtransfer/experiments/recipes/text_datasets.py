@@ -1,0 +1,1022 @@
+r"""``text-datasets``: the ICML version's NLP experiment on the authors' six text files.
+
+The authors' repository ships six 1,000-example text files (AG News, MR, IMDB, Yelp, SNLI,
+MultiNLI; :mod:`advtransfer.data.text`). This recipe asks the paper's question on them: does
+adversarial transferability between a model of one dataset and a model of another indicate how
+well the one transfers to the other's task? It runs in dependency waves of stored units, each
+wave's items on the run's executor (:meth:`~advtransfer.experiments.registry.RunContext.map`):
+
+1. **One input space.** A shared vocabulary over the texts of every configured dataset
+   (:func:`~advtransfer.data.text.build_vocabulary`, words seen at least ``min_count`` times) and
+   one frozen ``embed_dim``-dimensional embedding table (a ``text-embedding`` unit): ``"svd"``
+   (default) factors the positive PMI of co-occurring words of all the texts, without labels,
+   into unit-norm rows; ``"random"`` draws N(0, I/dim) rows. Every model reads the same embedded
+   sequence x = table[ids] ([length ``max_len``, ``embed_dim``], padding rows exactly zero), so
+   a perturbation crafted on one model is an input to every other. Measured on the real files
+   (text-cnn, 20 epochs): mean test accuracy over the six datasets 0.62 with "svd", 0.53 with
+   "random" (text-bag 0.61 vs 0.47), hence the default.
+2. **Models.** Per dataset, ``seeds`` models of ``architecture`` (any ``text:`` model of
+   :func:`advtransfer.models.create`), trained on its training split (Adam, ``lr``, ``epochs``;
+   ``text-model`` units) and tested on its test split. Each file is cut into train /
+   validation / test by :func:`~advtransfer.data.text.stratified_split` (``split``,
+   ``split_seed``); the validation part is not used by this recipe.
+   Seed 0 is the dataset's reference (target) model and the source model the other datasets
+   are compared with; seeds 1.. are same-dataset, other-seed controls.
+3. **Reference attacks.** Each target's reference is attacked once on ``n_attack`` test texts
+   of its dataset (the library's attack, :class:`~advtransfer.attacks.AttackConfig`: PGD on
+   the deviation objective, L2 ball of radius ``eps`` per sequence over its tokens,
+   ``mask_padding`` so padding stays padding, no box bounds), shared by every source.
+4. **Pairs.** For every ordered pair (target T, source S), S the seed-0 model of another
+   dataset or a control of T: alpha1 / alpha2 / combined in both directions
+   (:func:`~advtransfer.experiments.stages.adversarial`, on T's test texts), knowledge transfer
+   by a new linear head on S's penultimate features (``finetune="head"``, ``head_epochs``,
+   ``head_lr``; SGD) and by full fine-tuning of S with a new head (``full_epochs``,
+   ``full_lr``), both on T's training split, tested on T's test split
+   (:func:`~advtransfer.experiments.stages.transfer`); and the model-selection scores of S for
+   T (``text-selection`` units: the estimators of ``methods`` on T's training texts and the
+   feature-space alphas, :func:`advtransfer.selection.score_candidate`).
+5. **Selection benchmark.** For each target, its pool of sources (the other datasets' models
+   and, with ``control_in_pool``, its controls) is ranked by every method of ``methods`` against
+   full fine-tuning accuracy (headline) and the linear head, in the tables of the digits
+   benchmarks (:mod:`advtransfer.experiments.selection_analysis`).
+
+``attack="snapped"`` adds the authors' attack (:func:`advtransfer.text_attack.snapped_attack`:
+Carlini-Wagner margin loss in the embedding space, each position snapped to the nearest
+vocabulary word after every step, so the adversarial example is text) on the first
+``snapped_samples`` attacked texts: per pair alpha1/alpha2/combined in both directions from the
+two models' snapped attacks (``snapped_*`` record fields) and the number of tokens each attack
+changes. It is slow (one nearest-word search over the vocabulary per position and step: about
+150 s for 64 texts x 100 steps on a 2-core CPU, per model and target), hence off by default.
+
+Records: one per ordered pair of different datasets (the controls are in ``controls``: their
+pairs are not a cross-dataset comparison, and their high transfer and alpha would dominate any
+correlation). The report correlates each alpha with both transfer accuracies over these pairs
+(bootstrap intervals over records), and within targets (``groups = "target"``, the
+correlation across the sources of one target); the pairs share datasets, so the p-value of the
+association over ordered pairs is the Mantel test (:func:`advtransfer.stats.mantel`, dataset
+labels permuted jointly on rows and columns, exact over all D! permutations), in the
+description and in ``results.json`` (``mantel``). Matrices: rows are target datasets, columns
+source datasets, the diagonal the first control (seed 1 of the row's dataset).
+
+``eps`` is in embedding units. With the "svd" table every word vector has norm 1, so a
+sequence of n tokens has norm sqrt(n) (median 4.6 for MR up to 8.0 for IMDB/Yelp at
+``max_len=64``), and the default ``eps = 0.5`` is half a word vector, 6-11 % of a typical
+sequence's norm. In a full run on the real files it changes the prediction of 35-60 % of the
+reference models' attacked test texts (mean 51 %; a preliminary measurement on models trained
+longer gave 36 % at eps 0.25 and 56 % at eps 1, so the attack saturates near one half for the
+binary tasks). Each run reports the fraction per target (``targets[T]["flip_rate"]``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from advtransfer.data.text import (
+    TEXT_DATA_URL,
+    TEXT_DATASETS,
+    TextDataset,
+    Vocabulary,
+    build_vocabulary,
+    embedding_table,
+    encode,
+    load_text,
+    stratified_split,
+)
+from advtransfer.errors import AdvTransferError
+from advtransfer.experiments.registry import RunContext, register
+from advtransfer.experiments.selection_analysis import (
+    analyse_ground_truths,
+    num,
+    protocol_table,
+)
+from advtransfer.experiments.stages import (
+    AttackFields,
+    Lazy,
+    accuracy,
+    adversarial,
+    attack_config,
+    attack_fields,
+    reference_attack,
+    trained_classifier,
+    transfer,
+)
+from advtransfer.fileio import atomic_write_bytes, sha256_file
+from advtransfer.methods import (
+    ADVERSARIAL_FEATURE_METHODS,
+    ADVERSARIAL_METHODS,
+    COMBINED_METHODS,
+    ESTIMATOR_METHODS,
+    METHODS,
+    RANK_AVERAGE_METHODS,
+    method_label,
+    needed_methods,
+)
+from advtransfer.metrics import Convention, DirectionAccumulator, check_convention
+from advtransfer.models import create
+from advtransfer.models.text import TEXT_MODELS
+from advtransfer.reference import ReferenceAttack
+from advtransfer.selection import CandidatePlan, combine, score_candidate
+from advtransfer.stats import mantel, within_group_table
+
+__all__ = ["ALPHAS", "TEXT_METHODS", "TextDatasetsConfig", "TextTask", "quick"]
+
+#: The six alpha fields of a record, t2s (attack crafted on the target's reference, applied
+#: to the source) first.
+ALPHAS: tuple[str, ...] = tuple(f"{m}_{d}" for d in ("t2s", "s2t")
+                                for m in ("alpha1", "alpha2", "combined"))
+OUTCOMES: tuple[str, ...] = ("head_accuracy", "full_accuracy")
+#: The selection benchmark's default methods: the alphas on the outputs and on the penultimate
+#: features in both directions, every estimator but LGC (its per-sample parameter gradients
+#: cost about 18 s per pair here, 11 minutes for the 36 pairs: add it with ``--set methods``),
+#: and the rank averages.
+TEXT_METHODS: list[str] = [
+    "alpha1", "alpha2", "combined", "alpha1_s2t", "alpha2_s2t", "combined_s2t",
+    "alpha1_features", "alpha2_features", "combined_features", "alpha1_features_s2t",
+    "alpha2_features_s2t", "combined_features_s2t", "logme", "leep", "nce", "hscore",
+    "regularized_hscore", "transrate", "gbc", "nleep", "parc", "sfda", "knn", "lfc", "tmi",
+    "ncti", "etran", "ped_logme", "ped_sfda", *RANK_AVERAGE_METHODS]
+QUICK_METHODS: list[str] = ["alpha1", "alpha2", "combined", "alpha1_s2t", "alpha1_features",
+                            "logme", "leep", "nce", "alpha1_logme_rankavg"]
+ATTACKS = ("embedding", "snapped")
+FIGURE = "figures/text_transfer_matrices.png"
+
+
+@dataclass
+class TextDatasetsConfig(AttackFields):
+    """``text-datasets`` (module docstring). Data: ``data_root`` the folder holding the six
+    files (required unless ``download``, which fetches missing ones into it, default
+    ``data``); ``verify`` checks existing files' SHA-256; ``datasets`` which files (>= 2).
+    Models: ``architecture`` a text model (text-bag, text-cnn, text-gru, text-transformer),
+    ``seeds`` models per dataset (>= 1; seed 0 the reference, the others controls),
+    ``embedding`` "svd" or "random", ``embed_dim`` >= 4, ``max_len`` >= 3 tokens,
+    ``min_count`` >= 1, ``split`` train/validation/test fractions in (0, 1) summing to 1,
+    ``split_seed`` >= 0, ``epochs``/``lr``/``batch_size`` of training (Adam). Transfer:
+    ``head_epochs``/``head_lr`` (linear head, SGD), ``full_epochs``/``full_lr`` (full
+    fine-tuning, SGD), ``finetune_batch_size``. Attack: the :class:`AttackFields` (``eps`` > 0
+    in embedding units, default 0.5; L2; 10 PGD steps of the deviation objective), ``bounds``
+    None (embeddings are not boxed), ``mask_padding`` (must be true), ``n_attack`` test texts
+    per target (None: the whole test split), ``attack_batch_size``, ``convention``.
+    Selection: ``methods`` (ids of :mod:`advtransfer.methods`), ``primary`` (a subset named
+    in the goal sentence), ``control_in_pool``, ``resamples`` >= 1. ``attack`` "embedding" or
+    "snapped" (adds the authors' snapped attack with ``snapped_samples``, ``snapped_steps``,
+    ``snapped_lr``, ``snapped_const``, ``snapped_confidence``). ``seed`` >= 0 seeds the
+    models and the embedding."""
+
+    eps: float = 0.5
+    norm: str = "l2"
+    bounds: list[float] | None = None
+    mask_padding: bool = True
+    data_root: str = ""
+    download: bool = False
+    verify: bool = False
+    seed: int = 0
+    datasets: list[str] = field(default_factory=lambda: list(TEXT_DATASETS))
+    architecture: str = "text-cnn"
+    seeds: int = 2
+    embedding: str = "svd"
+    embed_dim: int = 64
+    max_len: int = 64
+    min_count: int = 1
+    split: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])
+    split_seed: int = 0
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 32
+    head_epochs: int = 10
+    head_lr: float = 0.1
+    full_epochs: int = 5
+    full_lr: float = 0.05
+    finetune_batch_size: int = 32
+    n_attack: int | None = None
+    attack_batch_size: int = 128
+    convention: Convention = "icml"
+    methods: list[str] = field(default_factory=lambda: list(TEXT_METHODS))
+    primary: list[str] = field(default_factory=lambda: ["alpha1", "alpha1_features"])
+    control_in_pool: bool = True
+    resamples: int = 500
+    attack: str = "embedding"
+    snapped_samples: int = 32
+    snapped_steps: int = 100
+    snapped_lr: float = 0.2
+    snapped_const: float = 10.0
+    snapped_confidence: float = 10.0
+
+
+def quick(c: TextDatasetsConfig) -> TextDatasetsConfig:
+    """``--quick``: AG News, MR and SNLI, two models each, 32-dimensional embeddings of 32
+    tokens, 2 training epochs, 2 attack steps on 32 texts, 9 selection methods (on the real
+    files about half a minute on 2 cores)."""
+    return replace(c, datasets=["ag", "mr", "snli"], seeds=2, embed_dim=32, max_len=32,
+                   epochs=2, head_epochs=3, full_epochs=1, steps=2, n_attack=32,
+                   methods=list(QUICK_METHODS), resamples=50, snapped_samples=8,
+                   snapped_steps=5)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration checks
+# --------------------------------------------------------------------------------------------
+
+
+def _at_least(c: TextDatasetsConfig, names: tuple[str, ...], minimum: int) -> None:
+    for name in names:
+        value = getattr(c, name)
+        if value < minimum:
+            raise AdvTransferError(f"{name} must be an integer >= {minimum}; got {value}")
+
+
+def _check_data(c: TextDatasetsConfig) -> None:
+    if not c.datasets or len(set(c.datasets)) != len(c.datasets) or len(c.datasets) < 2:
+        raise AdvTransferError(f"datasets must list at least 2 distinct files of "
+                               f"{list(TEXT_DATASETS)}; got {c.datasets}")
+    unknown = [d for d in c.datasets if d not in TEXT_DATASETS]
+    if unknown:
+        raise AdvTransferError(f"datasets: unknown file(s) {unknown}; known: "
+                               f"{list(TEXT_DATASETS)}")
+    if not c.data_root and not c.download:
+        raise AdvTransferError(
+            f"data_root is required: the folder holding the text files "
+            f"{', '.join(c.datasets)} (the authors' files, {TEXT_DATA_URL}/NAME); pass "
+            "--data-root DIR, or --download to fetch them (into ./data without --data-root)")
+    if c.download:
+        return
+    root = Path(c.data_root).expanduser()
+    missing = [d for d in c.datasets if not (root / d).is_file()]
+    if missing:
+        raise AdvTransferError(
+            f"text file(s) {', '.join(missing)} missing in {root} (data_root); the six files "
+            f"({', '.join(TEXT_DATASETS)}) come from {TEXT_DATA_URL}/NAME: pass --download "
+            "to fetch them, or copy them there. Nothing was written.")
+
+
+def _check_model(c: TextDatasetsConfig) -> None:
+    if c.architecture not in TEXT_MODELS:
+        raise AdvTransferError(f"architecture must be one of {list(TEXT_MODELS)}; got "
+                               f"{c.architecture!r}")
+    if c.embedding not in ("svd", "random"):
+        raise AdvTransferError(f"embedding must be 'svd' or 'random'; got {c.embedding!r}")
+    _at_least(c, ("embed_dim",), 4)
+    _at_least(c, ("max_len",), 3)
+    _at_least(c, ("seeds", "min_count", "epochs", "batch_size", "head_epochs", "full_epochs",
+                  "finetune_batch_size", "attack_batch_size", "resamples", "snapped_samples"),
+              1)
+    _at_least(c, ("seed", "split_seed", "snapped_steps"), 0)
+    if c.architecture == "text-transformer" and c.embed_dim % 4:
+        raise AdvTransferError(f"embed_dim must be a multiple of 4 for text-transformer (its "
+                               f"attention heads); got {c.embed_dim}")
+    for name in ("lr", "head_lr", "full_lr", "snapped_lr", "snapped_const"):
+        if not getattr(c, name) > 0:
+            raise AdvTransferError(f"{name} must be > 0; got {getattr(c, name)}")
+    if c.snapped_confidence < 0:
+        raise AdvTransferError(f"snapped_confidence must be >= 0; got {c.snapped_confidence}")
+    if len(c.split) != 3 or not all(0 < f < 1 for f in c.split) \
+            or not math.isclose(sum(c.split), 1.0, abs_tol=1e-6):
+        raise AdvTransferError(f"split must be three fractions (train, validation, test) in "
+                               f"(0, 1) summing to 1; got {c.split}")
+
+
+def _check_selection(c: TextDatasetsConfig) -> None:
+    ground = ("finetune", "linear_probe", "source_accuracy")  # computed by the recipe
+    bad = [m for m in c.methods if m not in METHODS or m in ground]
+    if not c.methods or bad or len(set(c.methods)) != len(c.methods):
+        allowed = [m for m in METHODS if m not in ground]
+        raise AdvTransferError(f"methods must be a non-empty list of distinct ids of {allowed}; "
+                               f"got {bad or c.methods}")
+    pool = len(c.datasets) - 1 + (c.seeds - 1 if c.control_in_pool else 0)
+    if pool < 2:
+        raise AdvTransferError(
+            f"datasets and seeds give each target a pool of {pool} source model(s); the "
+            "selection benchmark ranks at least 2: add a dataset, or set seeds >= 2 with "
+            "control_in_pool = true")
+    outside = [m for m in c.primary if m not in c.methods]
+    if outside:
+        raise AdvTransferError(f"primary must name methods of methods; {outside} are not in "
+                               f"{c.methods}")
+
+
+def _check_attack(c: TextDatasetsConfig) -> None:
+    if c.attack not in ATTACKS:
+        raise AdvTransferError(f"attack must be one of {list(ATTACKS)}; got {c.attack!r}")
+    if c.mask_padding is not True:
+        raise AdvTransferError("mask_padding must be true: the text models read an all-zero "
+                               "row as padding, so a perturbed padding row would be a new token")
+    if c.n_attack is not None and c.n_attack < 1:
+        raise AdvTransferError(f"n_attack must be None (the whole test split) or >= 1; got "
+                               f"{c.n_attack}")
+    check_convention(c.convention)
+    attack_config(c)  # eps, norm, objective, solver, steps, bounds ...
+
+
+def check(c: TextDatasetsConfig) -> None:
+    """Every value of ``c`` (:class:`AdvTransferError` naming the field and its range) and the
+    presence of the data files unless ``download``; reads no file."""
+    _check_model(c)
+    _check_selection(c)
+    _check_attack(c)
+    _check_data(c)
+
+
+# --------------------------------------------------------------------------------------------
+# data, embedding and models
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """One dataset as the recipe uses it: token ids (``[n, max_len]``) and labels of its
+    train and test parts, the positions of the attacked test texts within the test part, the
+    number of classes, the task kind and the file's SHA-256."""
+
+    name: str
+    task: str
+    classes: int
+    sha256: str
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    attacked: torch.Tensor
+    size: int = 0
+
+    def embedded(self, table: torch.Tensor, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(table[ids], labels)`` of ``part`` ("train" or "test")."""
+        ids, y = getattr(self, part)
+        return table[ids], y
+
+    def attack_ids(self, n: int | None = None) -> torch.Tensor:
+        """Ids of the attacked test texts (the first ``n`` of them when given)."""
+        picked = self.test[0][self.attacked]
+        return picked if n is None else picked[:n]
+
+
+def _read(c: TextDatasetsConfig) -> dict[str, TextDataset]:
+    """Every configured file (downloaded first with ``download``), before any unit."""
+    root = Path(c.data_root or "data").expanduser()
+    return {d: load_text(d, root, download=c.download, verify=c.verify) for d in c.datasets}
+
+
+def _tasks(c: TextDatasetsConfig, sets: dict[str, TextDataset],
+           vocab: Vocabulary) -> dict[str, TextTask]:
+    """Encode and split every dataset; the attacked test texts are a seeded (``split_seed``)
+    subset of ``n_attack`` of the test part (all of it when None), in ascending order."""
+    root = Path(c.data_root or "data").expanduser()
+    out = {}
+    for name, data in sets.items():
+        ids, _ = encode(data, vocab, c.max_len)
+        y = torch.as_tensor(np.array(data.labels, dtype=np.int64))
+        tr, _, te = stratified_split(data.labels, fractions=c.split, seed=c.split_seed)
+        n = len(te) if c.n_attack is None else min(c.n_attack, len(te))
+        pick = np.sort(np.random.default_rng(c.split_seed).permutation(len(te))[:n])
+        out[name] = TextTask(name, data.task, len(data.classes), sha256_file(root / name),
+                             (ids[tr], y[tr]), (ids[te], y[te]), torch.as_tensor(pick),
+                             len(data))
+    return out
+
+
+def _split_id(c: TextDatasetsConfig) -> dict[str, Any]:
+    return {"fractions": list(c.split), "seed": c.split_seed}
+
+
+def _embedding(ctx: RunContext, c: TextDatasetsConfig, sets: dict[str, TextDataset],
+               vocab: Vocabulary, hashes: dict[str, str]) -> tuple[torch.Tensor, str]:
+    """The shared embedding table (a ``text-embedding`` unit keyed by the files' hashes and
+    the vocabulary and table settings) and its key."""
+    from advtransfer.store import unit_key
+
+    unit = {"datasets": hashes, "min_count": c.min_count, "method": c.embedding,
+            "dim": c.embed_dim, "seed": c.seed}
+
+    def compute() -> dict[str, torch.Tensor]:
+        return {"table": embedding_table(vocab, list(sets.values()), dim=c.embed_dim,
+                                         method=c.embedding, seed=c.seed)}
+
+    table = ctx.store.tensors("text-embedding", unit, compute)["table"]
+    if table.shape != (len(vocab), c.embed_dim):
+        raise AdvTransferError(f"the stored embedding table has shape {list(table.shape)}, "
+                               f"expected [{len(vocab)}, {c.embed_dim}]")
+    return table, unit_key("text-embedding", unit)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every unit of a run needs: the configuration, the tasks, the table and its key."""
+
+    c: TextDatasetsConfig
+    tasks: dict[str, TextTask]
+    table: torch.Tensor
+    emb_key: str
+
+    def inputs(self, target: str) -> dict[str, Any]:
+        """The identity of target ``target``'s attacked texts (part of attack unit keys)."""
+        return {"dataset": target, "split": _split_id(self.c), "part": "test",
+                "n": len(self.tasks[target].attacked), "embedding": self.emb_key,
+                "max_len": self.c.max_len}
+
+    def target_id(self, target: str) -> str:
+        """The name of target ``target``'s data in transfer and selection units."""
+        return (f"text:{target}/split{_split_id(self.c)}/{self.emb_key}/len{self.c.max_len}"
+                "/train->test")
+
+    def attack(self) -> dict[str, Any]:
+        return attack_fields(self.c)
+
+
+def _model(ctx: RunContext, s: _Shared, dataset: str, seed: int) -> tuple[nn.Module, str]:
+    """Model ``seed`` of ``dataset`` (a ``text-model`` unit: trained, or loaded when stored)."""
+    c, task = s.c, s.tasks[dataset]
+    unit = {"arch": c.architecture, "dataset": dataset, "sha256": task.sha256,
+            "seed": [c.seed, seed], "embedding": s.emb_key, "max_len": c.max_len,
+            "split": _split_id(c)}
+    return trained_classifier(
+        ctx, "text-model", unit,
+        lambda: create(f"text:{c.architecture}", "random", task.classes,
+                       embed_dim=c.embed_dim, max_len=c.max_len),
+        Lazy(lambda: task.embedded(s.table, "train")), epochs=c.epochs, lr=c.lr,
+        optimizer="adam", batch_size=c.batch_size,
+        description=f"training {c.architecture} on {dataset} (seed {seed})")
+
+
+def _name(dataset: str, seed: int) -> str:
+    return dataset if seed == 0 else f"{dataset}#{seed}"
+
+
+def _train_item(item: tuple[str, int], ctx: RunContext, *, s: _Shared) -> dict[str, Any]:
+    """Wave 2: one model, trained and tested on its dataset's test split."""
+    dataset, seed = item
+    model, key = _model(ctx, s, dataset, seed)
+    acc = accuracy(ctx, key, model, Lazy(lambda: s.tasks[dataset].embedded(s.table, "test")),
+                   f"{s.target_id(dataset)}/test")
+    return {"dataset": dataset, "seed": seed, "name": _name(dataset, seed), "key": key,
+            "accuracy": acc, "n_test": len(s.tasks[dataset].test[1])}
+
+
+# --------------------------------------------------------------------------------------------
+# attacks
+# --------------------------------------------------------------------------------------------
+
+
+def _reference_attack(ctx: RunContext, s: _Shared, target: str) -> tuple[ReferenceAttack, str]:
+    reference, ref_key = _model(ctx, s, target, 0)
+    task = s.tasks[target]
+    return reference_attack(ctx, ref_key, reference, Lazy(lambda: s.table[task.attack_ids()]),
+                            inputs=s.inputs(target), batch_size=s.c.attack_batch_size,
+                            **s.attack())
+
+
+def _snapped_settings(c: TextDatasetsConfig) -> dict[str, Any]:
+    """The snapped attack's settings (part of its units' keys); [UNK] = 1 and [SEP] = 2 are
+    frozen."""
+    return {"steps": c.snapped_steps, "lr": c.snapped_lr, "const": c.snapped_const,
+            "confidence": c.snapped_confidence, "frozen": [1, 2]}
+
+
+def _snapped(ctx: RunContext, s: _Shared, model: nn.Module, key: str,
+             target: str) -> dict[str, torch.Tensor]:
+    """``model``'s snapped attack (:func:`advtransfer.text_attack.snapped_attack`) on the
+    first ``snapped_samples`` attacked texts of ``target``: a ``text-snapped`` unit holding
+    the adversarial ids, the changed tokens and the success per text. [UNK] and [SEP] are
+    frozen (never changed nor chosen); the pushed-away label is the model's prediction."""
+    from advtransfer.text_attack import snapped_attack
+
+    c = s.c
+    unit = {"model": key, "inputs": {**s.inputs(target), "first": c.snapped_samples},
+            **_snapped_settings(c)}
+
+    def compute() -> dict[str, torch.Tensor]:
+        ids = s.tasks[target].attack_ids(c.snapped_samples)
+        r = snapped_attack(model.to(ctx.device), ids.to(ctx.device), s.table.to(ctx.device),
+                           steps=c.snapped_steps, lr=c.snapped_lr, const=c.snapped_const,
+                           confidence=c.snapped_confidence, frozen=[1, 2])
+        return {"ids": r.ids, "changed": r.changed, "success": r.success.to(torch.uint8)}
+
+    return ctx.store.tensors("text-snapped", unit, compute)
+
+
+def _target_item(target: str, ctx: RunContext, *, s: _Shared) -> dict[str, Any]:
+    """Wave 3: the reference's attack on its test texts (shared by every source), what it
+    does to the reference's predictions and the texts' norms; its snapped attack too with
+    ``attack="snapped"``."""
+    ref, _ = _reference_attack(ctx, s, target)
+    before = ref.clean.argmax(1)
+    after = (ref.clean + ref.deviation).argmax(1)
+    out = {"n_attack": len(ref), "flip_rate": float((before != after).double().mean()),
+           "mean_delta_norm": float(ref.delta.flatten(1).norm(dim=1).mean()),
+           "median_input_norm": float(ref.x.flatten(1).norm(dim=1).median()),
+           "median_tokens": float((ref.x.abs().amax(-1) > 0).sum(1).double().median())}
+    if s.c.attack == "snapped":
+        reference, ref_key = _model(ctx, s, target, 0)
+        snap = _snapped(ctx, s, reference, ref_key, target)
+        out.update(snapped_changed=float(snap["changed"].double().mean()),
+                   snapped_success=float(snap["success"].double().mean()))
+    return out
+
+
+def _deviation(model: nn.Module, x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return (model(x) - clean).flatten(1).double()
+
+
+def _snapped_alphas(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int]
+                    ) -> dict[str, Any]:
+    """alpha1/alpha2/combined in both directions from the snapped attacks of the target's
+    reference (T) and the source (S) on the same texts x (a ``text-snapped-adversarial``
+    unit): t2s compares Delta_{T->S} = f_S(x + delta_T) - f_S(x) with Delta_{S->S}, s2t
+    Delta_{S->T} with Delta_{T->T} (:class:`advtransfer.metrics.DirectionAccumulator`; texts
+    where the victim's own snapped attack changes nothing have no alpha1 and are left out)."""
+    target, _, source, seed = pair
+    reference, ref_key = _model(ctx, s, target, 0)
+    model, key = _model(ctx, s, source, seed)
+    snap_t = _snapped(ctx, s, reference, ref_key, target)
+    snap_s = _snapped(ctx, s, model, key, target)
+    unit = {"source": key, "target": ref_key, "inputs": {**s.inputs(target),
+                                                         "first": s.c.snapped_samples},
+            "convention": s.c.convention, "snapped": _snapped_settings(s.c)}
+
+    def compute() -> dict[str, Any]:
+        x = s.table[s.tasks[target].attack_ids(s.c.snapped_samples)]
+        x_t, x_s = s.table[snap_t["ids"]], s.table[snap_s["ids"]]
+        models = {"T": reference.cpu().eval(), "S": model.cpu().eval()}
+        with torch.inference_mode():
+            clean = {k: m(x) for k, m in models.items()}
+        dev = {f"{a}{v}": _deviation(models[v], x_a, clean[v])
+               for a, x_a in (("T", x_t), ("S", x_s)) for v in ("T", "S")}
+        out: dict[str, Any] = {
+            "changed_source": float(snap_s["changed"].double().mean()),
+            "success_source": float(snap_s["success"].double().mean())}
+        for tag, (a, b) in {"t2s": ("T", "S"), "s2t": ("S", "T")}.items():
+            acc = DirectionAccumulator(a, b, convention=s.c.convention)
+            acc.update(dev[a + a], dev[a + b], dev[b + b])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # texts without alpha1
+                r = acc.compute()
+            out.update({f"alpha1_{tag}": r.alpha1, f"alpha2_{tag}": r.alpha2,
+                        f"combined_{tag}": r.combined, f"n_undefined_{tag}": r.n_undefined})
+        return out
+
+    return ctx.store.record("text-snapped-adversarial", unit, compute)
+
+
+# --------------------------------------------------------------------------------------------
+# pairs
+# --------------------------------------------------------------------------------------------
+
+
+def _selection(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int], model: nn.Module,
+               key: str) -> dict[str, float]:
+    """The source's estimator and feature-space adversarial scores for the target (a
+    ``text-selection`` unit; :func:`advtransfer.selection.score_candidate` on the target's
+    embedded training texts and the reference's stored attack)."""
+    target, name = pair[0], pair[1]
+    needed = needed_methods(s.c.methods)
+    est = tuple(m for m in needed if m in ESTIMATOR_METHODS)
+    feats = tuple(m for m in needed if m in ADVERSARIAL_FEATURE_METHODS)
+    if not est and not feats:
+        return {}
+    ref, ref_key = _reference_attack(ctx, s, target)
+    reference, _ = _model(ctx, s, target, 0)
+    unit = {"source": key, "reference_attack": ref_key, "target": s.target_id(target),
+            "estimators": list(est), "adversarial": list(feats), "convention": s.c.convention,
+            "batch_size": s.c.attack_batch_size}
+
+    def compute() -> dict[str, Any]:
+        plan = CandidatePlan(adversarial=feats, estimators=est, attack=attack_config(s.c),
+                             convention=s.c.convention, batch_size=s.c.attack_batch_size,
+                             seed=ctx.seed_for("text-selection", unit))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a NaN score is reported as such
+            r = score_candidate((name, model), plan=plan,
+                                data=s.tasks[target].embedded(s.table, "train"),
+                                reference_attack=ref, reference=reference, device=ctx.device)
+        return {"scores": {m: (v if math.isfinite(v) else None) for m, v in r.scores.items()},
+                "timings": r.timings}
+
+    return {m: num(v) for m, v in ctx.store.record("text-selection", unit,
+                                                   compute)["scores"].items()}
+
+
+def _pair_item(pair: tuple[str, str, str, int], ctx: RunContext, *,
+               s: _Shared) -> dict[str, Any]:
+    """Wave 4: one (target, source) pair: the alphas, both knowledge transfers, the selection
+    scores (and the snapped alphas); its record."""
+    target, name, source, seed = pair
+    c = s.c
+    reference, ref_key = _model(ctx, s, target, 0)
+    model, key = _model(ctx, s, source, seed)
+    task = s.tasks[target]
+    adv = adversarial(ctx, key, ref_key, model, reference,
+                      Lazy(lambda: s.table[task.attack_ids()]), inputs=s.inputs(target),
+                      convention=c.convention, batch_size=c.attack_batch_size, **s.attack())
+    train = Lazy(lambda: task.embedded(s.table, "train"))
+    test = Lazy(lambda: task.embedded(s.table, "test"))
+    kt = {mode: transfer(ctx, key, model, train, test, target=s.target_id(target),
+                         task="classification", features="penultimate", finetune=mode,
+                         epochs=epochs, lr=lr, batch_size=c.finetune_batch_size)
+          for mode, epochs, lr in (("head", c.head_epochs, c.head_lr),
+                                   ("full", c.full_epochs, c.full_lr))}
+    record: dict[str, Any] = {
+        "source": f"{name} -> {target}", "target": target, "source_model": name,
+        "source_dataset": source, "source_seed": seed,
+        "pair": "control" if source == target else "cross",
+        "head_accuracy": kt["head"]["test_accuracy"], "head_loss": kt["head"]["test_loss"],
+        "full_accuracy": kt["full"]["test_accuracy"], "full_loss": kt["full"]["test_loss"],
+        **{k: adv[k] for k in ALPHAS}, "alpha1_median_t2s": adv["alpha1_median_t2s"],
+        "n_attack": adv["n_attack"],
+        "selection_scores": _selection(ctx, s, pair, model, key)}
+    if c.attack == "snapped":
+        snap = _snapped_alphas(ctx, s, pair)
+        record.update({f"snapped_{k}": v for k, v in snap.items()})
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------
+
+
+def _matrix(datasets: list[str], records: list[dict[str, Any]], controls: list[dict[str, Any]],
+            key: str) -> list[list[float | None]]:
+    """``M[T][S]``: ``key`` of the pair (target T, source S); the diagonal the first control
+    (None without one)."""
+    where = {(r["target"], r["source_dataset"]): r for r in records}
+    where.update({(r["target"], r["target"]): r for r in controls if r["source_seed"] == 1})
+    out = []
+    for t in datasets:
+        row = []
+        for src in datasets:
+            v = where.get((t, src), {}).get(key)
+            row.append(float(v) if v is not None and math.isfinite(float(v)) else None)
+        out.append(row)
+    return out
+
+
+def _mantel(datasets: list[str], matrices: dict[str, list[list[float | None]]],
+            seed: int) -> list[dict[str, Any]]:
+    """Spearman's rho of each alpha with each transfer accuracy over the ordered pairs of
+    different datasets and its two-sided Mantel p-value (:func:`advtransfer.stats.mantel`;
+    exact over all permutations of the datasets, as there are at most 6)."""
+    rows = []
+    for metric in ALPHAS:
+        for outcome in OUTCOMES:
+            a = np.array(matrices[metric], dtype=float)
+            b = np.array(matrices[outcome], dtype=float)
+            r = mantel(a, b, method="spearman", seed=seed).to_dict()
+            rows.append({"metric": metric, "outcome": outcome, **r})
+    return rows
+
+
+def _wilson(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion ``p`` of ``n`` trials."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _selection_scores(s: _Shared, records: list[dict[str, Any]]
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """``scores[target][method][candidate]`` of every method of ``methods`` (output-space
+    alphas from the pairs' adversarial units, the others from their selection units, the
+    combinations over each target's pool)."""
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for t in s.c.datasets:
+        per: dict[str, dict[str, float]] = {}
+        for r in (r for r in records if r["target"] == t):
+            for m in needed_methods(s.c.methods):
+                if m in ADVERSARIAL_METHODS and m not in ADVERSARIAL_FEATURE_METHODS:
+                    metric, direction = ADVERSARIAL_METHODS[m]
+                    per.setdefault(m, {})[r["source_model"]] = num(r[f"{metric}_{direction}"])
+                elif m in r["selection_scores"]:
+                    per.setdefault(m, {})[r["source_model"]] = r["selection_scores"][m]
+        for m in needed_methods(s.c.methods):
+            if m in COMBINED_METHODS:
+                per[m] = combine(m, per)
+        scores[t] = {m: per[m] for m in s.c.methods}
+    return scores
+
+
+def _select(ctx: RunContext, s: _Shared, pool: list[dict[str, Any]],
+            accuracies: dict[str, float]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The selection benchmark over each target's ``pool`` (records): every method against
+    full fine-tuning (headline) and the linear head, with the digits benchmarks' analysis."""
+    scores = _selection_scores(s, pool)
+    truths: dict[str, dict[str, dict[str, float]]] = {"finetune": {}, "linear_probe": {}}
+    per_seed: dict[str, dict[str, list[float]]] = {}
+    source_acc: dict[str, dict[str, float]] = {}
+    for r in pool:
+        t, name = r["target"], r["source_model"]
+        truths["finetune"].setdefault(t, {})[name] = float(r["full_accuracy"])
+        truths["linear_probe"].setdefault(t, {})[name] = float(r["head_accuracy"])
+        per_seed.setdefault(t, {})[name] = [float(r["full_accuracy"])]
+        source_acc.setdefault(t, {})[name] = accuracies[name]
+    by_truth, tables = analyse_ground_truths(
+        scores, truths, per_seed, source_acc, primary=s.c.primary, resamples=s.c.resamples,
+        seed_for=ctx.seed_for)
+    selection = {**by_truth["finetune"], "by_ground_truth": by_truth, "scores": scores}
+    return selection, tables
+
+
+# --------------------------------------------------------------------------------------------
+# report text and figure
+# --------------------------------------------------------------------------------------------
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return f"{float(v):.{digits}f}" if v is not None and math.isfinite(float(v)) else "—"
+
+
+def _models_table(s: _Shared, models: list[dict[str, Any]], targets: dict[str, Any]) -> str:
+    from advtransfer.report import md_table
+
+    rows = []
+    for d in s.c.datasets:
+        mine = [m for m in models if m["dataset"] == d]
+        ref = mine[0]
+        lo, hi = _wilson(ref["accuracy"], ref["n_test"])
+        t = targets[d]
+        rows.append([d, TEXT_DATASETS[d].task, str(s.tasks[d].classes),
+                     f"{_f(ref['accuracy'])} [{_f(lo, 2)}, {_f(hi, 2)}]",
+                     " / ".join(_f(m["accuracy"]) for m in mine[1:]) or "—",
+                     _f(1 / s.tasks[d].classes, 2), _f(t["flip_rate"], 2),
+                     _f(t["median_input_norm"], 2)])
+    return md_table(["dataset", "task", "classes", "reference test accuracy [95 % Wilson]",
+                     "controls' accuracy", "chance", "flip rate at eps",
+                     "median text norm"], rows)
+
+
+def _mantel_table(rows: list[dict[str, Any]]) -> str:
+    from advtransfer.report import md_table
+
+    return md_table(["alpha", "transfer", "Spearman rho", "Mantel p", "ordered pairs",
+                     "permutations"],
+                    [[method_label(r["metric"].replace("_t2s", "")), r["outcome"],
+                      _f(r["statistic"]), _f(r["p"]), str(r["n_pairs"]),
+                      f"{r['n_permutations']}{' (exact)' if r['exact'] else ''}"]
+                     for r in rows])
+
+
+def _controls_table(controls: list[dict[str, Any]], records: list[dict[str, Any]]) -> str:
+    """Per control: its alpha1 (t2s) and full transfer accuracy, and its rank by each among
+    all the sources of its target (1 = highest)."""
+    from advtransfer.report import md_table
+
+    rows = []
+    for r in controls:
+        pool = [x for x in records if x["target"] == r["target"]] + [r]
+
+        def rank(key: str, r: dict[str, Any] = r, pool: list = pool) -> str:
+            vals = sorted((num(x[key]) for x in pool), reverse=True)
+            return f"{vals.index(num(r[key])) + 1}/{len(pool)}" if math.isfinite(
+                num(r[key])) else "—"
+
+        rows.append([r["source"], _f(r["alpha1_t2s"]), rank("alpha1_t2s"),
+                     _f(r["full_accuracy"]), rank("full_accuracy"), _f(r["head_accuracy"])])
+    return md_table(["control", "alpha1 (t2s)", "its rank", "full fine-tuning accuracy",
+                     "its rank", "head accuracy"], rows)
+
+
+def _heatmaps(datasets: list[str], matrices: dict[str, list[list[float | None]]]) -> bytes:
+    """Both transfer-accuracy matrices beside alpha1 (t2s), rows target, columns source."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [("alpha1_t2s", "alpha1 (target -> source)"),
+             ("head_accuracy", "head transfer accuracy"),
+             ("full_accuracy", "full fine-tuning accuracy")]
+    fig = Figure(figsize=(5.2 * len(shown), 4.8), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (key, title) in zip(fig.subplots(1, len(shown)), shown, strict=True):
+        arr = np.array([[np.nan if v is None else v for v in row] for row in matrices[key]])
+        im = ax.imshow(np.ma.masked_invalid(arr), cmap="viridis")
+        for i in range(len(datasets)):
+            for j in range(len(datasets)):
+                light = bool(np.isfinite(arr[i, j])) and sum(
+                    w * c for w, c in zip((0.299, 0.587, 0.114), im.to_rgba(arr[i, j])[:3],
+                                          strict=False)) > 0.5
+                ax.text(j, i, _f(arr[i, j], 2), ha="center", va="center", fontsize=8,
+                        color="black" if light else "white")
+        ax.set_xticks(range(len(datasets)), datasets, rotation=40)
+        ax.set_yticks(range(len(datasets)), datasets)
+        ax.set_xlabel("source model (its dataset)")
+        ax.set_ylabel("target dataset")
+        ax.set_title(title + "\n(diagonal: same-dataset control)", fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _verdict(rho: float | None, p: float | None) -> str:
+    if rho is None or p is None or not math.isfinite(rho):
+        return "undefined"
+    strength = "weak" if abs(rho) < 0.3 else "moderate" if abs(rho) < 0.6 else "strong"
+    sign = "positive" if rho > 0 else "negative"
+    clear = "significant" if p < 0.05 else "not significant"
+    return f"{strength} {sign}, {clear} (rho {rho:.2f}, Mantel p {p:.3g})"
+
+
+def _shows(s: _Shared, mantel_rows: list[dict[str, Any]], within: list[dict[str, Any]],
+           selection: dict[str, Any], models: list[dict[str, Any]]) -> str:
+    """The "what this shows / does not show" paragraph, from the run's numbers."""
+    get = {(r["metric"], r["outcome"]): r for r in mantel_rows}
+    lines = [f"alpha1 (target -> source) vs {label}: " + _verdict(
+        get[("alpha1_t2s", outcome)]["statistic"], get[("alpha1_t2s", outcome)]["p"])
+        for outcome, label in (("full_accuracy", "full fine-tuning accuracy"),
+                               ("head_accuracy", "head accuracy"))]
+    w = {(r["metric"], r["outcome"]): r for r in within}.get(("alpha1_t2s", "full_accuracy"))
+    if w is not None:
+        lines.append(f"within targets (across the sources of one target) r_w = {_f(w['r'], 2)}"
+                     f" (permutation p {_f(w['p'], 3)}, n = {w['n']} in {w['groups']} targets)")
+    tau = selection["weighted_tau"]
+    best = selection.get("best_estimator", "")
+    if "alpha1" in tau and best in tau:
+        lines.append(f"mean weighted tau of alpha1 against full fine-tuning "
+                     f"{_f(tau['alpha1']['mean'])}, best estimator {method_label(best)} "
+                     f"{_f(tau[best]['mean'])}")
+    chance = [m["dataset"] for m in models if m["seed"] == 0
+              and m["accuracy"] < 1 / s.tasks[m["dataset"]].classes + 0.1]
+    near = (f" The reference models of {', '.join(chance)} are within 10 points of chance, so "
+            "their alphas compare near-random functions." if chance else "")
+    return (
+        "**What this shows / does not show.** " + "; ".join(lines) + ". A weak or negative "
+        "correlation is a finding about this setting, not a failed run: the paper predicts "
+        "positive ones." + near + " The association is over " + str(len(s.c.datasets)) +
+        " datasets only (one model per dataset, one split, one training seed per source), so "
+        "one unusual dataset can carry it; it says nothing about causation. It does not "
+        "reproduce the authors' BERT setting: here every model reads one frozen, shared "
+        f"{s.c.embedding} embedding table ({s.c.embed_dim} dimensions, whole words, no subword "
+        f"tokenizer, texts cut to {s.c.max_len} tokens) that makes the input space exactly "
+        f"common, the models are small {s.c.architecture} networks trained from scratch on "
+        f"{round(100 * s.c.split[0])} % of the examples of each file (at most 1,000; BERT "
+        "is pretrained and fine-tuned, and its embeddings drift per dataset), and the attack "
+        "is an L2 PGD on the continuous embeddings"
+        + (" (the snapped word-substitution attack is reported beside it)."
+           if s.c.attack == "snapped" else
+           " rather than the authors' snapped Carlini-Wagner attack (attack=\"snapped\")."))
+
+
+def _description(s: _Shared, info: dict[str, Any]) -> str:
+    c = s.c
+    parts = [
+        "Datasets: " + ", ".join(f"{d} ({s.tasks[d].size} examples)" for d in c.datasets)
+        + f", each split {c.split} (train / validation / test, stratified, seed "
+        f"{c.split_seed}). Shared vocabulary of {info['vocab']} words (min_count "
+        f"{c.min_count}); one frozen {c.embedding} embedding table of {c.embed_dim} "
+        f"dimensions; texts cut to {c.max_len} tokens. Models: {c.architecture}, {c.seeds} "
+        f"per dataset ({c.epochs} epochs, Adam lr {c.lr}); seed 0 is each dataset's "
+        "reference and source model, the others are same-dataset controls. Knowledge "
+        "transfer on the target's training split: a new linear head on the source's "
+        f"penultimate features ({c.head_epochs} epochs, SGD lr {c.head_lr}) and full "
+        f"fine-tuning with a new head ({c.full_epochs} epochs, SGD lr {c.full_lr}), tested "
+        f"on the target's test split. Adversarial transferability: {c.solver} {c.norm} "
+        f"eps={c.eps} in embedding units (padding masked, the L2 norm per sequence over its "
+        f"tokens), {c.objective} objective, {c.steps} steps, on {info['n_attack']} test "
+        "texts of each target; t2s = crafted on the target's reference, applied to the "
+        "source, s2t the reverse.",
+        _models_table(s, info["models"], info["targets"]),
+        f"**Mantel tests** over the {info['n_pairs']} ordered pairs of different datasets "
+        "(dataset labels permuted jointly on rows and columns; the pairs share datasets, so "
+        "the pooled correlation table below treats them as independent and its p-values are "
+        "too small):", _mantel_table(info["mantel"])]
+    if info["controls"]:
+        parts += ["**Controls** (same dataset, other seed; not in the records):",
+                  _controls_table(info["controls"], info["records"])]
+    pool = "the other datasets' models" + (" and the target's controls" if c.control_in_pool
+                                           else "")
+    parts += [f"**Model selection**: each target's pool ({pool}) ranked by every method "
+              f"against full fine-tuning accuracy; weighted Kendall tau per target and mean, "
+              f"interval over {c.resamples} draws of 80 % of the candidates:",
+              info["tables"]["finetune"], info["selection"].get("goal", ""),
+              "Protocol measures (against full fine-tuning):",
+              protocol_table(info["selection"]["protocol"]),
+              "Against the linear head:", info["tables"]["linear_probe"]]
+    if c.attack == "snapped":
+        parts.append(info["snapped_text"])
+    parts.append(info["shows"])
+    return "\n\n".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe
+# --------------------------------------------------------------------------------------------
+
+
+def _pairs(c: TextDatasetsConfig) -> list[tuple[str, str, str, int]]:
+    """(target, source name, source dataset, source seed) of every pair: the seed-0 models of
+    the other datasets and the target's own controls."""
+    out = []
+    for t in c.datasets:
+        out += [(t, src, src, 0) for src in c.datasets if src != t]
+        out += [(t, _name(t, k), t, k) for k in range(1, c.seeds)]
+    return out
+
+
+def _snapped_text(s: _Shared, targets: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    from advtransfer.report import md_table
+
+    rows = [[t, _f(targets[t]["snapped_changed"], 1), _f(targets[t]["snapped_success"], 2)]
+            for t in s.c.datasets]
+    corr = {}
+    for key in ("snapped_alpha1_t2s", "snapped_combined_t2s"):
+        a = np.array(_matrix(s.c.datasets, records, [], key), dtype=float)
+        f = np.array(_matrix(s.c.datasets, records, [], "full_accuracy"), dtype=float)
+        corr[key] = mantel(a, f, method="spearman", seed=s.c.seed).to_dict()
+    return ("**Snapped attack** (the authors' word-substitution attack, first "
+            f"{s.c.snapped_samples} attacked texts, {s.c.snapped_steps} steps): tokens changed "
+            "and success rate of each reference's attack:\n\n"
+            + md_table(["target", "mean tokens changed", "success"], rows)
+            + "\n\nSpearman rho with full fine-tuning accuracy (Mantel p): "
+            + "; ".join(f"{k.removeprefix('snapped_')}: {_f(v['statistic'])} "
+                        f"({_f(v['p'])})" for k, v in corr.items()) + ".")
+
+
+@register("text-datasets", TextDatasetsConfig,
+          "The ICML version's NLP experiment on the authors' six text files (AG News, MR, IMDB, "
+          "Yelp, SNLI, MultiNLI): small text models on one shared frozen embedding, alpha in "
+          "both directions vs head / full fine-tuning transfer for every ordered dataset pair, "
+          "Mantel tests and a model-selection benchmark (needs --data-root or --download; "
+          "minutes on CPU).", quick, check=check)
+def run(c: TextDatasetsConfig, ctx: RunContext) -> dict[str, Any]:
+    check(c)
+    sets = _read(c)  # every file read (and checked) before the first unit is written
+    vocab = build_vocabulary(list(sets.values()), min_count=c.min_count)
+    tasks = _tasks(c, sets, vocab)
+    table, emb_key = _embedding(ctx, c, sets, vocab, {d: t.sha256 for d, t in tasks.items()})
+    s = _Shared(c, tasks, table, emb_key)
+    models = ctx.map(functools.partial(_train_item, s=s),
+                     [(d, k) for d in c.datasets for k in range(c.seeds)],
+                     description="text models")
+    targets = dict(zip(c.datasets, ctx.map(functools.partial(_target_item, s=s), c.datasets,
+                                           description="reference attacks"), strict=True))
+    every = ctx.map(functools.partial(_pair_item, s=s), _pairs(c), description="pairs")
+    return _results(ctx, s, models, targets, every, len(vocab))
+
+
+def _results(ctx: RunContext, s: _Shared, models: list[dict[str, Any]],
+             targets: dict[str, Any], every: list[dict[str, Any]], n_vocab: int
+             ) -> dict[str, Any]:
+    c = s.c
+    records = [r for r in every if r["pair"] == "cross"]
+    controls = [r for r in every if r["pair"] == "control"]
+    keys = [*ALPHAS, *OUTCOMES] + (
+        [f"snapped_{a}" for a in ALPHAS] if c.attack == "snapped" else [])
+    matrices = {k: _matrix(c.datasets, records, controls, k) for k in keys}
+    mantel_rows = _mantel(c.datasets, matrices, c.seed)
+    within = within_group_table(records, list(ALPHAS), list(OUTCOMES), "target", seed=c.seed)
+    accuracies = {m["name"]: m["accuracy"] for m in models}
+    selection, tables = _select(ctx, s, records + (controls if c.control_in_pool else []),
+                                accuracies)
+    atomic_write_bytes(Path(ctx.store.root) / FIGURE, _heatmaps(c.datasets, matrices))
+    info = {"vocab": n_vocab, "models": models, "targets": targets, "mantel": mantel_rows,
+            "n_pairs": len(records), "n_attack": targets[c.datasets[0]]["n_attack"],
+            "controls": controls, "records": records, "selection": selection,
+            "tables": tables,
+            "shows": _shows(s, mantel_rows, within, selection, models)}
+    if c.attack == "snapped":
+        info["snapped_text"] = _snapped_text(s, targets, records)
+    flat = [{k: v for k, v in r.items() if k != "selection_scores"} for r in records]
+    return {
+        "records": flat,
+        "controls": [{k: v for k, v in r.items() if k != "selection_scores"}
+                     for r in controls],
+        "models": models, "targets": targets, "vocabulary_size": n_vocab,
+        "embedding_unit": s.emb_key, "mantel": mantel_rows, "within_target": within,
+        "text_matrices": {k: {"rows": "target dataset", "columns": "source dataset",
+                              "diagonal": "first same-dataset control", "names": c.datasets,
+                              "values": v} for k, v in matrices.items()},
+        # heatmaps of the report: rows are the attackers (the targets' references), columns
+        # the victims (the sources), which is the t2s alphas' orientation here
+        "matrices": {f"{m}_t2s": {"names": c.datasets, "values": matrices[f"{m}_t2s"]}
+                     for m in ("alpha1", "alpha2", "combined")},
+        "selection": selection,
+        "report": _report_spec(s, info),
+    }
+
+
+def _report_spec(s: _Shared, info: dict[str, Any]) -> dict[str, Any]:
+    c = s.c
+    labels = {f"{m}_{d}": f"{m} ({'target -> source' if d == 't2s' else 'source -> target'})"
+              for m in ("alpha1", "alpha2", "combined") for d in ("t2s", "s2t")}
+    labels.update({"head_accuracy": "head transfer accuracy (new linear head)",
+                   "full_accuracy": "full fine-tuning accuracy", "target": "target dataset"})
+    return {
+        "title": "text-datasets: adversarial and knowledge transferability between the "
+                 "authors' six text datasets",
+        "description": _description(s, info),
+        "metrics": list(ALPHAS),
+        "outcomes": list(OUTCOMES),
+        "sweep": None,
+        "groups": "target",
+        "labels": labels,
+        "columns": ["source", "target", "head_accuracy", "full_accuracy", *ALPHAS,
+                    *(["snapped_alpha1_t2s", "snapped_changed_source"]
+                      if c.attack == "snapped" else [])],
+        "extra_figures": [[FIGURE, "alpha1 (target -> source) and both transfer accuracies; "
+                                   "rows: target dataset, columns: source model's dataset, "
+                                   "diagonal: the same-dataset control (seed 1)."]],
+    }
