@@ -241,6 +241,7 @@ def test_rewrite_is_idempotent(tmp_path: Path) -> None:
     (lambda r: r["report"].__setitem__("metrics", ["nope"]), "no record has"),
     (lambda r: r["report"].__setitem__("sweep", "nope"), "sweep"),
     (lambda r: r["matrices"]["alpha1"]["values"].pop(), "3 x 3"),
+    (lambda r: r["matrices"]["alpha1"].__setitem__("rows", "targets"), "'rows' and 'columns'"),
     (lambda r: r.__setitem__("records", {"a": 1}), "records"),
 ])
 def test_malformed_results_raise_before_writing(tmp_path: Path, mutate: Any, match: str) -> None:
@@ -250,6 +251,20 @@ def test_malformed_results_raise_before_writing(tmp_path: Path, mutate: Any, mat
     with pytest.raises(AdvTransferError, match=match):
         write_report(results, out)
     assert not out.exists()
+
+
+def test_a_matrix_that_names_its_axes_is_drawn_and_captioned_with_them(tmp_path: Path) -> None:
+    """Without axis names a matrix's rows are attackers and its columns victims; with
+    ``rows``/``columns`` (a transfer-accuracy matrix, say) those names are used instead."""
+    results = copy.deepcopy(make_results())
+    write_report(results, tmp_path / "plain", n_boot=10)
+    results["matrices"]["alpha1"].update(rows="target task", columns="source model")
+    write_report(results, tmp_path / "named", n_boot=10)
+    plain = (tmp_path / "plain" / "report.md").read_text(encoding="utf-8")
+    named = (tmp_path / "named" / "report.md").read_text(encoding="utf-8")
+    assert "rows are attackers (adversarial examples crafted on)" in plain
+    assert "rows are target task, columns are source model" in named
+    assert "attackers" not in named.split("rows are target task")[1].split("\n")[0]
 
 
 def test_awkward_strings_are_escaped(tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ def test_quick_run_end_to_end(quick_run):
             assert isinstance(r[key], float) and math.isfinite(r[key]), (key, r)
     assert len(results["models"]) == 2 * len(DATASETS)
     for name in ("report.md", "report.html", "results.csv", "correlations.json", "groups.json",
-                 recipe.FIGURE, "figures/matrix_alpha1_t2s.png"):
+                 "figures/matrix_alpha1_t2s.png", "figures/matrix_head_accuracy.png",
+                 "figures/matrix_full_accuracy.png"):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["records"] == records
     report = (out / "report.md").read_text(encoding="utf-8")

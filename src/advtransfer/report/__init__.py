@@ -166,9 +166,10 @@ def _write_figures(spec: _Spec, results: Mapping[str, Any], out: Path,
                    f"Each metric and outcome as a function of {spec.label(spec.sweep)} (markers: "
                    "records; line: mean at each value; a gap marks missing values).")
     for mname, (names, values) in spec.matrices.items():
+        rows, columns = spec.matrix_axes.get(mname, (
+            "attackers (adversarial examples crafted on)", "victims (evaluated on)"))
         files.save(_matrix_figure(spec, mname, names, values), f"matrix_{mname}",
-                   f"{spec.label(mname)}: rows are attackers (adversarial examples crafted on), "
-                   "columns are victims (evaluated on).")
+                   f"{spec.label(mname)}: rows are {rows}, columns are {columns}.")
     tau = (results.get("selection") or {}).get("weighted_tau")
     if isinstance(tau, Mapping) and tau:
         files.save(_tau_figure(spec, tau), "selection_weighted_tau",

@@ -585,11 +585,18 @@ def _matrix_figure(spec: _Spec, name: str, names: list[str], values: list[list[A
         for lab in ax.get_xticklabels():
             lab.set_horizontalalignment("right")
             lab.set_rotation_mode("anchor")
-    ax.set_xlabel("victim (model the attack is applied to)")
-    ax.set_ylabel("attacker (model the attack is crafted on)")
     label = spec.label(name)
-    ax.set_title(f"{label}: brighter cells = attacks that transfer more\n(row: attacker, "
-                 "column: victim; — undefined)", fontsize=11)
+    if name in spec.matrix_axes:
+        rows, columns = spec.matrix_axes[name]
+        ax.set_xlabel(columns)
+        ax.set_ylabel(rows)
+        ax.set_title(textwrap.fill(f"{label} (row: {rows}; column: {columns})",
+                                   width=max(40, round(9 * side))), fontsize=11)
+    else:
+        ax.set_xlabel("victim (model the attack is applied to)")
+        ax.set_ylabel("attacker (model the attack is crafted on)")
+        ax.set_title(f"{label}: brighter cells = attacks that transfer more\n(row: attacker, "
+                     "column: victim; — undefined)", fontsize=11)
     cbar = fig.colorbar(im, ax=ax, shrink=0.85)
     cbar.set_label(f"colour: {_axis_label(spec, name)}")
     return fig

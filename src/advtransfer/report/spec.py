@@ -5,7 +5,7 @@ content of ``results.json``) and returns a :class:`_Spec`; every malformed field
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from advtransfer.errors import AdvTransferError
@@ -24,6 +24,9 @@ class _Spec:
     columns: list[str] | None
     records: list[Mapping[str, Any]]
     matrices: dict[str, tuple[list[str], list[list[Any]]]]
+    #: per matrix, what its rows and its columns are (``results['matrices'][name]['rows']``,
+    #: ``['columns']``); a matrix without them has attackers as rows and victims as columns
+    matrix_axes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def label(self, key: str) -> str:
         return self.labels.get(key, key)
@@ -49,8 +52,24 @@ def _parse(results: Any) -> _Spec:
     fields = _parse_report(results.get("report"))
     if records:
         _check_record_keys(records, fields)
-    matrices = _parse_matrices(results.get("matrices") or {})
-    return _Spec(**fields, records=list(records), matrices=matrices)
+    raw = results.get("matrices") or {}
+    matrices = _parse_matrices(raw)
+    return _Spec(**fields, records=list(records), matrices=matrices,
+                 matrix_axes=_matrix_axes(raw))
+
+
+def _matrix_axes(raw: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """The matrices that name their rows and columns (both strings, or neither)."""
+    axes: dict[str, tuple[str, str]] = {}
+    for mname, m in raw.items():
+        rows, columns = m.get("rows"), m.get("columns")
+        if rows is None and columns is None:
+            continue
+        if not (isinstance(rows, str) and isinstance(columns, str)):
+            raise AdvTransferError(f"results['matrices'][{mname!r}] must give 'rows' and "
+                                   f"'columns' as strings together, got {rows!r}, {columns!r}")
+        axes[str(mname)] = (rows, columns)
+    return axes
 
 
 def _parse_report(report: Any) -> dict[str, Any]:

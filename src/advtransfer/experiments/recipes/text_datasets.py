@@ -70,7 +70,6 @@ binary tasks). Each run reports the fraction per target (``targets[T]["flip_rate
 from __future__ import annotations
 
 import functools
-import io
 import math
 import warnings
 from dataclasses import dataclass, field, replace
@@ -110,7 +109,7 @@ from advtransfer.experiments.stages import (
     trained_classifier,
     transfer,
 )
-from advtransfer.fileio import atomic_write_bytes, sha256_file
+from advtransfer.fileio import sha256_file
 from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
@@ -148,7 +147,6 @@ TEXT_METHODS: list[str] = [
 QUICK_METHODS: list[str] = ["alpha1", "alpha2", "combined", "alpha1_s2t", "alpha1_features",
                             "logme", "leep", "nce", "alpha1_logme_rankavg"]
 ATTACKS = ("embedding", "snapped")
-FIGURE = "figures/text_transfer_matrices.png"
 
 
 @dataclass
@@ -780,37 +778,6 @@ def _controls_table(controls: list[dict[str, Any]], records: list[dict[str, Any]
                      "its rank", "head accuracy"], rows)
 
 
-def _heatmaps(datasets: list[str], matrices: dict[str, list[list[float | None]]]) -> bytes:
-    """Both transfer-accuracy matrices beside alpha1 (t2s), rows target, columns source."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    shown = [("alpha1_t2s", "alpha1 (target -> source)"),
-             ("head_accuracy", "head transfer accuracy"),
-             ("full_accuracy", "full fine-tuning accuracy")]
-    fig = Figure(figsize=(5.2 * len(shown), 4.8), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    for ax, (key, title) in zip(fig.subplots(1, len(shown)), shown, strict=True):
-        arr = np.array([[np.nan if v is None else v for v in row] for row in matrices[key]])
-        im = ax.imshow(np.ma.masked_invalid(arr), cmap="viridis")
-        for i in range(len(datasets)):
-            for j in range(len(datasets)):
-                light = bool(np.isfinite(arr[i, j])) and sum(
-                    w * c for w, c in zip((0.299, 0.587, 0.114), im.to_rgba(arr[i, j])[:3],
-                                          strict=False)) > 0.5
-                ax.text(j, i, _f(arr[i, j], 2), ha="center", va="center", fontsize=8,
-                        color="black" if light else "white")
-        ax.set_xticks(range(len(datasets)), datasets, rotation=40)
-        ax.set_yticks(range(len(datasets)), datasets)
-        ax.set_xlabel("source model (its dataset)")
-        ax.set_ylabel("target dataset")
-        ax.set_title(title + "\n(diagonal: same-dataset control)", fontsize=10)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def _verdict(rho: float | None, p: float | None) -> str:
     if rho is None or p is None or not math.isfinite(rho):
         return "undefined"
@@ -971,7 +938,6 @@ def _results(ctx: RunContext, s: _Shared, models: list[dict[str, Any]],
     accuracies = {m["name"]: m["accuracy"] for m in models}
     selection, tables = _select(ctx, s, records + (controls if c.control_in_pool else []),
                                 accuracies)
-    atomic_write_bytes(Path(ctx.store.root) / FIGURE, _heatmaps(c.datasets, matrices))
     info = {"vocab": n_vocab, "models": models, "targets": targets, "mantel": mantel_rows,
             "n_pairs": len(records), "n_attack": targets[c.datasets[0]]["n_attack"],
             "controls": controls, "records": records, "selection": selection,
@@ -989,10 +955,10 @@ def _results(ctx: RunContext, s: _Shared, models: list[dict[str, Any]],
         "text_matrices": {k: {"rows": "target dataset", "columns": "source dataset",
                               "diagonal": "first same-dataset control", "names": c.datasets,
                               "values": v} for k, v in matrices.items()},
-        # heatmaps of the report: rows are the attackers (the targets' references), columns
-        # the victims (the sources), which is the t2s alphas' orientation here
-        "matrices": {f"{m}_t2s": {"names": c.datasets, "values": matrices[f"{m}_t2s"]}
-                     for m in ("alpha1", "alpha2", "combined")},
+        # heatmaps of the report, each naming its rows (targets) and columns (sources)
+        "matrices": {k: {"names": c.datasets, "values": matrices[k], "rows": "target dataset",
+                         "columns": "source model (its dataset)"}
+                     for k in ("alpha1_t2s", "alpha2_t2s", "combined_t2s", *OUTCOMES)},
         "selection": selection,
         "report": _report_spec(s, info),
     }
@@ -1016,7 +982,4 @@ def _report_spec(s: _Shared, info: dict[str, Any]) -> dict[str, Any]:
         "columns": ["source", "target", "head_accuracy", "full_accuracy", *ALPHAS,
                     *(["snapped_alpha1_t2s", "snapped_changed_source"]
                       if c.attack == "snapped" else [])],
-        "extra_figures": [[FIGURE, "alpha1 (target -> source) and both transfer accuracies; "
-                                   "rows: target dataset, columns: source model's dataset, "
-                                   "diagonal: the same-dataset control (seed 1)."]],
     }
