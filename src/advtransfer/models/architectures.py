@@ -540,23 +540,29 @@ def build(name: str, **kwargs: Any) -> nn.Module:
         AdvTransferError: unknown name (the message lists close matches and all names).
         AdvTransferTypeError: a keyword the builder does not accept (the message lists them).
     """
+    return build_registered(ARCHITECTURES, name, "architecture", **kwargs)
+
+
+def build_registered(builders: dict[str, Callable[..., nn.Module]], name: str, what: str,
+                     **kwargs: Any) -> nn.Module:
+    """``builders[name](**kwargs)`` for a table of named builders (``what`` names its kind in
+    messages): an unknown name lists close matches and every name, a keyword the builder does
+    not accept lists the ones it does."""
     if not isinstance(name, str):
         raise AdvTransferTypeError(f"name must be a str, got {type(name).__name__}")
-    builder = ARCHITECTURES.get(name)
+    builder = builders.get(name)
     if builder is None:
-        close = difflib.get_close_matches(name, list(ARCHITECTURES), n=3)
+        close = difflib.get_close_matches(name, list(builders), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise AdvTransferError(
-            f"unknown architecture name {name!r}.{hint} "
-            f"Accepted: {', '.join(sorted(ARCHITECTURES))}"
-        )
+            f"unknown {what} name {name!r}.{hint} Accepted: {', '.join(sorted(builders))}")
     signature = inspect.signature(builder)
     try:
         signature.bind(**kwargs)
     except TypeError as exc:
         accepted = ", ".join(signature.parameters)
         raise AdvTransferTypeError(
-            f"bad arguments for architecture {name!r}: {exc}. Accepted parameters: {accepted}"
+            f"bad arguments for {what} {name!r}: {exc}. Accepted parameters: {accepted}"
         ) from None
     return builder(**kwargs)
 

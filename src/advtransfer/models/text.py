@@ -25,8 +25,6 @@ the default sizes (``embed_dim=64``) and ``num_classes=4``.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.models.architectures import _dropout, _positive_int
+from advtransfer.errors import AdvTransferError
+from advtransfer.models.architectures import _dropout, _positive_int, build_registered
 
 __all__ = [
     "TEXT_MODELS",
@@ -252,16 +250,4 @@ def build(name: str, **kwargs: Any) -> nn.Module:
         AdvTransferError: unknown name (the message lists close matches and all names).
         AdvTransferTypeError: a keyword the builder does not accept (the message lists them).
     """
-    builder = TEXT_MODELS.get(name) if isinstance(name, str) else None
-    if builder is None:
-        close = difflib.get_close_matches(str(name), list(TEXT_MODELS), n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise AdvTransferError(f"unknown text model name {name!r}.{hint} Accepted: "
-                               f"{', '.join(TEXT_MODELS)}")
-    signature = inspect.signature(builder)
-    try:
-        signature.bind(**kwargs)
-    except TypeError as exc:
-        raise AdvTransferTypeError(f"bad arguments for text model {name!r}: {exc}. Accepted "
-                                   f"parameters: {', '.join(signature.parameters)}") from None
-    return builder(**kwargs)
+    return build_registered(TEXT_MODELS, name, "text model", **kwargs)
