@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import types
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -124,6 +126,24 @@ TEST_KINDS = ("k", "m", "r", "unit", "kind", "other", "tiny", "tiny-model")
 units.KINDS.update({k: units.UnitKind(k, 1, "a test's unit") for k in TEST_KINDS})
 
 
+@dataclass(frozen=True, kw_only=True)
+class TestUnit(units.UnitConfig):
+    """A test unit's configuration: any JSON value."""
+
+    __test__ = False
+    config: Any = None
+
+
+#: One UnitConfig class per test kind.
+TEST_UNITS = {k: dataclass(frozen=True, kw_only=True)(
+    types.new_class(f"TestUnit_{k}", (TestUnit,), {"kind": k})) for k in TEST_KINDS}
+
+
+def tunit(kind: str, config: Any = None) -> TestUnit:
+    """The unit of the test kind ``kind`` configured by ``config``."""
+    return TEST_UNITS[kind](config=config)
+
+
 @dataclass
 class TinyConfig:
     seed: int = 0
@@ -149,15 +169,15 @@ def _run_tiny(c: TinyConfig, ctx) -> dict:
             model.bias.fill_(float(c.seed))
         return model
 
-    model = ctx.store.model("tiny-model", {"seed": c.seed}, lambda: nn.Linear(1, 1), train)
+    model = ctx.store.model(tunit("tiny-model", {"seed": c.seed}), lambda: nn.Linear(1, 1), train)
     records = []
     for i in track(range(c.n), description="tiny units", enabled=ctx.progress):
         def compute(i: int = i) -> dict:
             score = float(model(torch.tensor([[float(i)]])).item())
             return {"source": f"s{i}", "score": score,
                     "outcome": score if c.mode == "linear" else score ** 2}
-        records.append(ctx.store.record("tiny", {"i": i, "seed": c.seed, "mode": c.mode},
-                                        compute))
+        records.append(ctx.store.record(
+            tunit("tiny", {"i": i, "seed": c.seed, "mode": c.mode}), compute))
     return {"records": records,
             "report": {"title": "tiny", "metrics": ["score"], "outcomes": ["outcome"]}}
 

@@ -86,26 +86,29 @@ def test_missing_eps_unknown_keyword_and_wrong_attack_type():
         attack(model, x, attack={"eps": 0.1})
 
 
-def test_recipe_configurations_give_one_attack_config_and_keep_their_unit_keys():
-    """stages.attack_config builds the recipe's AttackConfig from its TOML fields; the stored
-    units keep the fields each recipe declared before (so existing run directories resume)."""
+def test_recipe_configurations_hold_every_attack_config_field_with_its_type():
+    """AttackConfig is the one attack schema: a recipe configuration inheriting AttackFields
+    holds every AttackConfig field (checked against AttackConfig's types in TOML and --set),
+    and stages.attack_config builds the AttackConfig from all of them."""
+    from dataclasses import fields, replace
+
+    from advtransfer.attacks import ATTACK_FIELDS
+    from advtransfer.experiments.config import apply
     from advtransfer.experiments.recipes.celeba import CelebAAttributesConfig
     from advtransfer.experiments.recipes.cifar_stl import CifarStlArchitecturesConfig
-    from advtransfer.experiments.recipes.digits_distribution import DigitsDistributionConfig
     from advtransfer.experiments.recipes.taskonomy import TaskonomyConfig
-    from advtransfer.experiments.stages import attack_config, attack_fields
+    from advtransfer.experiments.stages import AttackFields, attack_config, attack_fields
 
-    seven = ["eps", "norm", "objective", "solver", "steps", "step_size", "random_start"]
-    # iterate joins a key only when not "best", the iterate of every earlier run: the cifar
-    # recipes return the last iterate (as the authors' attack.py), so their keys change
-    for config, keys in ((DigitsDistributionConfig(), seven[:5]),
-                         (CifarStlArchitecturesConfig(), [*seven, "iterate"]),
-                         (CelebAAttributesConfig(), seven), (TaskonomyConfig(), seven)):
-        assert list(attack_fields(config)) == keys
+    for config in (AttackFields(), CifarStlArchitecturesConfig(), CelebAAttributesConfig(),
+                   TaskonomyConfig()):
+        assert list(attack_fields(config)) == list(ATTACK_FIELDS)
         built = attack_config(config)
-        assert all(getattr(built, k) == getattr(config, k) for k in [*keys, "iterate"])
-        assert built.bounds == (0.0, 1.0)  # undeclared fields: AttackConfig's defaults
-    from dataclasses import replace
-
-    last = replace(DigitsDistributionConfig(), iterate="last")
-    assert attack_fields(last)["iterate"] == "last" and attack_config(last).iterate == "last"
+        assert all(getattr(built, k) == getattr(config, k) for k in ATTACK_FIELDS)
+    assert attack_config(AttackFields()).bounds == (0.0, 1.0)  # AttackConfig's default
+    assert CifarStlArchitecturesConfig().iterate == "last"  # a recipe's own default
+    last = apply(AttackFields(), {"iterate": "last", "bounds": [0, 2]}, source="--set")
+    assert attack_config(last).iterate == "last" and attack_config(last).bounds == (0.0, 2.0)
+    with pytest.raises(AdvTransferError, match="iterate must be one of"):
+        apply(AttackFields(), {"iterate": "first"}, source="--set")
+    assert [f.name for f in fields(AttackFields)] == list(ATTACK_FIELDS)
+    assert replace(AttackFields(), tol=0.1).tol == 0.1

@@ -19,6 +19,7 @@ from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import LocalExecutor, RayExecutor, get_executor
 from advtransfer.executors import close as close_executor
+from advtransfer.experiments.stages import AccuracyUnit
 from advtransfer.models.architectures import digits_mlp
 from advtransfer.store import Store
 
@@ -107,16 +108,17 @@ def test_store_units_written_by_killed_and_live_ray_workers(local_ray, tmp_path)
     worker's unit is retried), the results equal the local ones, and a rerun computes
     nothing."""
     marker = tmp_path / "killed-once"
-    units = [({"seed": s}, (s, str(marker) if s == 2 else None)) for s in range(4)]
+    # a package kind's configuration: the workers import the package, not the tests
+    units = [(AccuracyUnit(model=f"m{s}", data="d"), (s, str(marker) if s == 2 else None))
+             for s in range(4)]
     store = Store(tmp_path / "run")
-    kind = "selection-adversarial"  # a declared kind: the workers know only those
-    got = store.records(kind, units, _unit, executor=RayExecutor(max_retries=2))
+    got = store.records(units, _unit, executor=RayExecutor(max_retries=2))
     assert marker.exists()
     assert store.misses == 4
     expected = [_unit((s, None)) for s in range(4)]
     assert [g["out"] for g in got] == pytest.approx([e["out"] for e in expected], rel=1e-6)
     again = Store(tmp_path / "run")
-    assert again.records(kind, units, _unit, executor=LocalExecutor()) == got
+    assert again.records(units, _unit, executor=LocalExecutor()) == got
     assert (again.hits, again.misses) == (4, 0)
 
 

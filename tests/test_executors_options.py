@@ -178,3 +178,38 @@ def test_a_recipe_run_closes_its_executor_also_when_it_fails(monkeypatch, tmp_pa
     with pytest.raises(AdvTransferError, match="boom"):
         runner.execute(p, progress=False)
     assert closed == [True, True]
+
+
+def test_rank_closes_the_executor_it_made_and_never_one_it_was_given(monkeypatch):
+    """rank(executor="ray") shuts down the Ray it started (also when it fails); an executor
+    object handed to it is the caller's to close."""
+    from advtransfer import selection
+
+    made, closed = [], []
+
+    class Closing(LocalExecutor):
+        def close(self) -> None:
+            closed.append(self)
+
+    class Failing(Closing):
+        def map(self, *args, **kwargs):
+            raise AdvTransferError("a unit failed")
+
+    def fake_get(executor, address=None, **_):
+        made.append(Failing() if fail else Closing())
+        return made[-1]
+
+    monkeypatch.setattr(selection, "get_executor", fake_get)
+    x, y = torch.rand(24, 4), torch.arange(24) % 2
+    pool = {"a": torch.nn.Linear(4, 3), "b": torch.nn.Linear(4, 3)}
+    fail = False
+    selection.rank(pool, (x, y), None, methods=["logme"], executor="ray")
+    assert closed == made and len(made) == 1
+    fail = True
+    with pytest.raises(AdvTransferError, match="a unit failed"):
+        selection.rank(pool, (x, y), None, methods=["logme"], executor="ray")
+    assert closed == made and len(made) == 2
+    mine = Closing()
+    monkeypatch.setattr(selection, "get_executor", lambda executor, address=None: executor)
+    selection.rank(pool, (x, y), None, methods=["logme"], executor=mine)
+    assert mine not in closed

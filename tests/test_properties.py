@@ -18,7 +18,7 @@ from torch import nn
 import advtransfer
 from advtransfer.attacks import norms
 from advtransfer.estimators import hscore, logme, regularized_hscore
-from advtransfer.store import unit_key
+from tests.conftest import tunit
 
 FAST = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -76,11 +76,11 @@ configs = st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=6),
 @given(config=configs, data=st.data())
 def test_unit_key_ignores_field_order_and_sees_every_value(config, data):
     reordered = dict(reversed(list(config.items())))
-    assert unit_key("kind", config) == unit_key("kind", reordered)
+    assert tunit("kind", config).key == tunit("kind", reordered).key
     field = data.draw(st.sampled_from(sorted(config)))
     changed = {**config, field: [config[field]]}  # any other value
-    assert unit_key("kind", changed) != unit_key("kind", config)
-    assert unit_key("other", config) != unit_key("kind", config)
+    assert tunit("kind", changed).key != tunit("kind", config).key
+    assert tunit("other", config).key != tunit("kind", config).key
 
 
 @given(values=st.lists(st.tuples(st.sampled_from([-1.0, 0.0, 0.5, 2.0]),

@@ -13,6 +13,7 @@ from torch import nn
 from advtransfer.attacks import AttackConfig
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.runner import run
+from advtransfer.experiments.stages import ReferenceAttackUnit
 from advtransfer.metrics import measure_matrix
 from advtransfer.reference import (
     ReferenceAttack,
@@ -124,11 +125,14 @@ def test_reference_attack_saves_and_the_store_reuses_it(tmp_path):
         calls["n"] += 1
         return ref.tensors()
 
+    def unit(eps: float) -> ReferenceAttackUnit:
+        return ReferenceAttackUnit(reference="r", inputs={}, attack={"eps": eps})
+
     store = Store(tmp_path / "run")
-    first = store.tensors("reference-attack", {"eps": 0.05}, compute)
-    again = Store(tmp_path / "run").tensors("reference-attack", {"eps": 0.05}, compute)
+    first = store.tensors(unit(0.05), compute)
+    again = Store(tmp_path / "run").tensors(unit(0.05), compute)
     assert calls["n"] == 1 and all(torch.equal(first[k], again[k]) for k in first)
-    Store(tmp_path / "run").tensors("reference-attack", {"eps": 0.1}, compute)
+    Store(tmp_path / "run").tensors(unit(0.1), compute)
     assert calls["n"] == 2  # another configuration is another unit
 
 

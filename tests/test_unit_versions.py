@@ -9,13 +9,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from advtransfer import units
-from advtransfer.errors import AdvTransferError
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.experiments.registry import RunContext
+from advtransfer.experiments.stages import AccuracyUnit, TransferUnit
 from advtransfer.store import Store, unit_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +102,44 @@ def test_an_undeclared_kind_is_refused():
 
 
 def test_the_key_holds_the_version(monkeypatch):
-    key = unit_key("transfer", {"a": 1})
+    unit = TransferUnit(source="s", target="t")
+    key = unit.key
     kind = units.KINDS["transfer"]
     monkeypatch.setitem(units.KINDS, "transfer", units.UnitKind(kind.name, kind.version + 1,
                                                                  kind.doc))
-    assert unit_key("transfer", {"a": 1}) != key
+    assert unit.key != key
+
+
+def test_a_package_kind_takes_only_its_typed_configuration():
+    """Every package kind has one UnitConfig class; a plain dict or another kind's config is
+    refused, and the key holds every field, defaults included."""
+    from advtransfer.experiments.recipes import load
+
+    load()  # declares every recipe's unit configurations
+
+    assert sorted(units.CONFIGS.keys() & set(units.PACKAGE_KINDS)) == sorted(units.PACKAGE_KINDS)
+    with pytest.raises(AdvTransferTypeError, match="'transfer' unit is configured by "
+                                                   "TransferUnit; got dict"):
+        unit_key("transfer", {"source": "s", "target": "t"})
+    with pytest.raises(AdvTransferTypeError, match="'direct-accuracy' unit is configured by "
+                                                   "DirectAccuracyUnit; got AccuracyUnit"):
+        unit_key("direct-accuracy", AccuracyUnit(model="m", data="d"))
+    from advtransfer.experiments.recipes.cifar_stl import DirectAccuracyUnit
+
+    with pytest.raises(AdvTransferTypeError, match="configures 'direct-accuracy' units, not "
+                                                   "'accuracy'"):
+        unit_key("accuracy", DirectAccuracyUnit(model="m", data="d"))  # a subclass
+    with pytest.raises(AdvTransferError, match=r"\['seed'\] name UnitConfig's own"):
+        @dataclass(frozen=True, kw_only=True)
+        class Seeded(units.UnitConfig):
+            seed: int = 0
+    unit = TransferUnit(source="s", target="t")
+    assert unit.as_dict() == {"source": "s", "target": "t", "task": "classification",
+                              "features": None, "finetune": "head", "epoch": "last",
+                              "epochs": 10, "lr": 0.1, "weight_decay": 0.0, "batch_size": 128,
+                              "augment": False}
+    assert TransferUnit(source="s", target="t", epochs=11).key != unit.key
+    assert TransferUnit(source="s", target="t", epochs=10).seed == unit.seed
 
 
 def test_seeds_do_not_depend_on_dict_order(tmp_path):

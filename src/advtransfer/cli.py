@@ -745,10 +745,11 @@ def list_recipes(
 @app.command("models")
 def list_model_specs(
     prefix: Annotated[str | None, typer.Argument(
-        metavar="[builtin|cifar|tv|timm|text]", help="Only this namespace.")] = None,
+        metavar="[builtin|cifar|tv|timm|text|digits]", help="Only this namespace.")] = None,
 ) -> None:
     """List the model specs that --source, --target, matrix and rank accept (one a line;
-    package.module:factory aside)."""
+    package.module:factory aside; digits: lists examples of its patterns mlpW, mlpWxD, cnnW,
+    linear, lenet)."""
     from advtransfer.models.registry import list_models
 
     try:

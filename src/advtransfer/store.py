@@ -44,6 +44,9 @@ from advtransfer.fileio import (
     write_json,
 )
 from advtransfer.progress import warn
+from advtransfer.units import UnitConfig, canonical, unit_key
+
+__all__ = ["Store", "canonical", "code_fingerprint", "unit_key"]
 
 #: The run lock and its holder's pid/host/start time; dot-files, so that a directory holding
 #: only them still counts as empty (see :meth:`Store.check_run`).
@@ -59,11 +62,6 @@ ENVIRONMENT = "environment"
 #: order of floating-point reductions, not the computation (``--threads auto`` follows the
 #: machine's load, so it changes between runs). Other changes are refused (see check_run).
 REPORTED_ONLY = frozenset({"threads"})
-
-
-def canonical(config: Any) -> str:
-    """Canonical JSON (sorted keys, no whitespace) of a configuration."""
-    return json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
 
 
 @functools.cache
@@ -86,18 +84,6 @@ def code_fingerprint() -> str:
 
     versions = canonical({k: v.version for k, v in KINDS.items()})
     return hashlib.sha256(f"{_source_digest()}:{versions}".encode()).hexdigest()[:16]
-
-
-def unit_key(kind: str, config: Any) -> str:
-    """``kind-<16 hex digits>``: the identity of a unit of work, from its kind, the kind's
-    version (:mod:`advtransfer.units`: bumped whenever the kind's computation changes, which a
-    test of recorded code fingerprints enforces) and its whole configuration, which holds the
-    keys of the units it is built on (so a new version of a kind recomputes its dependants
-    too). An undeclared kind is an :class:`AdvTransferError`."""
-    from advtransfer.units import get_kind
-
-    text = f"{kind}:v{get_kind(kind).version}:{canonical(config)}"
-    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 class Store:
@@ -290,101 +276,103 @@ class Store:
             self._lock.release()
             self._lock = None
 
-    def record_path(self, kind: str, config: Any) -> Path:
-        return self.root / "records" / f"{unit_key(kind, config)}.json"
+    def record_path(self, unit: UnitConfig) -> Path:
+        return self.root / "records" / f"{unit.key}.json"
 
-    def model_path(self, kind: str, config: Any) -> Path:
-        return self.root / "models" / f"{unit_key(kind, config)}.safetensors"
+    def model_path(self, unit: UnitConfig) -> Path:
+        return self.root / "models" / f"{unit.key}.safetensors"
 
-    def _stored(self, kind: str, config: Any) -> dict | None:
+    def _stored(self, unit: UnitConfig) -> dict | None:
         """The stored result of a unit, or None when it is missing or its file is corrupt
         (which is said on stderr)."""
-        path = self.record_path(kind, config)
+        path = self.record_path(unit)
         if not path.exists():
             return None
         try:
             stored = read_json(path)
         except CorruptFileError as exc:
-            warn(f"{exc}; recomputing this {kind} unit")
+            warn(f"{exc}; recomputing this {unit.kind} unit")
             return None
-        if isinstance(stored, dict) and stored.get("config") == json.loads(canonical(config)):
+        if isinstance(stored, dict) and stored.get("config") == json.loads(canonical(unit)):
             return stored["result"]
         return None
 
-    def record(self, kind: str, config: Any, compute: Callable[[], dict]) -> dict:
-        """The stored result of a unit, computing and storing it first if it is not there (or
-        if its file is corrupt, which is said on stderr)."""
-        path = self.record_path(kind, config)
-        stored = self._stored(kind, config)
+    def record(self, unit: UnitConfig, compute: Callable[[], dict]) -> dict:
+        """The stored result of ``unit`` (its typed configuration,
+        :class:`advtransfer.units.UnitConfig`), computing and storing it first if it is not
+        there (or if its file is corrupt, which is said on stderr)."""
+        path = self.record_path(unit)
+        stored = self._stored(unit)
         if stored is not None:
             self._use(path, "reused")
             return stored
-        self.check_writable(path, kind)
+        self.check_writable(path, unit.kind)
         with self._timed():
             result = compute()
         self.prepare()
-        write_json(path, {"kind": kind, "config": config, "result": result})
+        write_json(path, {"kind": unit.kind, "config": unit.as_dict(), "result": result})
         self._use(path, "computed")
         return json.loads(json.dumps(to_jsonable(result)))
 
-    def records(self, kind: str, units: Sequence[tuple[Any, Any]],
+    def records(self, units: Sequence[tuple[UnitConfig, Any]],
                 compute: Callable[..., dict], *, executor: Executor | None = None,
                 shared: dict[str, Any] | None = None, description: str = "units",
                 progress: bool = False) -> list[dict]:
-        """Many independent units of one kind: ``units`` holds ``(config, payload)`` pairs;
-        the missing ones are computed as ``compute(payload, **shared)`` by ``executor``
-        (default: in this process), each written to the store by whoever computed it (a Ray
-        worker writes its own unit, so a unit finished before a crash is never recomputed).
-        ``compute`` must be a module-level function for the Ray executor. Returns the results
-        in the order of ``units``."""
-        results: list[dict | None] = [self._stored(kind, config) for config, _ in units]
-        for (config, _), r in zip(units, results, strict=True):
+        """Many independent units: ``units`` holds ``(unit, payload)`` pairs; the missing ones
+        are computed as ``compute(payload, **shared)`` by ``executor`` (default: in this
+        process), each written to the store by whoever computed it (a Ray worker writes its own
+        unit, so a unit finished before a crash is never recomputed). ``compute`` must be a
+        module-level function for the Ray executor. Returns the results in the order of
+        ``units``."""
+        results: list[dict | None] = [self._stored(unit) for unit, _ in units]
+        for (unit, _), r in zip(units, results, strict=True):
             if r is not None:
-                self._use(self.record_path(kind, config), "reused")
+                self._use(self.record_path(unit), "reused")
         todo = [i for i, r in enumerate(results) if r is None]
         if todo:
-            self.check_writable(self.record_path(kind, units[todo[0]][0]), kind)
+            for i in todo:
+                self.check_writable(self.record_path(units[i][0]), units[i][0].kind)
             self.prepare()
             with self._timed(executor):
                 done = (executor or LocalExecutor()).map(
                     _compute_record, [(units[i][0], units[i][1]) for i in todo],
-                    shared={"_path_root": str(self.root), "_kind": kind, "_compute": compute,
+                    shared={"_path_root": str(self.root), "_compute": compute,
                             **(shared or {})}, description=description, progress=progress)
             for i, r in zip(todo, done, strict=True):
                 results[i] = r
-                self._use(self.record_path(kind, units[i][0]), "computed")
+                self._use(self.record_path(units[i][0]), "computed")
         return results  # type: ignore[return-value]
 
-    def model(self, kind: str, config: Any, build: Callable[[], nn.Module],
+    def model(self, unit: UnitConfig, build: Callable[[], nn.Module],
               train: Callable[[nn.Module], nn.Module]) -> nn.Module:
         """A trained model: loaded from the store when there, else built, trained and saved
         (also when the stored file cannot be read, which is said on stderr). ``build`` must
         return the untrained architecture (the weights are loaded into it)."""
         from advtransfer.models.checkpoint import load_into, save_model
 
-        path = self.model_path(kind, config)
+        path = self.model_path(unit)
         model = build()
         if path.exists():
             try:
                 loaded = load_into(model, path).eval()
             except AdvTransferError as exc:
-                warn(f"{path} cannot be loaded ({exc}); retraining this {kind} unit")
+                warn(f"{path} cannot be loaded ({exc}); retraining this {unit.kind} unit")
                 model = build()
             else:
                 self._use(path, "reused")
                 return loaded
-        self.check_writable(path, kind)
+        self.check_writable(path, unit.kind)
         with self._timed():
             model = train(model)
         self._use(path, "computed")
         self.prepare()
-        save_model(model, path, metadata={"kind": kind, "config": canonical(config)})
+        save_model(model, path, metadata={"kind": unit.kind, "config": canonical(unit)})
         return model.eval()
 
-    def tensors_path(self, kind: str, config: Any) -> Path:
-        return self.root / "tensors" / f"{unit_key(kind, config)}.safetensors"
+    def tensors_path(self, unit: UnitConfig) -> Path:
+        return self.root / "tensors" / f"{unit.key}.safetensors"
 
-    def tensors(self, kind: str, config: Any,
+    def tensors(self, unit: UnitConfig,
                 compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """A stored unit whose result is a set of named tensors (e.g. a reference model's
         attack, :class:`advtransfer.reference.ReferenceAttack`), kept as one safetensors file
@@ -395,8 +383,8 @@ class Store:
 
         from advtransfer.models.checkpoint import save_model
 
-        path = self.tensors_path(kind, config)
-        wanted = canonical(config)
+        path = self.tensors_path(unit)
+        wanted = canonical(unit)
         if self._last_tensors is not None and self._last_tensors[0] == path:
             return self._last_tensors[1]  # the unit this run used last: no second read
         if path.exists():
@@ -405,17 +393,17 @@ class Store:
                     stored = (f.metadata() or {}).get("config")
                     loaded = {k: f.get_tensor(k) for k in f.keys()}
             except Exception as exc:  # noqa: BLE001 - any unreadable file is recomputed
-                warn(f"{path} cannot be read ({exc}); recomputing this {kind} unit")
+                warn(f"{path} cannot be read ({exc}); recomputing this {unit.kind} unit")
             else:
                 if stored == wanted:
                     self._use(path, "reused")
                     self._last_tensors = (path, loaded)
                     return loaded
-        self.check_writable(path, kind)
+        self.check_writable(path, unit.kind)
         with self._timed():
             result = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
         self.prepare()
-        save_model(result, path, metadata={"kind": kind, "config": wanted})
+        save_model(result, path, metadata={"kind": unit.kind, "config": wanted})
         self._use(path, "computed")
         self._last_tensors = (path, result)
         return result
@@ -485,13 +473,13 @@ class Store:
         self._identity = {**new, **({ENVIRONMENT: env} if env else {})}
 
 
-def _compute_record(item: tuple[Any, Any], *, _path_root: str, _kind: str,
+def _compute_record(item: tuple[UnitConfig, Any], *, _path_root: str,
                     _compute: Callable[..., dict], **shared: Any) -> dict:
     """One unit of :meth:`Store.records`, computed and written where it runs."""
-    config, payload = item
+    unit, payload = item
     result = _compute(payload, **shared)
-    path = Path(_path_root) / "records" / f"{unit_key(_kind, config)}.json"
-    write_json(path, {"kind": _kind, "config": config, "result": result})
+    path = Path(_path_root) / "records" / f"{unit.key}.json"
+    write_json(path, {"kind": unit.kind, "config": unit.as_dict(), "result": result})
     return json.loads(json.dumps(to_jsonable(result)))
 
 

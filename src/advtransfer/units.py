@@ -11,8 +11,9 @@ Forgetting a bump is made impossible by a recorded **fingerprint** per kind
 the code that can change a unit of the kind, namely
 
 * every module of the package in which the kind's name appears as a string literal (where its
-  units are stored, and where the stage functions that store them are called), plus the
-  modules a kind declares in :attr:`UnitKind.modules`,
+  configuration class is declared, ``class X(UnitConfig, kind="KIND")``) or that refers to that
+  class by name (where its units are configured, built and stored), plus the modules a kind
+  declares in :attr:`UnitKind.modules`,
 * and every package module those import, statically, at any depth (``import`` and ``from ...
   import`` anywhere in the module, functions included),
 
@@ -28,16 +29,19 @@ tools/unit_versions.py --write --same-results KIND``.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-from advtransfer.errors import AdvTransferError
+from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 
-__all__ = ["KINDS", "PACKAGE_KINDS", "PRESENTATION", "UnitKind", "code_modules", "fingerprint",
-           "get_kind"]
+__all__ = ["CONFIGS", "KINDS", "PACKAGE_KINDS", "PRESENTATION", "UnitConfig", "UnitKind",
+           "canonical", "code_modules", "fingerprint", "get_kind", "seed_for", "unit_key"]
 
 _PACKAGE = "advtransfer"
 _ROOT = Path(__file__).resolve().parent
@@ -62,38 +66,39 @@ class UnitKind:
     modules: tuple[str, ...] = ()
 
 
+# version 2 everywhere: the typed configurations (every field, defaults included, in the key)
 _KINDS = (
-    UnitKind("source", 1, "a trained source model (safetensors)"),
-    UnitKind("reference", 1, "a trained reference (target) model (safetensors)"),
-    UnitKind("accuracy", 1, "a stored model's accuracy and loss on named data"),
-    UnitKind("direct-accuracy", 1, "a CIFAR-10 model's accuracy on STL-10's shared classes"),
-    UnitKind("transfer", 1, "knowledge transfer of a source to a target task"),
-    UnitKind("reference-attack", 1, "a reference model's attack on the attacked inputs "
+    UnitKind("source", 2, "a trained source model (safetensors)"),
+    UnitKind("reference", 2, "a trained reference (target) model (safetensors)"),
+    UnitKind("accuracy", 2, "a stored model's accuracy and loss on named data"),
+    UnitKind("direct-accuracy", 2, "a CIFAR-10 model's accuracy on STL-10's shared classes"),
+    UnitKind("transfer", 2, "knowledge transfer of a source to a target task"),
+    UnitKind("reference-attack", 2, "a reference model's attack on the attacked inputs "
              "(tensors), shared by every source compared with it"),
-    UnitKind("adversarial", 1, "alpha1/alpha2/combined of a source against a reference"),
-    UnitKind("synthetic-target", 1, "the synthetic recipe's target network"),
-    UnitKind("synthetic-source", 1, "one perturbed source of the synthetic recipe"),
-    UnitKind("synthetic-paper-source", 1, "one source of the synthetic recipe's paper mode"),
-    UnitKind("taskonomy-matrix", 1, "one Taskonomy task pair's measurements"),
-    UnitKind("full-finetune-grid", 1, "one full fine-tune of the ground truth's grid search"),
-    UnitKind("full-finetune", 1, "the ground truth: a full fine-tune at the chosen setting"),
-    UnitKind("selection-finetune", 1, "a linear probe (head-only fine-tune) of a candidate"),
-    UnitKind("selection-adversarial", 1, "a candidate's adversarial scores"),
-    UnitKind("selection-estimators", 1, "a candidate's transferability-estimator scores"),
-    UnitKind("zoo-model", 1, "the identity of a pretrained zoo model and its weights"),
-    UnitKind("zoo-adversarial", 1, "a zoo candidate's adversarial scores"),
-    UnitKind("zoo-estimators", 1, "a zoo candidate's estimator scores"),
-    UnitKind("zoo-finetune-grid", 1, "one fine-tune of a zoo model's grid search"),
-    UnitKind("zoo-finetune", 1, "a zoo model's fine-tune at the chosen setting"),
-    UnitKind("text-embedding", 1, "the text-datasets recipe's frozen word-embedding table over "
+    UnitKind("adversarial", 2, "alpha1/alpha2/combined of a source against a reference"),
+    UnitKind("synthetic-target", 2, "the synthetic recipe's target network"),
+    UnitKind("synthetic-source", 2, "one perturbed source of the synthetic recipe"),
+    UnitKind("synthetic-paper-source", 2, "one source of the synthetic recipe's paper mode"),
+    UnitKind("taskonomy-matrix", 2, "one Taskonomy task pair's measurements"),
+    UnitKind("full-finetune-grid", 2, "one full fine-tune of the ground truth's grid search"),
+    UnitKind("full-finetune", 2, "the ground truth: a full fine-tune at the chosen setting"),
+    UnitKind("selection-finetune", 2, "a linear probe (head-only fine-tune) of a candidate"),
+    UnitKind("selection-adversarial", 2, "a candidate's adversarial scores"),
+    UnitKind("selection-estimators", 2, "a candidate's transferability-estimator scores"),
+    UnitKind("zoo-model", 2, "the identity of a pretrained zoo model and its weights"),
+    UnitKind("zoo-adversarial", 2, "a zoo candidate's adversarial scores"),
+    UnitKind("zoo-estimators", 2, "a zoo candidate's estimator scores"),
+    UnitKind("zoo-finetune-grid", 2, "one fine-tune of a zoo model's grid search"),
+    UnitKind("zoo-finetune", 2, "a zoo model's fine-tune at the chosen setting"),
+    UnitKind("text-embedding", 2, "the text-datasets recipe's frozen word-embedding table over "
              "the shared vocabulary of its text files (tensors)"),
-    UnitKind("text-model", 1, "a text classifier trained on one text dataset's training split "
+    UnitKind("text-model", 2, "a text classifier trained on one text dataset's training split "
              "(safetensors)"),
-    UnitKind("text-selection", 1, "a text source's estimator and feature-space adversarial "
+    UnitKind("text-selection", 2, "a text source's estimator and feature-space adversarial "
              "scores for one target dataset"),
-    UnitKind("text-snapped", 1, "one text model's snapped word-substitution attack on a target "
+    UnitKind("text-snapped", 2, "one text model's snapped word-substitution attack on a target "
              "dataset's test texts (tensors: adversarial ids, changed tokens, success)"),
-    UnitKind("text-snapped-adversarial", 1, "alpha1/alpha2/combined of a text source against "
+    UnitKind("text-snapped-adversarial", 2, "alpha1/alpha2/combined of a text source against "
              "a reference from their snapped attacks"),
 )
 
@@ -111,6 +116,121 @@ def get_kind(name: str) -> UnitKind:
     except KeyError:
         raise AdvTransferError(f"unit kind {name!r} is not declared in advtransfer.units.KINDS "
                                f"(declared: {', '.join(sorted(KINDS))})") from None
+
+
+def canonical(config: Any) -> str:
+    """Canonical JSON (sorted keys, no whitespace) of a configuration; a :class:`UnitConfig`
+    is written as :meth:`UnitConfig.as_dict`."""
+    from advtransfer.fileio import to_jsonable
+
+    if isinstance(config, UnitConfig):
+        config = config.as_dict()
+    return json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
+
+
+def seed_for(*parts: Any) -> int:
+    """A seed derived from identities, not from a global RNG stream: the first 32 bits of
+    sha256 over the canonical JSON of ``parts`` (so two dict orders give one seed)."""
+    return int(hashlib.sha256(canonical(list(parts)).encode()).hexdigest()[:8], 16)
+
+
+def unit_key(kind: str, config: Any) -> str:
+    """``kind-<16 hex digits>``: the identity of a unit of work, from its kind, the kind's
+    version (bumped whenever the kind's computation changes, which a test of recorded code
+    fingerprints enforces) and its whole configuration, which holds the keys of the units it is
+    built on (so a new version of a kind recomputes its dependants too). An undeclared kind is an
+    :class:`AdvTransferError`; a package kind's configuration must be its :class:`UnitConfig`
+    (:data:`CONFIGS`)."""
+    check_config(kind, config)
+    text = f"{kind}:v{get_kind(kind).version}:{canonical(config)}"
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+#: The typed configuration of each kind that declares one (every package kind), by kind name.
+CONFIGS: dict[str, type[UnitConfig]] = {}
+
+
+def check_config(kind: str, config: Any) -> None:
+    """Refuse a configuration that is not the declared :class:`UnitConfig` of ``kind`` (a kind
+    without one, such as a test's, takes any JSON value)."""
+    get_kind(kind)
+    wanted = CONFIGS.get(kind)
+    if wanted is None and kind in PACKAGE_KINDS:
+        wanted = UnitConfig  # its class is declared in a module not imported yet
+    if wanted is not None and not isinstance(config, wanted):
+        raise AdvTransferTypeError(f"a {kind!r} unit is configured by {wanted.__name__}; got "
+                                   f"{type(config).__name__}")
+    if isinstance(config, UnitConfig) and config.kind != kind:
+        raise AdvTransferTypeError(f"{type(config).__name__} configures {config.kind!r} units, "
+                                   f"not {kind!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitConfig:
+    """The typed, frozen configuration of one unit of work; a subclass per kind, declared as
+    ``class TransferUnit(UnitConfig, kind="transfer")`` and decorated with
+    ``@dataclass(frozen=True, kw_only=True)``.
+
+    Its **key** (:attr:`key`) is derived from the kind, the kind's version and *every* field,
+    defaults included (:meth:`as_dict`): nothing is picked by hand, so no setting that changes
+    the result can be left out of it. Fields naming other units hold their keys. Its **seed**
+    (:attr:`seed`) derives from the key, so a resumed run draws exactly the numbers an
+    uninterrupted one would (``docs/design.md §4``). Fields may not be named ``key``,
+    ``seed``, ``seed_for``, ``kind`` or ``as_dict`` (a recipe's seed is a field such as
+    ``data_seed``)."""
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        taken = sorted({"key", "seed", "seed_for", "kind", "as_dict"}
+                       & set(cls.__dict__.get("__annotations__", {})))
+        if taken:
+            raise AdvTransferError(f"{cls.__qualname__}: {taken} name UnitConfig's own "
+                                   "attributes; give the fields other names (e.g. data_seed)")
+        if kind is None:
+            return
+        get_kind(kind)
+        old = CONFIGS.get(kind)
+        if old is not None and old.__qualname__ != cls.__qualname__:
+            raise AdvTransferError(f"unit kind {kind!r} already has its configuration "
+                                   f"{old.__module__}.{old.__qualname__}")
+        cls.kind = kind
+        CONFIGS[kind] = cls
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name, as JSON values (nested dataclasses as dicts, tuples as lists)."""
+        from advtransfer.fileio import to_jsonable
+
+        return {f.name: to_jsonable(_plain(getattr(self, f.name)))
+                for f in dataclasses.fields(self)}
+
+    @property
+    def key(self) -> str:
+        """The unit's key (:func:`unit_key`): ``kind-<16 hex digits>``."""
+        return unit_key(self.kind, self)
+
+    @property
+    def seed(self) -> int:
+        """The unit's seed: :func:`seed_for` of what its key is made of but the kind's version
+        (kind and every field), so a new version of the kind draws the same random numbers and
+        its results differ from the old ones by the code change alone."""
+        return seed_for(self.kind, self.as_dict())
+
+    def seed_for(self, purpose: str) -> int:
+        """A second seed of the unit, for another draw than :attr:`seed` (``purpose`` names it:
+        a data split, a perturbation)."""
+        return seed_for(self.kind, self.as_dict(), purpose)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 @functools.cache
@@ -160,10 +280,35 @@ def _names_string(name: str, text: str) -> bool:
 
 
 @functools.cache
+def _config_class_names() -> dict[str, frozenset[str]]:
+    """kind -> the names of the classes declared ``class X(..., kind="KIND")`` in the package
+    (found in the syntax trees, nothing imported)."""
+    found: dict[str, set[str]] = {}
+    for module in _modules():
+        for node in ast.walk(_tree(module)):
+            if isinstance(node, ast.ClassDef):
+                for kw in node.keywords:
+                    if kw.arg == "kind" and isinstance(kw.value, ast.Constant):
+                        found.setdefault(str(kw.value.value), set()).add(node.name)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def _uses_config_of(name: str, kind: str) -> bool:
+    """Whether module ``name`` refers to a configuration class of ``kind`` (builds its units)."""
+    classes = _config_class_names().get(kind, frozenset())
+    return bool(classes) and any(
+        (isinstance(n, ast.Name) and n.id in classes)
+        or (isinstance(n, ast.Attribute) and n.attr in classes)
+        or (isinstance(n, ast.alias) and n.name.rsplit(".", 1)[-1] in classes)
+        for n in ast.walk(_tree(name)))
+
+
+@functools.cache
 def code_modules(kind: str) -> tuple[str, ...]:
     """The modules whose code a unit of ``kind`` depends on (see the module docs), sorted."""
     declared = get_kind(kind)
-    todo = [m for m in _modules() if _names_string(m, kind)] + list(declared.modules)
+    todo = [m for m in _modules() if _names_string(m, kind) or _uses_config_of(m, kind)]
+    todo += list(declared.modules)
     seen: set[str] = set()
     while todo:
         name = todo.pop()

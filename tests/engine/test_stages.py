@@ -43,8 +43,8 @@ class _Counted:
 
 def test_accuracy_is_keyed_by_the_evaluated_data(tmp_path) -> None:
     ctx = _ctx(tmp_path)
-    model, key = stages.trained_classifier(ctx, "m", {"id": 1}, _build, _data(0), epochs=5,
-                                           lr=0.05)
+    unit = stages.SourceUnit(model={"id": 1}, data={}, epochs=5, lr=0.05)
+    model, key = stages.trained_classifier(ctx, unit, _build, _data(0))
     right = _data(1)
     wrong = (right[0], 1 - right[1])  # every label flipped: accuracy 1 - a
     a = stages.accuracy(ctx, key, model, right, "right")
@@ -61,10 +61,11 @@ def test_lazy_data_is_read_only_when_a_unit_is_computed(tmp_path) -> None:
     x = _Counted(_data(2)[0][:8])
 
     def stages_run(ctx: RunContext) -> tuple:
-        model, key = stages.trained_classifier(ctx, "m", {"id": 1}, _build, train, epochs=2,
-                                               lr=0.05)
-        ref, ref_key = stages.trained_classifier(ctx, "r", {"id": 2}, _build, train, epochs=2,
-                                                 lr=0.05)
+        model, key = stages.trained_classifier(
+            ctx, stages.SourceUnit(model={"id": 1}, data={}, epochs=2, lr=0.05), _build, train)
+        ref, ref_key = stages.trained_classifier(
+            ctx, stages.ReferenceUnit(model={"id": 2}, data={}, epochs=2, lr=0.05), _build,
+            train)
         acc = stages.accuracy(ctx, key, model, test, "test")
         kt = stages.transfer(ctx, key, model, train, test, target="t", task="classification",
                              features="penultimate", epochs=2, lr=0.1)

@@ -13,6 +13,7 @@ from advtransfer import AdvTransferError, AdvTransferWarning
 from advtransfer.experiments.config import apply, parse_override
 from advtransfer.experiments.runner import resolve
 from advtransfer.store import Store, unit_key
+from tests.conftest import tunit
 
 
 @dataclass
@@ -65,16 +66,17 @@ def test_resolve_toml_and_errors(tmp_path):
 def test_store_reuses_and_keys_by_config(tmp_path):
     store = Store(tmp_path)
     calls = []
-    assert store.record("k", {"a": 1}, lambda: calls.append(1) or {"v": 1.5}) == {"v": 1.5}
-    assert Store(tmp_path).record("k", {"a": 1}, lambda: calls.append(1) or {"v": 9}) == {"v": 1.5}
-    assert store.record("k", {"a": 2}, lambda: calls.append(1) or {"v": 2}) == {"v": 2}
+    assert store.record(tunit("k", {"a": 1}), lambda: calls.append(1) or {"v": 1.5}) == {"v": 1.5}
+    again = Store(tmp_path).record(tunit("k", {"a": 1}), lambda: calls.append(1) or {"v": 9})
+    assert again == {"v": 1.5}
+    assert store.record(tunit("k", {"a": 2}), lambda: calls.append(1) or {"v": 2}) == {"v": 2}
     assert len(calls) == 2
-    assert unit_key("k", {"a": 1, "b": 2}) == unit_key("k", {"b": 2, "a": 1})
+    assert unit_key("k", tunit("k", {"a": 1, "b": 2})) == tunit("k", {"b": 2, "a": 1}).key
     assert not list(tmp_path.rglob("*.tmp"))
 
-    model = store.model("m", {"w": 1}, lambda: torch.nn.Linear(2, 2),
+    model = store.model(tunit("m", {"w": 1}), lambda: torch.nn.Linear(2, 2),
                         lambda m: m.requires_grad_(False) or m)
-    again = Store(tmp_path).model("m", {"w": 1}, lambda: torch.nn.Linear(2, 2),
+    again = Store(tmp_path).model(tunit("m", {"w": 1}), lambda: torch.nn.Linear(2, 2),
                                   lambda m: pytest.fail("must not retrain"))
     torch.testing.assert_close(model.weight, again.weight)
 
@@ -82,7 +84,7 @@ def test_store_reuses_and_keys_by_config(tmp_path):
 def test_store_refuses_other_configuration_and_keeps_files(tmp_path):
     store = Store(tmp_path)
     store.check_run({"recipe": "r", "config": {"epochs": 1}})
-    store.record("k", {}, lambda: {"v": 1})
+    store.record(tunit("k", {}), lambda: {"v": 1})
     before = sorted(p.name for p in tmp_path.rglob("*"))
     with pytest.raises(AdvTransferError, match=r"different configuration.*config\.epochs"):
         Store(tmp_path).check_run({"recipe": "r", "config": {"epochs": 2}})
@@ -99,10 +101,10 @@ def test_unwritable_out(tmp_path):
 
 def test_store_ignores_record_with_other_config_under_same_key(tmp_path):
     store = Store(tmp_path)
-    path = store.record_path("k", {"a": 1})
+    path = store.record_path(tunit("k", {"a": 1}))
     path.parent.mkdir()  # opening a store creates nothing
     path.write_text(json.dumps({"kind": "k", "config": {"a": 999}, "result": {"v": 0}}))
-    assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
+    assert store.record(tunit("k", {"a": 1}), lambda: {"v": 1}) == {"v": 1}
 
 
 def test_recipe_module_map_lists_every_registered_recipe():
@@ -222,19 +224,20 @@ def test_a_unit_that_cannot_be_written_is_refused_before_it_is_computed(tmp_path
     """A folder that cannot be written (a read-only mount; root can write anywhere else, so
     os.access is what is asked) refuses the unit before its work: compute is never called."""
     store = Store(tmp_path / "run")
-    assert store.record("k", {"a": 1}, lambda: {"v": 1}) == {"v": 1}
+    assert store.record(tunit("k", {"a": 1}), lambda: {"v": 1}) == {"v": 1}
     calls = []
     readonly = str(tmp_path / "run")
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: not str(p).startswith(readonly)
                         and real(p, mode))
-    for compute in (lambda: store.record("k", {"a": 2}, lambda: calls.append(1) or {"v": 2}),
-                    lambda: store.model("m", {"w": 2}, lambda: torch.nn.Linear(2, 2),
+    for compute in (lambda: store.record(tunit("k", {"a": 2}),
+                                         lambda: calls.append(1) or {"v": 2}),
+                    lambda: store.model(tunit("m", {"w": 2}), lambda: torch.nn.Linear(2, 2),
                                         lambda m: calls.append(1) or m),
-                    lambda: store.records("k", [({"a": 3}, 3)], lambda p: calls.append(p)
+                    lambda: store.records([(tunit("k", {"a": 3}), 3)], lambda p: calls.append(p)
                                           or {"v": p})):
         with pytest.raises(AdvTransferError, match="is not writable, so this (k|m) unit would "
                            "be computed and lost; nothing was computed"):
             compute()
     assert calls == []
-    assert store.record("k", {"a": 1}, lambda: {"v": 9}) == {"v": 1}  # reading still works
+    assert store.record(tunit("k", {"a": 1}), lambda: {"v": 9}) == {"v": 1}  # reading still works

@@ -13,6 +13,7 @@ import advtransfer.experiments.recipes.model_selection as ms  # registers the re
 from advtransfer.cli import _print_summary
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments import run
+from advtransfer.models import create
 
 METHODS = [*ms.RECIPE_METHODS, "source_accuracy"]
 
@@ -149,7 +150,7 @@ def test_imagenet_zoo_never_downloads_weights(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [("mlp64", "ARCH/TASK"), ("rnn4/digits10", "unknown architecture"),
+    [("mlp64", "ARCH/TASK"), ("rnn4/digits10", "unknown digits model name"),
      ("mlp64/7-3", "unknown source task"), ("mlp64/digits10/foggy", "unknown data"),
      ("mlp64/bars4", None), ("mlp64/digits10/synthetic", "bars4")],
 )
@@ -174,7 +175,7 @@ def test_pool_builders():
     src = ms.parse_source("lenet/digits10/noisy")
     (x, y), (xt, yt), n = ms.source_data(src, test_fraction=0.3, seed=0)
     assert n == 10 and x.shape[1:] == (1, 8, 8) and 0 <= float(x.min()) <= float(x.max()) <= 1
-    assert ms.build_digits_model("lenet", 3)(x[:4]).shape == (4, 3)
+    assert create("digits:lenet", "random", 3)(x[:4]).shape == (4, 3)
     (x, y), _, n = ms.source_data(ms.parse_source("cnn8/ge5"), test_fraction=0.3, seed=0)
     assert n == 2 and set(y.tolist()) == {0, 1}
     xb, yb = ms.synthetic_bars(8, seed=0)
@@ -243,35 +244,48 @@ def _three_digit_task(head: int) -> tuple[tuple, tuple, torch.nn.Module]:
 
 
 def _stub_context(seed_for: Any) -> Any:
-    """A run context whose store computes every unit (JSON round trip) and whose seeds are
-    ``seed_for``."""
+    """A run context whose store computes every unit (JSON round trip) and lists the units it
+    was given (``ctx.units``), and whose seeds for non-unit purposes are ``seed_for``."""
     import json
     import types
 
+    units: list[Any] = []
+
+    def record(unit: Any, compute: Any) -> Any:
+        units.append(unit)
+        return json.loads(json.dumps(compute()))
+
     return types.SimpleNamespace(
-        seed_for=seed_for, device=torch.device("cpu"),
-        store=types.SimpleNamespace(record=lambda kind, cfg, f: json.loads(json.dumps(f()))))
+        seed_for=seed_for, device=torch.device("cpu"), units=units,
+        store=types.SimpleNamespace(record=record))
 
 
 def test_full_finetune_truth_selects_on_validation_and_refits(one_thread):
-    """The grid and the final fit against direct knowledge_transfer calls (stub store)."""
+    """The grid and the final fit against direct knowledge_transfer calls (stub store), each
+    seeded by its unit, the grid's split by the pair alone."""
     from advtransfer.knowledge import knowledge_transfer
 
     train, test, model = _three_digit_task(head=5)
     ctx = _stub_context(lambda *parts: 7)
     c = ms.DigitsModelSelectionConfig(ground_truth="finetune", full_finetune_lrs=[0.05, 1e-4],
                                       full_finetune_epochs=[1, 3], val_fraction=0.25)
-    out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c)
+    out = ms.full_finetune_truth(ctx, "s", {"task": "0-2"}, model, train, test, c)
+    grid = {(u.lr, u.epochs): u for u in ctx.units if u.kind == "full-finetune-grid"}
+    [final_unit] = [u for u in ctx.units if u.kind == "full-finetune"]
+    assert len(grid) == 4 and len({u.seed for u in grid.values()}) == 4
+    assert all(u.val_fraction == 0.25 and u.batch_size == 128 for u in grid.values())
     fit_part, val_part = ms._holdout(train, 0.25, 7)
     assert len(val_part[1]) == round(0.25 * len(train[1]))
     val = {(lr, e): knowledge_transfer(model, fit_part, val_part, features="penultimate",
-                                       finetune="full", epochs=e, lr=lr, seed=7).test_accuracy
+                                       finetune="full", epochs=e, lr=lr,
+                                       seed=grid[(lr, e)].seed).test_accuracy
            for lr in c.full_finetune_lrs for e in c.full_finetune_epochs}
     best = max(val, key=val.__getitem__)
     assert (out["best_lr"], out["best_epochs"]) == best
+    assert (final_unit.lr, final_unit.epochs, final_unit.replicate) == (*best, 0)
     assert out["best_val_accuracy"] == val[best]
     final = knowledge_transfer(model, train, test, features="penultimate", finetune="full",
-                               epochs=best[1], lr=best[0], seed=7)
+                               epochs=best[1], lr=best[0], seed=final_unit.seed)
     assert out["test_accuracy"] == final.test_accuracy and out["finetune"] == "full"
     assert out["test_accuracy"] > 0.5  # 3 digit classes (chance 1/3): the fine-tune works
 
@@ -309,11 +323,13 @@ def test_full_finetune_truth_averages_its_seeds(one_thread):
     from advtransfer.knowledge import knowledge_transfer
 
     train, test, model = _three_digit_task(head=3)
-    ctx = _stub_context(lambda *parts: 11 + 5 * ("replicate" in repr(parts)))
+    ctx = _stub_context(lambda *parts: 11)
     c = ms.DigitsModelSelectionConfig(full_finetune_lrs=[0.05], full_finetune_epochs=[2])
-    out = ms.full_finetune_truth(ctx, {"source": "s"}, model, train, test, c, seeds=2)
+    out = ms.full_finetune_truth(ctx, "s", {"task": "0-2"}, model, train, test, c, seeds=2)
+    refits = [u for u in ctx.units if u.kind == "full-finetune"]
+    assert [u.replicate for u in refits] == [0, 1] and refits[0].seed != refits[1].seed
     direct = [knowledge_transfer(model, train, test, features="penultimate", finetune="full",
-                                 epochs=2, lr=0.05, seed=s).test_accuracy for s in (11, 16)]
+                                 epochs=2, lr=0.05, seed=u.seed).test_accuracy for u in refits]
     assert out["test_accuracies"] == direct
     assert out["test_accuracy"] == pytest.approx(sum(direct) / 2, rel=1e-12)
 
@@ -340,10 +356,10 @@ def test_subsample_intervals_and_seed_agreement_by_hand():
 
 
 def test_shift_pool_depths_and_low_data_targets():
-    model = ms.build_digits_model("mlp32x4", 3)
+    model = create("digits:mlp32x4", "random", 3)
     assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 5
-    assert ms.build_digits_model("mlp64x1", 2)(torch.rand(2, 64)).shape == (2, 2)
-    with pytest.raises(AdvTransferError, match="unknown architecture"):
+    assert create("digits:mlp64x1", "random", 2)(torch.rand(2, 64)).shape == (2, 2)
+    with pytest.raises(AdvTransferError, match="unknown digits model name"):
         ms.parse_source("mlp32x/digits10")
     (x, y), (xt, yt), n = ms.target_data("mod3", test_fraction=0.3, seed=0, per_class=7)
     assert n == 3 and torch.bincount(y).tolist() == [7, 7, 7] and len(yt) > 300
@@ -374,7 +390,7 @@ def test_logit_ensemble_reference_averages_its_members():
     x = torch.rand(5, 64)
     ens = ms.LogitEnsemble([a, b])
     torch.testing.assert_close(ens(x), (a(x) + b(x)) / 2)
-    with pytest.raises(AdvTransferError, match="unknown architecture"):
+    with pytest.raises(AdvTransferError, match="unknown digits model name"):
         ms._validate_digits(ms.DigitsModelSelectionConfig(reference_architecture="cnn16+rnn"))
 
 

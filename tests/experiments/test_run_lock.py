@@ -20,12 +20,14 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.experiments import runner as runner_module
 from advtransfer.experiments.registry import REGISTRY, Recipe
 from advtransfer.store import LOCK_FILE, OWNER_FILE, Store
+from tests.conftest import tunit
 
 cli = CliRunner()
 IN_USE = "is in use by another advtransfer process"
 HOLDER = """
 import sys
 from advtransfer.store import Store
+from tests.conftest import tunit
 with Store(sys.argv[1]).lock():
     print("locked", flush=True)
     sys.stdin.read()  # hold the lock until the test closes stdin
@@ -78,15 +80,15 @@ def test_the_lock_is_held_during_the_run_and_workers_without_it_still_write(tmp_
     store = Store(out)
     with store.lock(timeout=0):
         assert not out.exists()  # nothing is created before the first unit
-        store.record("unit", {"a": 1}, lambda: {"v": 1})
+        store.record(tunit("unit", {"a": 1}), lambda: {"v": 1})
         assert not _lock_is_free(out)
         with pytest.raises(AdvTransferError, match=f"{IN_USE} \\(pid {os.getpid()}, started"):
             with Store(out).lock(timeout=0):
                 pass  # pragma: no cover - never entered
         worker = Store(out)  # a worker computing units for the run takes no lock
-        assert worker.record("unit", {"a": 2}, lambda: {"v": 2}) == {"v": 2}
+        assert worker.record(tunit("unit", {"a": 2}), lambda: {"v": 2}) == {"v": 2}
     assert _lock_is_free(out) and not (out / OWNER_FILE).exists()
-    assert Store(out).record("unit", {"a": 2}, lambda: {"v": 0}) == {"v": 2}
+    assert Store(out).record(tunit("unit", {"a": 2}), lambda: {"v": 0}) == {"v": 2}
 
 
 def test_two_processes_creating_the_same_new_directory_cannot_mix_configurations(tmp_path):
@@ -95,15 +97,15 @@ def test_two_processes_creating_the_same_new_directory_cannot_mix_configurations
     first.check_run({"recipe": "r", "config": {"epochs": 1}})
     second.check_run({"recipe": "r", "config": {"epochs": 2}})  # both see no directory yet
     with first.lock(timeout=0), second.lock(timeout=0):
-        first.record("unit", {"a": 1}, lambda: {"v": 1})  # creates the directory, locked
+        first.record(tunit("unit", {"a": 1}), lambda: {"v": 1})  # creates the directory, locked
         with pytest.raises(AdvTransferError, match=IN_USE):
-            second.record("unit", {"a": 2}, lambda: {"v": 2})
-    assert not second.record_path("unit", {"a": 2}).exists()
+            second.record(tunit("unit", {"a": 2}), lambda: {"v": 2})
+    assert not second.record_path(tunit("unit", {"a": 2})).exists()
     # once the first run is over, the second one finds its run.json under the lock
     with pytest.raises(AdvTransferError, match="different configuration"), second.lock(timeout=0):
-        second.record("unit", {"a": 2}, lambda: {"v": 2})
-    assert not second.record_path("unit", {"a": 2}).exists()
-    assert Store(out).record("unit", {"a": 1}, lambda: {"v": 0}) == {"v": 1}
+        second.record(tunit("unit", {"a": 2}), lambda: {"v": 2})
+    assert not second.record_path(tunit("unit", {"a": 2})).exists()
+    assert Store(out).record(tunit("unit", {"a": 1}), lambda: {"v": 0}) == {"v": 1}
 
 
 @dataclasses.dataclass
@@ -114,7 +116,7 @@ class _FailConfig:
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_the_lock_is_released_after_an_exception_or_ctrl_c(tmp_path, monkeypatch, error):
     def fail(config: _FailConfig, ctx) -> dict:
-        ctx.store.record("unit", {"a": 1}, lambda: {"v": 1})
+        ctx.store.record(tunit("unit", {"a": 1}), lambda: {"v": 1})
         assert not _lock_is_free(tmp_path / "run")
         raise error("stop")
 

@@ -155,7 +155,7 @@ def test_list_models_names_every_namespace(monkeypatch: pytest.MonkeyPatch) -> N
         resolve_spec("tv:fcn_resnet50")
     assert not any(s.startswith("timm:") for s in everything)
     assert set(everything) == (set(cifar) | set(list_models("builtin")) | set(list_models("tv"))
-                               | set(list_models("text")))
+                               | set(list_models("text")) | set(list_models("digits")))
     for spec in everything:
         assert resolve_spec(spec) == tuple(spec.split(":", 1))
     monkeypatch.setitem(sys.modules, "timm", FakeTimm())
@@ -290,3 +290,27 @@ def test_a_download_without_network_is_one_clear_error(
                      r"https://\S+squeezenet1_1-b8a52dc0\.pth failed \(URLError: .*unreachable",
                      " ".join(result.output.split()))
     assert not list((_isolated_home / "weights").glob("*.pth"))
+
+
+def test_the_digits_namespace_builds_its_patterns_and_names_them_when_refused() -> None:
+    """digits:mlpW / mlpWxD / cnnW / linear / lenet: the model-selection recipes' pools."""
+    from advtransfer.models.digits import UpsampledLeNet
+
+    x = torch.rand(5, 64)
+    for name, classes, hidden in (("mlp32", 4, [32, 32]), ("mlp16x3", 3, [16, 16, 16]),
+                                  ("linear", 2, [])):
+        model = create(f"digits:{name}", "random", num_classes=classes)
+        assert model(x).shape == (5, classes)
+        linears = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears == [*hidden, classes], name
+    assert create("digits:cnn8", "random", 10)(x.reshape(5, 1, 8, 8)).shape == (5, 10)
+    assert isinstance(create("digits:lenet", "random", 3), UpsampledLeNet)
+    for bad in ("mlp0", "mlp", "cnn16x2", "resnet18"):
+        with pytest.raises(AdvTransferError, match="unknown digits model name.*mlpWxD"):
+            create(f"digits:{bad}", "random")
+    with pytest.raises(AdvTransferError, match="needs the path of its trained weights, or "
+                                               "'random'"):
+        create("digits:mlp32")
+    with pytest.raises(AdvTransferError, match="unknown model name 'mlp32'"):
+        create("mlp32", "random")  # always prefixed
+    assert "digits:mlp32" in list_models("digits")

@@ -8,7 +8,6 @@ results store, so every finished unit of work is reused by a rerun.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,8 @@ import torch
 from advtransfer.errors import AdvTransferError
 from advtransfer.executors import Executor, LocalExecutor
 from advtransfer.progress import track
-from advtransfer.store import Store, canonical
+from advtransfer.store import Store
+from advtransfer.units import seed_for
 
 
 @dataclass
@@ -56,12 +56,10 @@ class RunContext:
         return [result for result, _ in out]
 
     def seed_for(self, *parts: Any) -> int:
-        """A seed derived from a unit's identity (not from a global RNG stream), so a resumed
-        run draws exactly the numbers an uninterrupted run would: the first 32 bits of
-        sha256 over the canonical JSON of ``parts`` (sorted keys, as the unit keys of
-        :func:`advtransfer.store.unit_key`), so two dict orders give one seed."""
-        digest = hashlib.sha256(canonical(list(parts)).encode()).hexdigest()
-        return int(digest[:8], 16)
+        """A seed derived from identities (:func:`advtransfer.units.seed_for`), not from a
+        global RNG stream, so a resumed run draws exactly the numbers an uninterrupted run
+        would. A unit's own seed is :attr:`advtransfer.units.UnitConfig.seed`."""
+        return seed_for(*parts)
 
 
 def _in_worker(item: Any, *, fn: Callable[[Any, RunContext], Any], root: str,

@@ -13,8 +13,9 @@ not stored yet, so a rerun whose units are all stored reads no data. Pairs whose
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -31,8 +32,8 @@ from advtransfer.methods import method_label
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.progress import track
 from advtransfer.reference import ReferenceAttack, attack_reference, measure_against_reference
-from advtransfer.store import unit_key
 from advtransfer.training import LabelledData, evaluate, fit
+from advtransfer.units import UnitConfig
 
 T = TypeVar("T")
 Tensors = tuple[torch.Tensor, torch.Tensor]
@@ -174,25 +175,99 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device,
 # --------------------------------------------------------------------------------------------
 
 
-def trained_classifier(ctx: RunContext, kind: str, config: dict[str, Any],
-                       build: Callable[[], nn.Module], train: Data, *, epochs: int,
-                       lr: float, optimizer: str = "adam", batch_size: int = 128,
-                       weight_decay: float = 0.0, augment: bool = False,
-                       description: str | None = None) -> tuple[nn.Module, str]:
-    """A classifier trained on ``train`` (or loaded from the store; ``train`` is then not read)
-    and its unit key. Returns the model in eval mode on ``ctx.device``.
+@dataclass(frozen=True, kw_only=True)
+class TrainedModel(UnitConfig):
+    """A classifier trained by :func:`trained_classifier`: ``model`` identifies the untrained
+    network (architecture and its options, as the recipe names them), ``data`` the training
+    data (task, classes, split, the recipe's seed ...); then the training settings. SGD uses
+    momentum 0.9 and a cosine schedule (:func:`advtransfer.training.fit`); ``augment`` applies
+    :func:`augment` (random crop and flip) to every batch; ``epochs = 0`` stores the seeded
+    initialisation itself (an untrained source)."""
 
-    ``config`` must identify the model and its training data; the training settings are added
-    here (SGD uses momentum 0.9 and a cosine schedule, see :func:`advtransfer.training.fit`).
-    ``augment`` applies :func:`augment` (random crop and flip) to every training batch; it
-    enters the unit only when set, so un-augmented models keep their unit keys, and with them
-    the seeds of the units built on those keys. The seed (initial weights and batch order)
-    derives from the whole unit."""
-    unit = {**config, "epochs": epochs, "lr": lr, "optimizer": optimizer,
-            "batch_size": batch_size, "weight_decay": weight_decay}
-    if augment:
-        unit["augment"] = True
-    seed = ctx.seed_for(kind, unit)
+    model: dict[str, Any]
+    data: dict[str, Any]
+    epochs: int
+    lr: float
+    optimizer: str = "adam"
+    batch_size: int = 128
+    weight_decay: float = 0.0
+    augment: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceUnit(TrainedModel, kind="source"):
+    """A trained source model (safetensors)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceUnit(TrainedModel, kind="reference"):
+    """A trained reference (target) model (safetensors)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracyUnit(UnitConfig, kind="accuracy"):
+    """A stored model's (``model``: its key) accuracy and loss on the data named ``data``."""
+
+    model: str
+    data: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferUnit(UnitConfig, kind="transfer"):
+    """Knowledge transfer of the stored model ``source`` (its key) to the task named
+    ``target``: :func:`advtransfer.knowledge_transfer` with these settings (its defaults),
+    each training batch through :func:`augment` when ``augment``."""
+
+    source: str
+    target: str
+    task: str = "classification"
+    features: str | None = None
+    finetune: str = "head"
+    epoch: str = "last"
+    epochs: int = 10
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    augment: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceAttackUnit(UnitConfig, kind="reference-attack"):
+    """The stored model ``reference``'s (its key) attack on the inputs ``inputs`` identifies,
+    with ``attack`` (:meth:`advtransfer.attacks.AttackConfig.key`: every field), in batches of
+    ``batch_size``: tensors shared by every source compared with it."""
+
+    reference: str
+    inputs: dict[str, Any]
+    attack: dict[str, Any]
+    batch_size: int = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdversarialUnit(UnitConfig, kind="adversarial"):
+    """alpha1/alpha2/combined between the stored models ``source`` and ``target`` (keys) on
+    the inputs ``inputs`` identifies, measured against the stored ``reference_attack`` (its
+    key) with ``attack``, reported in ``convention``."""
+
+    source: str
+    target: str
+    reference_attack: str
+    inputs: dict[str, Any]
+    attack: dict[str, Any]
+    convention: str = "icml"
+    batch_size: int = 128
+
+
+def trained_classifier(ctx: RunContext, unit: TrainedModel, build: Callable[[], nn.Module],
+                       train: Data, *, description: str | None = None,
+                       ) -> tuple[nn.Module, str]:
+    """The classifier ``unit`` describes, trained on ``train`` (or loaded from the store;
+    ``train`` is then not read), and its unit key; ``build`` returns the untrained network.
+    Returns the model in eval mode on ``ctx.device``. The seed (initial weights and batch
+    order) is the unit's (:attr:`advtransfer.units.UnitConfig.seed`)."""
+    if unit.epochs < 0:
+        raise AdvTransferError(f"epochs must be >= 0 (0: the initialisation); got {unit.epochs}")
+    seed = unit.seed
 
     def seeded_build() -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -200,91 +275,84 @@ def trained_classifier(ctx: RunContext, kind: str, config: dict[str, Any],
             return build().to(ctx.device)
 
     def do_train(model: nn.Module) -> nn.Module:
-        data = loader_for(train, batch_size=batch_size, shuffle=True, seed=seed,
-                          augmented=augment)
-        return fit(model, data, epochs=epochs, lr=lr, optimizer=optimizer,  # type: ignore[arg-type]
-                   batch_size=batch_size, weight_decay=weight_decay, seed=seed,
+        if unit.epochs == 0:
+            return model
+        data = loader_for(train, batch_size=unit.batch_size, shuffle=True, seed=seed,
+                          augmented=unit.augment)
+        return fit(model, data, epochs=unit.epochs, lr=unit.lr,
+                   optimizer=unit.optimizer,  # type: ignore[arg-type]
+                   batch_size=unit.batch_size, weight_decay=unit.weight_decay, seed=seed,
                    device=ctx.device, progress=ctx.progress,
-                   description=description or f"training {kind}")
+                   description=description or f"training {unit.kind}")
 
-    model = ctx.store.model(kind, unit, seeded_build, do_train)
-    return model.to(ctx.device).eval(), unit_key(kind, unit)
+    model = ctx.store.model(unit, seeded_build, do_train)
+    return model.to(ctx.device).eval(), unit.key
 
 
 def accuracy(ctx: RunContext, model_key: str, model: nn.Module, data: Data,
-             data_name: str) -> float:
-    """Accuracy of a stored model on ``data`` (a stored unit keyed by the model's key and
-    ``data_name``, which must name the evaluated data; the loss is stored alongside)."""
+             data_name: str, *, unit_type: type[AccuracyUnit] = AccuracyUnit) -> float:
+    """Accuracy of a stored model on ``data`` (an :class:`AccuracyUnit`, or ``unit_type``,
+    keyed by the model's key and ``data_name``, which must name the evaluated data; the loss
+    is stored alongside)."""
     def compute() -> dict[str, float]:
         ev = evaluate(model, loader_for(data, batch_size=256), device=ctx.device)
         return {"accuracy": float(ev.accuracy or 0.0), "loss": ev.loss}
 
-    return ctx.store.record("accuracy", {"model": model_key, "data": data_name},
-                            compute)["accuracy"]
+    return ctx.store.record(unit_type(model=model_key, data=data_name), compute)["accuracy"]
 
 
 def transfer(ctx: RunContext, model_key: str, source: nn.Module, train: Data, test: Data, *,
-             target: str, augment: bool = False, **kwargs: Any) -> dict[str, Any]:
+             target: str, **settings: Any) -> dict[str, Any]:
     """Knowledge transfer of a stored source model to the target task named ``target``
-    (a stored unit): :func:`advtransfer.knowledge_transfer` with ``kwargs`` (``task``,
-    ``features``, ``finetune``, ``epoch``, ``epochs``, ``lr``, ``batch_size`` ...), fitted on
-    ``train`` (each batch through :func:`augment` if ``augment``) and evaluated on ``test``.
-    The seed derives from the source and ``kwargs``; ``target`` is part of the unit key only.
-    ``augment`` and ``epoch`` enter the key only when not at their defaults (False, "last"):
-    the units of earlier runs, computed so, keep their keys."""
-    if kwargs.get("epoch") == "last":
-        del kwargs["epoch"]
-    settings = {"source": model_key, **kwargs, **({"augment": True} if augment else {})}
-    seed = ctx.seed_for("transfer", settings)
-    unit = {**settings, "target": target}
+    (a :class:`TransferUnit`; ``settings`` are its fields: ``task``, ``features``,
+    ``finetune``, ``epoch``, ``epochs``, ``lr``, ``weight_decay``, ``batch_size``,
+    ``augment``), fitted on ``train`` and evaluated on ``test``."""
+    unit = TransferUnit(source=model_key, target=target, **settings)
 
     def compute() -> dict[str, Any]:
-        batch_size = kwargs.get("batch_size", 128)
+        seed = unit.seed
         return knowledge_transfer(
-            source, loader_for(train, batch_size=batch_size, shuffle=True, seed=seed,
-                               augmented=augment),
+            source, loader_for(train, batch_size=unit.batch_size, shuffle=True, seed=seed,
+                               augmented=unit.augment),
             loader_for(test, batch_size=256), device=ctx.device, seed=seed,
-            progress=ctx.progress, **kwargs).to_dict()
+            progress=ctx.progress, task=unit.task,  # type: ignore[arg-type]
+            features=unit.features, finetune=unit.finetune,  # type: ignore[arg-type]
+            epoch=unit.epoch, epochs=unit.epochs, lr=unit.lr,  # type: ignore[arg-type]
+            weight_decay=unit.weight_decay, batch_size=unit.batch_size).to_dict()
 
-    return ctx.store.record("transfer", unit, compute)
-
-
-def _reference_unit(target_key: str, inputs: dict[str, Any], batch_size: int | None,
-                    attack: dict[str, Any]) -> dict[str, Any]:
-    return {"reference": target_key, **inputs, **AttackConfig(**attack).key(),
-            **({"batch_size": batch_size} if batch_size is not None else {})}
+    return ctx.store.record(unit, compute)
 
 
 def reference_attack(ctx: RunContext, target_key: str, target: nn.Module, x: Inputs, *,
-                     inputs: dict[str, Any], batch_size: int | None = None,
+                     inputs: dict[str, Any], batch_size: int = 128,
                      **attack: Any) -> tuple[ReferenceAttack, str]:
     """The stored model ``target``'s attack on the float inputs ``x``
     (:func:`advtransfer.reference.attack_reference`, with the noise baseline), computed once
-    per run and shared by every source compared with it: a stored tensor unit keyed by the
-    model, ``inputs`` (which must identify the attacked inputs), the attack settings and
-    ``batch_size``. Returns it with its unit key."""
-    unit = _reference_unit(target_key, inputs, batch_size, attack)
+    per run and shared by every source compared with it: a :class:`ReferenceAttackUnit` keyed
+    by the model, ``inputs`` (which must identify the attacked inputs), the attack settings
+    and ``batch_size``. Returns it with its unit key."""
     config = AttackConfig(**attack)
+    unit = ReferenceAttackUnit(reference=target_key, inputs=inputs, attack=config.key(),
+                               batch_size=batch_size)
 
     def compute() -> dict[str, torch.Tensor]:
         data = resolve(x)
-        return attack_reference(target, data.to(ctx.device), config,
-                                seed=ctx.seed_for("reference-attack", unit),
-                                noise_baseline=True, batch_size=batch_size or 128,
+        return attack_reference(target, data.to(ctx.device), config, seed=unit.seed,
+                                noise_baseline=True, batch_size=batch_size,
                                 device=ctx.device, progress=ctx.progress).tensors()
 
-    tensors = ctx.store.tensors("reference-attack", unit, compute)
-    return ReferenceAttack.from_tensors(tensors), unit_key("reference-attack", unit)
+    tensors = ctx.store.tensors(unit, compute)
+    return ReferenceAttack.from_tensors(tensors), unit.key
 
 
 def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Module,
                 target: nn.Module, x: Inputs, *, inputs: dict[str, Any],
-                convention: Convention = "icml", batch_size: int | None = None,
+                convention: Convention = "icml", batch_size: int = 128,
                 **attack: Any) -> dict[str, Any]:
     """alpha1/alpha2/combined in both directions between two stored models on the float
-    inputs ``x`` (a stored unit keyed by both models, ``inputs``, which must identify the
-    attacked inputs, the attack settings ``attack``, ``convention`` and ``batch_size``, when
-    given; None is a batch of 128).
+    inputs ``x`` (an :class:`AdversarialUnit` keyed by both models, ``inputs``, which must
+    identify the attacked inputs, the attack settings ``attack``, ``convention`` and
+    ``batch_size``).
 
     ``target`` is the reference every source of a recipe is compared with: its attack is a
     unit of its own (:func:`reference_attack`), computed once for all sources, and each source
@@ -300,19 +368,24 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
     * ``alpha1_above_one_tag``, ``n_undefined_tag`` and the attack statistics
       (``mean_deviation_tag`` ...);
 
-    and ``n_attack``: the number of attacked inputs."""
+    and ``n_attack``: the number of attacked inputs. The measurement's seed is the unit's at
+    the ``"icml"`` convention, which only changes the reporting: both conventions report one
+    measurement."""
     check_convention(convention)
     # read (or computed) first, so that every run of the recipe uses the shared unit
     ref, ref_key = reference_attack(ctx, target_key, target, x, inputs=inputs,
                                     batch_size=batch_size, **attack)
+    config = AttackConfig(**attack)
+    unit = AdversarialUnit(source=source_key, target=target_key, reference_attack=ref_key,
+                           inputs=inputs, attack=config.key(), convention=convention,
+                           batch_size=batch_size)
 
     def compute() -> dict[str, Any]:
-        # the convention only changes the reporting: the measurement is seeded without it
-        seed = ctx.seed_for("adversarial", {k: v for k, v in unit.items() if k != "convention"})
-        r = measure_against_reference(source, ref, AttackConfig(**attack), reference=target,
-                                      seed=seed, name="source", reference_name="target",
+        r = measure_against_reference(source, ref, config, reference=target,
+                                      seed=replace(unit, convention="icml").seed,
+                                      name="source", reference_name="target",
                                       convention=convention, noise_baseline=True,
-                                      batch_size=batch_size or 128, device=ctx.device,
+                                      batch_size=batch_size, device=ctx.device,
                                       progress=ctx.progress)
         out: dict[str, Any] = {"n_attack": len(ref)}
         for tag in ("s2t", "t2s"):
@@ -326,11 +399,7 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
             out.update({f"{k}_{tag}": v for k, v in asdict(d.stats).items()})
         return out
 
-    unit = {"source": source_key, "target": target_key, **inputs, **AttackConfig(**attack).key(),
-            "convention": convention, "reference_attack": ref_key}
-    if batch_size is not None:
-        unit["batch_size"] = batch_size
-    return ctx.store.record("adversarial", unit, compute)
+    return ctx.store.record(unit, compute)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,41 +407,44 @@ def adversarial(ctx: RunContext, source_key: str, target_key: str, source: nn.Mo
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class AttackFields:
-    """The attack settings of an image recipe's configuration, named as the fields of
-    :class:`~advtransfer.attacks.AttackConfig` in TOML and ``--set`` (``eps`` in [0, 1] pixel
-    units). The defaults, a 10-step Linf PGD of the deviation objective at eps 0.03, are the
-    celeba and taskonomy recipes' (returning the best iterate); a recipe redeclares a field
-    whose default differs.
-    :func:`attack_config` builds the AttackConfig."""
+def attack_fields_class(name: str, doc: str, **defaults: Any) -> type:
+    """A dataclass holding every field of :class:`~advtransfer.attacks.AttackConfig`, the one
+    attack schema, with its types (``eps`` a float) and its defaults but for ``defaults`` (a
+    recipe's own): the attack part of a recipe configuration, named as AttackConfig's fields in
+    TOML and ``--set`` and checked against AttackConfig's types there. A recipe configuration
+    inherits it (and may redeclare a field whose default differs); :func:`attack_config` builds
+    its AttackConfig. No attack setting is declared anywhere else."""
+    hints = typing.get_type_hints(AttackConfig)
+    unknown = sorted(set(defaults) - set(ATTACK_FIELDS))
+    if unknown:
+        raise AdvTransferError(f"{name}: {unknown} are not fields of AttackConfig "
+                               f"({', '.join(ATTACK_FIELDS)})")
+    specs = []
+    for f in fields(AttackConfig):
+        default = defaults.get(f.name, f.default)
+        if default is MISSING:
+            raise AdvTransferError(f"{name}: AttackConfig's {f.name} has no default; give one")
+        specs.append((f.name, float if f.name == "eps" else hints[f.name],
+                      field(default=default)))
+    cls = make_dataclass(name, specs, namespace={"__doc__": doc})
+    cls.__module__ = __name__
+    return cls
 
-    eps: float = 0.03
-    norm: str = "linf"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 10
-    step_size: float | None = None
-    random_start: bool = True
-    iterate: str = "best"
+
+AttackFields = attack_fields_class(
+    "AttackFields", """The attack settings of an image recipe's configuration: every field of
+    :class:`~advtransfer.attacks.AttackConfig` (``eps`` in [0, 1] pixel units), at the celeba
+    and taskonomy recipes' defaults, a 10-step Linf PGD of the deviation objective at eps 0.03
+    returning the best iterate, and AttackConfig's for the rest (bounds [0, 1], tol, no
+    padding mask); a recipe redeclares a field whose default differs.""",
+    eps=0.03, norm="linf", steps=10)
 
 
 def attack_fields(c: Any) -> dict[str, Any]:
-    """The attack settings a recipe configuration (a dataclass) declares: its fields named as
-    :class:`~advtransfer.attacks.AttackConfig`'s (``eps``, ``norm``, ``objective``, ``solver``,
-    ``steps``, ``step_size``, ``random_start``, ``bounds``, ``tol``, ``iterate``), as configured;
-    the keys of the recipe's stored adversarial units (``iterate`` only when not ``"best"``,
-    see :data:`_LATER_FIELDS`)."""
+    """The attack settings of a recipe configuration (a dataclass): every field it declares
+    that is named as a field of :class:`~advtransfer.attacks.AttackConfig`, as configured."""
     declared = {f.name for f in fields(c)}
-    return {name: getattr(c, name) for name in ATTACK_FIELDS if name in declared
-            and _LATER_FIELDS.get(name, _UNSET) != getattr(c, name)}
-
-
-_UNSET = object()
-#: Attack fields added after run directories were first written, with the value that every
-#: earlier run used: a unit's key holds the field only when the configuration differs from it,
-#: so earlier units (computed exactly so) are reused and the others computed anew.
-_LATER_FIELDS: dict[str, Any] = {"iterate": "best"}
+    return {name: getattr(c, name) for name in ATTACK_FIELDS if name in declared}
 
 
 def attack_config(c: Any) -> AttackConfig:

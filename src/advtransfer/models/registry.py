@@ -15,6 +15,9 @@ A spec is ``PREFIX:NAME`` or ``package.module:factory``:
   (``text-bag``, ``text-cnn``, ``text-gru``, ``text-transformer``) on embedded sequences
   ``[batch, length, embed_dim]`` (all-zero rows are padding); weights and ``**kwargs``
   (``embed_dim=``, ``width=`` ...) as for ``cifar:``. Like ``timm:``, always prefixed.
+* ``digits:NAME``: the model-selection recipes' digits classifiers, named by pattern
+  (:mod:`advtransfer.models.digits`: ``mlpW``, ``mlpWxD``, ``cnnW``, ``linear``, ``lenet``),
+  weights as for ``cifar:``; always prefixed.
 * ``tv:NAME``: ``torchvision.models`` (``torchvision.models.list_models()``); weights from a path,
   from the cache ``$ADVTRANSFER_HOME/weights/NAME.{safetensors,pth,pt}`` (``weights=None``), or
   ``"random"``. ``download=True`` fetches torchvision's ``DEFAULT`` weights for the name when the
@@ -31,8 +34,8 @@ Unprefixed names are kept for backward compatibility: a built-in name is ``built
 built-in ``digits-mlp``/``digits-cnn`` are the ``cifar:`` builders with their defaults plus the
 training); otherwise a name in exactly one of ``cifar:`` and ``tv:`` means that one (``lenet`` ->
 ``cifar:lenet``, ``resnet101`` -> ``tv:resnet101``); a name in both (``alexnet``, ``resnet18``,
-``resnet50``) is refused with the two prefixed choices. ``timm:`` and ``text:`` always need
-their prefix.
+``resnet50``) is refused with the two prefixed choices. ``timm:``, ``text:`` and ``digits:``
+always need their prefix.
 
 Weight files are ``.safetensors`` or tensor-only ``.pt``/``.pth`` read with
 ``torch.load(weights_only=True)`` (see :mod:`advtransfer.models.checkpoint`); nothing is unpickled.
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -57,7 +61,7 @@ from advtransfer.models.architectures import ARCHITECTURES
 __all__ = ["PREFIXES", "create", "list_models", "resolve_spec"]
 
 #: The namespaces of :func:`create`, in the order unprefixed names are resolved.
-PREFIXES = ("builtin", "cifar", "tv", "timm", "text")
+PREFIXES = ("builtin", "cifar", "tv", "timm", "text", "digits")
 _RANDOM = "random"
 
 
@@ -81,6 +85,12 @@ def _text_names() -> list[str]:
     return sorted(TEXT_MODELS)
 
 
+def _digits_names() -> list[str]:
+    from advtransfer.models.digits import EXAMPLES
+
+    return list(EXAMPLES)
+
+
 def _timm_names() -> list[str]:
     try:
         import timm
@@ -93,13 +103,14 @@ def list_models(prefix: str | None = None) -> list[str]:
     """The prefixed specs :func:`create` accepts (``module:factory`` aside), sorted.
 
     Args:
-        prefix: ``"builtin"``, ``"cifar"``, ``"tv"``, ``"timm"`` or ``"text"`` (a trailing
+        prefix: ``"builtin"``, ``"cifar"``, ``"tv"``, ``"timm"``, ``"text"`` or ``"digits"``
+            (``digits:`` lists examples of its patterns; a trailing
             ``":"`` is allowed) for one namespace; ``None`` for all (``timm:`` names only when
             timm is installed).
     """
     lists: dict[str, Callable[[], list[str]]] = {
         "builtin": _builtin_names, "cifar": lambda: sorted(ARCHITECTURES), "tv": _tv_names,
-        "timm": _timm_names, "text": _text_names}
+        "timm": _timm_names, "text": _text_names, "digits": _digits_names}
     if prefix is None:
         wanted = list(PREFIXES)
     else:
@@ -125,6 +136,11 @@ def resolve_spec(spec: str) -> tuple[str, str]:
         "builtin": _builtin_names, "cifar": lambda: ARCHITECTURES, "tv": _tv_names,
         "text": _text_names}
     if sep:
+        if head == "digits":
+            from advtransfer.models.digits import check_name
+
+            check_name(rest)
+            return head, rest
         if head != "timm" and rest not in namespaces[head]():
             _unknown(spec, rest, list(namespaces[head]()), head + ":")
         return head, rest
@@ -193,13 +209,15 @@ def _builtin(spec: str, name: str, weights: Path | str | None, num_classes: int 
 
 def _cifar(spec: str, name: str, weights: Path | str | None, num_classes: int | None,
            kwargs: dict[str, Any], namespace: str = "cifar") -> nn.Module:
-    """A ``cifar:`` architecture, or a ``text:`` model (``namespace="text"``), built and
-    loaded."""
-    from advtransfer.models import architectures, text
+    """A ``cifar:`` architecture, a ``text:`` model or a ``digits:`` model (``namespace``),
+    built and loaded."""
+    from advtransfer.models import architectures, digits, text
     from advtransfer.models.checkpoint import load_into
 
-    builders, build = ((text.TEXT_MODELS, text.build) if namespace == "text"
-                       else (ARCHITECTURES, architectures.build))
+    builders, build = {"text": (text.TEXT_MODELS, text.build),
+                       "digits": ({name: functools.partial(digits.build, name)},
+                                  lambda n, **kw: digits.build(n, **kw))}.get(
+        namespace, (ARCHITECTURES, architectures.build))
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     if weights is None:
@@ -327,7 +345,7 @@ def create(
         if namespace == "builtin":
             model = _builtin(spec, name, path, num_classes, 0 if seed is None else seed, progress,
                              kwargs)
-        elif namespace in ("cifar", "text"):
+        elif namespace in ("cifar", "text", "digits"):
             model = _cifar(spec, name, path, num_classes, kwargs, namespace)
         elif namespace == "module":
             model = _factory(spec, path, num_classes, kwargs)

@@ -116,7 +116,7 @@ from torch.utils.data import DataLoader, Dataset
 from advtransfer.attacks import AttackConfig, AttackKeywords, resolve_attack
 from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
-from advtransfer.executors import Executor, connect, get_executor
+from advtransfer.executors import Executor, close, connect, get_executor
 from advtransfer.methods import (
     ADVERSARIAL_FEATURE_METHODS,
     ADVERSARIAL_METHODS,
@@ -278,15 +278,36 @@ def rank(
     methods_t = _check_methods(methods, source_accuracy is not None)
     # the methods computed: those asked for plus the components of the combinations
     needed = needed_methods(methods_t)
-    adversarial = [m for m in needed if m in ADVERSARIAL_METHODS]
     attack_samples = _check_settings(methods_t, source_accuracy, attack_samples, batch_size,
                                      finetune_epochs, seed, finetune_test_fraction)
     config = _attack_config(attack, attack_keywords)
     data = _check_target_data(target_data)
     sources = _candidate_sources(candidates)
-    names = list(sources)
-    sa = _check_source_accuracy(source_accuracy, names) if source_accuracy is not None else None
+    sa = (None if source_accuracy is None
+          else _check_source_accuracy(source_accuracy, list(sources)))
     runner = get_executor(executor, address=address)
+    try:
+        return _rank_pool(runner, sources, reference, data, methods_t, needed, config, sa,
+                          convention=convention, attack_samples=attack_samples,
+                          correct_only=correct_only, seed=seed, batch_size=batch_size,
+                          device=device, progress=progress, finetune_epochs=finetune_epochs,
+                          finetune_lr=finetune_lr,
+                          finetune_test_fraction=finetune_test_fraction)
+    finally:
+        if isinstance(executor, str):
+            close(runner)  # a Ray started for this call is shut down; a given executor is not
+
+
+def _rank_pool(runner: Executor, sources: Mapping[str, Candidate],
+               reference: nn.Module | str | None, data: tuple[torch.Tensor, torch.Tensor],
+               methods_t: tuple[str, ...], needed: Sequence[str], config: AttackConfig,
+               sa: Mapping[str, float] | None, *, convention: Convention, attack_samples: int,
+               correct_only: bool, seed: int, batch_size: int, device: str | torch.device,
+               progress: bool, finetune_epochs: int, finetune_lr: float,
+               finetune_test_fraction: float) -> RankingResult:
+    """:func:`rank` once its arguments are checked, on ``runner``."""
+    names = list(sources)
+    adversarial = [m for m in needed if m in ADVERSARIAL_METHODS]
     connect(runner)  # an unreachable cluster is an error before any work
     ref_model, run_on = _reference_and_device(reference, adversarial, sources, device)
     cfg = _settings_record(config, convention=convention, attack_samples=attack_samples,

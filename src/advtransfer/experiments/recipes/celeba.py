@@ -76,6 +76,8 @@ from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
     AttackFields,
     Lazy,
+    ReferenceUnit,
+    SourceUnit,
     Tensors,
     accuracy,
     adversarial,
@@ -312,13 +314,13 @@ def _identity_reference(c: CelebAAttributesConfig, ctx: RunContext, train: Lazy[
                         task_id: dict[str, Any]) -> tuple[nn.Module, str]:
     """The reference (a stored model unit): a ResNet-18 trained on the identity task;
     (model, unit key)."""
-    return trained_classifier(
-        ctx, "reference", {"arch": "resnet18", "width": c.reference_width,
-                           "task": {"celeba-identity": task_id}, "seed": c.seed},
-        lambda: _network(c.n_identities, c.reference_width), train,
+    unit = ReferenceUnit(
+        model={"arch": "resnet18", "width": c.reference_width},
+        data={"task": {"celeba-identity": task_id}, "seed": c.seed},
         epochs=c.reference_epochs, lr=c.lr, optimizer="sgd", weight_decay=c.weight_decay,
-        batch_size=c.batch_size, augment=c.augment,
-        description="training the identity reference")
+        batch_size=c.batch_size, augment=c.augment)
+    return trained_classifier(ctx, unit, lambda: _network(c.n_identities, c.reference_width),
+                              train, description="training the identity reference")
 
 
 def _attack_inputs(c: CelebAAttributesConfig, ctx: RunContext, reference: nn.Module,
@@ -372,12 +374,13 @@ def _attribute_source(name: str, ctx: RunContext, *, shared: _Shared) -> dict[st
         return Lazy(lambda: (s.attr_data[split]()[0], s.attr_data[split]()[1][:, j]))
 
     train_j, test_j = column("train"), column("test")
-    model, key = trained_classifier(
-        ctx, "source", {"arch": "resnet18", "width": c.width, "attribute": name,
-                        "data": s.data_id, "seed": c.seed},
-        lambda: _network(2, c.width), train_j, epochs=c.epochs, lr=c.lr, optimizer="sgd",
-        weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
-        description=f"training {name}")
+    unit = SourceUnit(
+        model={"arch": "resnet18", "width": c.width},
+        data={"attribute": name, "data": s.data_id, "seed": c.seed},
+        epochs=c.epochs, lr=c.lr, optimizer="sgd", weight_decay=c.weight_decay,
+        batch_size=c.batch_size, augment=c.augment)
+    model, key = trained_classifier(ctx, unit, lambda: _network(2, c.width), train_j,
+                                    description=f"training {name}")
     kt = transfer(ctx, key, model, s.id_data["train"], s.id_data["test"],
                   target=f"celeba-identity-{s.task_id}", task="classification",
                   features="penultimate", finetune=c.finetune, epochs=c.finetune_epochs,

@@ -130,8 +130,11 @@ from advtransfer.data.vision import (
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    AccuracyUnit,
     AttackFields,
     Lazy,
+    ReferenceUnit,
+    SourceUnit,
     Tensors,
     accuracy,
     adversarial,
@@ -348,14 +351,8 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
     views, target_names, target_id = _target_task(stl, target_stl)
     data_id = {"max_samples": c.max_samples, "size": c.image_size, "seed": c.seed}
     target = _lazy_reads(c, ctx.progress, views, "STL-10")
-    reference, ref_key = trained_classifier(
-        ctx, "reference", {"arch": names[c.reference_architecture], "width": c.reference_width,
-                           "task": target_id, "data": data_id, "seed": c.seed},
-        lambda: network(c.reference_architecture, len(target_names), c.reference_width,
-                        c.image_size, c.preset),
-        target["train"], epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture),
-        optimizer="sgd", weight_decay=c.weight_decay, batch_size=c.batch_size,
-        augment=c.augment, description="training the STL-10 reference")
+    reference, ref_key = _reference(c, ctx, names[c.reference_architecture], target_id,
+                                    len(target_names), data_id, target["train"])
     ref_acc = accuracy(ctx, ref_key, reference, target["test"], f"{target_id}-test")
     shared = _Shared(c=c, names=names, cifar=cifar, target=target, target_stl=target_stl,
                      target_id=target_id, data_id=data_id, reference=reference,
@@ -378,6 +375,21 @@ def _run_cifar_stl(c: _CifarStlConfig, ctx: RunContext, *, sources: list[_Source
                           description=description + _reference_text(
                               c, target_names, ref_acc, n_used)),
     }
+
+
+def _reference(c: _CifarStlConfig, ctx: RunContext, network_id: str, target_id: str,
+               n_classes: int, data_id: dict[str, Any], train: Lazy[Tensors]
+               ) -> tuple[nn.Module, str]:
+    """The STL-10 reference (a stored :class:`ReferenceUnit`): (model, unit key)."""
+    unit = ReferenceUnit(
+        model={"arch": network_id, "width": c.reference_width},
+        data={"task": target_id, "data": data_id, "seed": c.seed},
+        epochs=c.reference_epochs, lr=_lr(c, c.reference_architecture), optimizer="sgd",
+        weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment)
+    return trained_classifier(
+        ctx, unit, lambda: network(c.reference_architecture, n_classes, c.reference_width,
+                                   c.image_size, c.preset),
+        train, description="training the STL-10 reference")
 
 
 def _datasets(c: _CifarStlConfig) -> tuple[dict[str, Dataset[Any]], dict[str, Dataset[Any]]]:
@@ -476,13 +488,14 @@ def _one_source(src: _Source, ctx: RunContext, *, shared: _Shared) -> dict[str, 
     classes = src.classes
     n_cls = 10 if classes is None else len(classes)
     source_data = s.source_data(classes)
+    unit = SourceUnit(
+        model={"arch": s.names[src.arch], "width": c.width},
+        data={"classes": classes, "data": s.data_id, "seed": c.seed},
+        epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd", weight_decay=c.weight_decay,
+        batch_size=c.batch_size, augment=c.augment)
     model, key = trained_classifier(
-        ctx, "source", {"arch": s.names[src.arch], "width": c.width, "classes": classes,
-                        "data": s.data_id, "seed": c.seed},
-        lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
-        source_data["train"], epochs=c.epochs, lr=_lr(c, src.arch), optimizer="sgd",
-        weight_decay=c.weight_decay, batch_size=c.batch_size, augment=c.augment,
-        description=f"training source {src.name}")
+        ctx, unit, lambda a=src.arch, k=n_cls: network(a, k, c.width, c.image_size, c.preset),
+        source_data["train"], description=f"training source {src.name}")
     record: dict[str, Any] = {"source": src.name, **src.fields, "network": s.names[src.arch],
                               "parameters": sum(p.numel() for p in model.parameters())}
     record["source_accuracy"] = accuracy(ctx, key, model, source_data["test"],
@@ -598,6 +611,13 @@ def _lr(c: _CifarStlConfig, arch: str) -> float:
     return c.plain_lr if arch in PLAIN_ARCHITECTURES else c.lr
 
 
+@dataclass(frozen=True, kw_only=True)
+class DirectAccuracyUnit(AccuracyUnit, kind="direct-accuracy"):
+    """A CIFAR-10 source's (``model``: its key) accuracy, without fine-tuning, on the data
+    named ``data``: the STL-10 test images of the nine classes both datasets share (labels in
+    CIFAR-10 ids, monkey left out)."""
+
+
 def _direct_accuracy(ctx: RunContext, key: str, model: nn.Module,
                      test: Callable[[], Tensors]) -> float:
     """Accuracy of a CIFAR-10 source on the STL-10 test images of the nine classes both
@@ -609,8 +629,8 @@ def _direct_accuracy(ctx: RunContext, key: str, model: nn.Module,
         n = int(keep.sum())
         return {"accuracy": float((pred == y[keep]).sum()) / n if n else math.nan}
 
-    return ctx.store.record("direct-accuracy", {"model": key, "data": "stl10-test-9-shared"},
-                            compute)["accuracy"]
+    unit = DirectAccuracyUnit(model=key, data="stl10-test-9-shared")
+    return ctx.store.record(unit, compute)["accuracy"]
 
 
 @register("cifar10-stl10-architectures", CifarStlArchitecturesConfig,

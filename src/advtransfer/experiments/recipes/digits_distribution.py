@@ -35,15 +35,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from advtransfer.data.digits import digits
+from advtransfer.data.digits import Split, digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import (
+    ReferenceUnit,
+    SourceUnit,
     accuracy,
     adversarial,
     alpha_labels,
     attack_config,
     attack_fields,
+    attack_fields_class,
     metric_names,
     predict,
     reference_attack,
@@ -53,9 +56,14 @@ from advtransfer.experiments.stages import (
 from advtransfer.metrics import Convention
 from advtransfer.models import create, list_models
 
+_Attack = attack_fields_class(
+    "DigitsDistributionAttack", """The recipe's attack: every field of AttackConfig, at a
+    20-step L2 PGD of the deviation objective with eps 1.0 (AttackConfig's other defaults).""",
+    eps=1.0, norm="l2", steps=20)
+
 
 @dataclass
-class DigitsDistributionConfig:
+class DigitsDistributionConfig(_Attack):  # type: ignore[misc, valid-type]
     seed: int = 0
     target_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     other_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8])
@@ -69,12 +77,6 @@ class DigitsDistributionConfig:
     finetune: str = "head"
     finetune_epochs: int = 30
     finetune_lr: float = 0.1
-    eps: float = 1.0
-    norm: str = "l2"
-    objective: str = "deviation"
-    solver: str = "pgd"
-    steps: int = 20
-    iterate: str = "best"
     convention: Convention = "icml"
     correct_only: bool = False
 
@@ -113,21 +115,39 @@ def _validate(c: DigitsDistributionConfig) -> None:
     attack_config(c)
 
 
+@functools.lru_cache(maxsize=2)
+def _split(test_fraction: float, seed: int) -> Split:
+    """The digits split (:func:`advtransfer.data.digits.digits`), made once per process: the
+    run and each source (in this process or a Ray worker) rebuild it from ``(test_fraction,
+    seed)`` instead of receiving it. Its tensors are shared: never modified in place."""
+    return digits(test_fraction=test_fraction, seed=seed)
+
+
+def _split_id(c: DigitsDistributionConfig) -> list[float | int]:
+    return [c.test_fraction, c.seed]
+
+
 def _source(item: tuple[float, int], ctx: RunContext, *, c: DigitsDistributionConfig,
-            split: Any, target: Any, target_id: str, reference: nn.Module, ref_key: str,
+            target_id: str, reference: nn.Module, ref_key: str,
             x_attack: torch.Tensor) -> dict[str, Any]:
     """One source of the design (share of the target's classes, repeat): trained, fine-tuned
-    to the target and measured against the reference (each a stored unit); its record."""
+    to the target and measured against the reference (each a stored unit); its record. The
+    digits split is rebuilt here (:func:`_split`), so a Ray task receives only ``c``, the
+    reference and the attacked inputs ``x_attack``."""
     share, rep = item
+    split = _split(c.test_fraction, c.seed)
+    target = split.subset(c.target_classes)
     classes = source_classes(c.target_classes, c.other_classes, share)
     task = split.subset(classes)
     n_src = len(classes)
     name = f"{round(100 * share)}%" + (f"#{rep}" if c.repeats > 1 else "")
+    unit = SourceUnit(model={"arch": c.architecture},
+                      data={"classes": classes, "repeat": rep, "seed": c.seed,
+                            "split": _split_id(c)},
+                      epochs=c.epochs, lr=c.lr)
     model, key = trained_classifier(
-        ctx, "source", {"arch": c.architecture, "classes": classes, "repeat": rep,
-                        "seed": c.seed, "split": [c.test_fraction, c.seed]},
-        lambda: create(f"cifar:{c.architecture}", "random", n_src),
-        (task.x_train, task.y_train), epochs=c.epochs, lr=c.lr)
+        ctx, unit, lambda: create(f"cifar:{c.architecture}", "random", n_src),
+        (task.x_train, task.y_train))
     kt = transfer(ctx, key, model, (target.x_train, target.y_train),
                   (target.x_test, target.y_test), target=target_id,
                   task="classification", features="penultimate", finetune=c.finetune,
@@ -138,7 +158,7 @@ def _source(item: tuple[float, int], ctx: RunContext, *, c: DigitsDistributionCo
         "source": name, "share": share, "repeat": rep, "classes": str(classes),
         "source_accuracy": accuracy(
             ctx, key, model, (task.x_test, task.y_test),
-            f"digits-{classes}-split-{[c.test_fraction, c.seed]}-test"),
+            f"digits-{classes}-split-{_split_id(c)}-test"),
         "transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
         **adv,
     }
@@ -150,15 +170,16 @@ def _source(item: tuple[float, int], ctx: RunContext, *, c: DigitsDistributionCo
           check=_validate)
 def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     _validate(c)
-    split = digits(test_fraction=c.test_fraction, seed=c.seed)
-    target = split.subset(c.target_classes)
+    target = _split(c.test_fraction, c.seed).subset(c.target_classes)
     n_cls = len(c.target_classes)
+    unit = ReferenceUnit(model={"arch": c.reference_architecture},
+                         data={"classes": c.target_classes, "seed": c.seed,
+                               "split": _split_id(c)},
+                         epochs=c.epochs, lr=c.lr)
     reference, ref_key = trained_classifier(
-        ctx, "reference", {"arch": c.reference_architecture, "classes": c.target_classes,
-                           "seed": c.seed, "split": [c.test_fraction, c.seed]},
-        lambda: create(f"cifar:{c.reference_architecture}", "random", n_cls),
-        (target.x_train, target.y_train), epochs=c.epochs, lr=c.lr)
-    target_id = f"digits-{c.target_classes}-split-{[c.test_fraction, c.seed]}"
+        ctx, unit, lambda: create(f"cifar:{c.reference_architecture}", "random", n_cls),
+        (target.x_train, target.y_train))
+    target_id = f"digits-{c.target_classes}-split-{_split_id(c)}"
     ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test),
                        f"{target_id}-test")
     x_attack = target.x_test
@@ -169,8 +190,8 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     reference_attack(ctx, ref_key, reference, x_attack, inputs={"n": len(x_attack)}, **attack)
     items = [(share, rep) for share in c.shares for rep in range(c.repeats)]
     records = ctx.map(functools.partial(
-        _source, c=c, split=split, target=target, target_id=target_id, reference=reference,
-        ref_key=ref_key, x_attack=x_attack), items)
+        _source, c=c, target_id=target_id, reference=reference, ref_key=ref_key,
+        x_attack=x_attack), items)
     metrics = metric_names("t2s")
     return {
         "records": records,

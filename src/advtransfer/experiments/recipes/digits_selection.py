@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,6 +58,7 @@ from advtransfer.data.digits import digits
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.recipes.selection_units import (
     RECIPE_METHODS,
+    SelectionAdversarialUnit,
     SelectionAttackFields,
     candidate_adversarial,
     check_attack,
@@ -66,6 +67,7 @@ from advtransfer.experiments.recipes.selection_units import (
     estimator_unit,
     full_finetune_text,
     full_finetune_truth,
+    identity_key,
     linear_probe,
     reference_attack,
 )
@@ -80,7 +82,13 @@ from advtransfer.experiments.selection_analysis import (
     protocol_table,
     report_labels,
 )
-from advtransfer.experiments.stages import Lazy, accuracy, trained_classifier
+from advtransfer.experiments.stages import (
+    Lazy,
+    ReferenceUnit,
+    SourceUnit,
+    accuracy,
+    trained_classifier,
+)
 from advtransfer.methods import (
     COMBINED_METHODS,
     ESTIMATOR_METHODS,
@@ -88,9 +96,9 @@ from advtransfer.methods import (
     RANK_AVERAGE_METHODS,
     needed_methods,
 )
-from advtransfer.models.architectures import digits_cnn, digits_mlp, fc_net, lenet
+from advtransfer.models.digits import check_name
+from advtransfer.models.registry import create
 from advtransfer.selection import combine
-from advtransfer.store import unit_key
 
 __all__ = [
     "DEFAULT_DIGITS_SOURCES",
@@ -104,8 +112,6 @@ __all__ = [
     "DigitsSource",
     "DigitsTarget",
     "LogitEnsemble",
-    "UpsampledLeNet",
-    "build_digits_model",
     "digits_target",
     "parse_source",
     "quick_digits",
@@ -136,22 +142,6 @@ _NAMED_TASKS = ("digits10", "parity", "ge5", "mod3", "random10", "bars4", "untra
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-class UpsampledLeNet(nn.Module):
-    """LeNet-5 on 8x8 digits upsampled (bilinear, differentiable) to ``size`` x ``size``:
-    LeNet's two 5x5 convolutions need at least 14 px. Accepts (N, 1, 8, 8) or flat (N, 64)."""
-
-    def __init__(self, num_classes: int, size: int = 16, width: float = 1.0) -> None:
-        super().__init__()
-        self.size = size
-        self.net = lenet(num_classes, in_channels=1, image_size=size, width=width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 2:
-            x = x.reshape(x.shape[0], 1, 8, 8)
-        return self.net(F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                                      align_corners=False))
-
-
 class LogitEnsemble(nn.Module):
     """The mean of several classifiers' logits: an ensemble reference model."""
 
@@ -171,15 +161,6 @@ class DigitsSource:
     arch: str
     task: str
     data: str
-
-
-def _check_arch(arch: str) -> None:
-    if arch in ("linear", "lenet") or re.fullmatch(r"(mlp[1-9]\d*(x[1-9]\d*)?|cnn[1-9]\d*)",
-                                                   arch):
-        return
-    raise AdvTransferError(f"unknown architecture {arch!r}: use mlpW (digits MLP, two hidden "
-                           "layers of width W), mlpWxD (D hidden layers of width W), cnnW "
-                           "(digits CNN of width W), linear or lenet")
 
 
 def _check_task(task: str, *, target: bool = False) -> None:
@@ -206,7 +187,7 @@ def parse_source(spec: str) -> DigitsSource:
                                "'mlp64/digits10' or 'cnn16/digits10/noisy'")
     arch, task = parts[0], parts[1]
     data = parts[2] if len(parts) == 3 else ("synthetic" if task == "bars4" else "clean")
-    _check_arch(arch)
+    check_name(arch)
     _check_task(task)
     if data not in _DATA_KINDS:
         raise AdvTransferError(f"source {spec!r}: unknown data {data!r}; use one of "
@@ -215,23 +196,6 @@ def parse_source(spec: str) -> DigitsSource:
         raise AdvTransferError(f"source {spec!r}: task bars4 goes with data 'synthetic' and only "
                                "with it")
     return DigitsSource(spec, arch, task, data)
-
-
-def build_digits_model(arch: str, num_classes: int) -> nn.Module:
-    """The pool's architectures: mlpW (two hidden ReLU layers of width W), mlpWxD (D hidden
-    layers), cnnW, linear (logistic regression on the 64 pixels, whose penultimate features are
-    the pixels themselves) and lenet (:class:`UpsampledLeNet`)."""
-    _check_arch(arch)
-    if arch == "linear":
-        return fc_net(64, num_classes, hidden=())
-    if arch == "lenet":
-        return UpsampledLeNet(num_classes)
-    if "x" in arch:
-        width, depth = (int(v) for v in arch[3:].split("x"))
-        return fc_net(64, num_classes, hidden=(width,) * depth)
-    width = int(arch[3:])
-    return digits_mlp(num_classes, hidden=width) if arch.startswith("mlp") else \
-        digits_cnn(num_classes, width=width)
 
 
 def _task_labels(task: str, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -398,7 +362,7 @@ def _validate_digits(c: DigitsModelSelectionConfig) -> list[DigitsSource]:
     for t in c.targets:
         _check_task(t, target=True)
     for arch in c.reference_architecture.split("+"):
-        _check_arch(arch)
+        check_name(arch)
     if not 0 < c.test_fraction < 1:
         raise AdvTransferError(f"test_fraction must lie in (0, 1); got {c.test_fraction}")
     for name in ("epochs", "finetune_epochs", "steps", "attack_samples", "finetune_seeds",
@@ -452,28 +416,20 @@ def _split_id(c: DigitsModelSelectionConfig) -> dict[str, Any]:
 
 def source_model(c: DigitsModelSelectionConfig, ctx: RunContext, src: DigitsSource,
                  ) -> tuple[nn.Module, str, Pair]:
-    """Source ``src`` trained on its task (a ``source`` unit; reloaded when stored, a cheap
-    safetensors read), its unit key and its test data. An ``untrained`` source is its seeded
-    initialisation, stored as such."""
+    """Source ``src`` trained on its task (a :class:`~advtransfer.experiments.stages.
+    SourceUnit`: the architecture as its model, the task, input distribution and split as its
+    data; reloaded when stored, a cheap safetensors read), its unit key and its test data. An
+    ``untrained`` source is a unit of 0 epochs: its seeded initialisation, stored as such."""
     train, test, n_cls = source_data(src, test_fraction=c.test_fraction, seed=c.seed)
-    unit = {"arch": src.arch, "task": src.task, "data": src.data, "split": _split_id(c)}
+    unit = SourceUnit(model={"arch": src.arch},
+                      data={"task": src.task, "data": src.data, "split": _split_id(c)},
+                      epochs=0 if src.task == "untrained" else c.epochs, lr=c.lr)
 
     def build(arch: str = src.arch, n: int = n_cls) -> nn.Module:
-        return build_digits_model(arch, n)
+        return create(f"digits:{arch}", "random", n)
 
-    if src.task != "untrained":
-        model, key = trained_classifier(ctx, "source", unit, build, train, epochs=c.epochs,
-                                        lr=c.lr)
-        return model, key, test
-    unit = {**unit, "untrained": True}
-    seed = ctx.seed_for("source", unit)
-
-    def seeded(build: Callable[[], nn.Module] = build, seed: int = seed) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build().to(ctx.device)
-
-    return ctx.store.model("source", unit, seeded, lambda m: m), unit_key("source", unit), test
+    model, key = trained_classifier(ctx, unit, build, train)
+    return model, key, test
 
 
 @dataclass(frozen=True)
@@ -491,8 +447,7 @@ def digits_target(c: DigitsModelSelectionConfig, task: str) -> DigitsTarget:
     """Target ``task`` with ``c``'s split and low-data setting (:func:`target_data`)."""
     train, test, n_cls = target_data(task, test_fraction=c.test_fraction, seed=c.seed,
                                      per_class=c.target_train_per_class)
-    tid = {"task": task, "split": _split_id(c),
-           **({"per_class": c.target_train_per_class} if c.target_train_per_class else {})}
+    tid = {"task": task, "split": _split_id(c), "per_class": c.target_train_per_class}
     return DigitsTarget(task, tid, train, test, n_cls)
 
 
@@ -502,17 +457,16 @@ def _reference(c: DigitsModelSelectionConfig, ctx: RunContext,
     ``"A+B+..."`` the :class:`LogitEnsemble` of one such model per architecture."""
     models, keys = [], []
     for arch in c.reference_architecture.split("+"):
-        unit = {"arch": arch, **target.tid,
-                **({"epochs": c.reference_epochs} if c.reference_epochs else {})}
+        unit = ReferenceUnit(model={"arch": arch}, data=target.tid,
+                             epochs=c.reference_epochs or c.epochs, lr=c.lr)
         model, key = trained_classifier(
-            ctx, "reference", unit,
-            lambda arch=arch: build_digits_model(arch, target.n_classes), target.train,
-            epochs=c.reference_epochs or c.epochs, lr=c.lr)
+            ctx, unit, lambda arch=arch: create(f"digits:{arch}", "random", target.n_classes),
+            target.train)
         models.append(model)
         keys.append(key)
     if len(models) == 1:
         return models[0], keys[0]
-    return LogitEnsemble(models).eval(), unit_key("reference-ensemble", {"members": keys})
+    return LogitEnsemble(models).eval(), identity_key("reference-ensemble", {"members": keys})
 
 
 # =============================================================================================
@@ -538,7 +492,8 @@ def _target_item(task: str, ctx: RunContext, *, c: DigitsModelSelectionConfig,
     target = digits_target(c, task)
     reference, ref_key = _reference(c, ctx, target)
     ref_acc = accuracy(ctx, ref_key, reference, target.test, f"digits-{target.tid}-test")
-    attack_s = reference_attack(c, ctx, ref_key, reference, target.test, needed)
+    attack_s = reference_attack(c, ctx, ref_key, reference, target.test, needed,
+                                target=target.tid)
     return {"ref_key": ref_key, "accuracy": ref_acc, "n_train": len(target.train[1]),
             "n_test": len(target.test[1]), "attack_s": attack_s}
 
@@ -556,16 +511,16 @@ def _pair_item(item: tuple[str, DigitsSource], ctx: RunContext, *,
     key, ref_key = source_keys[src.name], ref_keys[task]
     model = Lazy(lambda: source_model(c, ctx, src)[0])
     reference = Lazy(lambda: _reference(c, ctx, target)[0])
-    scores, adv_s = candidate_adversarial(c, ctx, "selection-adversarial", src.name, key, model,
-                                          ref_key, reference, target.test, needed)
+    scores, adv_s = candidate_adversarial(c, ctx, SelectionAdversarialUnit, src.name, key,
+                                          model, ref_key, reference, target.test, needed,
+                                          target=target.tid)
     est = [m for m in needed if m in ESTIMATOR_METHODS]
     timings: dict[str, float] = {}
     if est:
         res = estimator_unit(ctx, key, target.tid, src.name, model, target.train, est)
         scores.update(res["scores"])
         timings = res["timings"]
-    base = {"source": key, "target": target.tid}
-    ft = full_finetune_truth(ctx, base, model, target.train, target.test, c,
+    ft = full_finetune_truth(ctx, key, target.tid, model, target.train, target.test, c,
                              batch_size=c.full_finetune_batch_size, seeds=c.finetune_seeds)
     lp = linear_probe(ctx, key, target.tid, model, target.train, target.test,
                       epochs=c.finetune_epochs, lr=c.finetune_lr)

@@ -40,6 +40,7 @@ from advtransfer.errors import AdvTransferError
 from advtransfer.executors import LocalExecutor
 from advtransfer.experiments.recipes.selection_units import (
     RECIPE_METHODS,
+    CandidateAdversarialUnit,
     SelectionAttackFields,
     candidate_adversarial,
     check_attack,
@@ -47,6 +48,7 @@ from advtransfer.experiments.recipes.selection_units import (
     check_methods,
     full_finetune_text,
     full_finetune_truth,
+    identity_key,
     reference_attack,
     seeded_split,
 )
@@ -57,7 +59,7 @@ from advtransfer.experiments.selection_analysis import (
     selection_summary,
     wins_losses,
 )
-from advtransfer.experiments.stages import Lazy, accuracy, trained_classifier
+from advtransfer.experiments.stages import Lazy, ReferenceUnit, accuracy, trained_classifier
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.methods import (
     ADVERSARIAL_METHODS,
@@ -73,10 +75,11 @@ from advtransfer.selection import (
     markdown_table,
     target_tensors,
 )
-from advtransfer.store import unit_key
+from advtransfer.units import UnitConfig
 
 __all__ = ["VOC_CLASSES", "ZOO_DATASETS", "ZOO_MODELS", "ImageNetZooConfig", "Resized",
-           "imagenet_top1", "load_zoo_dataset", "quick_zoo"]
+           "ZooAdversarialUnit", "ZooEstimatorsUnit", "ZooFinetuneGridUnit", "ZooFinetuneUnit",
+           "ZooModelUnit", "imagenet_top1", "load_zoo_dataset", "quick_zoo"]
 
 #: The 11 torchvision ImageNet models of the field's standard protocol.
 ZOO_MODELS: list[str] = ["resnet34", "resnet50", "resnet101", "resnet152", "densenet121",
@@ -89,6 +92,8 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
 _NATIVE = {"inception_v3": 299}
+#: The data sets without an official test split (split by ``split_test_fraction``).
+_SEEDED_SPLIT = ("sun397", "caltech101")
 
 
 class Resized(nn.Module):
@@ -298,8 +303,11 @@ def _zoo_sets(c: ImageNetZooConfig, ds_name: str) -> _ZooSets:
         test_ds = take(test_ds, c.max_test, generator=gen)
     tid = {"dataset": ds_name, "image_size": c.image_size, "max_train": c.max_train,
            "max_test": c.max_test, "seed": c.seed,
-           **({"fake": [c.fake_train, c.fake_test, c.fake_classes]}
-              if ds_name == "fake" else {})}
+           # what else defines the data set's images: FakeData's sizes, the split of the data
+           # sets without an official one (None for the others: no setting of theirs)
+           "fake": [c.fake_train, c.fake_test, c.fake_classes] if ds_name == "fake" else None,
+           "split_test_fraction": (c.split_test_fraction if ds_name in _SEEDED_SPLIT
+                                   else None)}
     return _ZooSets(ds_name, tid, n_cls, train_ds, test_ds)
 
 
@@ -463,6 +471,68 @@ def _validate_zoo(c: ImageNetZooConfig) -> None:
 # =============================================================================================
 
 
+@dataclass(frozen=True, kw_only=True)
+class ZooModelUnit(UnitConfig, kind="zoo-model"):
+    """The identity of a candidate (not stored: its key names the candidate in the other
+    units' keys): the torchvision model ``model`` with the weights ``weights`` identifies (a
+    local file's ``{"path", "bytes"}``, or ``"random"``: an initialisation drawn from the
+    unit's seed, which ``recipe_seed``, the recipe's ``seed``, changes)."""
+
+    model: str
+    weights: dict[str, Any] | str
+    recipe_seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooAdversarialUnit(CandidateAdversarialUnit, kind="zoo-adversarial"):
+    """A zoo candidate's adversarial scores in one space (:class:`~advtransfer.experiments.
+    recipes.selection_units.CandidateAdversarialUnit`; ``source`` its :class:`ZooModelUnit`
+    key)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooEstimatorsUnit(UnitConfig, kind="zoo-estimators"):
+    """The estimators ``methods`` of the candidate ``model`` (its :class:`ZooModelUnit` key)
+    on the training set of the target ``target`` identifies: the feature estimators on its
+    penultimate features and outputs, the gradient scores on the model (a record)."""
+
+    model: str
+    target: dict[str, Any]
+    methods: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooFinetuneGridUnit(UnitConfig, kind="zoo-finetune-grid"):
+    """One point of the linear-probe grid (a record): a linear head on the penultimate
+    features of the candidate ``model`` (its :class:`ZooModelUnit` key), trained for
+    ``epochs`` epochs (SGD momentum 0.9, cosine schedule, learning rate ``lr``, weight decay
+    ``weight_decay``, batches of ``batch_size``) on ``1 - val_fraction`` of the training set of
+    the target ``target`` identifies (a permutation seeded by the target's ``seed``, one split
+    for the whole grid) and evaluated on the rest (its validation accuracy)."""
+
+    model: str
+    target: dict[str, Any]
+    lr: float
+    weight_decay: float
+    epochs: int
+    val_fraction: float
+    batch_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZooFinetuneUnit(UnitConfig, kind="zoo-finetune"):
+    """The linear-probe ground truth at the grid's chosen (``lr``, ``weight_decay``) (a
+    record): as :class:`ZooFinetuneGridUnit`, trained on all the target's training features
+    and evaluated on its test features."""
+
+    model: str
+    target: dict[str, Any]
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+
+
 def _zoo_reference(c: ImageNetZooConfig, ctx: RunContext,
                    target: _ZooTarget) -> tuple[nn.Module, str]:
     """The reference of ``target``: read from ``reference_weights_dir``/DATASET.safetensors
@@ -474,10 +544,11 @@ def _zoo_reference(c: ImageNetZooConfig, ctx: RunContext,
                               width=c.reference_width), c.reference_size)
 
     if not c.reference_weights_dir:
-        return trained_classifier(
-            ctx, "reference", {"arch": c.reference_architecture, "width": c.reference_width,
-                               "size": c.reference_size, **target.tid}, build_ref, target.train,
-            epochs=c.reference_epochs, lr=c.reference_lr, batch_size=c.batch_size)
+        unit = ReferenceUnit(model={"arch": c.reference_architecture, "width": c.reference_width,
+                                    "size": c.reference_size},
+                             data=target.tid, epochs=c.reference_epochs, lr=c.reference_lr,
+                             batch_size=c.batch_size)
+        return trained_classifier(ctx, unit, build_ref, target.train)
     from advtransfer.models.checkpoint import load_into
 
     ref_file = Path(c.reference_weights_dir).expanduser() / f"{target.name}.safetensors"
@@ -485,8 +556,8 @@ def _zoo_reference(c: ImageNetZooConfig, ctx: RunContext,
         raise AdvTransferError(f"reference_weights_dir has no {ref_file.name}: "
                                f"looked for {ref_file}")
     reference = load_into(build_ref(), ref_file).eval().to(ctx.device)
-    return reference, unit_key("reference-file", {"path": str(ref_file),
-                                                  "bytes": ref_file.stat().st_size})
+    return reference, identity_key("reference-file", {"path": str(ref_file),
+                                                      "bytes": ref_file.stat().st_size})
 
 
 class _Outputs:
@@ -519,10 +590,10 @@ def _fit_head(f_tr: torch.Tensor, y_tr: torch.Tensor, f_te: torch.Tensor, y_te: 
     return kt.to_dict()
 
 
-def _head_grid(c: ImageNetZooConfig, ctx: RunContext, base: dict[str, Any],
+def _head_grid(c: ImageNetZooConfig, ctx: RunContext, model_key: str, target: _ZooTarget,
                outputs: _Outputs) -> dict[tuple[float, float], float]:
     """The validation accuracy of a linear head at every (lr, weight decay) of the grid, each
-    a ``zoo-finetune-grid`` unit fitted on a seeded ``1 - val_fraction`` of the training
+    a :class:`ZooFinetuneGridUnit` fitted on a seeded ``1 - val_fraction`` of the training
     features."""
     def split_fit() -> tuple[torch.Tensor, ...]:
         tr = outputs("train")
@@ -532,52 +603,53 @@ def _head_grid(c: ImageNetZooConfig, ctx: RunContext, base: dict[str, Any],
         val, fit_ = perm[:n_val], perm[n_val:]
         return tr.features[fit_], tr.labels[fit_], tr.features[val], tr.labels[val]
 
+    def fit(unit: ZooFinetuneGridUnit) -> dict[str, Any]:
+        return _fit_head(*split_fit(), lr=unit.lr, wd=unit.weight_decay, epochs=unit.epochs,
+                         seed=unit.seed, device=ctx.device, batch_size=unit.batch_size)
+
     val_acc: dict[tuple[float, float], float] = {}
     for lr in c.finetune_lrs:
         for wd in c.finetune_weight_decays:
-            gunit = {**base, "lr": lr, "weight_decay": wd, "epochs": c.finetune_epochs,
-                     "val_fraction": c.val_fraction}
-            r = ctx.store.record(
-                "zoo-finetune-grid", gunit,
-                lambda lr=lr, wd=wd, gunit=gunit: _fit_head(
-                    *split_fit(), lr=lr, wd=wd, epochs=c.finetune_epochs,
-                    seed=ctx.seed_for("zoo-finetune-grid", gunit), device=ctx.device,
-                    batch_size=max(c.batch_size, 128)))
+            unit = ZooFinetuneGridUnit(model=model_key, target=target.tid, lr=lr,
+                                       weight_decay=wd, epochs=c.finetune_epochs,
+                                       val_fraction=c.val_fraction,
+                                       batch_size=max(c.batch_size, 128))
+            r = ctx.store.record(unit, functools.partial(fit, unit))
             val_acc[(lr, wd)] = float(r["test_accuracy"])
     return val_acc
 
 
-def _head_truth(c: ImageNetZooConfig, ctx: RunContext, base: dict[str, Any],
+def _head_truth(c: ImageNetZooConfig, ctx: RunContext, model_key: str, target: _ZooTarget,
                 outputs: _Outputs) -> dict[str, Any]:
     """The linear-probe ground truth: the grid (:func:`_head_grid`), then the best (lr,
     weight decay) refit on all the training features and evaluated on the test features (a
-    ``zoo-finetune`` unit); the record's fields."""
-    val_acc = _head_grid(c, ctx, base, outputs)
+    :class:`ZooFinetuneUnit`); the record's fields."""
+    val_acc = _head_grid(c, ctx, model_key, target, outputs)
     best_lr, best_wd = max(val_acc, key=val_acc.__getitem__)
-    funit = {**base, "lr": best_lr, "weight_decay": best_wd, "epochs": c.finetune_epochs}
+    unit = ZooFinetuneUnit(model=model_key, target=target.tid, lr=best_lr, weight_decay=best_wd,
+                           epochs=c.finetune_epochs, batch_size=max(c.batch_size, 128))
 
     def final() -> dict[str, Any]:
         tr, te = outputs("train"), outputs("test")
-        return _fit_head(tr.features, tr.labels, te.features, te.labels, lr=best_lr,
-                         wd=best_wd, epochs=c.finetune_epochs,
-                         seed=ctx.seed_for("zoo-finetune", funit), device=ctx.device,
-                         batch_size=max(c.batch_size, 128))
+        return _fit_head(tr.features, tr.labels, te.features, te.labels, lr=unit.lr,
+                         wd=unit.weight_decay, epochs=unit.epochs, seed=unit.seed,
+                         device=ctx.device, batch_size=unit.batch_size)
 
-    kt = ctx.store.record("zoo-finetune", funit, final)
+    kt = ctx.store.record(unit, final)
     return {"transfer_accuracy": kt["test_accuracy"], "transfer_loss": kt["test_loss"],
             "best_lr": best_lr, "best_weight_decay": best_wd,
             "best_val_accuracy": val_acc[(best_lr, best_wd)]}
 
 
-def _zoo_truth(c: ImageNetZooConfig, ctx: RunContext, base: dict[str, Any], model: Lazy,
+def _zoo_truth(c: ImageNetZooConfig, ctx: RunContext, model_key: str, model: Lazy,
                outputs: _Outputs, target: _ZooTarget, given: float | None) -> dict[str, Any]:
-    """The candidate's ground truth as record fields: the CSV's accuracy ``given``, full
-    fine-tuning, or the linear probe's grid."""
+    """The candidate's (``model_key``: its :class:`ZooModelUnit` key) ground truth as record
+    fields: the CSV's accuracy ``given``, full fine-tuning, or the linear probe's grid."""
     if given is not None:
         return {"transfer_accuracy": given}
     if c.ground_truth != "finetune":
-        return _head_truth(c, ctx, base, outputs)
-    kt = full_finetune_truth(ctx, base, model, target.train, target.test, c,
+        return _head_truth(c, ctx, model_key, target, outputs)
+    kt = full_finetune_truth(ctx, model_key, target.tid, model, target.train, target.test, c,
                              batch_size=c.batch_size)
     return {"transfer_accuracy": float(kt["test_accuracy"]), "transfer_loss": kt["test_loss"],
             "best_lr": kt["best_lr"], "best_epochs": kt["best_epochs"],
@@ -597,40 +669,50 @@ def _reference_item(sets: _ZooSets, ctx: RunContext, *, c: ImageNetZooConfig,
     target = _open(c, sets, progress=ctx.progress)
     reference, ref_key = _zoo_reference(c, ctx, target)
     ref_acc = accuracy(ctx, ref_key, reference, target.test, f"zoo-{target.tid}-test")
-    reference_attack(c, ctx, ref_key, reference, target.test, adv, batch_size=c.batch_size)
+    reference_attack(c, ctx, ref_key, reference, target.test, adv, target=target.tid,
+                     batch_size=c.batch_size)
     return {"ref_key": ref_key, "accuracy": ref_acc}
+
+
+def _zoo_estimators(ctx: RunContext, unit: ZooEstimatorsUnit, name: str, model: Lazy,
+                    outputs: _Outputs, target: _ZooTarget) -> dict[str, float]:
+    """The candidate's estimator scores (a :class:`ZooEstimatorsUnit`), NaN where one could
+    not score it."""
+    est = list(unit.methods)
+
+    def estimate() -> dict[str, Any]:
+        return {"scores": {**estimator_scores(outputs("train"), est, name=name),
+                           **gradient_scores(model(), target.train(), est, name=name,
+                                             device=ctx.device)}}
+
+    res = ctx.store.record(unit, estimate)
+    return {m: num(res["scores"][m]) for m in est}
 
 
 def _candidate_item(item: tuple[str, Any], ctx: RunContext, *, c: ImageNetZooConfig,
                     target: _ZooTarget, ref_key: str | None, needed: list[str],
                     given: dict[str, float] | None) -> dict[str, Any]:
-    """Wave 2: candidate ``item`` (its name and its weights' identity) on ``target``: its
-    adversarial scores against the stored attack, its estimators (a ``zoo-estimators`` unit)
-    and its ground truth. The model is loaded only when one of its units must be computed.
-    Returns its scores, its ground truth and the record's ground-truth fields."""
+    """Wave 2: candidate ``item`` (its name and its weights' identity: a
+    :class:`ZooModelUnit`) on ``target``: its adversarial scores against the stored attack,
+    its estimators and its ground truth. The model is loaded only when one of its units must
+    be computed. Returns its scores, its ground truth and the record's ground-truth fields."""
     name, weight_id = item
-    builder = functools.partial(_load_zoo_model, c, name, ctx.seed_for("zoo-model", name, c.seed),
-                                str(ctx.device))
+    zoo = ZooModelUnit(model=name, weights=weight_id, recipe_seed=c.seed)
+    builder = functools.partial(_load_zoo_model, c, name, zoo.seed, str(ctx.device))
     model = Lazy(builder)
     scores: dict[str, float] = {}
     adv = [m for m in needed if m in ADVERSARIAL_METHODS]
     if adv and ref_key is not None:
         reference = Lazy(lambda: _zoo_reference(c, ctx, target)[0])
         scores.update(candidate_adversarial(
-            c, ctx, "zoo-adversarial", name,
-            unit_key("zoo-model", {"model": name, "weights": weight_id}), builder, ref_key,
-            reference, target.test, adv, batch_size=c.batch_size)[0])
+            c, ctx, ZooAdversarialUnit, name, zoo.key, builder, ref_key, reference,
+            target.test, adv, target=target.tid, batch_size=c.batch_size)[0])
     outputs = _Outputs(ctx, model, name, target)
-    base = {"model": name, "weights": weight_id, "target": target.tid}
     est = [m for m in needed if m in ESTIMATOR_METHODS]
     if est:
-        res = ctx.store.record(
-            "zoo-estimators", {**base, "methods": est},
-            lambda: {"scores": {**estimator_scores(outputs("train"), est, name=name),
-                                **gradient_scores(model(), target.train(), est, name=name,
-                                                  device=ctx.device)}})
-        scores.update({m: num(res["scores"][m]) for m in est})
-    fields = _zoo_truth(c, ctx, base, model, outputs, target,
+        unit = ZooEstimatorsUnit(model=zoo.key, target=target.tid, methods=est)
+        scores.update(_zoo_estimators(ctx, unit, name, model, outputs, target))
+    fields = _zoo_truth(c, ctx, zoo.key, model, outputs, target,
                         None if given is None else given[name])
     outputs.clear()
     return {"scores": scores, "truth": float(fields["transfer_accuracy"]), "fields": fields}

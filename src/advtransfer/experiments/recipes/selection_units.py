@@ -15,12 +15,14 @@ A model-selection recipe (:mod:`~advtransfer.experiments.recipes.digits_selectio
 the recipe's driver combines the results and runs the analysis
 (:mod:`advtransfer.experiments.selection_analysis`). A wave reads the units of the earlier
 ones from the store (models are reloaded, never shipped), so no two items of one wave compute
-the same unit. Every unit's key and seed is derived from its configuration alone, so the waves
-compute exactly what one loop over targets and candidates computes.
+the same unit. Every unit is a typed configuration (:class:`~advtransfer.units.UnitConfig`)
+whose key and seed derive from its fields alone, so the waves compute exactly what one loop over
+targets and candidates computes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,18 +35,30 @@ from torch.utils.data import Dataset, Subset
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.experiments.selection_analysis import GROUND_TRUTHS, num
-from advtransfer.experiments.stages import AttackFields, attack_config, resolve
+from advtransfer.experiments.stages import (
+    AttackFields,
+    ReferenceAttackUnit,
+    attack_config,
+    resolve,
+)
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.methods import ADVERSARIAL_FEATURE_METHODS, ADVERSARIAL_METHODS, METHODS
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.reference import ReferenceAttack
 from advtransfer.selection import CandidatePlan, prepare_reference, rank, score_candidate
-from advtransfer.store import unit_key
+from advtransfer.units import UnitConfig, canonical
 
 __all__ = [
     "RECIPE_METHODS",
+    "CandidateAdversarialUnit",
+    "EstimatorsUnit",
+    "FullFinetuneGridUnit",
+    "FullFinetuneUnit",
+    "LinearProbeUnit",
+    "SelectionAdversarialUnit",
     "SelectionAttackFields",
     "attack_key",
+    "attack_unit",
     "candidate_adversarial",
     "check_attack",
     "check_ground_truth",
@@ -53,9 +67,11 @@ __all__ = [
     "full_finetune_text",
     "full_finetune_truth",
     "holdout",
+    "identity_key",
     "linear_probe",
     "reference_attack",
     "seeded_split",
+    "split_seed",
 ]
 
 Model = nn.Module | Callable[[], nn.Module]
@@ -80,6 +96,94 @@ class SelectionAttackFields(AttackFields):
     convention: Convention = "icml"
     attack_samples: int = 256
     correct_only: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# the stored units
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullFinetuneGridUnit(UnitConfig, kind="full-finetune-grid"):
+    """One point of the full fine-tuning ground truth's grid search (a record): the candidate
+    ``source`` (its key) with a new linear head on its penultimate features, all of it trained
+    (SGD momentum 0.9, cosine schedule, learning rate ``lr``, ``epochs`` epochs, weight decay
+    ``weight_decay``, batches of ``batch_size``) on a seeded ``1 - val_fraction`` of the
+    training set of the target ``target`` identifies, evaluated on the rest (its
+    ``test_accuracy`` is the validation accuracy). The split is shared by every point of the
+    grid: seeded by (source, target) alone (:func:`split_seed`)."""
+
+    source: str
+    target: dict[str, Any]
+    lr: float
+    epochs: int
+    weight_decay: float
+    val_fraction: float
+    batch_size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FullFinetuneUnit(UnitConfig, kind="full-finetune"):
+    """The full fine-tuning ground truth at the grid's chosen setting (a record): as
+    :class:`FullFinetuneGridUnit`, trained on the whole training set of ``target`` and
+    evaluated on its test set; ``replicate`` numbers the refits (0, 1, ...), each with its own
+    seed (head initialisation and batch order)."""
+
+    source: str
+    target: dict[str, Any]
+    lr: float
+    epochs: int
+    weight_decay: float
+    batch_size: int
+    replicate: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinearProbeUnit(UnitConfig, kind="selection-finetune"):
+    """The linear-probe ground truth (a record): a new linear head on the candidate
+    ``source``'s (its key) ``features`` layer, fine-tuned as ``finetune`` says (``"head"``:
+    the head only) for ``epochs`` epochs of SGD at learning rate ``lr`` on the training set of
+    the target ``target`` identifies, evaluated on its test set; ``seconds`` its wall time."""
+
+    source: str
+    target: dict[str, Any]
+    epochs: int
+    lr: float
+    features: str = "penultimate"
+    finetune: str = "head"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EstimatorsUnit(UnitConfig, kind="selection-estimators"):
+    """The transferability estimators ``methods`` of the candidate ``source`` (its key) on the
+    training set of the target ``target`` identifies (:func:`advtransfer.selection.rank`; a
+    record of the scores, the timings by part and the wall time)."""
+
+    source: str
+    target: dict[str, Any]
+    methods: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateAdversarialUnit(UnitConfig):
+    """One candidate's adversarial scores in one space (a record; a subclass per kind): the
+    candidate ``name`` (the model of key ``source``) measured against the stored
+    ``reference_attack`` (the key of its :class:`ReferenceAttackUnit`, which holds the attack,
+    the attacked inputs and the batch size) for the adversarial ``methods`` (all of one space:
+    logits or penultimate features), reported in ``convention``. The source's attack is seeded
+    by the reference attack's unit (:func:`candidate_adversarial`), so every candidate of a
+    target draws the same random starts."""
+
+    reference_attack: str
+    source: str
+    name: str
+    methods: list[str]
+    convention: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionAdversarialUnit(CandidateAdversarialUnit, kind="selection-adversarial"):
+    """A digits candidate's adversarial scores (:class:`CandidateAdversarialUnit`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +233,9 @@ def check_attack(c: SelectionAttackFields) -> None:
 
 
 def attack_key(c: Any) -> dict[str, Any]:
-    """The attack settings in the units' keys: every field of the attack
-    (:meth:`AttackConfig.key`) and the recipe's settings of what is attacked."""
+    """The recipe's attack settings: every field of the attack (:meth:`AttackConfig.key`),
+    the convention and the settings of what is attacked (all in the units' keys:
+    :func:`attack_unit`, :class:`CandidateAdversarialUnit`)."""
     return {**attack_config(c).key(), "convention": c.convention,
             "attack_samples": c.attack_samples, "correct_only": c.correct_only}
 
@@ -138,6 +243,13 @@ def attack_key(c: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # ground truths
 # ---------------------------------------------------------------------------------------------
+
+
+def identity_key(name: str, identity: Any) -> str:
+    """``name-<16 hex digits>``: a key for a model that is not a stored unit (a reference read
+    from a file, an ensemble of stored references), from the canonical JSON of what identifies
+    it; it stands where a unit's key would (the reference of an attack, an accuracy)."""
+    return f"{name}-{hashlib.sha256(canonical(identity).encode()).hexdigest()[:16]}"
 
 
 def seeded_split(ds: Dataset, fraction: float, seed: int, train: bool) -> Dataset:
@@ -161,74 +273,81 @@ def holdout(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
             seeded_split(data, fraction, seed, train=False))
 
 
-def _full_fit(ctx: RunContext, model: Model, c: Any, fit_on: Any, evaluate_on: Any, *,
-              lr: float, epochs: int, seed: int, batch_size: int) -> dict[str, Any]:
+def split_seed(ctx: RunContext, source: str, target: dict[str, Any]) -> int:
+    """The seed of the full fine-tuning ground truth's validation split for the candidate
+    ``source`` (its key) on the target ``target`` identifies: one split for every point of
+    the grid (not a unit's seed: it is drawn from the pair alone)."""
+    return ctx.seed_for("full-finetune-split", {"source": source, "target": target})
+
+
+def _full_fit(ctx: RunContext, model: Model, unit: FullFinetuneGridUnit | FullFinetuneUnit,
+              fit_on: Any, evaluate_on: Any) -> dict[str, Any]:
     """One timed full fine-tune of ``model`` (a copy with a new linear head on its penultimate
-    features): trained on ``fit_on``, evaluated on ``evaluate_on``."""
+    features) with ``unit``'s settings and seed: trained on ``fit_on``, evaluated on
+    ``evaluate_on``."""
     start = time.perf_counter()
     kt = knowledge_transfer(resolve(model), resolve(fit_on), resolve(evaluate_on),
                             task="classification", features="penultimate", finetune="full",
-                            epochs=epochs, lr=lr, weight_decay=c.full_finetune_weight_decay,
-                            batch_size=batch_size, device=ctx.device, seed=seed)
+                            epochs=unit.epochs, lr=unit.lr, weight_decay=unit.weight_decay,
+                            batch_size=unit.batch_size, device=ctx.device, seed=unit.seed)
     return {**kt.to_dict(), "seconds": time.perf_counter() - start}
 
 
-def _full_finetune_grid(ctx: RunContext, base: dict[str, Any], model: Model, train: Any, c: Any,
-                        batch_size: int) -> tuple[dict[tuple[float, int], float], float]:
-    """The validation accuracy of every (lr, epochs) of the grid (one unit each) and the
-    seconds of all its fits."""
+def _full_finetune_grid(ctx: RunContext, source: str, target: dict[str, Any], model: Model,
+                        train: Any, c: Any, batch_size: int,
+                        ) -> tuple[dict[tuple[float, int], float], float]:
+    """The validation accuracy of every (lr, epochs) of the grid (one
+    :class:`FullFinetuneGridUnit` each) and the seconds of all its fits."""
     seconds = 0.0
     val_acc: dict[tuple[float, int], float] = {}
-    split_seed = ctx.seed_for("full-finetune-split", base)
+    seed = split_seed(ctx, source, target)
     for lr in c.full_finetune_lrs:
         for epochs in c.full_finetune_epochs:
-            unit = {**base, "ground_truth": "finetune", "lr": lr, "epochs": int(epochs),
-                    "weight_decay": c.full_finetune_weight_decay, "val_fraction": c.val_fraction}
+            unit = FullFinetuneGridUnit(source=source, target=target, lr=lr, epochs=int(epochs),
+                                        weight_decay=c.full_finetune_weight_decay,
+                                        val_fraction=c.val_fraction, batch_size=batch_size)
 
-            def grid_fit(unit: dict = unit, lr: float = lr, epochs: int = int(epochs),
-                         ) -> dict[str, Any]:
-                return _full_fit(ctx, model, c, *holdout(resolve(train), c.val_fraction,
-                                                          split_seed),
-                                 lr=lr, epochs=epochs, batch_size=batch_size,
-                                 seed=ctx.seed_for("full-finetune-grid", unit))
+            def grid_fit(unit: FullFinetuneGridUnit = unit) -> dict[str, Any]:
+                return _full_fit(ctx, model, unit,
+                                 *holdout(resolve(train), unit.val_fraction, seed))
 
-            r = ctx.store.record("full-finetune-grid", unit, grid_fit)
+            r = ctx.store.record(unit, grid_fit)
             seconds += r["seconds"]
             val_acc[(lr, int(epochs))] = float(r["test_accuracy"])
     return val_acc, seconds
 
 
-def full_finetune_truth(ctx: RunContext, base: dict[str, Any], model: Model, train: Any,
-                        test: Any, c: Any, *, batch_size: int = 128,
+def full_finetune_truth(ctx: RunContext, source: str, target: dict[str, Any], model: Model,
+                        train: Any, test: Any, c: Any, *, batch_size: int = 128,
                         seeds: int = 1) -> dict[str, Any]:
-    """The field's full fine-tuning ground truth for one (source, target) pair (``model``,
-    ``train`` and ``test`` may be zero-argument producers, called only when a fit is not
-    stored).
+    """The field's full fine-tuning ground truth for the candidate ``source`` (its key) on the
+    target ``target`` identifies (``model``, ``train`` and ``test`` may be zero-argument
+    producers, called only when a fit is not stored).
 
     A copy of the whole source with a new linear head on its penultimate features is trained
     (:func:`advtransfer.knowledge.knowledge_transfer` with ``finetune="full"``: SGD momentum
     0.9, cosine schedule, weight decay ``c.full_finetune_weight_decay``) for every learning rate
     x epochs pair of ``c.full_finetune_lrs`` x ``c.full_finetune_epochs`` on
-    ``1 - c.val_fraction`` of the target training set and evaluated on the rest; the best pair
-    is trained again on the whole training set, ``seeds`` times with different seeds (head
-    initialisation and batch order), and evaluated on the test set. Every fit is a unit of the
-    store. Returns the final :class:`KnowledgeTransferResult` dictionary with ``test_accuracy``
-    and ``test_loss`` the means over the ``seeds`` refits (``test_accuracies`` lists each),
-    plus ``best_lr``, ``best_epochs``, ``best_val_accuracy``, ``seconds`` (all fits) and
-    ``fit_seconds`` (the mean time of one refit: the cost of one full fine-tune)."""
-    val_acc, seconds = _full_finetune_grid(ctx, base, model, train, c, batch_size)
+    ``1 - c.val_fraction`` of the target training set and evaluated on the rest
+    (:class:`FullFinetuneGridUnit`); the best pair is trained again on the whole training set,
+    ``seeds`` times with different seeds (head initialisation and batch order), and evaluated
+    on the test set (:class:`FullFinetuneUnit`). Returns the final
+    :class:`KnowledgeTransferResult` dictionary with ``test_accuracy`` and ``test_loss`` the
+    means over the ``seeds`` refits (``test_accuracies`` lists each), plus ``best_lr``,
+    ``best_epochs``, ``best_val_accuracy``, ``seconds`` (all fits) and ``fit_seconds`` (the
+    mean time of one refit: the cost of one full fine-tune)."""
+    val_acc, seconds = _full_finetune_grid(ctx, source, target, model, train, c, batch_size)
     best_lr, best_epochs = max(val_acc, key=val_acc.__getitem__)
     fits = []
     for replicate in range(seeds):
-        unit = {**base, "ground_truth": "finetune", "lr": best_lr, "epochs": best_epochs,
-                "weight_decay": c.full_finetune_weight_decay,
-                **({"replicate": replicate} if replicate else {})}
+        unit = FullFinetuneUnit(source=source, target=target, lr=best_lr, epochs=best_epochs,
+                                weight_decay=c.full_finetune_weight_decay,
+                                batch_size=batch_size, replicate=replicate)
 
-        def final(unit: dict = unit) -> dict[str, Any]:
-            return _full_fit(ctx, model, c, train, test, lr=best_lr, epochs=best_epochs,
-                             batch_size=batch_size, seed=ctx.seed_for("full-finetune", unit))
+        def final(unit: FullFinetuneUnit = unit) -> dict[str, Any]:
+            return _full_fit(ctx, model, unit, train, test)
 
-        fits.append(ctx.store.record("full-finetune", unit, final))
+        fits.append(ctx.store.record(unit, final))
     accs = [float(r["test_accuracy"]) for r in fits]
     fit_seconds = [float(r["seconds"]) for r in fits]
     return {**fits[0], "test_accuracy": sum(accs) / seeds,
@@ -250,20 +369,21 @@ def full_finetune_text(c: Any) -> str:
 def linear_probe(ctx: RunContext, key: str, tid: dict, model: Model, train: Any, test: Any, *,
                  epochs: int, lr: float) -> dict[str, Any]:
     """The linear-probe ground truth of source ``key`` on target ``tid``: a linear head on the
-    penultimate features, ``epochs`` epochs of SGD at ``lr`` (a ``selection-finetune`` unit;
+    penultimate features, ``epochs`` epochs of SGD at ``lr`` (a :class:`LinearProbeUnit`;
     ``seconds`` its wall time)."""
-    unit = {"source": key, "target": tid, "features": "penultimate", "finetune": "head",
-            "epochs": epochs, "lr": lr}
+    unit = LinearProbeUnit(source=key, target=tid, epochs=epochs, lr=lr)
 
     def finetune() -> dict[str, Any]:
         start = time.perf_counter()
         kt = knowledge_transfer(resolve(model), resolve(train), resolve(test),
-                                task="classification", features="penultimate",
-                                finetune="head", epochs=epochs, lr=lr, device=ctx.device,
-                                seed=ctx.seed_for("selection-finetune", unit))
+                                task="classification",
+                                features=unit.features,  # type: ignore[arg-type]
+                                finetune=unit.finetune,  # type: ignore[arg-type]
+                                epochs=unit.epochs, lr=unit.lr, device=ctx.device,
+                                seed=unit.seed)
         return {**kt.to_dict(), "seconds": time.perf_counter() - start}
 
-    return ctx.store.record("selection-finetune", unit, finetune)
+    return ctx.store.record(unit, finetune)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,10 +394,10 @@ def linear_probe(ctx: RunContext, key: str, tid: dict, model: Model, train: Any,
 def estimator_unit(ctx: RunContext, key: str, tid: dict, name: str, model: Model, train: Any,
                    est: list[str]) -> dict[str, Any]:
     """The estimators ``est`` of candidate ``name`` (source ``key``) on target ``tid``'s
-    training data (:func:`advtransfer.selection.rank`, a ``selection-estimators`` unit):
+    training data (:func:`advtransfer.selection.rank`, an :class:`EstimatorsUnit`):
     ``{"scores": {method: score}, "timings": seconds per part, "seconds": wall time}``,
     a score NaN where the estimator could not score the candidate."""
-    unit = {"source": key, "target": tid, "methods": est}
+    unit = EstimatorsUnit(source=key, target=tid, methods=est)
 
     def estimate() -> dict[str, Any]:
         start = time.perf_counter()
@@ -285,7 +405,7 @@ def estimator_unit(ctx: RunContext, key: str, tid: dict, name: str, model: Model
         return {"scores": {m: r.scores[m][name] for m in est},
                 "timings": r.timings, "seconds": time.perf_counter() - start}
 
-    res = ctx.store.record("selection-estimators", unit, estimate)
+    res = ctx.store.record(unit, estimate)
     return {**res, "scores": {m: num(res["scores"][m]) for m in est}}
 
 
@@ -303,43 +423,51 @@ def _spaces(needed: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(space, adv) for space, adv in spaces if adv]
 
 
-def _attack_unit(c: Any, ref_key: str, batch_size: int) -> dict[str, Any]:
-    """The configuration of the reference's attack unit (``reference-attack``)."""
-    return {"reference": ref_key, **{k: v for k, v in attack_key(c).items()
-                                     if k != "convention"}, "batch_size": batch_size}
+def attack_unit(c: Any, ref_key: str, target: dict[str, Any],
+                batch_size: int) -> ReferenceAttackUnit:
+    """The reference's attack unit: the reference ``ref_key``'s attack (every field of
+    ``c``'s attack) on the first ``c.attack_samples`` test inputs of the target ``target``
+    identifies (only those it classifies correctly with ``c.correct_only``), in batches of
+    ``batch_size``."""
+    return ReferenceAttackUnit(
+        reference=ref_key, inputs={"target": target, "attack_samples": c.attack_samples,
+                                   "correct_only": c.correct_only},
+        attack=attack_config(c).key(), batch_size=batch_size)
 
 
-def _attack_tensors(c: Any, ctx: RunContext, ref_key: str, reference: Model, test: Any,
-                    batch_size: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _attack_tensors(c: Any, ctx: RunContext, ref_key: str, target: dict[str, Any],
+                    reference: Model, test: Any, batch_size: int,
+                    ) -> tuple[ReferenceAttackUnit, dict[str, torch.Tensor]]:
     """The reference's attack on the target's test inputs, a tensor unit computed here when it
-    is not stored (the reference and the data are then resolved); its configuration and
-    tensors (with its wall time as ``"seconds"``)."""
-    attack_unit = _attack_unit(c, ref_key, batch_size)
+    is not stored (the reference and the data are then resolved); its unit and tensors (with
+    its wall time as ``"seconds"``)."""
+    unit = attack_unit(c, ref_key, target, batch_size)
 
     def attack() -> dict[str, torch.Tensor]:
         start = time.perf_counter()
         ref = prepare_reference(resolve(reference), resolve(test), attack_config(c),
                                 attack_samples=c.attack_samples,
-                                correct_only=c.correct_only,
-                                seed=ctx.seed_for("reference-attack", attack_unit),
+                                correct_only=c.correct_only, seed=unit.seed,
                                 batch_size=batch_size, device=ctx.device,
                                 progress=ctx.progress)
         return {**ref.tensors(),
                 "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
 
-    return attack_unit, ctx.store.tensors("reference-attack", attack_unit, attack)
+    return unit, ctx.store.tensors(unit, attack)
 
 
 def reference_attack(c: Any, ctx: RunContext, ref_key: str, reference: Model, test: Any,
-                     needed: Sequence[str], *, batch_size: int = 128) -> dict[str, float]:
-    """Wave 2's share of the adversarial scores: the reference's attack on the test inputs
-    (one tensor unit, shared by every candidate and both spaces), computed only when
-    ``needed`` holds an adversarial method. Returns its seconds by space: counted in the
-    logits space when it is measured, else in the features space (zeros without one)."""
+                     needed: Sequence[str], *, target: dict[str, Any],
+                     batch_size: int = 128) -> dict[str, float]:
+    """Wave 2's share of the adversarial scores: the reference's attack on the test inputs of
+    the target ``target`` identifies (one tensor unit, :func:`attack_unit`, shared by every
+    candidate and both spaces), computed only when ``needed`` holds an adversarial method.
+    Returns its seconds by space: counted in the logits space when it is measured, else in the
+    features space (zeros without one)."""
     seconds = {"logits": 0.0, "features": 0.0}
     spaces = _spaces(needed)
     if spaces:
-        _, tensors = _attack_tensors(c, ctx, ref_key, reference, test, batch_size)
+        _, tensors = _attack_tensors(c, ctx, ref_key, target, reference, test, batch_size)
         seconds[spaces[0][0]] += float(tensors["seconds"])
     return seconds
 
@@ -354,31 +482,34 @@ def _candidate_unit(payload: tuple[str, Any], *, plan: CandidatePlan,
     return {"scores": r.scores, "details": r.details, "seconds": time.perf_counter() - start}
 
 
-def candidate_adversarial(c: Any, ctx: RunContext, kind: str, name: str, key: str, model: Model,
-                          ref_key: str, reference: Model, test: Any, needed: Sequence[str], *,
+def candidate_adversarial(c: Any, ctx: RunContext, unit_type: type[CandidateAdversarialUnit],
+                          name: str, key: str, model: Model, ref_key: str, reference: Model,
+                          test: Any, needed: Sequence[str], *, target: dict[str, Any],
                           batch_size: int = 128) -> tuple[dict[str, float], dict[str, float]]:
-    """One candidate's adversarial scores against the reference's stored attack
-    (:func:`reference_attack`, read from the store): one unit of ``kind`` per space (logits,
-    penultimate features), keyed by the attack, the candidate's source key ``key`` and
-    ``name``. ``reference`` is resolved only for the source -> target methods. Returns
-    ``{method: score}`` and the seconds by space."""
+    """One candidate's adversarial scores against the reference's stored attack on the target
+    ``target`` identifies (:func:`reference_attack`, read from the store): one unit of
+    ``unit_type`` (a :class:`CandidateAdversarialUnit`) per space (logits, penultimate
+    features), keyed by the attack, the candidate's source key ``key`` and ``name``. The
+    source's attack is seeded by the reference attack's unit
+    (``seed_for(unit_type.kind)``): the same for every candidate of the target.
+    ``reference`` is resolved only for the source -> target methods. Returns ``{method:
+    score}`` and the seconds by space."""
     scores: dict[str, float] = {}
     seconds = {"logits": 0.0, "features": 0.0}
     spaces = _spaces(needed)
     if not spaces:
         return scores, seconds
-    attack_unit, tensors = _attack_tensors(c, ctx, ref_key, reference, test, batch_size)
+    ref_unit, tensors = _attack_tensors(c, ctx, ref_key, target, reference, test, batch_size)
     ref = ReferenceAttack.from_tensors(tensors)
-    ref_unit = unit_key("reference-attack", attack_unit)
     for space, adv in spaces:
         plan = CandidatePlan(adversarial=tuple(adv), attack=attack_config(c),
                              convention=c.convention, batch_size=batch_size,
-                             seed=ctx.seed_for(kind, attack_unit))
+                             seed=ref_unit.seed_for(unit_type.kind))
         s2t = any(ADVERSARIAL_METHODS[m][1] == "s2t" for m in adv)
-        unit = {"reference_attack": ref_unit, "source": key, "name": name, "methods": adv,
-                "convention": c.convention}
+        unit = unit_type(reference_attack=ref_unit.key, source=key, name=name, methods=adv,
+                         convention=c.convention)
         [res] = ctx.store.records(
-            kind, [(unit, (name, model))], _candidate_unit,
+            [(unit, (name, model))], _candidate_unit,
             shared={"plan": plan, "reference_attack": ref,
                     "reference": resolve(reference) if s2t else None,
                     "device": str(ctx.device)},

@@ -71,9 +71,9 @@ from advtransfer.experiments.stages import alpha_labels
 from advtransfer.knowledge import knowledge_transfer
 from advtransfer.methods import method_label
 from advtransfer.models.architectures import two_layer_sigmoid
-from advtransfer.store import unit_key
 from advtransfer.theory import first_order_transferability, gradient_matching_distance
 from advtransfer.training import evaluate, fit
+from advtransfer.units import UnitConfig
 
 PAPER_FILES = "data/files/paper_synthetic"
 PAPER_WIDTHS = (50, 100, 200)
@@ -108,6 +108,62 @@ class SyntheticConfig:
     source_widths: list[int] = field(default_factory=lambda: [100, 50, 200])
     attack_levels: list[int] = field(default_factory=lambda: [0, 1])
     draw_order: str = "published"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticTargetUnit(UnitConfig, kind="synthetic-target"):
+    """The target f_T of a ``data = "generated"`` run (a stored model): a two-layer sigmoid
+    network R^``input_dim`` -> R^``output_dim`` of width ``hidden``, initialised from the
+    unit's seed and trained (``optimizer``, ``epochs``, learning rate ``lr``, batches of
+    ``batch_size``, MSE) on the training split of the RBF mixture (:func:`rbf_mixture`:
+    ``n_samples`` samples, ``n_centers`` centres, drawn from ``data_seed``, the recipe's
+    ``seed``; the first floor(``test_fraction`` * n) samples of a permutation seeded by
+    ``data_seed`` held out)."""
+
+    n_samples: int
+    input_dim: int
+    output_dim: int
+    n_centers: int
+    hidden: int
+    epochs: int
+    lr: float
+    data_seed: int
+    test_fraction: float
+    optimizer: str = "adam"
+    batch_size: int = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticSourceUnit(UnitConfig, kind="synthetic-source"):
+    """One source of a ``data = "generated"`` run (a record): the stored target ``target``
+    (its key) with every parameter tensor P replaced by P + ``scale`` * rms(P) * xi,
+    xi ~ N(0, 1) drawn from the unit's ``"perturb"`` seed (``repeat`` numbers the draws at one
+    scale); its exact first-order alphas and gradient-matching distance on the first
+    ``n_metric`` held-out inputs, and its transfer RMSE (last layer refitted on the training
+    split of the target's ``n_samples`` samples, ``test_fraction`` held out)."""
+
+    target: str
+    scale: float
+    repeat: int
+    n_metric: int
+    test_fraction: float
+    n_samples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticPaperSourceUnit(UnitConfig, kind="synthetic-paper-source"):
+    """One source of a ``data = "paper"`` run (a record of the authors' columns): their trained
+    network of width ``source_hidden`` plus (sum of ``scales``) * xi, xi ~ U[-0.5, 0.5] drawn
+    from torch seed 233 after initialising networks of widths ``init_widths``
+    (:func:`paper_deviations`, :func:`paper_source`), measured against their trained target
+    of width ``target_hidden`` at ``attack_level`` on their first ``n_samples`` samples."""
+
+    target_hidden: int
+    source_hidden: int
+    attack_level: int
+    init_widths: tuple[int, ...]
+    scales: tuple[float, ...]
+    n_samples: int
 
 
 def quick(config: SyntheticConfig) -> SyntheticConfig:
@@ -284,10 +340,11 @@ def _generated_target(c: SyntheticConfig, ctx: RunContext, x_tr: torch.Tensor,
                       y_tr: torch.Tensor) -> tuple[nn.Module, str]:
     """The target f_T (a stored model unit): a seeded two-layer sigmoid network of width
     ``hidden`` trained by Adam on the training split; (model, unit key)."""
-    unit = {"data": "generated", "n": c.n_samples, "dims": [c.input_dim, c.output_dim],
-            "centers": c.n_centers, "hidden": c.hidden, "epochs": c.epochs, "lr": c.lr,
-            "seed": c.seed, "test_fraction": c.test_fraction}
-    seed = ctx.seed_for("synthetic-target", unit)
+    unit = SyntheticTargetUnit(
+        n_samples=c.n_samples, input_dim=c.input_dim, output_dim=c.output_dim,
+        n_centers=c.n_centers, hidden=c.hidden, epochs=c.epochs, lr=c.lr, data_seed=c.seed,
+        test_fraction=c.test_fraction)
+    seed = unit.seed
 
     def build() -> nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -295,11 +352,12 @@ def _generated_target(c: SyntheticConfig, ctx: RunContext, x_tr: torch.Tensor,
             return two_layer_sigmoid(c.input_dim, c.hidden, c.output_dim).double()
 
     target = ctx.store.model(
-        "synthetic-target", unit, build,
-        lambda m: fit(m, (x_tr, y_tr), task="regression", epochs=c.epochs, lr=c.lr,
-                      optimizer="adam", batch_size=256, seed=seed, progress=ctx.progress,
+        unit, build,
+        lambda m: fit(m, (x_tr, y_tr), task="regression", epochs=unit.epochs, lr=unit.lr,
+                      optimizer=unit.optimizer,  # type: ignore[arg-type]
+                      batch_size=unit.batch_size, seed=seed, progress=ctx.progress,
                       description="training the target"))
-    return target, unit_key("synthetic-target", unit)
+    return target, unit.key
 
 
 def _generated_source(item: tuple[float, int], ctx: RunContext, *, c: SyntheticConfig,
@@ -310,11 +368,12 @@ def _generated_source(item: tuple[float, int], ctx: RunContext, *, c: SyntheticC
     seeded by the unit), its exact first-order alphas both ways and gradient-matching
     distance on ``x_metric``, and its transfer RMSE (last layer refitted); its record."""
     scale, rep = item
-    unit = {"target": target_key, "scale": scale, "repeat": rep,
-            "n_metric": len(x_metric), "test_fraction": c.test_fraction, "n": c.n_samples}
+    unit = SyntheticSourceUnit(target=target_key, scale=float(scale), repeat=rep,
+                               n_metric=len(x_metric), test_fraction=c.test_fraction,
+                               n_samples=c.n_samples)
 
     def compute() -> dict:
-        source = perturbed(target, scale, ctx.seed_for("perturb", unit))
+        source = perturbed(target, scale, unit.seed_for("perturb"))
         fo = first_order_transferability(source, target, x_metric)
         gm = gradient_matching_distance(source, target, x_metric)
         kt = knowledge_transfer(source, train, test, task="regression",
@@ -328,7 +387,7 @@ def _generated_source(item: tuple[float, int], ctx: RunContext, *, c: SyntheticC
                    transfer_rmse=kt.test_rmse, transfer_loss=kt.test_loss)
         return out
 
-    result = ctx.store.record("synthetic-source", unit, compute)
+    result = ctx.store.record(unit, compute)
     name = f"{scale:g}" + (f"#{rep}" if c.repeats > 1 else "")
     return {"source": name, "scale": scale, "repeat": rep, **result}
 
@@ -384,49 +443,63 @@ def _run_paper(c: SyntheticConfig, ctx: RunContext) -> dict[str, Any]:
     for m in c.source_widths:
         clean = paper_net(m)
         for level in c.attack_levels:
-            widths = paper_init_widths(c.hidden, m, level, c.draw_order)
-            deviations = paper_deviations(clean, widths)
-            for step, scale in enumerate(c.scales):
-                unit = {"target": c.hidden, "source": m, "attack_level": level,
-                        "init_widths": list(widths), "scales": c.scales[: step + 1],
-                        "n": c.n_samples}
-
-                def compute(step: int = step, level: int = level,
-                            deviations: list = deviations, clean: nn.Module = clean) -> dict:
-                    source = paper_source(clean, deviations, c.scales[: step + 1])
-                    return paper_measure(source, target, x, y, level)
-
-                result = {**ctx.store.record("synthetic-paper-source", unit, compute),
-                          "loss_f_T": loss_f_t}
-                records.append({
-                    "source": f"m{m}/level{level}/{scale:g}", "source_hidden": m,
-                    "attack_level": level, "run": f"width {m}, attack level {level}",
-                    "authors_file": authors_file(c.hidden, m, level, len(x)),
-                    "scale": scale, **{k: result[k] for k in PAPER_LABELS}})
-    metrics = [k for k in PAPER_LABELS if k not in ("loss_f_S", "loss_f_T")]
+            records += _paper_run(c, ctx, target, clean, x, y, m, level, loss_f_t)
     return {
         "records": records,
         "target": {"rmse": loss_f_t, "hidden": c.hidden, "data": c.data},
-        "report": {
-            "title": "synthetic (data=\"paper\"): the authors' sweep of perturbed sigmoid networks",
-            "description": (
-                f"The authors' protocol (synthetic-exp/main_exp.py): their trained target "
-                f"(hidden {c.hidden}, RMSE {loss_f_t:.4f} on their data) and sources made from "
-                f"their trained networks of widths {c.source_widths} by cumulative U[-0.5, 0.5] "
-                f"weight deviations (torch seed 233, draw order {c.draw_order!r}) over the scales "
-                f"{c.scales}, attack levels {c.attack_levels} (0: the optimal attack, k: the "
-                f"(k+1)-th singular direction). All {len(x)} samples serve for the exact "
-                "first-order alphas, the gradient-matching distance and the refit of the "
-                "source's last layer (loss_f_S, RMSE). The records pool every run (source width x "
-                "attack level), so the pooled correlations mix runs; the within-run analysis "
-                "is the one the paper's per-file curves correspond to. results.csv has the "
-                "authors' columns, one run per value of authors_file, to compare with their "
-                "published files."),
-            "metrics": metrics,
-            "outcomes": ["loss_f_S"],
-            "sweep": "scale",
-            "groups": "run",
-            "labels": {"scale": "weight-deviation scale", "run": "run", **PAPER_LABELS},
-            "columns": ["source", "scale", *metrics, "loss_f_S"],
-        },
+        "report": _paper_report(c, loss_f_t, len(x)),
+    }
+
+
+def _paper_run(c: SyntheticConfig, ctx: RunContext, target: nn.Module, clean: nn.Module,
+               x: torch.Tensor, y: torch.Tensor, m: int, level: int,
+               loss_f_t: float) -> list[dict[str, Any]]:
+    """The records of one run of the authors' sweep (source width ``m`` from the network
+    ``clean``, attack level ``level``): one stored unit per scale."""
+    widths = paper_init_widths(c.hidden, m, level, c.draw_order)
+    deviations = paper_deviations(clean, widths)
+    records = []
+    for step, scale in enumerate(c.scales):
+        unit = SyntheticPaperSourceUnit(
+            target_hidden=c.hidden, source_hidden=m, attack_level=level,
+            init_widths=tuple(widths), scales=tuple(float(s) for s in c.scales[: step + 1]),
+            n_samples=c.n_samples)
+
+        def compute(step: int = step) -> dict:
+            source = paper_source(clean, deviations, c.scales[: step + 1])
+            return paper_measure(source, target, x, y, level)
+
+        result = {**ctx.store.record(unit, compute), "loss_f_T": loss_f_t}
+        records.append({
+            "source": f"m{m}/level{level}/{scale:g}", "source_hidden": m,
+            "attack_level": level, "run": f"width {m}, attack level {level}",
+            "authors_file": authors_file(c.hidden, m, level, len(x)),
+            "scale": scale, **{k: result[k] for k in PAPER_LABELS}})
+    return records
+
+
+def _paper_report(c: SyntheticConfig, loss_f_t: float, n: int) -> dict[str, Any]:
+    """The report entry of a ``data = "paper"`` run (``n`` samples)."""
+    metrics = [k for k in PAPER_LABELS if k not in ("loss_f_S", "loss_f_T")]
+    return {
+        "title": "synthetic (data=\"paper\"): the authors' sweep of perturbed sigmoid networks",
+        "description": (
+            f"The authors' protocol (synthetic-exp/main_exp.py): their trained target "
+            f"(hidden {c.hidden}, RMSE {loss_f_t:.4f} on their data) and sources made from "
+            f"their trained networks of widths {c.source_widths} by cumulative U[-0.5, 0.5] "
+            f"weight deviations (torch seed 233, draw order {c.draw_order!r}) over the scales "
+            f"{c.scales}, attack levels {c.attack_levels} (0: the optimal attack, k: the "
+            f"(k+1)-th singular direction). All {n} samples serve for the exact "
+            "first-order alphas, the gradient-matching distance and the refit of the "
+            "source's last layer (loss_f_S, RMSE). The records pool every run (source width x "
+            "attack level), so the pooled correlations mix runs; the within-run analysis "
+            "is the one the paper's per-file curves correspond to. results.csv has the "
+            "authors' columns, one run per value of authors_file, to compare with their "
+            "published files."),
+        "metrics": metrics,
+        "outcomes": ["loss_f_S"],
+        "sweep": "scale",
+        "groups": "run",
+        "labels": {"scale": "weight-deviation scale", "run": "run", **PAPER_LABELS},
+        "columns": ["source", "scale", *metrics, "loss_f_S"],
     }

@@ -79,7 +79,7 @@ from advtransfer.data.taskonomy import (
 from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
-from advtransfer.experiments.stages import AttackFields, attack_config, attack_fields
+from advtransfer.experiments.stages import AttackFields, attack_config
 from advtransfer.fileio import atomic_write_bytes
 from advtransfer.metrics import (
     Convention,
@@ -89,6 +89,7 @@ from advtransfer.metrics import (
 )
 from advtransfer.models.taskonomy import TaskOutput, task_model
 from advtransfer.stats import mantel
+from advtransfer.units import UnitConfig
 
 METRICS = ("alpha1", "alpha2", "combined")
 TREE_FIGURE = "figures/taskonomy_tree.png"
@@ -121,6 +122,32 @@ class TaskonomyConfig(AttackFields):
     linkage: str = "average"
     affinity_csv: str = ""
     mantel_permutations: int = 9999
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskonomyMatrixUnit(UnitConfig, kind="taskonomy-matrix"):
+    """A run's measurements (a record): :func:`pooled_transfer_matrix` among the networks of
+    ``tasks`` (their ``output``, ``"encoder"`` or ``"decoder"``, with ``weights``
+    ``"pretrained"`` or ``"random"``, seeded per task and ``recipe_seed``, the recipe's
+    ``seed``), on the ``n_images`` images whose file names and sizes hash to ``images``
+    (:func:`list_images`, chosen with ``recipe_seed``) resized to ``image_size`` px, each
+    network attacked on its ``attack_on`` with ``attack``
+    (:meth:`advtransfer.attacks.AttackConfig.key`) in batches of ``batch_size``, the
+    deviations pooled to ``pool x pool`` cells for alpha2/combined (0: none), reported in
+    ``convention``; the attacks draw from the unit's seed."""
+
+    tasks: tuple[str, ...]
+    output: str
+    weights: str
+    pool: int
+    image_size: int
+    n_images: int
+    images: str
+    attack: dict[str, Any]
+    convention: str
+    batch_size: int
+    recipe_seed: int
+    attack_on: str = "full-resolution output"
 
 
 QUICK_TASKS = ["autoencoding", "depth_euclidean", "normal"]
@@ -263,13 +290,12 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
     if c.affinity_csv:
         affinity_tasks, affinity_full = load_affinity_csv(c.affinity_csv)
     folder, files, fingerprint = list_images(c.data_root, n=c.n_images, seed=c.seed)
-    unit = {"tasks": tasks, "output": c.output, "weights": c.weights,
-            "pool_deviations": c.pool, "attack_on": "full-resolution output",
-            "image_size": c.image_size, "images": {"n": len(files), "fingerprint": fingerprint},
-            "attack": attack_fields(c), "convention": c.convention, "batch_size": c.batch_size,
-            "seed": c.seed}
-    result = ctx.store.record("taskonomy-matrix", unit,
-                              lambda: _matrix_unit(c, ctx, tasks, files, unit))
+    unit = TaskonomyMatrixUnit(
+        tasks=tuple(tasks), output=c.output, weights=c.weights, pool=c.pool,
+        image_size=c.image_size, n_images=len(files), images=fingerprint,
+        attack=attack_config(c).key(), convention=c.convention, batch_size=c.batch_size,
+        recipe_seed=c.seed)
+    result = ctx.store.record(unit, lambda: _matrix_unit(c, ctx, tasks, files, unit))
     mats = {m: np.asarray(result[m], dtype=np.float64) for m in METRICS}
     shared, affinity, correlations = _affinity_comparison(c, tasks, mats, affinity_tasks,
                                                           affinity_full)
@@ -290,10 +316,10 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
 
 
 def _matrix_unit(c: TaskonomyConfig, ctx: RunContext, tasks: list[str], files: list[Path],
-                 unit: dict[str, Any]) -> dict[str, Any]:
+                 unit: TaskonomyMatrixUnit) -> dict[str, Any]:
     """The stored unit of a run: the images read, every task network built (seeded per task)
     and :func:`pooled_transfer_matrix` measured among them (attack generator seeded by
-    ``unit``); the alpha matrices, per-pair deviation statistics and output shapes."""
+    the unit); the alpha matrices, per-pair deviation statistics and output shapes."""
     x = read_images(files, size=c.image_size, progress=ctx.progress)
     models = {}
     for task in tasks:
@@ -305,7 +331,7 @@ def _matrix_unit(c: TaskonomyConfig, ctx: RunContext, tasks: list[str], files: l
     config = attack_config(c)
     r = pooled_transfer_matrix(models, x, config, pool=c.pool, convention=c.convention,
                                batch_size=c.batch_size,
-                               generator=ctx.seed_for("taskonomy", unit),
+                               generator=unit.seed,
                                progress=ctx.progress)
     pairs = {}
     for (i, j), d in r.directions.items():

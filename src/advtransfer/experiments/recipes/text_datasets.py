@@ -101,6 +101,7 @@ from advtransfer.experiments.selection_analysis import (
 from advtransfer.experiments.stages import (
     AttackFields,
     Lazy,
+    TrainedModel,
     accuracy,
     adversarial,
     attack_config,
@@ -126,6 +127,7 @@ from advtransfer.models.text import TEXT_MODELS
 from advtransfer.reference import ReferenceAttack
 from advtransfer.selection import CandidatePlan, combine, score_candidate
 from advtransfer.stats import mantel, within_group_table
+from advtransfer.units import UnitConfig
 
 __all__ = ["ALPHAS", "TEXT_METHODS", "TextDatasetsConfig", "TextTask", "quick"]
 
@@ -382,24 +384,36 @@ def _split_id(c: TextDatasetsConfig) -> dict[str, Any]:
     return {"fractions": list(c.split), "seed": c.split_seed}
 
 
+@dataclass(frozen=True, kw_only=True)
+class TextEmbeddingUnit(UnitConfig, kind="text-embedding"):
+    """The frozen word-embedding table shared by every model of a run
+    (:func:`advtransfer.data.text.embedding_table`, tensors): ``datasets`` maps each text file
+    to its SHA-256 (the texts the vocabulary, words seen at least ``min_count`` times, and the
+    table are built from), ``method`` is ``"svd"`` or ``"random"``, ``dim`` the table's width
+    and ``table_seed`` the seed of its random draws (the recipe's ``seed``)."""
+
+    datasets: dict[str, str]
+    min_count: int
+    method: str
+    dim: int
+    table_seed: int
+
+
 def _embedding(ctx: RunContext, c: TextDatasetsConfig, sets: dict[str, TextDataset],
                vocab: Vocabulary, hashes: dict[str, str]) -> tuple[torch.Tensor, str]:
-    """The shared embedding table (a ``text-embedding`` unit keyed by the files' hashes and
-    the vocabulary and table settings) and its key."""
-    from advtransfer.store import unit_key
-
-    unit = {"datasets": hashes, "min_count": c.min_count, "method": c.embedding,
-            "dim": c.embed_dim, "seed": c.seed}
+    """The shared embedding table (a :class:`TextEmbeddingUnit`) and its key."""
+    unit = TextEmbeddingUnit(datasets=hashes, min_count=c.min_count, method=c.embedding,
+                             dim=c.embed_dim, table_seed=c.seed)
 
     def compute() -> dict[str, torch.Tensor]:
-        return {"table": embedding_table(vocab, list(sets.values()), dim=c.embed_dim,
-                                         method=c.embedding, seed=c.seed)}
+        return {"table": embedding_table(vocab, list(sets.values()), dim=unit.dim,
+                                         method=unit.method, seed=unit.table_seed)}
 
-    table = ctx.store.tensors("text-embedding", unit, compute)["table"]
+    table = ctx.store.tensors(unit, compute)["table"]
     if table.shape != (len(vocab), c.embed_dim):
         raise AdvTransferError(f"the stored embedding table has shape {list(table.shape)}, "
                                f"expected [{len(vocab)}, {c.embed_dim}]")
-    return table, unit_key("text-embedding", unit)
+    return table, unit.key
 
 
 @dataclass(frozen=True)
@@ -426,18 +440,29 @@ class _Shared:
         return attack_fields(self.c)
 
 
+@dataclass(frozen=True, kw_only=True)
+class TextModelUnit(TrainedModel, kind="text-model"):
+    """A text classifier (safetensors) trained on one text dataset's training split, reading
+    the run's embedded texts: ``model`` is ``{"arch", "embed_dim", "max_len"}`` (a ``text:``
+    model of :func:`advtransfer.models.create`), ``data`` is ``{"dataset", "sha256" (of its
+    file), "split" (fractions and seed), "embedding" (the :class:`TextEmbeddingUnit`'s key),
+    "seed" ([the recipe's seed, the model's seed number])}``; then the training settings of
+    :class:`~advtransfer.experiments.stages.TrainedModel` (Adam here)."""
+
+
 def _model(ctx: RunContext, s: _Shared, dataset: str, seed: int) -> tuple[nn.Module, str]:
-    """Model ``seed`` of ``dataset`` (a ``text-model`` unit: trained, or loaded when stored)."""
+    """Model ``seed`` of ``dataset`` (a :class:`TextModelUnit`: trained, or loaded when
+    stored)."""
     c, task = s.c, s.tasks[dataset]
-    unit = {"arch": c.architecture, "dataset": dataset, "sha256": task.sha256,
-            "seed": [c.seed, seed], "embedding": s.emb_key, "max_len": c.max_len,
-            "split": _split_id(c)}
+    unit = TextModelUnit(
+        model={"arch": c.architecture, "embed_dim": c.embed_dim, "max_len": c.max_len},
+        data={"dataset": dataset, "sha256": task.sha256, "split": _split_id(c),
+              "embedding": s.emb_key, "seed": [c.seed, seed]},
+        epochs=c.epochs, lr=c.lr, optimizer="adam", batch_size=c.batch_size)
     return trained_classifier(
-        ctx, "text-model", unit,
-        lambda: create(f"text:{c.architecture}", "random", task.classes,
-                       embed_dim=c.embed_dim, max_len=c.max_len),
-        Lazy(lambda: task.embedded(s.table, "train")), epochs=c.epochs, lr=c.lr,
-        optimizer="adam", batch_size=c.batch_size,
+        ctx, unit, lambda: create(f"text:{c.architecture}", "random", task.classes,
+                                  embed_dim=c.embed_dim, max_len=c.max_len),
+        Lazy(lambda: task.embedded(s.table, "train")),
         description=f"training {c.architecture} on {dataset} (seed {seed})")
 
 
@@ -468,33 +493,51 @@ def _reference_attack(ctx: RunContext, s: _Shared, target: str) -> tuple[Referen
                             **s.attack())
 
 
-def _snapped_settings(c: TextDatasetsConfig) -> dict[str, Any]:
-    """The snapped attack's settings (part of its units' keys); [UNK] = 1 and [SEP] = 2 are
-    frozen."""
-    return {"steps": c.snapped_steps, "lr": c.snapped_lr, "const": c.snapped_const,
-            "confidence": c.snapped_confidence, "frozen": [1, 2]}
+@dataclass(frozen=True, kw_only=True)
+class TextSnappedUnit(UnitConfig, kind="text-snapped"):
+    """One text model's (``model``: its key) snapped word-substitution attack
+    (:func:`advtransfer.text_attack.snapped_attack`, tensors: the adversarial ids, the changed
+    tokens and the success per text) on the texts ``inputs`` identifies (a target's attacked
+    test texts, the first ``first`` of them): ``steps`` steps of learning rate ``lr`` on the
+    Carlini-Wagner margin loss with constant ``const`` and margin ``confidence``, the token
+    ids ``frozen`` never changed nor chosen ([UNK] = 1, [SEP] = 2)."""
+
+    model: str
+    inputs: dict[str, Any]
+    steps: int
+    lr: float
+    const: float
+    confidence: float
+    frozen: tuple[int, ...] = (1, 2)
+
+
+def _snapped_unit(s: _Shared, key: str, target: str) -> TextSnappedUnit:
+    """The :class:`TextSnappedUnit` of the model ``key`` on the first ``snapped_samples``
+    attacked texts of ``target``."""
+    c = s.c
+    return TextSnappedUnit(model=key, inputs={**s.inputs(target), "first": c.snapped_samples},
+                           steps=c.snapped_steps, lr=c.snapped_lr, const=c.snapped_const,
+                           confidence=c.snapped_confidence)
 
 
 def _snapped(ctx: RunContext, s: _Shared, model: nn.Module, key: str,
              target: str) -> dict[str, torch.Tensor]:
-    """``model``'s snapped attack (:func:`advtransfer.text_attack.snapped_attack`) on the
-    first ``snapped_samples`` attacked texts of ``target``: a ``text-snapped`` unit holding
-    the adversarial ids, the changed tokens and the success per text. [UNK] and [SEP] are
-    frozen (never changed nor chosen); the pushed-away label is the model's prediction."""
+    """``model``'s snapped attack on the first ``snapped_samples`` attacked texts of
+    ``target`` (a :class:`TextSnappedUnit`, :func:`_snapped_unit`); the pushed-away label is
+    the model's prediction."""
     from advtransfer.text_attack import snapped_attack
 
     c = s.c
-    unit = {"model": key, "inputs": {**s.inputs(target), "first": c.snapped_samples},
-            **_snapped_settings(c)}
+    unit = _snapped_unit(s, key, target)
 
     def compute() -> dict[str, torch.Tensor]:
         ids = s.tasks[target].attack_ids(c.snapped_samples)
         r = snapped_attack(model.to(ctx.device), ids.to(ctx.device), s.table.to(ctx.device),
-                           steps=c.snapped_steps, lr=c.snapped_lr, const=c.snapped_const,
-                           confidence=c.snapped_confidence, frozen=[1, 2])
+                           steps=unit.steps, lr=unit.lr, const=unit.const,
+                           confidence=unit.confidence, frozen=list(unit.frozen))
         return {"ids": r.ids, "changed": r.changed, "success": r.success.to(torch.uint8)}
 
-    return ctx.store.tensors("text-snapped", unit, compute)
+    return ctx.store.tensors(unit, compute)
 
 
 def _target_item(target: str, ctx: RunContext, *, s: _Shared) -> dict[str, Any]:
@@ -521,6 +564,21 @@ def _deviation(model: nn.Module, x: torch.Tensor, clean: torch.Tensor) -> torch.
         return (model(x) - clean).flatten(1).double()
 
 
+@dataclass(frozen=True, kw_only=True)
+class TextSnappedAdversarialUnit(UnitConfig, kind="text-snapped-adversarial"):
+    """alpha1/alpha2/combined in both directions between the text models ``source`` and
+    ``target`` (the target dataset's reference; keys) from their snapped attacks
+    ``source_attack`` and ``target_attack`` (keys of :class:`TextSnappedUnit` units) on the
+    texts ``inputs`` identifies, reported in ``convention``."""
+
+    source: str
+    target: str
+    source_attack: str
+    target_attack: str
+    inputs: dict[str, Any]
+    convention: str
+
+
 def _snapped_alphas(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int]
                     ) -> dict[str, Any]:
     """alpha1/alpha2/combined in both directions from the snapped attacks of the target's
@@ -533,9 +591,10 @@ def _snapped_alphas(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int]
     model, key = _model(ctx, s, source, seed)
     snap_t = _snapped(ctx, s, reference, ref_key, target)
     snap_s = _snapped(ctx, s, model, key, target)
-    unit = {"source": key, "target": ref_key, "inputs": {**s.inputs(target),
-                                                         "first": s.c.snapped_samples},
-            "convention": s.c.convention, "snapped": _snapped_settings(s.c)}
+    unit = TextSnappedAdversarialUnit(
+        source=key, target=ref_key, source_attack=_snapped_unit(s, key, target).key,
+        target_attack=_snapped_unit(s, ref_key, target).key,
+        inputs={**s.inputs(target), "first": s.c.snapped_samples}, convention=s.c.convention)
 
     def compute() -> dict[str, Any]:
         x = s.table[s.tasks[target].attack_ids(s.c.snapped_samples)]
@@ -558,12 +617,30 @@ def _snapped_alphas(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int]
                         f"combined_{tag}": r.combined, f"n_undefined_{tag}": r.n_undefined})
         return out
 
-    return ctx.store.record("text-snapped-adversarial", unit, compute)
+    return ctx.store.record(unit, compute)
 
 
 # --------------------------------------------------------------------------------------------
 # pairs
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextSelectionUnit(UnitConfig, kind="text-selection"):
+    """A text source's (``source``: its key) model-selection scores for a target
+    (:func:`advtransfer.selection.score_candidate`): the estimators ``estimators`` on the
+    target's embedded training texts (``target`` names that data) and the feature-space
+    alphas ``adversarial`` against the target reference's stored attack
+    (``reference_attack``: its key, which holds the attack settings), reported in
+    ``convention``, in batches of ``batch_size``."""
+
+    source: str
+    reference_attack: str
+    target: str
+    estimators: tuple[str, ...]
+    adversarial: tuple[str, ...]
+    convention: str
+    batch_size: int
 
 
 def _selection(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int], model: nn.Module,
@@ -579,14 +656,14 @@ def _selection(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int], mod
         return {}
     ref, ref_key = _reference_attack(ctx, s, target)
     reference, _ = _model(ctx, s, target, 0)
-    unit = {"source": key, "reference_attack": ref_key, "target": s.target_id(target),
-            "estimators": list(est), "adversarial": list(feats), "convention": s.c.convention,
-            "batch_size": s.c.attack_batch_size}
+    unit = TextSelectionUnit(source=key, reference_attack=ref_key, target=s.target_id(target),
+                             estimators=est, adversarial=feats, convention=s.c.convention,
+                             batch_size=s.c.attack_batch_size)
 
     def compute() -> dict[str, Any]:
         plan = CandidatePlan(adversarial=feats, estimators=est, attack=attack_config(s.c),
-                             convention=s.c.convention, batch_size=s.c.attack_batch_size,
-                             seed=ctx.seed_for("text-selection", unit))
+                             convention=unit.convention, batch_size=unit.batch_size,
+                             seed=unit.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a NaN score is reported as such
             r = score_candidate((name, model), plan=plan,
@@ -595,8 +672,7 @@ def _selection(ctx: RunContext, s: _Shared, pair: tuple[str, str, str, int], mod
         return {"scores": {m: (v if math.isfinite(v) else None) for m, v in r.scores.items()},
                 "timings": r.timings}
 
-    return {m: num(v) for m, v in ctx.store.record("text-selection", unit,
-                                                   compute)["scores"].items()}
+    return {m: num(v) for m, v in ctx.store.record(unit, compute)["scores"].items()}
 
 
 def _pair_item(pair: tuple[str, str, str, int], ctx: RunContext, *,
