@@ -205,7 +205,11 @@ def knowledge_transfer(
                                          epoch, seed, run_on, fit_kw)
     if tracker is not None:
         tracker.restore(model)
-    ev_tr = evaluate(model, train, task=task, device=run_on)
+    with torch.random.fork_rng(devices=[]):
+        # a loader drawing from the global generator (random augmentation) draws the same
+        # numbers in every run: the train scores are seeded, as the fit is
+        torch.manual_seed(seed)
+        ev_tr = evaluate(model, train, task=task, device=run_on)
     ev_te = evaluate(model, test, task=task, device=run_on)
     n_out_dims = 1
     if task == "regression":

@@ -72,7 +72,7 @@ _KINDS = (
     UnitKind("reference", 2, "a trained reference (target) model (safetensors)"),
     UnitKind("accuracy", 2, "a stored model's accuracy and loss on named data"),
     UnitKind("direct-accuracy", 2, "a CIFAR-10 model's accuracy on STL-10's shared classes"),
-    UnitKind("transfer", 2, "knowledge transfer of a source to a target task"),
+    UnitKind("transfer", 3, "knowledge transfer of a source to a target task"),
     UnitKind("reference-attack", 2, "a reference model's attack on the attacked inputs "
              "(tensors), shared by every source compared with it"),
     UnitKind("adversarial", 2, "alpha1/alpha2/combined of a source against a reference"),
