@@ -4,13 +4,14 @@ input validation."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.special import digamma
 
-from advtransfer.errors import AdvTransferError
+from advtransfer.errors import AdvTransferError, AdvTransferWarning
 from advtransfer.estimators.etran import ETranParts, etran, etran_parts
 from advtransfer.estimators.lfc import lfc, lgc, per_sample_gradients
 from advtransfer.estimators.tmi import tmi
@@ -468,7 +469,8 @@ def test_tmi_prefers_larger_intra_class_variance_and_is_invariant() -> None:
     y = np.arange(300) % 3
     spread = 3.0 * rng.normal(size=(300, 4)) + 20.0 * np.eye(3, 4)[y]
     collapsed = 20.0 * np.eye(3, 4)[y] + 0.01 * rng.normal(size=(300, 4))
-    assert tmi(spread, y) > tmi(collapsed, y)
+    with pytest.warns(AdvTransferWarning, match="below min_dist"):
+        assert tmi(spread, y) > tmi(collapsed, y)
     base = tmi(spread, y)
     assert tmi(spread, RENAMED[y]) == pytest.approx(base, rel=1e-12)
     perm = rng.permutation(300)
@@ -486,7 +488,11 @@ def test_tmi_floor_hides_small_scale_structure_as_documented() -> None:
     rng = np.random.default_rng(10)
     y = np.arange(90) % 3
     a, b = 1e-3 * rng.normal(size=(90, 2)), 1e-3 * rng.normal(size=(90, 2))
-    assert tmi(a, y) == tmi(b, y)
+    with pytest.warns(AdvTransferWarning, match="every 3-NN distance .* below min_dist=1.0"):
+        assert tmi(a, y) == tmi(b, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one distance above the floor: no warning
+        tmi(np.concatenate([a, [[5.0, 5.0]]]), np.concatenate([y, [0]]))
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from scipy.special import digamma, gammaln
 
 from advtransfer.errors import AdvTransferError
 from advtransfer.estimators._validate import features_and_labels
+from advtransfer.progress import warn
 
 __all__ = ["knn_entropy", "tmi"]
 
@@ -139,6 +140,7 @@ def tmi(features: Any, labels: Any, *, k: int = 3, norm: Literal["max", "euclide
 
     n = f.shape[0]
     terms: list[float] = []
+    floored = True  # whether every k-NN distance of every scored class is below min_dist
     for c in range(n_classes):
         members = f[codes == c]
         n_c = members.shape[0]
@@ -147,7 +149,13 @@ def tmi(features: Any, labels: Any, *, k: int = 3, norm: Literal["max", "euclide
         elif n_c > k:
             entropy = knn_entropy(members, k=k, norm=norm, min_dist=float(min_dist))
             terms.append(n_c / n * entropy)
+            floored = floored and entropy == knn_entropy(
+                np.zeros((n_c, members.shape[1])), k=k, norm=norm, min_dist=float(min_dist))
     if not terms:
         return 0.0
+    if floored:
+        warn(f"tmi: every {k}-NN distance of the features is below min_dist={min_dist}, so the "
+             "score depends only on the class sizes and the feature dimension (the same for "
+             "any features of this shape); rescale the features or lower min_dist")
     total = float(np.sum(terms))
     return total / len(terms) if aggregate == "mean" else total
