@@ -40,7 +40,6 @@ from rich.table import Table
 
 from advtransfer.experiments.recipes.model_selection import (
     DEFAULT_DIGITS_SOURCES,
-    build_digits_model,
     parse_source,
     source_data,
     target_data,
@@ -54,6 +53,7 @@ from advtransfer.methods import (
     OUTPUT_METHODS,
     POOL_METHODS,
 )
+from advtransfer.models import create
 from advtransfer.selection import candidate_outputs, estimator_scores, gradient_scores, rank
 from advtransfer.training import fit
 
@@ -81,7 +81,7 @@ def _train_pool(specs: list[str], epochs: int) -> dict[str, torch.nn.Module]:
         src = parse_source(spec)
         train, _, n_cls = source_data(src, test_fraction=0.3, seed=0)
         torch.manual_seed(i)
-        model = build_digits_model(src.arch, n_cls)
+        model = create(f"digits:{src.arch}", "random", n_cls)
         if src.task != "untrained":
             fit(model, train, epochs=epochs, lr=0.01, optimizer="adam", seed=i)
         pool[spec] = model.eval()
@@ -95,7 +95,7 @@ def run(*, repeats: int, quick: bool, attack_samples: int, steps: int, cheap_sam
     pool = _train_pool(specs, epochs=3 if quick else 10)
     train, test, n_cls = target_data("0-4", test_fraction=0.3, seed=0)
     torch.manual_seed(100)
-    reference = fit(build_digits_model("cnn16", n_cls), train, epochs=3 if quick else 10,
+    reference = fit(create("digits:cnn16", "random", n_cls), train, epochs=3 if quick else 10,
                     lr=0.01, optimizer="adam").eval()
     attack = {"eps": 1.0, "steps": steps, "attack_samples": attack_samples}
 
