@@ -112,3 +112,19 @@ def test_recipe_configurations_hold_every_attack_config_field_with_its_type():
         apply(AttackFields(), {"iterate": "first"}, source="--set")
     assert [f.name for f in fields(AttackFields)] == list(ATTACK_FIELDS)
     assert replace(AttackFields(), tol=0.1).tol == 0.1
+
+
+def test_the_command_line_attack_options_are_attack_configs_fields_and_defaults():
+    """The CLI's attack options hold no schema of their own: every AttackConfig field but
+    mask_padding (embedded text only), at AttackConfig's default (eps: the CLI's 1.0)."""
+    from dataclasses import fields
+
+    from advtransfer.attacks import ATTACK_FIELDS, AttackConfig
+    from advtransfer.cli import _ATTACK_OPTIONS
+
+    defaults = {f.name: f.default for f in fields(AttackConfig)}
+    options = {name: default for name, _, default in _ATTACK_OPTIONS}
+    assert set(options) == set(ATTACK_FIELDS) - {"mask_padding"}
+    assert options.pop("eps") == 1.0 and options.pop("bounds") == "0,1"
+    assert defaults["bounds"] == (0.0, 1.0)
+    assert all(options[name] == defaults[name] for name in options)

@@ -11,6 +11,7 @@ Models are specs of :func:`advtransfer.models.create` (``builtin:``, ``cifar:``,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -31,7 +32,7 @@ from rich.table import Table
 from torch import nn
 
 import advtransfer
-from advtransfer.attacks import DEFAULT_TOL, AttackConfig
+from advtransfer.attacks import AttackConfig
 from advtransfer.devices import resolve_device, use_threads, user_threads
 from advtransfer.errors import AdvTransferError
 from advtransfer.methods import (
@@ -246,12 +247,17 @@ IterateOpt = Annotated[Literal["best", "last"], typer.Option(
     metavar="[best|last]", help="PGD iterate returned: best (largest loss, the start included) "
                                 "or last (the authors' code).")]
 
-#: The attack options every attacking command takes: name, typer annotation, default.
-_ATTACK_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    ("eps", Eps, 1.0), ("norm", NormOpt, "l2"), ("objective", ObjectiveOpt, "deviation"),
-    ("solver", SolverOpt, "pgd"), ("steps", StepsOpt, None), ("step_size", StepSizeOpt, None),
-    ("random_start", RandomStartOpt, True), ("tol", TolOpt, DEFAULT_TOL),
-    ("iterate", IterateOpt, "best"), ("bounds", BoundsOpt, "0,1"))
+_ATTACK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AttackConfig)}
+#: The attack options every attacking command takes: name, typer annotation (its help), default.
+#: The names and defaults are AttackConfig's (the one attack schema; ``eps`` has the command
+#: line's own default, ``bounds`` is written as text; ``mask_padding`` is for embedded text
+#: inputs, which the commands do not read).
+_ATTACK_OPTIONS: tuple[tuple[str, Any, Any], ...] = tuple(
+    (name, annotation, {"eps": 1.0, "bounds": "0,1"}.get(name, _ATTACK_DEFAULTS.get(name)))
+    for name, annotation in (
+        ("eps", Eps), ("norm", NormOpt), ("objective", ObjectiveOpt), ("solver", SolverOpt),
+        ("steps", StepsOpt), ("step_size", StepSizeOpt), ("random_start", RandomStartOpt),
+        ("tol", TolOpt), ("iterate", IterateOpt), ("bounds", BoundsOpt)))
 
 
 def _with_options(command: Callable[..., None], param: str,
