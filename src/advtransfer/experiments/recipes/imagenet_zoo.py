@@ -337,7 +337,7 @@ def _open(c: ImageNetZooConfig, sets: _ZooSets, *, progress: bool) -> _ZooTarget
 
 
 def _weights_path(c: ImageNetZooConfig, name: str) -> str | None:
-    """The weights argument for :func:`advtransfer.models.zoo.from_name`."""
+    """The weights argument of :func:`advtransfer.models.create` for the zoo model ``name``."""
     if c.weights == "random":
         return "random"
     if c.weights:
@@ -391,13 +391,11 @@ def _weight_ids(c: ImageNetZooConfig) -> dict[str, Any]:
 def _load_zoo_model(c: ImageNetZooConfig, name: str, seed: int, device: str) -> nn.Module:
     """One zoo model (ImageNet weights or random ones seeded by ``seed``), normalised and
     resized, on ``device``: built where it is used (a candidate's unit), one at a time."""
+    from advtransfer.models.registry import create
     from advtransfer.models.wrappers import IMAGENET_MEAN, IMAGENET_STD, Normalized
-    from advtransfer.models.zoo import from_name
 
-    weights = _weights_path(c, name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = from_name(name, weights=weights)
+    spec = name if name.startswith("timm:") else f"tv:{name}"
+    model = create(spec, _weights_path(c, name), seed=seed)  # one model registry
     native = _NATIVE.get(name)
     size = c.image_size if native is None else max(75, round(c.image_size * native / 224))
     return Resized(Normalized(model, IMAGENET_MEAN, IMAGENET_STD), size).eval().to(device)
