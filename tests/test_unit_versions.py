@@ -50,7 +50,8 @@ def package_copy(tmp_path, monkeypatch):
     copy = tmp_path / "advtransfer"
     shutil.copytree(units._ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(units, "_ROOT", copy)
-    caches = (units._modules, units._tree, units._module_digest, units.code_modules)
+    caches = (units._modules, units._tree, units._module_digest, units.code_modules,
+              units._config_class_names, units._builders)
     for cache in caches:
         cache.cache_clear()
     yield copy
@@ -85,6 +86,23 @@ def test_a_code_change_at_the_same_version_is_caught_and_a_docstring_change_is_n
     assert all("advtransfer.theory" in units.code_modules(k) for k in problems)
     assert not {"transfer", "taskonomy-matrix", "zoo-finetune"} & set(problems)
     assert tool.main(["--write"]) == 1  # refused without a bump (the record is not touched)
+
+
+def test_a_recipe_preparing_the_data_of_a_shared_stage_is_in_that_kinds_fingerprint(
+        package_copy):
+    """digits-distribution stores its reference attack through stages.reference_attack (it
+    never names ReferenceAttackUnit): a change of the inputs it prepares must still bump the
+    reference-attack and adversarial kinds."""
+    tool = _tool()
+    before = tool.current()
+    _edit(package_copy / "experiments" / "recipes" / "digits_distribution.py",
+          "    x_attack = target.x_test\n", "    x_attack = target.x_test[:100]\n")
+    for cache in (units._tree, units._module_digest, units.code_modules,
+                  units._config_class_names, units._builders):
+        cache.cache_clear()
+    problems = tool.stale(before, tool.current())
+    assert {"reference-attack", "adversarial", "accuracy", "transfer"} <= set(problems)
+    assert "text-snapped" not in problems
 
 
 def test_every_kind_names_the_code_that_stores_it():

@@ -11,9 +11,10 @@ Forgetting a bump is made impossible by a recorded **fingerprint** per kind
 the code that can change a unit of the kind, namely
 
 * every module of the package in which the kind's name appears as a string literal (where its
-  configuration class is declared, ``class X(UnitConfig, kind="KIND")``) or that refers to that
-  class by name (where its units are configured, built and stored), plus the modules a kind
-  declares in :attr:`UnitKind.modules`,
+  configuration class is declared, ``class X(UnitConfig, kind="KIND")``), that refers to that
+  class by name (where its units are configured, built and stored) or to a public function
+  that does (a stage such as ``stages.transfer``, whose callers prepare the unit's data), plus
+  the modules a kind declares in :attr:`UnitKind.modules`,
 * and every package module those import, statically, at any depth (``import`` and ``from ...
   import`` anywhere in the module, functions included),
 
@@ -293,14 +294,32 @@ def _config_class_names() -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in found.items()}
 
 
-def _uses_config_of(name: str, kind: str) -> bool:
-    """Whether module ``name`` refers to a configuration class of ``kind`` (builds its units)."""
+def _refers(node: ast.AST, names: frozenset[str]) -> bool:
+    return any((isinstance(n, ast.Name) and n.id in names)
+               or (isinstance(n, ast.Attribute) and n.attr in names)
+               or (isinstance(n, ast.alias) and n.name.rsplit(".", 1)[-1] in names)
+               for n in ast.walk(node))
+
+
+@functools.cache
+def _builders(kind: str) -> frozenset[str]:
+    """The names that build units of ``kind``: its configuration classes and the public
+    module-level functions that refer to them (a stage such as ``stages.transfer``, whose
+    callers prepare the unit's data)."""
     classes = _config_class_names().get(kind, frozenset())
-    return bool(classes) and any(
-        (isinstance(n, ast.Name) and n.id in classes)
-        or (isinstance(n, ast.Attribute) and n.attr in classes)
-        or (isinstance(n, ast.alias) and n.name.rsplit(".", 1)[-1] in classes)
-        for n in ast.walk(_tree(name)))
+    names = set(classes)
+    if classes:
+        for module in _modules():
+            names.update(node.name for node in _tree(module).body
+                          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                          and not node.name.startswith("_") and _refers(node, classes))
+    return frozenset(names)
+
+
+def _uses_config_of(name: str, kind: str) -> bool:
+    """Whether module ``name`` builds units of ``kind`` (:func:`_builders`)."""
+    builders = _builders(kind)
+    return bool(builders) and _refers(_tree(name), builders)
 
 
 @functools.cache

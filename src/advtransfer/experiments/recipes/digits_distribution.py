@@ -164,12 +164,11 @@ def _source(item: tuple[float, int], ctx: RunContext, *, c: DigitsDistributionCo
     }
 
 
-@register("digits-distribution", DigitsDistributionConfig,
-          "Embedded default: sources trained on digit tasks sharing 0-100% of the target's "
-          "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick,
-          check=_validate)
-def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
-    _validate(c)
+def _reference(c: DigitsDistributionConfig, ctx: RunContext,
+               ) -> tuple[nn.Module, str, torch.Tensor]:
+    """The reference trained on the target task (a stored unit: trained, or read when stored),
+    its key and the inputs it is attacked on (with ``correct_only``, the target's test inputs
+    it classifies correctly, the authors' protocol)."""
     target = _split(c.test_fraction, c.seed).subset(c.target_classes)
     n_cls = len(c.target_classes)
     unit = ReferenceUnit(model={"arch": c.reference_architecture},
@@ -179,18 +178,40 @@ def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
     reference, ref_key = trained_classifier(
         ctx, unit, lambda: create(f"cifar:{c.reference_architecture}", "random", n_cls),
         (target.x_train, target.y_train))
-    target_id = f"digits-{c.target_classes}-split-{_split_id(c)}"
-    ref_acc = accuracy(ctx, ref_key, reference, (target.x_test, target.y_test),
-                       f"{target_id}-test")
     x_attack = target.x_test
-    if c.correct_only:  # the authors' protocol: inputs the reference classifies correctly
+    if c.correct_only:
         x_attack = x_attack[predict(reference, x_attack, ctx.device) == target.y_test]
-    attack = attack_fields(c)
-    # the reference's attack, shared by every source: computed here, before the sources run
-    reference_attack(ctx, ref_key, reference, x_attack, inputs={"n": len(x_attack)}, **attack)
+    return reference, ref_key, x_attack
+
+
+def _reference_units(_: None, ctx: RunContext, *, c: DigitsDistributionConfig) -> float:
+    """The reference's units, run by the executor before the sources: the reference, its test
+    accuracy (returned) and its attack, which every source shares."""
+    reference, ref_key, x_attack = _reference(c, ctx)
+    target = _split(c.test_fraction, c.seed).subset(c.target_classes)
+    reference_attack(ctx, ref_key, reference, x_attack, inputs={"n": len(x_attack)},
+                     **attack_fields(c))
+    return accuracy(ctx, ref_key, reference, (target.x_test, target.y_test),
+                    f"{_target_id(c)}-test")
+
+
+def _target_id(c: DigitsDistributionConfig) -> str:
+    return f"digits-{c.target_classes}-split-{_split_id(c)}"
+
+
+@register("digits-distribution", DigitsDistributionConfig,
+          "Embedded default: sources trained on digit tasks sharing 0-100% of the target's "
+          "classes; alpha vs fine-tuning accuracy (no download, minutes on CPU).", quick,
+          check=_validate)
+def run(c: DigitsDistributionConfig, ctx: RunContext) -> dict[str, Any]:
+    _validate(c)
+    n_cls = len(c.target_classes)
+    [ref_acc] = ctx.map(functools.partial(_reference_units, c=c), [None],
+                        description="reference")
+    reference, ref_key, x_attack = _reference(c, ctx)  # read from the store
     items = [(share, rep) for share in c.shares for rep in range(c.repeats)]
     records = ctx.map(functools.partial(
-        _source, c=c, target_id=target_id, reference=reference, ref_key=ref_key,
+        _source, c=c, target_id=_target_id(c), reference=reference, ref_key=ref_key,
         x_attack=x_attack), items)
     metrics = metric_names("t2s")
     return {
