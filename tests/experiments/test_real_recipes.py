@@ -19,6 +19,7 @@ import advtransfer.experiments.recipes.celeba as celeba_recipe
 import advtransfer.experiments.recipes.cifar_stl as cifar_stl
 import advtransfer.experiments.recipes.taskonomy as taskonomy_recipe
 import advtransfer.experiments.stages as stages
+import advtransfer.experiments.taskonomy_analysis as taskonomy_analysis
 from advtransfer.data import taskonomy as tdata
 from advtransfer.data.fixtures import write_celeba, write_cifar10, write_stl10
 from advtransfer.errors import AdvTransferError
@@ -584,10 +585,10 @@ def test_task_names_and_affinity_csv(tmp_path: Path) -> None:
 
 def test_tree_distance_and_newick() -> None:
     m = np.array([[1.0, 0.8, 0.1], [0.6, 1.0, 0.2], [0.1, 0.0, 1.0]])
-    d = taskonomy_recipe.tree_distance(m)
+    d = taskonomy_analysis.tree_distance(m)
     np.testing.assert_allclose(d, [[0, 0.3, 0.9], [0.3, 0, 0.9], [0.9, 0.9, 0]])
-    z = taskonomy_recipe._linkage(d, "average")
-    text = taskonomy_recipe.newick(z, ["a", "b", "c"])
+    z = taskonomy_analysis.linkage(d, "average")
+    text = taskonomy_analysis.newick(z, ["a", "b", "c"])
     assert text.startswith("(c:") and "(a:0.3,b:0.3)" in text and text.endswith(";")
 
 

@@ -51,12 +51,15 @@ Records: one per ordered pair of distinct tasks (attacker -> victim) with its al
 an affinity file, affinity[attacker, victim]. The report does not correlate the records as if
 they were independent; the Mantel results are in its description and in ``results.json``
 (``affinity_correlation``).
+
+The analysis of the finished matrices (tree distance, linkage and Newick string, the tree
+figure, the affinity correlation, the records and the report text) is in
+:mod:`advtransfer.experiments.taskonomy_analysis`.
 """
 
 from __future__ import annotations
 
-import io
-import math
+import functools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,18 @@ from advtransfer.devices import resolve_device
 from advtransfer.errors import AdvTransferError
 from advtransfer.experiments.registry import RunContext, register
 from advtransfer.experiments.stages import AttackFields, attack_config
+from advtransfer.experiments.taskonomy_analysis import (
+    METRICS,
+    TREE_FIGURE,
+    affinity_comparison,
+    linkage,
+    newick,
+    pair_records,
+    report,
+    rows,
+    tree_distance,
+    tree_figure,
+)
 from advtransfer.fileio import atomic_write_bytes
 from advtransfer.metrics import (
     Convention,
@@ -88,11 +103,7 @@ from advtransfer.metrics import (
     measure_matrix,
 )
 from advtransfer.models.taskonomy import TaskOutput, task_model
-from advtransfer.stats import mantel
 from advtransfer.units import UnitConfig
-
-METRICS = ("alpha1", "alpha2", "combined")
-TREE_FIGURE = "figures/taskonomy_tree.png"
 
 
 @dataclass
@@ -184,54 +195,6 @@ def _check(c: TaskonomyConfig) -> list[str]:
     return check_tasks(c.tasks, c.output, c.image_size)
 
 
-def tree_distance(matrix: np.ndarray) -> np.ndarray:
-    """d_ij = max(0, 1 - (M_ij + M_ji) / 2) off the diagonal, 0 on it."""
-    sym = (matrix + matrix.T) / 2.0
-    d = np.clip(1.0 - sym, 0.0, None)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def _linkage(distance: np.ndarray, method: str) -> np.ndarray:
-    from scipy.cluster.hierarchy import linkage
-    from scipy.spatial.distance import squareform
-
-    return linkage(squareform(np.nan_to_num(distance, nan=1.0), checks=False), method=method)
-
-
-def newick(z: np.ndarray, names: list[str]) -> str:
-    """The tree of the linkage ``z`` as a Newick string (branch lengths: merge heights)."""
-    from scipy.cluster.hierarchy import to_tree
-
-    def walk(node: Any, parent_height: float) -> str:
-        length = max(parent_height - node.dist, 0.0)
-        if node.is_leaf():
-            return f"{names[node.id]}:{length:.4g}"
-        return (f"({walk(node.left, node.dist)},{walk(node.right, node.dist)})"
-                f":{length:.4g}")
-
-    root = to_tree(z)
-    return f"({walk(root.left, root.dist)},{walk(root.right, root.dist)});"
-
-
-def _tree_figure(trees: list[tuple[str, np.ndarray, list[str]]]) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from scipy.cluster.hierarchy import dendrogram
-
-    n = max(len(t[2]) for t in trees)
-    fig = Figure(figsize=(6.0 * len(trees), 1.0 + 0.35 * n), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(trees), squeeze=False)[0]
-    for ax, (title, z, names) in zip(axes, trees, strict=True):
-        dendrogram(z, labels=names, orientation="left", ax=ax, color_threshold=0)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("merge distance")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def pool_deviations(dev: torch.Tensor, shape: tuple[int, ...], pool: int) -> torch.Tensor:
     """Deviations ``dev`` (batch, prod(shape)) of an output of ``shape`` average-pooled to
     ``pool x pool`` cells when the output is spatial (C, H, W) and larger, each pooled row
@@ -268,16 +231,6 @@ def pooled_transfer_matrix(models: dict[str, TaskOutput], x: torch.Tensor,
     return matrix_result(names, out, {"pool": pool, "convention": convention})
 
 
-def affinity_correlations(alpha: dict[str, np.ndarray], affinity: np.ndarray, *,
-                          n_permutations: int = 9999, seed: int = 0) -> dict[str, Any]:
-    """Spearman's rho between each alpha matrix (rows: attacker S, columns: victim T) and the
-    affinity matrix (rows: source S, columns: target T; same task order) over the ordered
-    pairs S != T, with its two-sided Mantel p-value (:func:`advtransfer.stats.mantel`)."""
-    return {name: mantel(m, affinity, method="spearman", n_permutations=n_permutations,
-                         seed=seed).to_dict()
-            for name, m in alpha.items()}
-
-
 @register("taskonomy", TaskonomyConfig,
           "The paper's Taskonomy experiment: the N x N adversarial-transferability matrix among "
           "Taskonomy task networks (visualpriors), the task tree it implies and its rank "
@@ -295,24 +248,32 @@ def run(c: TaskonomyConfig, ctx: RunContext) -> dict[str, Any]:
         image_size=c.image_size, n_images=len(files), images=fingerprint,
         attack=attack_config(c).key(), convention=c.convention, batch_size=c.batch_size,
         recipe_seed=c.seed)
-    result = ctx.store.record(unit, lambda: _matrix_unit(c, ctx, tasks, files, unit))
+    [result] = ctx.map(functools.partial(_matrix_record, c=c, tasks=tasks, files=files,
+                                         unit=unit), [None], description="transfer matrix")
     mats = {m: np.asarray(result[m], dtype=np.float64) for m in METRICS}
-    shared, affinity, correlations = _affinity_comparison(c, tasks, mats, affinity_tasks,
-                                                          affinity_full)
+    shared, affinity, correlations = affinity_comparison(c, tasks, mats, affinity_tasks,
+                                                         affinity_full)
     body_tree = _task_tree(c, ctx, tasks, mats, shared, affinity)
-    matrices = {m: {"names": tasks, "values": _rows(mats[m])} for m in METRICS}
+    matrices = {m: {"names": tasks, "values": rows(mats[m])} for m in METRICS}
     if affinity is not None:
-        matrices["Taskonomy affinity"] = {"names": shared, "values": _rows(affinity)}
+        matrices["Taskonomy affinity"] = {"names": shared, "values": rows(affinity)}
     return {
-        "records": _pair_records(tasks, mats, result, shared, affinity),
+        "records": pair_records(tasks, mats, result, shared, affinity),
         "matrices": matrices,
         "tree": body_tree,
         "affinity_correlation": correlations,
         "images": {"folder": str(folder), "n": result["n_images"], "fingerprint": fingerprint},
         "output_shapes": result["output_shapes"],
-        "report": _report(c, tasks, folder, result["n_images"], body_tree, correlations,
-                          affinity is not None),
+        "report": report(c, tasks, folder, result["n_images"], body_tree, correlations,
+                         affinity is not None),
     }
+
+
+def _matrix_record(_: None, ctx: RunContext, *, c: TaskonomyConfig, tasks: list[str],
+                   files: list[Path], unit: TaskonomyMatrixUnit) -> dict[str, Any]:
+    """The run's stored unit, read or computed (:func:`_matrix_unit`) by the executor (a Ray
+    worker with ``--executor ray``), which needs the images on a file system it sees."""
+    return ctx.store.record(unit, lambda: _matrix_unit(c, ctx, tasks, files, unit))
 
 
 def _matrix_unit(c: TaskonomyConfig, ctx: RunContext, tasks: list[str], files: list[Path],
@@ -347,34 +308,13 @@ def _matrix_unit(c: TaskonomyConfig, ctx: RunContext, tasks: list[str], files: l
             "n_images": len(x)}
 
 
-def _affinity_comparison(c: TaskonomyConfig, tasks: list[str], mats: dict[str, np.ndarray],
-                         affinity_tasks: list[str], affinity_full: np.ndarray
-                         ) -> tuple[list[str], np.ndarray | None, dict[str, Any] | None]:
-    """(the tasks both the run and the affinity file cover, in the run's order; the affinities
-    restricted to them; :func:`affinity_correlations` of the alpha matrices restricted alike),
-    the last two None without ``affinity_csv``. Fewer than 3 shared tasks is an error."""
-    shared = [t for t in tasks if t in affinity_tasks]
-    if not c.affinity_csv:
-        return shared, None, None
-    if len(shared) < 3:
-        raise AdvTransferError(f"{c.affinity_csv} covers only {shared} of the tasks "
-                               f"{tasks}; the comparison needs at least 3 shared tasks")
-    pos = [affinity_tasks.index(t) for t in shared]
-    affinity = affinity_full[np.ix_(pos, pos)]
-    run_pos = [tasks.index(t) for t in shared]
-    correlations = affinity_correlations(
-        {m: v[np.ix_(run_pos, run_pos)] for m, v in mats.items()}, affinity,
-        n_permutations=c.mantel_permutations, seed=c.seed)
-    return shared, affinity, correlations
-
-
 def _task_tree(c: TaskonomyConfig, ctx: RunContext, tasks: list[str],
                mats: dict[str, np.ndarray], shared: list[str],
                affinity: np.ndarray | None) -> dict[str, Any]:
     """The task tree of ``cluster_metric`` (:func:`tree_distance`, ``linkage``) and, with
     affinities, the tree of d = max(0, max(A_sym) - A_sym) (A_sym = (A + A^T) / 2) beside it:
     both drawn in :data:`TREE_FIGURE` under the run directory; the tree's results entry."""
-    z = _linkage(tree_distance(mats[c.cluster_metric]), c.linkage)
+    z = linkage(tree_distance(mats[c.cluster_metric]), c.linkage)
     trees = [(f"adversarial transferability ({c.cluster_metric}, {c.linkage} linkage)", z,
               tasks)]
     body_tree: dict[str, Any] = {"metric": c.cluster_metric, "method": c.linkage,
@@ -386,99 +326,8 @@ def _task_tree(c: TaskonomyConfig, ctx: RunContext, tasks: list[str],
         top = float(finite.max()) if finite.size else 0.0
         d_aff = np.clip(top - sym, 0.0, None)
         np.fill_diagonal(d_aff, 0.0)
-        z_aff = _linkage(d_aff, c.linkage)
+        z_aff = linkage(d_aff, c.linkage)
         trees.append((f"Taskonomy affinity ({c.linkage} linkage)", z_aff, shared))
         body_tree["affinity_newick"] = newick(z_aff, shared)
-    atomic_write_bytes(Path(ctx.store.root) / TREE_FIGURE, _tree_figure(trees))
+    atomic_write_bytes(Path(ctx.store.root) / TREE_FIGURE, tree_figure(trees))
     return body_tree
-
-
-def _pair_records(tasks: list[str], mats: dict[str, np.ndarray], result: dict[str, Any],
-                  shared: list[str], affinity: np.ndarray | None) -> list[dict[str, Any]]:
-    """One record per ordered pair of distinct tasks (attacker -> victim): its alphas,
-    deviation statistics and, with affinities, affinity[attacker, victim] (None for a task
-    the affinity file lacks)."""
-    records = []
-    for i, a in enumerate(tasks):
-        for j, b in enumerate(tasks):
-            if i == j:
-                continue
-            rec: dict[str, Any] = {"source": f"{a} -> {b}", "attacker": a, "victim": b,
-                                   **{m: float(mats[m][i, j]) for m in METRICS},
-                                   "alpha1_above_one": result["alpha1_above_one"][i][j],
-                                   **result["pairs"][f"{i},{j}"]}
-            if affinity is not None:
-                if a in shared and b in shared:
-                    p, q = shared.index(a), shared.index(b)
-                    rec["affinity"] = _finite(affinity[p, q])
-                else:
-                    rec["affinity"] = None
-            records.append(rec)
-    return records
-
-
-def _mantel_summary(c: TaskonomyConfig, correlations: dict[str, Any] | None) -> str:
-    """The report's sentence on the Mantel test of ``cluster_metric`` ("" without one)."""
-    if correlations is None:
-        return ""
-    res = correlations[c.cluster_metric]
-    kind = (f"exact over all {res['n_permutations']} task permutations" if res["exact"]
-            else
-            f"{res['n_permutations']} random task permutations, seed {res['seed']}")
-    rho = ("undefined" if res["statistic"] is None else
-           f"{res['statistic']:.3f}, two-sided Mantel p = {res['p']:.3g} ({kind})")
-    return (f" Spearman rho between {c.cluster_metric}[S, T] (attack crafted on S, "
-            f"evaluated on T) and affinity[S, T] (transfer from S to T's task) over "
-            f"{res['n_pairs']} ordered pairs of {res['n_tasks']} tasks: {rho}. The pairs "
-            "share tasks, so they are not independent: the p-value permutes task "
-            "labels (Mantel test), and no per-pair correlation table is given; every "
-            "metric's test is in results.json (affinity_correlation).")
-
-
-def _report(c: TaskonomyConfig, tasks: list[str], folder: Path, n_images: int,
-            body_tree: dict[str, Any], correlations: dict[str, Any] | None,
-            has_affinity: bool) -> dict[str, Any]:
-    """The report entry of the results: title, description, metrics, labels, columns."""
-    weights_note = (
-        "RANDOM-WEIGHT networks (weights='random'): this run checks the pipeline; its numbers "
-        "say nothing about the tasks. " if c.weights == "random" else
-        "Pretrained visualpriors weights. ")
-    return {
-        "title": "taskonomy: adversarial transferability among Taskonomy tasks",
-        "description": (
-            weights_note
-            + f"Tasks: {', '.join(tasks)}. Each network's full-resolution {c.output} "
-            f"output on {n_images} images of {c.image_size} px from {folder}. "
-            f"Every network attacked once per image on its full output: {c.solver} "
-            f"{c.norm} eps={c.eps} on [0, 1] pixels, {c.objective} objective, {c.steps} "
-            "step(s); entry [i, j] of each matrix applies the attack crafted on task i to "
-            "task j. alpha1 compares full-resolution deviation norms"
-            + (f"; alpha2 and combined use the deviations average-pooled to {c.pool} x "
-               f"{c.pool} cells" if c.pool else "; alpha2 and combined the full deviations")
-            + ("; alpha2 and combined squared" if c.convention == "authors" else "")
-            + ". Task tree: "
-            f"{c.linkage}-linkage clustering on 1 - symmetrised {c.cluster_metric}, drawn "
-            f"in `{TREE_FIGURE}`; Newick: `{body_tree['newick']}`."
-            + _mantel_summary(c, correlations)
-            + " The paper finds the tree of adversarial transferability close to "
-            "Taskonomy's (positive rank correlation with the transfer affinities)."),
-        "extra_figures": [[TREE_FIGURE, f"Task tree: {c.linkage}-linkage clustering on "
-                                        f"1 - symmetrised {c.cluster_metric}."]],
-        "metrics": list(METRICS),
-        "outcomes": [],
-        "sweep": None,
-        "labels": {"alpha1": "alpha1 (attacker -> victim)",
-                   "alpha2": "alpha2 (attacker -> victim)",
-                   "combined": "combined (attacker -> victim)",
-                   "affinity": "affinity [attacker -> victim]"},
-        "columns": ["source", *METRICS, "alpha1_above_one",
-                    *(["affinity"] if has_affinity else [])],
-    }
-
-
-def _finite(v: float) -> float | None:
-    return float(v) if math.isfinite(float(v)) else None
-
-
-def _rows(m: np.ndarray) -> list[list[float | None]]:
-    return [[_finite(v) for v in row] for row in m.tolist()]
