@@ -18,7 +18,8 @@ from advtransfer import units
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 from advtransfer.experiments.registry import RunContext
 from advtransfer.experiments.stages import AccuracyUnit, TransferUnit
-from advtransfer.store import Store, unit_key
+from advtransfer.store import Store
+from advtransfer.units import unit_key
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "tests" / "unit_fingerprints.json"

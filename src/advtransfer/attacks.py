@@ -161,7 +161,7 @@ class AttackConfig:
 
     def key(self) -> dict[str, Any]:
         """Every field, defaults included and ``steps`` resolved, as JSON values: what a stored
-        unit computed with this attack puts in its key (:func:`advtransfer.store.unit_key`),
+        unit computed with this attack puts in its key (:func:`advtransfer.units.unit_key`),
         so that no setting that changes the attack can be left out of it."""
         eps = self.eps.tolist() if isinstance(self.eps, torch.Tensor) else float(self.eps)
         return {f.name: getattr(self, f.name) for f in fields(self)} | {

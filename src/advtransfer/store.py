@@ -44,9 +44,9 @@ from advtransfer.fileio import (
     write_json,
 )
 from advtransfer.progress import warn
-from advtransfer.units import UnitConfig, canonical, unit_key
+from advtransfer.units import UnitConfig, canonical
 
-__all__ = ["Store", "canonical", "code_fingerprint", "unit_key"]
+__all__ = ["Store", "code_fingerprint"]
 
 #: The run lock and its holder's pid/host/start time; dot-files, so that a directory holding
 #: only them still counts as empty (see :meth:`Store.check_run`).

@@ -1,6 +1,6 @@
 """The kinds of stored unit of work, each with a version, and the fingerprint of its code.
 
-A unit's key (:func:`advtransfer.store.unit_key`) is derived from its kind, the kind's
+A unit's key (:func:`unit_key`) is derived from its kind, the kind's
 **version** and the canonical JSON of its whole configuration, which holds the keys of the units
 it depends on (a fine-tune names its source model's key). Bumping a kind's version therefore
 recomputes exactly the units of that kind and the units built on them; every other unit is
@@ -42,7 +42,8 @@ from typing import Any, ClassVar
 from advtransfer.errors import AdvTransferError, AdvTransferTypeError
 
 __all__ = ["CONFIGS", "KINDS", "PACKAGE_KINDS", "PRESENTATION", "UnitConfig", "UnitKind",
-           "canonical", "code_modules", "fingerprint", "get_kind", "seed_for", "unit_key"]
+           "canonical", "code_modules", "fingerprint", "get_kind", "identity_key", "seed_for",
+           "unit_key"]
 
 _PACKAGE = "advtransfer"
 _ROOT = Path(__file__).resolve().parent
@@ -143,8 +144,18 @@ def unit_key(kind: str, config: Any) -> str:
     :class:`AdvTransferError`; a package kind's configuration must be its :class:`UnitConfig`
     (:data:`CONFIGS`)."""
     check_config(kind, config)
-    text = f"{kind}:v{get_kind(kind).version}:{canonical(config)}"
-    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return _hashed(kind, f"{kind}:v{get_kind(kind).version}:{canonical(config)}")
+
+
+def identity_key(name: str, identity: Any) -> str:
+    """``name-<16 hex digits>``: a key for something that is not a stored unit (a reference
+    read from a file, an ensemble of stored references), from the canonical JSON of what
+    identifies it; it stands where a unit's key would (the reference of an attack)."""
+    return _hashed(name, canonical(identity))
+
+
+def _hashed(name: str, text: str) -> str:
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 #: The typed configuration of each kind that declares one (every package kind), by kind name.

@@ -12,7 +12,8 @@ import torch
 from advtransfer import AdvTransferError, AdvTransferWarning
 from advtransfer.experiments.config import apply, parse_override
 from advtransfer.experiments.runner import resolve
-from advtransfer.store import Store, unit_key
+from advtransfer.store import Store
+from advtransfer.units import unit_key
 from tests.conftest import tunit
 
 

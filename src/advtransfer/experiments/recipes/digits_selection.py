@@ -67,7 +67,6 @@ from advtransfer.experiments.recipes.selection_units import (
     estimator_unit,
     full_finetune_text,
     full_finetune_truth,
-    identity_key,
     linear_probe,
     reference_attack,
 )
@@ -99,6 +98,7 @@ from advtransfer.methods import (
 from advtransfer.models.digits import check_name
 from advtransfer.models.registry import create
 from advtransfer.selection import combine
+from advtransfer.units import identity_key
 
 __all__ = [
     "DEFAULT_DIGITS_SOURCES",

@@ -48,7 +48,6 @@ from advtransfer.experiments.recipes.selection_units import (
     check_methods,
     full_finetune_text,
     full_finetune_truth,
-    identity_key,
     reference_attack,
     seeded_split,
 )
@@ -75,7 +74,7 @@ from advtransfer.selection import (
     markdown_table,
     target_tensors,
 )
-from advtransfer.units import UnitConfig
+from advtransfer.units import UnitConfig, identity_key
 
 __all__ = ["VOC_CLASSES", "ZOO_DATASETS", "ZOO_MODELS", "ImageNetZooConfig", "Resized",
            "ZooAdversarialUnit", "ZooEstimatorsUnit", "ZooFinetuneGridUnit", "ZooFinetuneUnit",

@@ -22,7 +22,6 @@ targets and candidates computes.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from advtransfer.methods import ADVERSARIAL_FEATURE_METHODS, ADVERSARIAL_METHODS
 from advtransfer.metrics import Convention, check_convention
 from advtransfer.reference import ReferenceAttack
 from advtransfer.selection import CandidatePlan, prepare_reference, rank, score_candidate
-from advtransfer.units import UnitConfig, canonical
+from advtransfer.units import UnitConfig
 
 __all__ = [
     "RECIPE_METHODS",
@@ -67,7 +66,6 @@ __all__ = [
     "full_finetune_text",
     "full_finetune_truth",
     "holdout",
-    "identity_key",
     "linear_probe",
     "reference_attack",
     "seeded_split",
@@ -243,13 +241,6 @@ def attack_key(c: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # ground truths
 # ---------------------------------------------------------------------------------------------
-
-
-def identity_key(name: str, identity: Any) -> str:
-    """``name-<16 hex digits>``: a key for a model that is not a stored unit (a reference read
-    from a file, an ensemble of stored references), from the canonical JSON of what identifies
-    it; it stands where a unit's key would (the reference of an attack, an accuracy)."""
-    return f"{name}-{hashlib.sha256(canonical(identity).encode()).hexdigest()[:16]}"
 
 
 def seeded_split(ds: Dataset, fraction: float, seed: int, train: bool) -> Dataset:
